@@ -1,0 +1,604 @@
+-- ductape 0.1.0: apps, actions, synchronous calls, call records.
+\echo Use "CREATE EXTENSION ductape" to load this file. \quit
+
+-- Nothing in this schema is granted to PUBLIC.
+REVOKE ALL ON SCHEMA ductape FROM PUBLIC;
+
+---------------------------------------------------------------------------
+-- Catalog tables
+---------------------------------------------------------------------------
+
+CREATE TABLE ductape.apps (
+    tag         text PRIMARY KEY CHECK (tag ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    name        text,
+    description text,
+    spec        jsonb NOT NULL,          -- the app spec without tag, name, description, actions
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE ductape.actions (
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    tag         text NOT NULL CHECK (tag ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    position    integer NOT NULL,        -- order in the app spec, kept for export
+    spec        jsonb NOT NULL,          -- the action spec without tag
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (app, tag)
+);
+
+CREATE TABLE ductape.products (
+    tag         text PRIMARY KEY CHECK (tag ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    name        text,
+    envs        text[] NOT NULL DEFAULT '{dev,prd}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO ductape.products (tag, name) VALUES ('default', 'Default product');
+
+CREATE TABLE ductape.variables (
+    product     text NOT NULL REFERENCES ductape.products (tag) ON DELETE CASCADE,
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    env         text NOT NULL,
+    key         text NOT NULL,
+    value       jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (product, app, env, key)
+);
+
+-- One row per call made (run, run_response, http), written by a background
+-- worker from a shared-memory buffer: the caller's transaction never writes
+-- here, and a rolled-back caller still leaves its record.
+CREATE TABLE ductape.calls (
+    id          bigint PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    app         text,
+    action      text,
+    env         text,
+    product     text,
+    method      text NOT NULL,
+    url         text NOT NULL,
+    status      integer,
+    attempts    integer NOT NULL,
+    duration_ms double precision NOT NULL,
+    error       text,
+    job_id      bigint,
+    role        name
+);
+CREATE INDEX calls_at_idx ON ductape.calls (at);
+CREATE INDEX calls_app_action_idx ON ductape.calls (app, action, at);
+
+CREATE VIEW ductape.stats AS
+SELECT app, action,
+       count(*)                                                        AS calls,
+       count(*) FILTER (WHERE error IS NOT NULL)                       AS errors,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3)  AS p50_ms,
+       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3) AS p95_ms,
+       max(at)                                                         AS last_at
+  FROM ductape.calls
+ GROUP BY app, action;
+
+---------------------------------------------------------------------------
+-- C entry points
+---------------------------------------------------------------------------
+
+CREATE FUNCTION ductape._template_errors(tpl jsonb, path text, constants jsonb, variables jsonb)
+RETURNS text[] LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_template_errors';
+
+CREATE FUNCTION ductape._catalog_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'dt_catalog_changed';
+
+-- Any change to the catalog invalidates every backend's cache of it at commit.
+CREATE TRIGGER apps_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.apps
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+CREATE TRIGGER actions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.actions
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+CREATE TRIGGER variables_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.variables
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+
+CREATE FUNCTION ductape.run(app text, action text, input jsonb DEFAULT '{}',
+                            env text DEFAULT NULL, product text DEFAULT NULL,
+                            options jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_run';
+
+CREATE FUNCTION ductape.run_response(app text, action text, input jsonb DEFAULT '{}',
+                                     env text DEFAULT NULL, product text DEFAULT NULL,
+                                     options jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_run_response';
+
+CREATE FUNCTION ductape.http(method text, url text, headers jsonb DEFAULT '{}',
+                             body jsonb DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_http';
+
+---------------------------------------------------------------------------
+-- Definition checks: every problem is collected as "/json/pointer: reason"
+---------------------------------------------------------------------------
+
+CREATE FUNCTION ductape._check_tag(val jsonb, path text, required boolean DEFAULT true)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN val IS NULL OR jsonb_typeof(val) = 'null' THEN
+            CASE WHEN required THEN ARRAY[path || ': is required'] ELSE '{}'::text[] END
+        WHEN jsonb_typeof(val) <> 'string' THEN ARRAY[path || ': must be a string']
+        WHEN val #>> '{}' !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
+            ARRAY[format('%s: "%s" is not a valid tag (1 to 63 of a-z 0-9 _ . -, starting with a letter or digit)', path, val #>> '{}')]
+        ELSE '{}'::text[] END
+$$;
+
+CREATE FUNCTION ductape._check_type(val jsonb, path text, types text[])
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN val IS NULL OR jsonb_typeof(val) = ANY (types) THEN '{}'::text[]
+                ELSE ARRAY[format('%s: must be %s', path, array_to_string(types, ' or '))] END
+$$;
+
+CREATE FUNCTION ductape._check_keys(obj jsonb, path text, allowed text[])
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(format('%s/%s: unknown key', path, k) ORDER BY k), '{}')
+      FROM jsonb_object_keys(CASE WHEN jsonb_typeof(obj) = 'object' THEN obj ELSE '{}' END) AS k
+     WHERE k <> ALL (allowed)
+$$;
+
+CREATE FUNCTION ductape._check_int(val jsonb, path text, lo bigint, hi bigint)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN val IS NULL THEN '{}'::text[]
+        WHEN jsonb_typeof(val) <> 'number' OR (val #>> '{}')::numeric <> trunc((val #>> '{}')::numeric)
+            THEN ARRAY[path || ': must be an integer']
+        WHEN (val #>> '{}')::numeric NOT BETWEEN lo AND hi
+            THEN ARRAY[format('%s: must be between %s and %s', path, lo, hi)]
+        ELSE '{}'::text[] END
+$$;
+
+CREATE FUNCTION ductape._check_request_type(val jsonb, path text)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN val IS NULL THEN '{}'::text[]
+        WHEN jsonb_typeof(val) <> 'string' OR val #>> '{}' NOT IN
+             ('application/json', 'application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain')
+            THEN ARRAY[format('%s: must be one of application/json, application/x-www-form-urlencoded, multipart/form-data, text/plain', path)]
+        ELSE '{}'::text[] END
+$$;
+
+-- A retry policy (DESIGN.md §6.1).
+CREATE FUNCTION ductape._check_retries(p jsonb, path text)
+RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    errs text[] := '{}';
+    e jsonb;
+    i integer := 0;
+BEGIN
+    IF p IS NULL THEN RETURN errs; END IF;
+    IF jsonb_typeof(p) <> 'object' THEN RETURN ARRAY[path || ': must be an object']; END IF;
+    errs := errs || ductape._check_keys(p, path, '{max,on,initial_delay_ms,max_delay_ms,multiplier,jitter,respect_retry_after,unsafe}');
+    errs := errs || ductape._check_int(p->'max', path || '/max', 0, 100);
+    errs := errs || ductape._check_int(p->'initial_delay_ms', path || '/initial_delay_ms', 0, 86400000);
+    errs := errs || ductape._check_int(p->'max_delay_ms', path || '/max_delay_ms', 0, 86400000);
+    errs := errs || ductape._check_type(p->'multiplier', path || '/multiplier', '{number}');
+    errs := errs || ductape._check_type(p->'respect_retry_after', path || '/respect_retry_after', '{boolean}');
+    errs := errs || ductape._check_type(p->'unsafe', path || '/unsafe', '{boolean}');
+    IF jsonb_typeof(p->'multiplier') = 'number' AND (p->>'multiplier')::numeric NOT BETWEEN 1 AND 10 THEN
+        errs := errs || (path || '/multiplier: must be between 1 and 10');
+    END IF;
+    IF p ? 'jitter' AND (jsonb_typeof(p->'jitter') <> 'number' OR (p->>'jitter')::numeric NOT BETWEEN 0 AND 1) THEN
+        errs := errs || (path || '/jitter: must be a number between 0 and 1');
+    END IF;
+    IF p ? 'on' THEN
+        IF jsonb_typeof(p->'on') <> 'array' THEN
+            errs := errs || (path || '/on: must be an array of statuses, "timeout" and "network"');
+        ELSE
+            FOR e IN SELECT * FROM jsonb_array_elements(p->'on') LOOP
+                IF NOT ((jsonb_typeof(e) = 'number' AND e::text ~ '^[0-9]+$' AND e::text::int BETWEEN 100 AND 599)
+                        OR e IN ('"timeout"', '"network"')) THEN
+                    errs := errs || format('%s/on/%s: must be a status (100-599), "timeout" or "network"', path, i);
+                END IF;
+                i := i + 1;
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN errs;
+END
+$$;
+
+-- One action; path is its JSON pointer in the app spec.
+CREATE FUNCTION ductape._check_action(a jsonb, path text, constants jsonb, variables jsonb)
+RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    errs text[] := '{}';
+    k text;
+    params text[];
+    props jsonb;
+    s jsonb;
+    i integer := 0;
+BEGIN
+    IF jsonb_typeof(a) IS DISTINCT FROM 'object' THEN
+        RETURN ARRAY[path || ': an action must be an object'];
+    END IF;
+    errs := errs || ductape._check_keys(a, path, '{tag,name,description,method,resource,request_type,headers,query,body,input,success,timeout_ms,retries}');
+    errs := errs || ductape._check_tag(a->'tag', path || '/tag');
+    errs := errs || ductape._check_type(a->'name', path || '/name', '{string}');
+    errs := errs || ductape._check_type(a->'description', path || '/description', '{string}');
+    IF a->'method' IS NULL THEN
+        errs := errs || (path || '/method: is required');
+    ELSIF jsonb_typeof(a->'method') <> 'string' OR upper(a->>'method') NOT IN ('GET','POST','PUT','PATCH','DELETE','HEAD') THEN
+        errs := errs || format('%s/method: unknown method %s (use GET, POST, PUT, PATCH, DELETE or HEAD)', path, a->'method');
+    END IF;
+    IF a->'resource' IS NULL THEN
+        errs := errs || (path || '/resource: is required');
+    ELSIF jsonb_typeof(a->'resource') <> 'string' OR a->>'resource' !~ '^/' THEN
+        errs := errs || (path || '/resource: must be a path starting with "/"');
+    ELSIF a->>'resource' ~ '[\s?#]' THEN
+        errs := errs || (path || '/resource: must not contain spaces, "?" or "#" (put query parameters in "query")');
+    ELSE
+        IF a->>'resource' ~ ':(/|$)' THEN
+            errs := errs || (path || '/resource: ":" must be followed by a parameter name');
+        END IF;
+        SELECT array_agg(m[1]) INTO params FROM regexp_matches(a->>'resource', ':([A-Za-z0-9_]+)', 'g') AS m;
+        IF params IS NOT NULL AND cardinality(params) <> (SELECT count(DISTINCT p) FROM unnest(params) p) THEN
+            errs := errs || (path || '/resource: a path parameter appears twice');
+        END IF;
+        -- With a declared input schema, each :param must be one of its properties.
+        props := a #> '{input,properties}';
+        IF params IS NOT NULL AND jsonb_typeof(props) = 'object' THEN
+            FOREACH k IN ARRAY params LOOP
+                IF NOT props ? k THEN
+                    errs := errs || format('%s/resource: path parameter :%s has no source (add it to input.properties)', path, k);
+                ELSIF coalesce(props->k->>'in', 'params') <> 'params' THEN
+                    errs := errs || format('%s/input/properties/%s/in: path parameter :%s must be "in": "params"', path, k, k);
+                END IF;
+            END LOOP;
+        END IF;
+    END IF;
+    errs := errs || ductape._check_request_type(a->'request_type', path || '/request_type');
+    FOREACH k IN ARRAY ARRAY['headers', 'query', 'body'] LOOP
+        IF a ? k THEN
+            IF jsonb_typeof(a->k) <> 'object' THEN
+                errs := errs || format('%s/%s: must be an object', path, k);
+            ELSE
+                errs := errs || ductape._template_errors(a->k, path || '/' || k, constants, variables);
+            END IF;
+        END IF;
+    END LOOP;
+    IF jsonb_typeof(a->'headers') = 'object' THEN
+        FOR k IN SELECT key FROM jsonb_each(a->'headers') WHERE key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' LOOP
+            errs := errs || format('%s/headers/%s: not a valid header name', path, k);
+        END LOOP;
+        FOR k IN SELECT key FROM jsonb_each(a->'headers') WHERE jsonb_typeof(value) = 'string' AND value #>> '{}' ~ '[\r\n]' LOOP
+            errs := errs || format('%s/headers/%s: header values cannot contain CR or LF', path, k);
+        END LOOP;
+    END IF;
+    IF a ? 'input' THEN
+        IF jsonb_typeof(a->'input') <> 'object' THEN
+            errs := errs || (path || '/input: must be a JSON Schema object');
+        ELSIF a #> '{input,properties}' IS NOT NULL THEN
+            IF jsonb_typeof(a #> '{input,properties}') <> 'object' THEN
+                errs := errs || (path || '/input/properties: must be an object');
+            ELSE
+                FOR k, s IN SELECT key, value FROM jsonb_each(a #> '{input,properties}') LOOP
+                    IF jsonb_typeof(s) = 'object' AND s ? 'in' AND s->>'in' NOT IN ('body', 'query', 'params', 'headers') THEN
+                        errs := errs || format('%s/input/properties/%s/in: must be body, query, params or headers', path, k);
+                    END IF;
+                END LOOP;
+            END IF;
+        END IF;
+    END IF;
+    IF a ? 'success' THEN
+        IF jsonb_typeof(a->'success') <> 'array' OR jsonb_array_length(a->'success') = 0 THEN
+            errs := errs || (path || '/success: must be a non-empty array of statuses');
+        ELSE
+            FOR s IN SELECT * FROM jsonb_array_elements(a->'success') LOOP
+                errs := errs || ductape._check_int(s, format('%s/success/%s', path, i), 100, 599);
+                i := i + 1;
+            END LOOP;
+        END IF;
+    END IF;
+    errs := errs || ductape._check_int(a->'timeout_ms', path || '/timeout_ms', 1, 86400000);
+    errs := errs || ductape._check_retries(a->'retries', path || '/retries');
+    RETURN errs;
+END
+$$;
+
+-- A whole app spec (without running the action checks' template checks twice).
+CREATE FUNCTION ductape._check_app(spec jsonb)
+RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    errs text[] := '{}';
+    e jsonb;
+    i integer := 0;
+    k text;
+    tags text[] := '{}';
+    constants jsonb := spec->'constants';
+    variables jsonb := spec->'variables';
+BEGIN
+    IF jsonb_typeof(spec) IS DISTINCT FROM 'object' THEN
+        RETURN ARRAY['/: an app spec must be a JSON object'];
+    END IF;
+    errs := errs || ductape._check_keys(spec, '', '{tag,name,description,envs,constants,variables,auth,retries,timeout_ms,idempotency_header,actions,webhooks}');
+    errs := errs || ductape._check_tag(spec->'tag', '/tag');
+    errs := errs || ductape._check_type(spec->'name', '/name', '{string}');
+    errs := errs || ductape._check_type(spec->'description', '/description', '{string}');
+    errs := errs || ductape._check_type(spec->'constants', '/constants', '{object}');
+    errs := errs || ductape._check_type(spec->'variables', '/variables', '{object}');
+    errs := errs || ductape._check_type(spec->'auth', '/auth', '{object}');
+    errs := errs || ductape._check_type(spec->'webhooks', '/webhooks', '{array}');
+    errs := errs || ductape._check_int(spec->'timeout_ms', '/timeout_ms', 1, 86400000);
+    errs := errs || ductape._check_retries(spec->'retries', '/retries');
+    IF spec ? 'idempotency_header' AND (jsonb_typeof(spec->'idempotency_header') <> 'string'
+            OR spec->>'idempotency_header' !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$') THEN
+        errs := errs || '/idempotency_header: must be a header name'::text;
+    END IF;
+    IF jsonb_typeof(constants) <> 'object' THEN constants := NULL; END IF;
+    IF jsonb_typeof(variables) = 'object' THEN
+        FOR k, e IN SELECT key, value FROM jsonb_each(variables) LOOP
+            IF jsonb_typeof(e) <> 'object' THEN
+                errs := errs || format('/variables/%s: must be an object such as {"required": false, "description": "..."}', k);
+            ELSE
+                errs := errs || ductape._check_keys(e, '/variables/' || k, '{required,description,default}');
+                errs := errs || ductape._check_type(e->'required', format('/variables/%s/required', k), '{boolean}');
+            END IF;
+        END LOOP;
+    ELSE
+        variables := NULL;
+    END IF;
+    IF spec ? 'auth' AND jsonb_typeof(spec->'auth') = 'object' THEN
+        IF spec #>> '{auth,type}' IS NULL OR spec #>> '{auth,type}' NOT IN ('bearer', 'api_key', 'basic', 'oauth2') THEN
+            errs := errs || '/auth/type: must be bearer, api_key, basic or oauth2'::text;
+        END IF;
+        errs := errs || ductape._template_errors(spec->'auth', '/auth', constants, variables);
+    END IF;
+    IF spec ? 'envs' THEN
+        IF jsonb_typeof(spec->'envs') <> 'array' THEN
+            errs := errs || '/envs: must be an array'::text;
+        ELSE
+            FOR e IN SELECT * FROM jsonb_array_elements(spec->'envs') LOOP
+                IF jsonb_typeof(e) <> 'object' THEN
+                    errs := errs || format('/envs/%s: must be an object', i);
+                ELSE
+                    errs := errs || ductape._check_keys(e, '/envs/' || i, '{slug,base_url,request_type,description}');
+                    errs := errs || ductape._check_tag(e->'slug', format('/envs/%s/slug', i));
+                    IF e->>'slug' = ANY (tags) THEN
+                        errs := errs || format('/envs/%s/slug: "%s" appears twice', i, e->>'slug');
+                    END IF;
+                    tags := tags || (e->>'slug');
+                    IF jsonb_typeof(e->'base_url') IS DISTINCT FROM 'string' OR e->>'base_url' !~* '^https?://[^/\s?#]+(/[^\s?#]*)?$' THEN
+                        errs := errs || format('/envs/%s/base_url: must be an http:// or https:// URL without query or fragment', i);
+                    END IF;
+                    errs := errs || ductape._check_request_type(e->'request_type', format('/envs/%s/request_type', i));
+                END IF;
+                i := i + 1;
+            END LOOP;
+        END IF;
+    END IF;
+    IF spec ? 'actions' THEN
+        IF jsonb_typeof(spec->'actions') <> 'array' THEN
+            errs := errs || '/actions: must be an array'::text;
+        ELSE
+            tags := '{}';
+            i := 0;
+            FOR e IN SELECT * FROM jsonb_array_elements(spec->'actions') LOOP
+                errs := errs || ductape._check_action(e, '/actions/' || i, constants, variables);
+                IF e->>'tag' = ANY (tags) THEN
+                    errs := errs || format('/actions/%s/tag: "%s" appears twice', i, e->>'tag');
+                END IF;
+                tags := tags || (e->>'tag');
+                i := i + 1;
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN errs;
+END
+$$;
+
+CREATE FUNCTION ductape._raise_invalid(what text, errs text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(errs) > 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invalid %s', what),
+            DETAIL = array_to_string(errs, E'\n'),
+            HINT = 'Fix each listed path (a JSON pointer into the definition) and define it again; nothing was stored.';
+    END IF;
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Apps and actions (DESIGN.md §1)
+---------------------------------------------------------------------------
+
+-- The stored part of an action spec: everything but the tag; method upper-cased.
+CREATE FUNCTION ductape._action_body(a jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (a - 'tag') || jsonb_build_object('method', upper(a->>'method'))
+$$;
+
+CREATE FUNCTION ductape.app_define(spec jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    t text := spec->>'tag';
+    a jsonb;
+    pos integer := 0;
+BEGIN
+    PERFORM ductape._raise_invalid(format('app definition%s', coalesce(' "' || t || '"', '')),
+                                   ductape._check_app(spec));
+    INSERT INTO ductape.apps AS x (tag, name, description, spec)
+    VALUES (t, spec->>'name', spec->>'description', spec - '{tag,name,description,actions}'::text[])
+    ON CONFLICT (tag) DO UPDATE
+       SET name = EXCLUDED.name, description = EXCLUDED.description,
+           spec = EXCLUDED.spec, updated_at = now();
+    DELETE FROM ductape.actions
+     WHERE app = t
+       AND tag NOT IN (SELECT e->>'tag' FROM jsonb_array_elements(coalesce(spec->'actions', '[]')) e);
+    FOR a IN SELECT * FROM jsonb_array_elements(coalesce(spec->'actions', '[]')) LOOP
+        INSERT INTO ductape.actions (app, tag, position, spec)
+        VALUES (t, a->>'tag', pos, ductape._action_body(a))
+        ON CONFLICT (app, tag) DO UPDATE
+           SET position = EXCLUDED.position, spec = EXCLUDED.spec, updated_at = now();
+        pos := pos + 1;
+    END LOOP;
+    RETURN t;
+END
+$$;
+
+CREATE FUNCTION ductape.app_create(tag text, name text DEFAULT NULL, description text DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape._raise_invalid('app tag', ductape._check_tag(to_jsonb(app_create.tag), '/tag'));
+    IF EXISTS (SELECT 1 FROM ductape.apps a WHERE a.tag = app_create.tag) THEN
+        RAISE EXCEPTION USING ERRCODE = '42710',
+            MESSAGE = format('app "%s" already exists', app_create.tag),
+            HINT = 'Use ductape.app_define to change an existing app.';
+    END IF;
+    INSERT INTO ductape.apps (tag, name, description, spec)
+    VALUES (app_create.tag, app_create.name, app_create.description, '{}');
+    RETURN app_create.tag;
+END
+$$;
+
+CREATE FUNCTION ductape._app_row(tag text) RETURNS ductape.apps
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r ductape.apps;
+BEGIN
+    SELECT * INTO r FROM ductape.apps a WHERE a.tag = _app_row.tag;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('app "%s" does not exist', _app_row.tag),
+            HINT = 'Define it with ductape.app_define or ductape.app_create.';
+    END IF;
+    RETURN r;
+END
+$$;
+
+CREATE FUNCTION ductape.action_define(app text, spec jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r ductape.apps := ductape._app_row(app);
+    pos integer;
+BEGIN
+    PERFORM ductape._raise_invalid(format('action definition%s', coalesce(' "' || (spec->>'tag') || '"', '')),
+        ductape._check_action(spec, '', CASE WHEN jsonb_typeof(r.spec->'constants') = 'object' THEN r.spec->'constants' END,
+                                        CASE WHEN jsonb_typeof(r.spec->'variables') = 'object' THEN r.spec->'variables' END));
+    SELECT coalesce(max(position) + 1, 0) INTO pos FROM ductape.actions x WHERE x.app = r.tag;
+    INSERT INTO ductape.actions AS x (app, tag, position, spec)
+    VALUES (r.tag, spec->>'tag', pos, ductape._action_body(spec))
+    ON CONFLICT (app, tag) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now();
+    RETURN spec->>'tag';
+END
+$$;
+
+CREATE FUNCTION ductape.app_export(tag text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object('tag', r.tag, 'name', r.name, 'description', r.description))
+           || r.spec
+           || jsonb_build_object('actions', coalesce(
+                (SELECT jsonb_agg(jsonb_build_object('tag', x.tag) || x.spec ORDER BY x.position, x.tag)
+                   FROM ductape.actions x WHERE x.app = r.tag), '[]'))
+      FROM ductape._app_row(tag) r
+$$;
+
+CREATE FUNCTION ductape.app_drop(tag text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape._app_row(tag);
+    DELETE FROM ductape.apps a WHERE a.tag = app_drop.tag;
+END
+$$;
+
+-- Where an unprefixed input key goes (DESIGN.md §2), as describe reports it.
+CREATE FUNCTION ductape._placement(a jsonb, key text, prop jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN prop ? 'in' THEN prop->>'in'
+        WHEN a->>'resource' ~ (':' || key || '(/|$)') THEN 'params'
+        WHEN a->>'method' IN ('GET', 'DELETE', 'HEAD') THEN 'query'
+        ELSE 'body' END
+$$;
+
+CREATE FUNCTION ductape.describe(app text, action text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r ductape.apps := ductape._app_row(app);
+    a jsonb;
+    inputs jsonb;
+    example jsonb;
+BEGIN
+    IF action IS NULL THEN
+        RETURN jsonb_strip_nulls(jsonb_build_object(
+            'app', r.tag, 'name', r.name, 'description', r.description,
+            'envs', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                        'slug', e->>'slug', 'base_url', e->>'base_url', 'request_type', e->>'request_type')))
+                      FROM jsonb_array_elements(coalesce(r.spec->'envs', '[]')) e), '[]'),
+            'variables', r.spec->'variables',
+            'constants', (SELECT jsonb_agg(k ORDER BY k) FROM jsonb_object_keys(coalesce(r.spec->'constants', '{}')) k),
+            'actions', coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                        'tag', x.tag, 'method', x.spec->>'method', 'resource', x.spec->>'resource',
+                        'name', x.spec->>'name', 'description', x.spec->>'description')) ORDER BY x.position)
+                      FROM ductape.actions x WHERE x.app = r.tag), '[]')));
+    END IF;
+    SELECT x.spec INTO a FROM ductape.actions x WHERE x.app = r.tag AND x.tag = describe.action;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('action "%s" of app "%s" does not exist', describe.action, r.tag),
+            HINT = format('Call ductape.describe(%L) to list its actions.', r.tag);
+    END IF;
+    -- Declared properties, then :params of the resource not declared.
+    SELECT coalesce(jsonb_agg(i ORDER BY ord, i->>'name'), '[]') INTO inputs FROM (
+        SELECT 0 AS ord, jsonb_strip_nulls(jsonb_build_object(
+                   'name', p.key, 'in', ductape._placement(a, p.key, p.value),
+                   'type', p.value->'type',
+                   'required', coalesce(a #> '{input,required}', '[]') ? p.key,
+                   'description', p.value->>'description')) AS i
+          FROM jsonb_each(coalesce(a #> '{input,properties}', '{}')) p
+        UNION ALL
+        SELECT 1, jsonb_build_object('name', m[1], 'in', 'params', 'required', true)
+          FROM regexp_matches(a->>'resource', ':([A-Za-z0-9_]+)', 'g') m
+         WHERE NOT coalesce(a #> '{input,properties}', '{}') ? m[1]) s;
+    SELECT coalesce(jsonb_object_agg(i->>'name',
+               CASE i->>'type' WHEN 'integer' THEN '1'::jsonb WHEN 'number' THEN '1.5'::jsonb
+                               WHEN 'boolean' THEN 'true'::jsonb WHEN 'object' THEN '{}'::jsonb
+                               WHEN 'array' THEN '[]'::jsonb ELSE to_jsonb('<' || (i->>'name') || '>') END), '{}')
+      INTO example FROM jsonb_array_elements(inputs) i
+     WHERE (i->>'required')::boolean;
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'app', r.tag, 'action', describe.action,
+        'name', a->>'name', 'description', a->>'description',
+        'method', a->>'method', 'resource', a->>'resource',
+        'request_type', coalesce(a->>'request_type', 'application/json'),
+        'inputs', inputs,
+        'example', format('select ductape.run(%L, %L, %L);', r.tag, describe.action, example::text)));
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Variables (values per product, app, env; DESIGN.md §3)
+---------------------------------------------------------------------------
+
+CREATE FUNCTION ductape.variable_set(app text, key text, value jsonb,
+                                     env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r ductape.apps := ductape._app_row(app);
+    e text := coalesce(env, current_setting('ductape.env'));
+    p text := coalesce(product, current_setting('ductape.product'));
+BEGIN
+    IF NOT coalesce(r.spec->'variables', '{}') ? key THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('variable "%s" is not declared by app "%s"', key, r.tag),
+            HINT = 'Declare it under "variables" in the app spec first.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ductape.products x WHERE x.tag = p) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('product "%s" does not exist', p);
+    END IF;
+    IF value IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'variable value cannot be SQL NULL',
+            HINT = 'Use ''null''::jsonb for a JSON null.';
+    END IF;
+    INSERT INTO ductape.variables (product, app, env, key, value)
+    VALUES (p, r.tag, e, key, value)
+    ON CONFLICT ON CONSTRAINT variables_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+END
+$$;
+
+-- Nothing is granted to PUBLIC; revoke the default EXECUTE on functions.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA ductape FROM PUBLIC;

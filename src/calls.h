@@ -1,0 +1,71 @@
+/*-------------------------------------------------------------------------
+ *
+ * calls.h
+ *	  The shared-memory ring of call records, shared by calls.c (writers)
+ *	  and worker.c (the launcher and per-database flushers).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DUCTAPE_CALLS_H
+#define DUCTAPE_CALLS_H
+
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#define DT_CALL_SLOTS 4096
+#define DT_MAX_DB_WORKERS 64
+
+typedef struct DtCallSlot
+{
+	Oid			dbid;
+	Oid			roleid;
+	int64		id;
+	TimestampTz at;
+	int32		status;
+	int32		attempts;
+	double		duration_ms;
+	int64		job_id;
+	bool		has_error;
+	bool		consumed;
+	char		app[64];
+	char		action[64];
+	char		env[64];
+	char		product[64];
+	char		method[8];
+	char		url[1024];
+	char		error[512];
+} DtCallSlot;
+
+typedef struct DtDbWorker
+{
+	Oid			dbid;			/* InvalidOid: free slot */
+	pid_t		pid;			/* 0 until the worker attached */
+	Latch	   *latch;
+	bool		notified;		/* latch set since the last collect */
+	TimestampTz started_at;
+} DtDbWorker;
+
+typedef struct CallsShared
+{
+	LWLock	   *lock;
+	pg_atomic_uint64 next_id;
+	uint64		head;
+	uint64		tail;
+	uint64		dropped;
+	Latch	   *launcher_latch;
+	DtDbWorker	workers[DT_MAX_DB_WORKERS];
+	DtCallSlot	slots[DT_CALL_SLOTS];
+} CallsShared;
+
+extern CallsShared *CallsGetShared(void);
+extern int	CallsCollect(Oid dbid, DtCallSlot *buf, int max);
+extern Oid	CallsClaimDatabaseWithoutWorker(void);
+extern void CallsReleaseWorker(Oid dbid, bool discard_records);
+extern void CallsAttachWorker(Oid dbid);
+extern pid_t CallsWorkerPid(Oid dbid);
+extern void CallsSetLauncherLatch(Latch *latch);
+extern void CallsReapStaleWorkers(void);
+
+#endif

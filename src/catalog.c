@@ -1,0 +1,411 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  The per-backend cache of app and action definitions.
+ *
+ * ductape.run must cost microseconds, so definitions are read from
+ * ductape.apps/actions/variables once and kept in backend memory.  The
+ * tables carry a statement trigger (dt_catalog_changed) that queues a
+ * relcache invalidation of the changed table; PostgreSQL delivers it to
+ * every backend when the writing transaction commits (and to the writer
+ * itself at the end of the statement), and our relcache callback marks the
+ * cache stale.  The cache is rebuilt lazily at the start of the next call,
+ * never in the middle of one, so pointers handed out stay valid for the
+ * whole call.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "ductape.h"
+
+PG_FUNCTION_INFO_V1(dt_catalog_changed);
+PG_FUNCTION_INFO_V1(dt_template_errors);
+
+typedef struct DtVarSet
+{
+	char	   *product;
+	char	   *env;
+	Jsonb	   *values;
+} DtVarSet;
+
+static MemoryContext CatalogContext = NULL;
+static List *CachedApps = NIL;	/* DtApp * */
+static bool CacheStale = false;
+static bool CallbackRegistered = false;
+static Oid	CatalogRelids[3];		/* apps, actions, variables */
+
+/* ---- small jsonb accessors, used across the project ---- */
+
+JsonbValue *
+JsonbGetField(Jsonb *j, const char *key)
+{
+	JsonbValue	k;
+
+	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
+}
+
+char *
+JsonbGetString(Jsonb *j, const char *key)
+{
+	JsonbValue *v = JsonbGetField(j, key);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* A container-valued field as its own Jsonb (copied), or NULL. */
+Jsonb *
+JsonbGetJsonb(Jsonb *j, const char *key)
+{
+	JsonbValue *v = JsonbGetField(j, key);
+
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	return JsonbValueToJsonb(v);
+}
+
+int
+JsonbGetInt(Jsonb *j, const char *key, int dflt)
+{
+	JsonbValue *v = JsonbGetField(j, key);
+
+	if (v == NULL || v->type != jbvNumeric)
+		return dflt;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4,
+											 NumericGetDatum(v->val.numeric)));
+}
+
+/* ---- invalidation ---- */
+
+static void
+CatalogRelcacheCallback(Datum arg, Oid relid)
+{
+	int			i;
+
+	/* InvalidOid means "everything" (for example after a cache reset). */
+	if (relid == InvalidOid)
+	{
+		CacheStale = true;
+		return;
+	}
+	for (i = 0; i < lengthof(CatalogRelids); i++)
+		if (CatalogRelids[i] == relid)
+			CacheStale = true;
+}
+
+/*
+ * Statement trigger on the catalog tables: queue an invalidation that
+ * reaches every backend at commit.
+ */
+Datum
+dt_catalog_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "dt_catalog_changed: not called by trigger manager");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	PG_RETURN_POINTER(NULL);
+}
+
+/* Called at the start of every top-level call: drop a stale cache. */
+void
+CatalogBeginCall(void)
+{
+	if (!CallbackRegistered)
+	{
+		CacheRegisterRelcacheCallback(CatalogRelcacheCallback, (Datum) 0);
+		CallbackRegistered = true;
+	}
+	if (CatalogContext == NULL)
+		CatalogContext = AllocSetContextCreate(TopMemoryContext,
+											   "ductape catalog cache",
+											   ALLOCSET_DEFAULT_SIZES);
+	if (CacheStale || !OidIsValid(CatalogRelids[0]))
+	{
+		Oid			nsp = get_namespace_oid("ductape", true);
+
+		MemoryContextReset(CatalogContext);
+		CachedApps = NIL;
+		CacheStale = false;
+		/* relids change when the extension is dropped and created again */
+		CatalogRelids[0] = get_relname_relid("apps", nsp);
+		CatalogRelids[1] = get_relname_relid("actions", nsp);
+		CatalogRelids[2] = get_relname_relid("variables", nsp);
+	}
+}
+
+/* ---- loading ---- */
+
+static DtAction *
+ParseAction(const char *tag, Jsonb *spec)
+{
+	DtAction   *a = palloc0(sizeof(DtAction));
+	Jsonb	   *success;
+	const char *p;
+
+	a->tag = pstrdup(tag);
+	a->method = JsonbGetString(spec, "method");
+	a->resource = JsonbGetString(spec, "resource");
+	a->request_type = JsonbGetString(spec, "request_type");
+	a->headers = JsonbGetJsonb(spec, "headers");
+	a->query = JsonbGetJsonb(spec, "query");
+	a->body = JsonbGetJsonb(spec, "body");
+	a->input = JsonbGetJsonb(spec, "input");
+	a->retries = JsonbGetJsonb(spec, "retries");
+	a->timeout_ms = JsonbGetInt(spec, "timeout_ms", -1);
+
+	success = JsonbGetJsonb(spec, "success");
+	if (success && JB_ROOT_IS_ARRAY(success))
+	{
+		int			n = JB_ROOT_COUNT(success);
+		int			i;
+
+		a->success = palloc(sizeof(int) * n);
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *v = getIthJsonbValueFromContainer(&success->root, i);
+
+			a->success[a->nsuccess++] = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+																		  NumericGetDatum(v->val.numeric)));
+		}
+	}
+
+	/* :params of the resource, in order */
+	for (p = a->resource ? a->resource : ""; *p; p++)
+	{
+		if (*p == ':')
+		{
+			const char *s = p + 1;
+
+			while (*s && (isalnum((unsigned char) *s) || *s == '_'))
+				s++;
+			if (s > p + 1)
+				a->path_params = lappend(a->path_params, pnstrdup(p + 1, s - p - 1));
+			p = s - 1;
+		}
+	}
+	return a;
+}
+
+static DtApp *
+LoadApp(const char *tag)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	DtApp	   *app = NULL;
+	MemoryContext oldcxt;
+	Jsonb	   *spec;
+	Jsonb	   *envs;
+	bool		isnull;
+	uint64		i;
+
+	args[0] = CStringGetTextDatum(tag);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT spec FROM ductape.apps WHERE tag = $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ductape.apps");
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return NULL;
+	}
+
+	oldcxt = MemoryContextSwitchTo(CatalogContext);
+	spec = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+	app = palloc0(sizeof(DtApp));
+	app->tag = pstrdup(tag);
+	app->constants = JsonbGetJsonb(spec, "constants");
+	app->auth = JsonbGetJsonb(spec, "auth");
+	app->retries = JsonbGetJsonb(spec, "retries");
+	app->timeout_ms = JsonbGetInt(spec, "timeout_ms", -1);
+	app->idempotency_header = JsonbGetString(spec, "idempotency_header");
+	if (app->idempotency_header == NULL)
+		app->idempotency_header = pstrdup("Idempotency-Key");
+	app->declared_variables = JsonbGetJsonb(spec, "variables");
+
+	envs = JsonbGetJsonb(spec, "envs");
+	if (envs && JB_ROOT_IS_ARRAY(envs))
+	{
+		int			n = JB_ROOT_COUNT(envs);
+
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *v = getIthJsonbValueFromContainer(&envs->root, i);
+			Jsonb	   *e = JsonbValueToJsonb(v);
+			DtEnv	   *env = palloc0(sizeof(DtEnv));
+
+			env->slug = JsonbGetString(e, "slug");
+			env->base_url = JsonbGetString(e, "base_url");
+			env->request_type = JsonbGetString(e, "request_type");
+			app->envs = lappend(app->envs, env);
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	if (SPI_execute_with_args("SELECT tag, spec FROM ductape.actions WHERE app = $1 ORDER BY position",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ductape.actions");
+	oldcxt = MemoryContextSwitchTo(CatalogContext);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *atag = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		Jsonb	   *aspec = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 2, &isnull));
+
+		app->actions = lappend(app->actions, ParseAction(atag, aspec));
+	}
+	CachedApps = lappend(CachedApps, app);
+	MemoryContextSwitchTo(oldcxt);
+	SPI_finish();
+	return app;
+}
+
+/* The app named tag; raises 42704 when there is none. */
+DtApp *
+CatalogGetApp(const char *tag)
+{
+	ListCell   *lc;
+	DtApp	   *app;
+
+	foreach(lc, CachedApps)
+	{
+		app = lfirst(lc);
+		if (strcmp(app->tag, tag) == 0)
+			return app;
+	}
+	app = LoadApp(tag);
+	if (app == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("app \"%s\" does not exist", tag),
+				 errhint("Define it with ductape.app_define.")));
+	return app;
+}
+
+DtAction *
+CatalogGetAction(DtApp *app, const char *tag)
+{
+	ListCell   *lc;
+
+	foreach(lc, app->actions)
+	{
+		DtAction   *a = lfirst(lc);
+
+		if (strcmp(a->tag, tag) == 0)
+			return a;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("action \"%s\" of app \"%s\" does not exist", tag, app->tag),
+			 errhint("Call ductape.describe('%s') to list its actions.", app->tag)));
+	return NULL;
+}
+
+DtEnv *
+CatalogGetEnv(DtApp *app, const char *slug)
+{
+	ListCell   *lc;
+	StringInfoData names;
+
+	initStringInfo(&names);
+	foreach(lc, app->envs)
+	{
+		DtEnv	   *e = lfirst(lc);
+
+		if (strcmp(e->slug, slug) == 0)
+			return e;
+		appendStringInfo(&names, "%s%s", names.len ? ", " : "", e->slug);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("environment \"%s\" of app \"%s\" does not exist", slug, app->tag),
+			 names.len ? errdetail("The app has the environments: %s.", names.data)
+			 : errdetail("The app has no environments."),
+			 errhint("Pass env => '...' or SET ductape.env, or add the environment to the app's \"envs\".")));
+	return NULL;
+}
+
+/* Variable values of app for (product, env), as a jsonb object. */
+Jsonb *
+CatalogGetVariables(DtApp *app, const char *product, const char *env)
+{
+	ListCell   *lc;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	bool		isnull;
+	Datum		d;
+	DtVarSet   *vs;
+	MemoryContext oldcxt;
+
+	foreach(lc, app->variables)
+	{
+		vs = lfirst(lc);
+		if (strcmp(vs->product, product) == 0 && strcmp(vs->env, env) == 0)
+			return vs->values;
+	}
+	args[0] = CStringGetTextDatum(product);
+	args[1] = CStringGetTextDatum(app->tag);
+	args[2] = CStringGetTextDatum(env);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM ductape.variables "
+							  "WHERE product = $1 AND app = $2 AND env = $3",
+							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ductape.variables");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	oldcxt = MemoryContextSwitchTo(CatalogContext);
+	vs = palloc0(sizeof(DtVarSet));
+	vs->product = pstrdup(product);
+	vs->env = pstrdup(env);
+	vs->values = DatumGetJsonbPCopy(d);
+	app->variables = lappend(app->variables, vs);
+	MemoryContextSwitchTo(oldcxt);
+	SPI_finish();
+	return vs->values;
+}
+
+/* ---- define-time template check, called from the SQL validators ---- */
+
+Datum
+dt_template_errors(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *tpl;
+	char	   *path;
+	Jsonb	   *constants = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Jsonb	   *variables = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	List	   *errors = NIL;
+	ListCell   *lc;
+	Datum	   *elems;
+	int			i = 0;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
+	tpl = PG_GETARG_JSONB_P(0);
+	path = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	TemplateCheck(tpl, path, PH_APP_KINDS, constants, variables, &errors);
+
+	elems = palloc(sizeof(Datum) * (list_length(errors) + 1));
+	foreach(lc, errors)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+}

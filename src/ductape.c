@@ -1,0 +1,232 @@
+/*-------------------------------------------------------------------------
+ *
+ * ductape.c
+ *	  Module load: refuses to load unless preloaded, defines every setting
+ *	  (DESIGN.md §15), and sets up shared memory and background workers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "ductape.h"
+#include "egress.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *ductape_env = NULL;
+char	   *ductape_product = NULL;
+int			ductape_default_timeout_ms = 30000;
+int			ductape_max_response_size = 10 * 1024 * 1024;
+int			ductape_log_requests = DT_LOG_ALL;
+char	   *ductape_proxy = NULL;
+
+/*
+ * Bumped whenever a setting that decides what we may connect to changes;
+ * http.c drops its pooled connections when it sees a new value, so a
+ * connection opened under an older, looser policy is never reused.
+ */
+int			ductape_egress_generation = 0;
+
+static const struct config_enum_entry log_requests_options[] = {
+	{"all", DT_LOG_ALL, false},
+	{"errors", DT_LOG_ERRORS, false},
+	{"none", DT_LOG_NONE, false},
+	{NULL, 0, false}
+};
+
+#ifdef DT_HAVE_SHMEM_REQUEST_HOOK
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/*
+ * A tag names apps, actions, products, envs: ^[a-z0-9][a-z0-9_.-]{0,62}$
+ */
+bool
+DtIsValidTag(const char *tag)
+{
+	int			len;
+
+	if (tag == NULL || tag[0] == '\0')
+		return false;
+	if (!((tag[0] >= 'a' && tag[0] <= 'z') || (tag[0] >= '0' && tag[0] <= '9')))
+		return false;
+	for (len = 1; tag[len]; len++)
+	{
+		char		c = tag[len];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			  c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return len <= DT_TAG_MAXLEN;
+}
+
+static bool
+check_tag_guc(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || !DtIsValidTag(*newval))
+	{
+		GUC_check_errdetail("A tag is 1 to 63 characters: lower-case letters, digits, \"_\", \".\" and \"-\", starting with a letter or digit.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_proxy(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0 &&
+		strncmp(v, "socks5://", 9) != 0 && strncmp(v, "socks5h://", 10) != 0)
+	{
+		GUC_check_errdetail("A proxy is a URL starting with http://, https://, socks5:// or socks5h://.");
+		return false;
+	}
+	if (strpbrk(v, "\r\n ") != NULL)
+	{
+		GUC_check_errdetail("A proxy URL cannot contain spaces or line breaks.");
+		return false;
+	}
+	return true;
+}
+
+static void
+assign_egress_bool(bool newval, void *extra)
+{
+	ductape_egress_generation++;
+}
+
+static void
+assign_egress_string(const char *newval, void *extra)
+{
+	ductape_egress_generation++;
+}
+
+static void
+assign_allowed_hosts(const char *newval, void *extra)
+{
+	egress_assign_allowed_hosts(newval, extra);
+	ductape_egress_generation++;
+}
+
+static void
+DefineSettings(void)
+{
+	DefineCustomStringVariable("ductape.env",
+							   "Environment used when a call passes no env.",
+							   "An environment slug such as dev or prd.",
+							   &ductape_env, "dev",
+							   PGC_USERSET, 0,
+							   check_tag_guc, NULL, NULL);
+	DefineCustomStringVariable("ductape.product",
+							   "Product used when a call passes no product.",
+							   NULL,
+							   &ductape_product, "default",
+							   PGC_USERSET, 0,
+							   check_tag_guc, NULL, NULL);
+	DefineCustomIntVariable("ductape.default_timeout",
+							"Timeout of one HTTP attempt when neither the call, the action nor the app sets timeout_ms.",
+							NULL,
+							&ductape_default_timeout_ms, 30000, 1, 24 * 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.max_response_size",
+							"Largest response body accepted; a larger one fails the call.",
+							NULL,
+							&ductape_max_response_size, 10 * 1024 * 1024,
+							1024, MaxAllocSize / 2,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomEnumVariable("ductape.log_requests",
+							 "Which calls are recorded in ductape.calls: all, errors or none.",
+							 NULL,
+							 &ductape_log_requests, DT_LOG_ALL,
+							 log_requests_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("ductape.allowed_hosts",
+							   "Hosts, *.domain patterns, addresses and CIDRs that outbound calls may reach; empty means any public address.",
+							   "Private addresses are reachable only when listed here (as an address, CIDR or exact host name) or when ductape.allow_private_networks is on.",
+							   &ductape_allowed_hosts, "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   egress_check_allowed_hosts, assign_allowed_hosts, NULL);
+	DefineCustomBoolVariable("ductape.allow_private_networks",
+							 "Allows outbound calls to loopback, private, link-local and other non-public addresses.",
+							 NULL,
+							 &ductape_allow_private_networks, false,
+							 PGC_SUSET, 0,
+							 NULL, assign_egress_bool, NULL);
+	DefineCustomBoolVariable("ductape.https_only",
+							 "Refuses outbound calls over plain http.",
+							 NULL,
+							 &ductape_https_only, false,
+							 PGC_SUSET, 0,
+							 NULL, assign_egress_bool, NULL);
+	DefineCustomStringVariable("ductape.proxy",
+							   "Proxy URL for outbound calls; proxy environment variables are always ignored.",
+							   NULL,
+							   &ductape_proxy, "",
+							   PGC_SUSET, 0,
+							   check_proxy, assign_egress_string, NULL);
+
+	MarkGUCPrefixReserved("ductape");
+}
+
+#ifdef DT_HAVE_SHMEM_REQUEST_HOOK
+static void
+ductape_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(CallsShmemSize());
+	RequestNamedLWLockTranche("ductape", 1);
+}
+#endif
+
+static void
+ductape_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	CallsShmemInit();
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ductape must be loaded via shared_preload_libraries"),
+				 errdetail("ductape keeps call records in shared memory and runs background workers, which can only be set up at server start."),
+				 errhint("Add ductape to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	DefineSettings();
+
+#ifdef DT_HAVE_SHMEM_REQUEST_HOOK
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ductape_shmem_request;
+#else
+	RequestAddinShmemSpace(CallsShmemSize());
+	RequestNamedLWLockTranche("ductape", 1);
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ductape_shmem_startup;
+
+	WorkerRegisterLauncher();
+	WorkerInstallHooks();
+}

@@ -1,0 +1,215 @@
+/*-------------------------------------------------------------------------
+ *
+ * ductape.h
+ *	  Declarations shared between ductape's subsystems.
+ *
+ * Subsystems, one file each:
+ *	  ductape.c   module load, settings, shared memory
+ *	  template.c  $Placeholder{...} parsing, checking and resolution
+ *	  catalog.c   the per-backend cache of apps and actions
+ *	  request.c   turning (app, action, env, input) into an HTTP request
+ *	  http.c      libcurl driver, retries, run/run_response/http
+ *	  egress.c    the egress policy (which hosts and addresses we may reach)
+ *	  calls.c     the shared-memory buffer of call records
+ *	  worker.c    background workers (launcher, per-database flusher)
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DUCTAPE_H
+#define DUCTAPE_H
+
+#include "postgres.h"
+
+#include "compat.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+#define DUCTAPE_VERSION "0.1.0"
+
+/* Project SQLSTATEs (DESIGN.md §0). */
+#define ERRCODE_DT_HTTP_STATUS	MAKE_SQLSTATE('D','T','0','0','0')
+#define ERRCODE_DT_NETWORK		MAKE_SQLSTATE('D','T','0','0','1')
+#define ERRCODE_DT_EGRESS		MAKE_SQLSTATE('D','T','0','0','2')
+#define ERRCODE_DT_SECRET		MAKE_SQLSTATE('D','T','0','0','3')
+
+#define DT_TAG_MAXLEN 63
+
+/* ---- settings (ductape.c) ---- */
+typedef enum
+{
+	DT_LOG_NONE,
+	DT_LOG_ERRORS,
+	DT_LOG_ALL
+} DtLogRequests;
+
+extern char *ductape_env;
+extern char *ductape_product;
+extern int	ductape_default_timeout_ms;
+extern int	ductape_max_response_size;
+extern int	ductape_log_requests;
+extern char *ductape_proxy;
+extern int	ductape_egress_generation;
+
+extern bool DtIsValidTag(const char *tag);
+
+/* ---- template.c ---- */
+typedef enum
+{
+	PH_SECRET,
+	PH_CONSTANT,
+	PH_VARIABLE,
+	PH_INPUT,
+	PH_AUTH,
+	PH_ROW,
+	PH_OLD,
+	PH_STEP,
+	PH_EVENT,
+	PH_NOW,
+	PH_UUID,
+	PH__COUNT
+} PlaceholderKind;
+
+#define PH_BIT(k) (1u << (k))
+/* What app and action templates may use. */
+#define PH_APP_KINDS (PH_BIT(PH_SECRET) | PH_BIT(PH_CONSTANT) | \
+					  PH_BIT(PH_VARIABLE) | PH_BIT(PH_INPUT) | \
+					  PH_BIT(PH_AUTH) | PH_BIT(PH_NOW) | PH_BIT(PH_UUID))
+
+/*
+ * A resolver gives the value of one placeholder.  It returns false when the
+ * value is missing (the engine then raises 22023 naming the placeholder), and
+ * may ereport itself for other problems.  args are the {...} parts.
+ */
+typedef bool (*TemplateResolver) (void *arg, PlaceholderKind kind,
+								  int nargs, char **args, JsonbValue *out);
+
+extern Jsonb *TemplateApply(Jsonb *tpl, TemplateResolver resolver, void *arg);
+extern bool TemplateHasPlaceholders(Jsonb *tpl);
+extern void TemplateCheck(Jsonb *tpl, const char *path, uint32 allowed,
+						  Jsonb *constants, Jsonb *variables, List **errors);
+extern char *JsonbValueAsText(JsonbValue *v);
+
+/* ---- catalog.c ---- */
+typedef struct DtEnv
+{
+	char	   *slug;
+	char	   *base_url;
+	char	   *request_type;	/* may be NULL */
+} DtEnv;
+
+typedef struct DtAction
+{
+	char	   *tag;
+	char	   *method;
+	char	   *resource;
+	char	   *request_type;	/* may be NULL */
+	Jsonb	   *headers;		/* templates, may be NULL */
+	Jsonb	   *query;
+	Jsonb	   *body;
+	Jsonb	   *input;			/* JSON Schema, may be NULL */
+	Jsonb	   *retries;		/* policy, may be NULL */
+	int			timeout_ms;		/* -1 when unset */
+	int			nsuccess;
+	int		   *success;		/* statuses that count as success */
+	List	   *path_params;	/* names of :params in resource */
+} DtAction;
+
+typedef struct DtApp
+{
+	char	   *tag;
+	List	   *envs;			/* DtEnv * */
+	Jsonb	   *constants;		/* may be NULL */
+	Jsonb	   *auth;			/* may be NULL */
+	Jsonb	   *retries;		/* may be NULL */
+	int			timeout_ms;		/* -1 when unset */
+	char	   *idempotency_header;
+	List	   *actions;		/* DtAction * */
+	Jsonb	   *declared_variables;	/* the spec's "variables", may be NULL */
+	List	   *variables;		/* cached variable values, catalog.c */
+} DtApp;
+
+extern void CatalogBeginCall(void);
+extern DtApp *CatalogGetApp(const char *tag);
+extern DtAction *CatalogGetAction(DtApp *app, const char *tag);
+extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
+extern Jsonb *CatalogGetVariables(DtApp *app, const char *product,
+								  const char *env);
+extern JsonbValue *JsonbGetField(Jsonb *j, const char *key);
+extern char *JsonbGetString(Jsonb *j, const char *key);
+extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
+extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
+
+/* ---- http.c / request.c ---- */
+typedef struct DtRetryPolicy
+{
+	int			max;
+	uint64		on_status[10];	/* bitmap of statuses 0..639 */
+	bool		on_timeout;
+	bool		on_network;
+	int			initial_delay_ms;
+	int			max_delay_ms;
+	double		multiplier;
+	double		jitter;
+	bool		respect_retry_after;
+	bool		unsafe;
+} DtRetryPolicy;
+
+typedef struct DtRequest
+{
+	/* what is sent */
+	const char *method;
+	char	   *url;
+	List	   *headers;		/* "Name: value" strings */
+	char	   *body;			/* NULL for none */
+	size_t		body_len;
+	bool		has_idempotency_key;
+	int			timeout_ms;
+	DtRetryPolicy policy;
+	int		   *success;		/* NULL: any 2xx */
+	int			nsuccess;
+	List	   *sensitive;		/* strings to redact from anything recorded */
+	/* what the call record names */
+	const char *app;
+	const char *action;
+	const char *env;
+	const char *product;
+	int64		job_id;
+} DtRequest;
+
+extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
+extern void RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what);
+extern void RequestBuild(DtRequest *req, DtApp *app, DtAction *action,
+						 DtEnv *env, const char *product, Jsonb *input,
+						 Jsonb *options);
+extern void RequestApplyOptions(DtRequest *req, Jsonb *options,
+								const char *idempotency_header);
+extern void RequestAddHeader(DtRequest *req, const char *name,
+							 const char *value);
+extern char *Redact(const char *s, List *sensitive);
+
+/* ---- calls.c ---- */
+typedef struct DtCallInfo
+{
+	const char *app;
+	const char *action;
+	const char *env;
+	const char *product;
+	const char *method;
+	const char *url;
+	int			status;
+	int			attempts;
+	double		duration_ms;
+	const char *error;
+	int64		job_id;
+} DtCallInfo;
+
+extern Size CallsShmemSize(void);
+extern void CallsShmemInit(void);
+extern int64 CallsRecord(const DtCallInfo *info);
+
+/* ---- worker.c ---- */
+extern void WorkerRegisterLauncher(void);
+extern void WorkerInstallHooks(void);
+
+#endif							/* DUCTAPE_H */

@@ -1,0 +1,1142 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  Sending requests with libcurl: ductape.run, run_response and http
+ *	  (DESIGN.md §6, §6.1, §12).
+ *
+ * Design:
+ *	- One libcurl multi handle and one easy handle per process, kept for the
+ *	  life of the backend, so connections stay alive across calls.
+ *	- The multi handle is driven by curl_multi_socket_action from a
+ *	  PostgreSQL WaitEventSet that holds the process latch and one epoll fd
+ *	  into which curl's sockets are registered (CURLMOPT_SOCKETFUNCTION).
+ *	  A query cancel or statement_timeout sets the latch, so it interrupts a
+ *	  request or a retry delay at once, not at curl's next progress tick.
+ *	  Background workers will drive many transfers through the same code.
+ *	- Redirects are followed here, not by curl, so every hop's URL goes
+ *	  through the egress policy; every new connection's resolved address is
+ *	  checked in CURLOPT_OPENSOCKETFUNCTION (egress.c), so DNS tricks and
+ *	  redirects cannot reach a refused address.
+ *	- Nothing here writes a table: the call record goes to shared memory
+ *	  (calls.c) and a background worker stores it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <curl/curl.h>
+
+#include "common/jsonapi.h"
+#include "common/pg_prng.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#include "ductape.h"
+#include "egress.h"
+
+PG_FUNCTION_INFO_V1(dt_run);
+PG_FUNCTION_INFO_V1(dt_run_response);
+PG_FUNCTION_INFO_V1(dt_http);
+
+#define DT_MAX_REDIRECTS 5
+#define DT_EXCERPT 1024
+
+typedef enum
+{
+	OUT_RESPONSE,				/* a response arrived */
+	OUT_TIMEOUT,				/* the attempt timed out */
+	OUT_NETWORK,				/* any other transport failure */
+	OUT_EGRESS,					/* refused by the egress policy */
+	OUT_TOO_LARGE				/* response over ductape.max_response_size */
+} OutcomeKind;
+
+/* State of one transfer (one hop of one attempt). */
+typedef struct Transfer
+{
+	const char *host;			/* URL host, for the address check */
+	bool		egress_refused;
+	char		egress_reason[256];
+	StringInfoData body;
+	bool		too_large;
+	char		errbuf[CURL_ERROR_SIZE];
+} Transfer;
+
+/* What one attempt ended with. */
+typedef struct Outcome
+{
+	OutcomeKind kind;
+	bool		sent;			/* did any byte of the request leave? */
+	long		status;
+	char	   *body;
+	size_t		body_len;
+	char	   *content_type;
+	char	   *error;
+	double		retry_after_ms; /* -1 when the response had none */
+	double		t_dns,
+				t_connect,
+				t_tls,
+				t_first,
+				t_total;		/* milliseconds, of the last hop */
+	char	   *final_url;
+} Outcome;
+
+/* ---- per-process libcurl state ---- */
+
+static bool curl_ready = false;
+static CURLM *dt_multi = NULL;
+static CURL *dt_easy = NULL;
+static int	dt_epfd = -1;
+static WaitEventSet *dt_wes = NULL;
+static int	dt_wes_epfd_pos = -1;
+static int64 dt_deadline_ms = -1;	/* curl's timer, CLOCK_MONOTONIC ms */
+static int	dt_generation = -1;
+
+static int64
+NowMs(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+SocketCallback(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		epoll_ctl(dt_epfd, EPOLL_CTL_DEL, s, NULL);
+		return 0;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
+		((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	if (epoll_ctl(dt_epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+		epoll_ctl(dt_epfd, EPOLL_CTL_ADD, s, &ev);
+	return 0;
+}
+
+static int
+TimerCallback(CURLM *multi, long timeout_ms, void *userp)
+{
+	dt_deadline_ms = timeout_ms < 0 ? -1 : NowMs() + timeout_ms;
+	return 0;
+}
+
+/* Set up (or, after an egress setting changed, rebuild) the curl state. */
+static void
+DriverEnsure(void)
+{
+	if (!curl_ready)
+	{
+		if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+			ereport(ERROR, (errmsg("could not initialize libcurl")));
+		curl_ready = true;
+	}
+	if (dt_epfd < 0)
+	{
+		dt_epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (dt_epfd < 0)
+			ereport(ERROR, (errmsg("could not create epoll descriptor: %m")));
+		dt_wes = CreateWaitEventSet(TopMemoryContext, 3);
+		AddWaitEventToSet(dt_wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(dt_wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		dt_wes_epfd_pos = AddWaitEventToSet(dt_wes, WL_SOCKET_READABLE, dt_epfd, NULL, NULL);
+	}
+	if (dt_multi != NULL && dt_generation != ductape_egress_generation)
+	{
+		/* drop pooled connections opened under another policy */
+		curl_easy_cleanup(dt_easy);
+		curl_multi_cleanup(dt_multi);
+		dt_easy = NULL;
+		dt_multi = NULL;
+	}
+	if (dt_multi == NULL)
+	{
+		dt_multi = curl_multi_init();
+		dt_easy = curl_easy_init();
+		if (dt_multi == NULL || dt_easy == NULL)
+			ereport(ERROR, (errmsg("could not create a libcurl handle")));
+		curl_multi_setopt(dt_multi, CURLMOPT_SOCKETFUNCTION, SocketCallback);
+		curl_multi_setopt(dt_multi, CURLMOPT_TIMERFUNCTION, TimerCallback);
+		dt_generation = ductape_egress_generation;
+	}
+}
+
+/*
+ * Run one transfer on the multi handle until it finishes, waking on the
+ * latch for interrupts.  An interrupt (cancel, statement_timeout,
+ * termination) ereports out of here after the transfer is detached.
+ */
+static CURLcode
+DriverPerform(CURL *easy)
+{
+	volatile CURLcode result = CURLE_OK;
+	volatile bool done = false;
+	int			running;
+	WaitEvent	events[3];
+
+	curl_multi_add_handle(dt_multi, easy);
+	PG_TRY();
+	{
+		curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		for (;;)
+		{
+			CURLMsg    *msg;
+			int			left;
+			long		timeout;
+			int			n,
+						i;
+
+			while ((msg = curl_multi_info_read(dt_multi, &left)) != NULL)
+			{
+				if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
+				{
+					result = msg->data.result;
+					done = true;
+				}
+			}
+			if (done)
+				break;
+
+			if (dt_deadline_ms < 0)
+				timeout = 1000;
+			else
+				timeout = Max(0, Min(1000, dt_deadline_ms - NowMs()));
+			n = WaitEventSetWait(dt_wes, timeout, events, lengthof(events), DT_WAIT_EVENT);
+			for (i = 0; i < n; i++)
+			{
+				if (events[i].events & WL_LATCH_SET)
+				{
+					ResetLatch(MyLatch);
+					CHECK_FOR_INTERRUPTS();
+				}
+				if (events[i].pos == dt_wes_epfd_pos)
+				{
+					struct epoll_event evs[32];
+					int			k,
+								j;
+
+					k = epoll_wait(dt_epfd, evs, lengthof(evs), 0);
+					for (j = 0; j < k; j++)
+					{
+						int			mask = 0;
+
+						if (evs[j].events & EPOLLIN)
+							mask |= CURL_CSELECT_IN;
+						if (evs[j].events & EPOLLOUT)
+							mask |= CURL_CSELECT_OUT;
+						if (evs[j].events & (EPOLLERR | EPOLLHUP))
+							mask |= CURL_CSELECT_ERR;
+						curl_multi_socket_action(dt_multi, evs[j].data.fd, mask, &running);
+					}
+				}
+			}
+			if (dt_deadline_ms >= 0 && NowMs() >= dt_deadline_ms)
+			{
+				dt_deadline_ms = -1;
+				curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		curl_multi_remove_handle(dt_multi, easy);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Sleep ms milliseconds, honouring cancel and statement_timeout. */
+static void
+SleepInterruptible(int64 ms)
+{
+	int64		end = NowMs() + ms;
+	int64		left;
+
+	while ((left = end - NowMs()) > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, DT_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* ---- libcurl callbacks (no ereport, no palloc failures escaping) ---- */
+
+static size_t
+WriteCallback(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	Transfer   *t = userdata;
+	size_t		n = size * nmemb;
+
+	if ((size_t) t->body.len + n > (size_t) ductape_max_response_size)
+	{
+		t->too_large = true;
+		return 0;				/* makes curl fail with CURLE_WRITE_ERROR */
+	}
+	if (t->body.len + n + 1 > (size_t) t->body.maxlen)
+	{
+		/* grow without risking an ereport inside libcurl */
+		size_t		newlen = Max((size_t) t->body.maxlen * 2, t->body.len + n + 1);
+		char	   *nb = MemoryContextAllocExtended(CurrentMemoryContext, newlen,
+													MCXT_ALLOC_NO_OOM);
+
+		if (nb == NULL)
+		{
+			t->too_large = true;
+			return 0;
+		}
+		memcpy(nb, t->body.data, t->body.len);
+		pfree(t->body.data);
+		t->body.data = nb;
+		t->body.maxlen = newlen;
+	}
+	memcpy(t->body.data + t->body.len, ptr, n);
+	t->body.len += n;
+	t->body.data[t->body.len] = '\0';
+	return n;
+}
+
+static curl_socket_t
+OpenSocketCallback(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	Transfer   *t = clientp;
+
+	/* A configured proxy is the superuser's choice: not checked. */
+	if ((ductape_proxy == NULL || ductape_proxy[0] == '\0') &&
+		!EgressCheckAddress(t->host, &address->addr, t->egress_reason,
+							sizeof(t->egress_reason)))
+	{
+		t->egress_refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/* ---- one attempt ---- */
+
+static double
+InfoMs(CURL *easy, CURLINFO what)
+{
+	curl_off_t	us = 0;
+
+	curl_easy_getinfo(easy, what, &us);
+	return us / 1000.0;
+}
+
+/* scheme and host of url, or false when libcurl cannot parse it */
+static bool
+UrlParts(const char *url, char **scheme, char **host)
+{
+	CURLU	   *u = curl_url();
+	char	   *s = NULL,
+			   *h = NULL;
+	bool		ok;
+
+	ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_SCHEME, &s, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK;
+	if (ok)
+	{
+		*scheme = pstrdup(s);
+		*host = pstrdup(h);
+	}
+	curl_free(s);
+	curl_free(h);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+static const char *
+HeaderValue(CURL *easy, const char *name)
+{
+	struct curl_header *h;
+
+	if (curl_easy_header(easy, name, 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+		return h->value;
+	return NULL;
+}
+
+static double
+ParseRetryAfter(const char *v)
+{
+	char	   *end;
+	double		secs;
+	time_t		when;
+
+	if (v == NULL)
+		return -1;
+	secs = strtod(v, &end);
+	if (end != v && *end == '\0' && secs >= 0)
+		return secs * 1000.0;
+	when = curl_getdate(v, NULL);
+	if (when < 0)
+		return -1;
+	return Max(0, (double) (when - time(NULL)) * 1000.0);
+}
+
+static bool
+IsRedirect(long status)
+{
+	return status == 301 || status == 302 || status == 303 ||
+		status == 307 || status == 308;
+}
+
+/* Make one attempt of req, following redirects; fills *o. */
+static void
+Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
+{
+	const char *method = req->method;
+	const char *body = req->body;
+	size_t		body_len = req->body_len;
+	char	   *url = req->url;
+	List	   *headers = req->headers;
+	int			hop;
+
+	memset(o, 0, sizeof(*o));
+	o->retry_after_ms = -1;
+
+	for (hop = 0;; hop++)
+	{
+		Transfer	t;
+		struct curl_slist *slist = NULL;
+		char	   *scheme,
+				   *host;
+		const char *reason;
+		volatile CURLcode rc = CURLE_OK;
+		ListCell   *lc;
+		int64		left = attempt_deadline - NowMs();
+		char	   *location = NULL;
+
+		o->final_url = url;
+		if (!UrlParts(url, &scheme, &host))
+		{
+			o->kind = OUT_NETWORK;
+			o->error = psprintf("invalid URL \"%s\"", Redact(url, req->sensitive));
+			return;
+		}
+		reason = EgressCheckUrl(scheme, host);
+		if (reason != NULL)
+		{
+			o->kind = OUT_EGRESS;
+			o->error = pstrdup(reason);
+			return;
+		}
+		if (left <= 0)
+		{
+			o->kind = OUT_TIMEOUT;
+			o->error = psprintf("timed out after %d ms", req->timeout_ms);
+			return;
+		}
+
+		memset(&t, 0, sizeof(t));
+		t.host = host;
+		initStringInfo(&t.body);
+
+		curl_easy_reset(dt_easy);
+		curl_easy_setopt(dt_easy, CURLOPT_URL, url);
+		curl_easy_setopt(dt_easy, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(dt_easy, CURLOPT_FOLLOWLOCATION, 0L);
+		curl_easy_setopt(dt_easy, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(dt_easy, CURLOPT_USERAGENT, "ductape/" DUCTAPE_VERSION);
+		curl_easy_setopt(dt_easy, CURLOPT_PROXY, ductape_proxy ? ductape_proxy : "");
+		curl_easy_setopt(dt_easy, CURLOPT_TIMEOUT_MS, (long) left);
+		curl_easy_setopt(dt_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(left, 10000));
+		curl_easy_setopt(dt_easy, CURLOPT_ERRORBUFFER, t.errbuf);
+		curl_easy_setopt(dt_easy, CURLOPT_WRITEFUNCTION, WriteCallback);
+		curl_easy_setopt(dt_easy, CURLOPT_WRITEDATA, &t);
+		curl_easy_setopt(dt_easy, CURLOPT_OPENSOCKETFUNCTION, OpenSocketCallback);
+		curl_easy_setopt(dt_easy, CURLOPT_OPENSOCKETDATA, &t);
+		if (ductape_max_response_size > 0)
+			curl_easy_setopt(dt_easy, CURLOPT_MAXFILESIZE_LARGE,
+							 (curl_off_t) ductape_max_response_size);
+
+		foreach(lc, headers)
+			slist = curl_slist_append(slist, lfirst(lc));
+		slist = curl_slist_append(slist, "Expect:");
+
+		if (strcmp(method, "GET") == 0)
+			curl_easy_setopt(dt_easy, CURLOPT_HTTPGET, 1L);
+		else if (strcmp(method, "HEAD") == 0)
+			curl_easy_setopt(dt_easy, CURLOPT_NOBODY, 1L);
+		else
+		{
+			curl_easy_setopt(dt_easy, CURLOPT_CUSTOMREQUEST, method);
+			if (body != NULL || strcmp(method, "POST") == 0)
+			{
+				curl_easy_setopt(dt_easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+				curl_easy_setopt(dt_easy, CURLOPT_POSTFIELDS, body ? body : "");
+				if (body == NULL)
+					slist = curl_slist_append(slist, "Content-Type:");
+			}
+		}
+		curl_easy_setopt(dt_easy, CURLOPT_HTTPHEADER, slist);
+
+		PG_TRY();
+		{
+			rc = DriverPerform(dt_easy);
+		}
+		PG_FINALLY();
+		{
+			curl_slist_free_all(slist);
+		}
+		PG_END_TRY();
+
+		o->t_dns = InfoMs(dt_easy, CURLINFO_NAMELOOKUP_TIME_T);
+		o->t_connect = InfoMs(dt_easy, CURLINFO_CONNECT_TIME_T);
+		o->t_tls = InfoMs(dt_easy, CURLINFO_APPCONNECT_TIME_T);
+		o->t_first = InfoMs(dt_easy, CURLINFO_STARTTRANSFER_TIME_T);
+		o->t_total = InfoMs(dt_easy, CURLINFO_TOTAL_TIME_T);
+		o->sent = o->sent || InfoMs(dt_easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
+
+		if (rc != CURLE_OK)
+		{
+			if (t.egress_refused)
+			{
+				o->kind = OUT_EGRESS;
+				o->error = pstrdup(t.egress_reason);
+			}
+			else if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+			{
+				o->kind = OUT_TOO_LARGE;
+				o->error = psprintf("response is larger than ductape.max_response_size (%d bytes)",
+									ductape_max_response_size);
+			}
+			else
+			{
+				o->kind = rc == CURLE_OPERATION_TIMEDOUT ? OUT_TIMEOUT : OUT_NETWORK;
+				o->error = psprintf("%s", t.errbuf[0] ? t.errbuf : curl_easy_strerror(rc));
+			}
+			if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+				rc == CURLE_COULDNT_RESOLVE_PROXY)
+				o->sent = false;
+			o->error = Redact(o->error, req->sensitive);
+			return;
+		}
+
+		curl_easy_getinfo(dt_easy, CURLINFO_RESPONSE_CODE, &o->status);
+		if (IsRedirect(o->status))
+		{
+			char	   *loc = NULL;
+
+			curl_easy_getinfo(dt_easy, CURLINFO_REDIRECT_URL, &loc);
+			if (loc)
+				location = pstrdup(loc);
+		}
+		if (location == NULL)
+		{
+			const char *ct = HeaderValue(dt_easy, "Content-Type");
+
+			o->kind = OUT_RESPONSE;
+			o->body = t.body.data;
+			o->body_len = t.body.len;
+			o->content_type = ct ? pstrdup(ct) : NULL;
+			o->retry_after_ms = ParseRetryAfter(HeaderValue(dt_easy, "Retry-After"));
+			return;
+		}
+
+		/* a redirect: check and follow it ourselves */
+		if (hop >= DT_MAX_REDIRECTS)
+		{
+			o->kind = OUT_NETWORK;
+			o->error = psprintf("more than %d redirects", DT_MAX_REDIRECTS);
+			return;
+		}
+		{
+			char	   *nscheme,
+					   *nhost;
+
+			if (!UrlParts(location, &nscheme, &nhost))
+			{
+				o->kind = OUT_NETWORK;
+				o->error = pstrdup("redirect to an invalid URL");
+				return;
+			}
+			if (strcmp(scheme, "https") == 0 && strcmp(nscheme, "http") == 0)
+			{
+				o->kind = OUT_EGRESS;
+				o->error = psprintf("redirect from https to http refused (to %s)",
+									Redact(location, req->sensitive));
+				return;
+			}
+			if (pg_strcasecmp(host, nhost) != 0)
+			{
+				/* credentials never follow a redirect to another host */
+				List	   *kept = NIL;
+
+				foreach(lc, headers)
+				{
+					const char *h = lfirst(lc);
+
+					if (pg_strncasecmp(h, "Authorization:", 14) != 0 &&
+						pg_strncasecmp(h, "Cookie:", 7) != 0 &&
+						pg_strncasecmp(h, "Proxy-Authorization:", 20) != 0)
+						kept = lappend(kept, (void *) h);
+				}
+				headers = kept;
+			}
+		}
+		if (o->status == 303 ||
+			((o->status == 301 || o->status == 302) && strcmp(method, "POST") == 0))
+		{
+			if (strcmp(method, "HEAD") != 0)
+				method = "GET";
+			body = NULL;
+			body_len = 0;
+		}
+		url = location;
+	}
+}
+
+/* ---- retries ---- */
+
+static bool
+IsSuccess(DtRequest *req, long status)
+{
+	int			i;
+
+	if (req->success == NULL || req->nsuccess == 0)
+		return status >= 200 && status < 300;
+	for (i = 0; i < req->nsuccess; i++)
+		if (req->success[i] == status)
+			return true;
+	return false;
+}
+
+static bool
+ShouldRetry(DtRequest *req, Outcome *o)
+{
+	DtRetryPolicy *p = &req->policy;
+	bool		unsafe_method = strcmp(req->method, "POST") == 0 ||
+		strcmp(req->method, "PATCH") == 0;
+	bool		safe = !unsafe_method || req->has_idempotency_key || p->unsafe;
+
+	switch (o->kind)
+	{
+		case OUT_RESPONSE:
+			if (IsSuccess(req, o->status) || o->status < 100 || o->status >= 640)
+				return false;
+			if ((p->on_status[o->status / 64] & (UINT64CONST(1) << (o->status % 64))) == 0)
+				return false;
+			if (o->status == 429 || (o->status == 503 && o->retry_after_ms >= 0))
+				return true;
+			return safe;
+		case OUT_TIMEOUT:
+			return p->on_timeout && (!o->sent || safe);
+		case OUT_NETWORK:
+			return p->on_network && (!o->sent || safe);
+		default:
+			return false;
+	}
+}
+
+static int64
+RetryDelay(DtRetryPolicy *p, int retry, Outcome *o)
+{
+	double		d;
+
+	if (p->respect_retry_after && o->retry_after_ms >= 0)
+		return (int64) Min(o->retry_after_ms, (double) p->max_delay_ms);
+	d = p->initial_delay_ms * pow(p->multiplier, retry - 1);
+	d = Min(d, (double) p->max_delay_ms);
+	d *= 1.0 + p->jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
+	return (int64) Max(d, 0);
+}
+
+typedef struct CallResult
+{
+	Outcome		o;
+	int			attempts;
+	double		duration_ms;
+	int64		call_id;
+} CallResult;
+
+static void
+RecordCall(DtRequest *req, CallResult *cr, const char *error)
+{
+	DtCallInfo	info;
+	bool		failed = error != NULL;
+
+	cr->call_id = 0;
+	if (ductape_log_requests == DT_LOG_NONE ||
+		(ductape_log_requests == DT_LOG_ERRORS && !failed))
+		return;
+	memset(&info, 0, sizeof(info));
+	info.app = req->app;
+	info.action = req->action;
+	info.env = req->env;
+	info.product = req->product;
+	info.method = req->method;
+	info.url = Redact(req->url, req->sensitive);
+	info.status = cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0;
+	info.attempts = cr->attempts;
+	info.duration_ms = cr->duration_ms;
+	info.error = error;
+	info.job_id = req->job_id;
+	cr->call_id = CallsRecord(&info);
+}
+
+/* The error text a call record keeps, or NULL for a success. */
+static char *
+CallError(DtRequest *req, Outcome *o)
+{
+	if (o->kind == OUT_RESPONSE)
+		return IsSuccess(req, o->status) ? NULL : psprintf("HTTP %ld", o->status);
+	return o->error;
+}
+
+/*
+ * Send req with its retry policy.  Egress refusals and oversized responses
+ * raise here (they are configuration, not API outcomes); everything else is
+ * returned in *cr for the caller to raise or wrap.
+ */
+static void
+Execute(DtRequest *req, CallResult *cr)
+{
+	int64		start = NowMs();
+	struct timespec t0,
+				t1;
+
+	DriverEnsure();
+	memset(cr, 0, sizeof(*cr));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+
+	PG_TRY();
+	{
+		for (;;)
+		{
+			cr->attempts++;
+			Attempt(req, &cr->o, NowMs() + req->timeout_ms);
+			if (cr->attempts > req->policy.max || !ShouldRetry(req, &cr->o))
+				break;
+			SleepInterruptible(RetryDelay(&req->policy, cr->attempts, &cr->o));
+		}
+	}
+	PG_CATCH();
+	{
+		/* cancelled or timed out by the statement: still leave a record */
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+		cr->o.kind = OUT_NETWORK;
+		RecordCall(req, cr, "interrupted");
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+	(void) start;
+	RecordCall(req, cr, CallError(req, &cr->o));
+
+	if (cr->o.kind == OUT_EGRESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_DT_EGRESS),
+				 errmsg("request to %s blocked by the egress policy",
+						Redact(cr->o.final_url, req->sensitive)),
+				 errdetail("%s.", cr->o.error),
+				 errhint("A superuser can allow it with ductape.allowed_hosts or ductape.allow_private_networks.")));
+	if (cr->o.kind == OUT_TOO_LARGE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("response to %s %s exceeds ductape.max_response_size",
+						req->method, Redact(req->url, req->sensitive)),
+				 errdetail("The limit is %d bytes.", ductape_max_response_size),
+				 errhint("A superuser can raise ductape.max_response_size.")));
+}
+
+/* ---- response conversion ---- */
+
+/* The body as jsonb: JSON bodies as JSON, other text as a string, empty as null. */
+static Jsonb *
+BodyToJsonb(Outcome *o)
+{
+	JsonbValue	v;
+	bool		textual;
+
+	if (o->body == NULL || o->body_len == 0)
+	{
+		v.type = jbvNull;
+		return JsonbValueToJsonb(&v);
+	}
+	textual = memchr(o->body, '\0', o->body_len) == NULL &&
+		pg_verifymbstr(o->body, o->body_len, true);
+	if (textual)
+	{
+		const char *ct = o->content_type;
+		bool		json_type = ct == NULL ||
+			pg_strncasecmp(ct, "application/json", 16) == 0 ||
+			pg_strncasecmp(ct, "text/json", 9) == 0 ||
+			(strstr(ct, "+json") != NULL);
+
+		if (json_type)
+		{
+			JsonLexContext *lex = makeJsonLexContextCstringLen(o->body, o->body_len,
+															   GetDatabaseEncoding(), true);
+
+			if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+				return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(o->body)));
+		}
+		v.type = jbvString;
+		v.val.string.val = o->body;
+		v.val.string.len = o->body_len;
+		return JsonbValueToJsonb(&v);
+	}
+	else
+	{
+		/* not text: hex, as bytea prints it */
+		StringInfoData hex;
+		size_t		i;
+
+		initStringInfo(&hex);
+		appendStringInfoString(&hex, "\\x");
+		for (i = 0; i < o->body_len; i++)
+			appendStringInfo(&hex, "%02x", (unsigned char) o->body[i]);
+		v.type = jbvString;
+		v.val.string.val = hex.data;
+		v.val.string.len = hex.len;
+		return JsonbValueToJsonb(&v);
+	}
+}
+
+static bool
+IsSensitiveHeader(const char *name)
+{
+	return pg_strcasecmp(name, "authorization") == 0 ||
+		pg_strcasecmp(name, "proxy-authorization") == 0 ||
+		pg_strcasecmp(name, "cookie") == 0 ||
+		pg_strcasecmp(name, "set-cookie") == 0 ||
+		pg_strcasecmp(name, "x-api-key") == 0;
+}
+
+static void
+PushString(JsonbParseState **ps, JsonbIteratorToken tok, const char *s)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) s;
+	v.val.string.len = strlen(s);
+	pushJsonbValue(ps, tok, &v);
+}
+
+static void
+PushNumber(JsonbParseState **ps, const char *key, Datum numeric)
+{
+	JsonbValue	v;
+
+	if (key != NULL)
+		PushString(ps, WJB_KEY, key);
+	v.type = jbvNumeric;
+	v.val.numeric = DatumGetNumeric(numeric);
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/* Response headers (of the final hop) as an object; names lower-cased. */
+static void
+PushHeaders(JsonbParseState **ps, List *sensitive)
+{
+	struct curl_header *h,
+			   *prev = NULL;
+	List	   *names = NIL;
+	List	   *values = NIL;
+	ListCell   *ln,
+			   *lv;
+
+	while ((h = curl_easy_nextheader(dt_easy, CURLH_HEADER, -1, prev)) != NULL)
+	{
+		char	   *name = asc_tolower(h->name, strlen(h->name));
+		char	   *value = IsSensitiveHeader(name) ? "[redacted]" : Redact(h->value, sensitive);
+		bool		merged = false;
+
+		prev = h;
+		forboth(ln, names, lv, values)
+		{
+			if (strcmp(lfirst(ln), name) == 0)
+			{
+				if (strcmp(lfirst(lv), "[redacted]") != 0)
+					lfirst(lv) = psprintf("%s, %s", (char *) lfirst(lv), value);
+				merged = true;
+			}
+		}
+		if (!merged)
+		{
+			names = lappend(names, name);
+			values = lappend(values, value);
+		}
+	}
+	pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
+	forboth(ln, names, lv, values)
+	{
+		PushString(ps, WJB_KEY, lfirst(ln));
+		PushString(ps, WJB_VALUE, lfirst(lv));
+	}
+	pushJsonbValue(ps, WJB_END_OBJECT, NULL);
+}
+
+/* The §6 envelope. */
+static Jsonb *
+Envelope(DtRequest *req, CallResult *cr)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue	v;
+	JsonbValue *res;
+	Jsonb	   *body;
+	char	   *error = CallError(req, &cr->o);
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	PushNumber(&ps, "status", DirectFunctionCall1(int4_numeric,
+												  Int32GetDatum(cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0)));
+	PushString(&ps, WJB_KEY, "headers");
+	if (cr->o.kind == OUT_RESPONSE)
+		PushHeaders(&ps, req->sensitive);
+	else
+	{
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	}
+	PushString(&ps, WJB_KEY, "body");
+	if (cr->o.kind == OUT_RESPONSE)
+	{
+		body = BodyToJsonb(&cr->o);
+		v.type = jbvBinary;
+		v.val.binary.data = &body->root;
+		v.val.binary.len = VARSIZE(body) - VARHDRSZ;
+		pushJsonbValue(&ps, WJB_VALUE, &v);
+	}
+	else
+	{
+		v.type = jbvNull;
+		pushJsonbValue(&ps, WJB_VALUE, &v);
+	}
+	PushNumber(&ps, "attempts", DirectFunctionCall1(int4_numeric, Int32GetDatum(cr->attempts)));
+	PushNumber(&ps, "duration_ms", DirectFunctionCall1(float8_numeric,
+													   Float8GetDatum(round(cr->duration_ms * 1000.0) / 1000.0)));
+	PushString(&ps, WJB_KEY, "call_id");
+	if (cr->call_id > 0)
+		PushNumber(&ps, NULL, DirectFunctionCall1(int8_numeric, Int64GetDatum(cr->call_id)));
+	else
+	{
+		v.type = jbvNull;
+		pushJsonbValue(&ps, WJB_VALUE, &v);
+	}
+	PushString(&ps, WJB_KEY, "error");
+	if (error && cr->o.kind != OUT_RESPONSE)
+		PushString(&ps, WJB_VALUE, error);
+	else
+	{
+		v.type = jbvNull;
+		pushJsonbValue(&ps, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* ---- SQL functions ---- */
+
+static const char *
+ArgTag(FunctionCallInfo fcinfo, int n, const char *what, const char *dflt)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(n))
+	{
+		if (dflt)
+			return dflt;
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s cannot be NULL", what)));
+	}
+	s = text_to_cstring(PG_GETARG_TEXT_PP(n));
+	return s;
+}
+
+static void
+BuildRunRequest(FunctionCallInfo fcinfo, DtRequest *req)
+{
+	const char *app_tag = ArgTag(fcinfo, 0, "app", NULL);
+	const char *action_tag = ArgTag(fcinfo, 1, "action", NULL);
+	Jsonb	   *input = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	const char *env = ArgTag(fcinfo, 3, "env", ductape_env);
+	const char *product = ArgTag(fcinfo, 4, "product", ductape_product);
+	Jsonb	   *options = PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5);
+	DtApp	   *app;
+	DtAction   *action;
+
+	if (input == NULL)
+	{
+		JsonbValue	empty;
+		JsonbParseState *ps = NULL;
+
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		empty = *pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+		input = JsonbValueToJsonb(&empty);
+	}
+	CatalogBeginCall();
+	app = CatalogGetApp(app_tag);
+	action = CatalogGetAction(app, action_tag);
+	memset(req, 0, sizeof(*req));
+	RequestBuild(req, app, action, CatalogGetEnv(app, env), product, input, options);
+}
+
+static void
+RaiseForOutcome(DtRequest *req, CallResult *cr)
+{
+	Outcome    *o = &cr->o;
+
+	if (o->kind == OUT_RESPONSE)
+	{
+		char	   *excerpt = pnstrdup(o->body ? o->body : "", Min(o->body_len, DT_EXCERPT));
+
+		if (!pg_verifymbstr(excerpt, strlen(excerpt), true))
+			excerpt = "(not text)";
+		ereport(ERROR,
+				(errcode(ERRCODE_DT_HTTP_STATUS),
+				 errmsg("%s.%s answered HTTP %ld", req->app, req->action, o->status),
+				 errdetail("Status %ld after %d attempt%s from %s %s. Body: %s",
+						   o->status, cr->attempts, cr->attempts == 1 ? "" : "s",
+						   req->method, Redact(req->url, req->sensitive),
+						   Redact(excerpt, req->sensitive)),
+				 errhint("Use ductape.run_response to get the status, headers and body without an error.")));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_DT_NETWORK),
+			 errmsg("%s.%s %s: %s", req->app, req->action,
+					o->kind == OUT_TIMEOUT ? "timed out" : "failed", o->error),
+			 errdetail("%s %s, %d attempt%s. Last attempt: DNS %.1f ms, connect %.1f ms, TLS %.1f ms, first byte %.1f ms, total %.1f ms.",
+					   req->method, Redact(req->url, req->sensitive),
+					   cr->attempts, cr->attempts == 1 ? "" : "s",
+					   o->t_dns, o->t_connect, o->t_tls, o->t_first, o->t_total),
+			 errhint(o->kind == OUT_TIMEOUT ?
+					 "Raise timeout_ms in the options, the action or the app if the API is slow." :
+					 "Check the environment's base_url and that the API is reachable.")));
+}
+
+Datum
+dt_run(PG_FUNCTION_ARGS)
+{
+	DtRequest	req;
+	CallResult	cr;
+
+	BuildRunRequest(fcinfo, &req);
+	Execute(&req, &cr);
+	if (cr.o.kind != OUT_RESPONSE || !IsSuccess(&req, cr.o.status))
+		RaiseForOutcome(&req, &cr);
+	PG_RETURN_JSONB_P(BodyToJsonb(&cr.o));
+}
+
+Datum
+dt_run_response(PG_FUNCTION_ARGS)
+{
+	DtRequest	req;
+	CallResult	cr;
+
+	BuildRunRequest(fcinfo, &req);
+	Execute(&req, &cr);
+	PG_RETURN_JSONB_P(Envelope(&req, &cr));
+}
+
+Datum
+dt_http(PG_FUNCTION_ARGS)
+{
+	DtRequest	req;
+	CallResult	cr;
+	char	   *method = asc_toupper(ArgTag(fcinfo, 0, "method", NULL), strlen(ArgTag(fcinfo, 0, "method", NULL)));
+	char	   *url = (char *) ArgTag(fcinfo, 1, "url", NULL);
+	Jsonb	   *headers = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Jsonb	   *body = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	Jsonb	   *options = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	char	   *scheme,
+			   *host;
+	bool		has_ct = false;
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 &&
+		strcmp(method, "PUT") != 0 && strcmp(method, "PATCH") != 0 &&
+		strcmp(method, "DELETE") != 0 && strcmp(method, "HEAD") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown method \"%s\"", method),
+				 errhint("Use GET, POST, PUT, PATCH, DELETE or HEAD.")));
+	if (!UrlParts(url, &scheme, &host))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid URL \"%s\"", url)));
+
+	memset(&req, 0, sizeof(req));
+	req.method = method;
+	req.url = url;
+	req.env = NULL;
+	req.timeout_ms = ductape_default_timeout_ms;
+	RetryPolicyDefaults(&req.policy, 2);
+
+	if (headers != NULL)
+	{
+		JsonbIterator *it;
+		JsonbIteratorToken r;
+		JsonbValue	v;
+		char	   *name = NULL;
+
+		if (!JB_ROOT_IS_OBJECT(headers))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("headers must be a JSON object of names and values")));
+		it = JsonbIteratorInit(&headers->root);
+		while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (r == WJB_KEY)
+				name = pnstrdup(v.val.string.val, v.val.string.len);
+			else if (r == WJB_VALUE && v.type != jbvNull)
+			{
+				char	   *value = JsonbValueAsText(&v);
+
+				RequestAddHeader(&req, name, value);
+				if (pg_strcasecmp(name, "Content-Type") == 0)
+					has_ct = true;
+				if (IsSensitiveHeader(name))
+					req.sensitive = lappend(req.sensitive, value);
+			}
+		}
+	}
+	if (body != NULL)
+	{
+		JsonbValue	v;
+
+		if (JB_ROOT_IS_SCALAR(body) && JsonbExtractScalar(&body->root, &v) &&
+			v.type == jbvString)
+		{
+			req.body = pnstrdup(v.val.string.val, v.val.string.len);
+			req.body_len = v.val.string.len;
+			if (!has_ct)
+				RequestAddHeader(&req, "Content-Type", "text/plain; charset=utf-8");
+		}
+		else if (!(JB_ROOT_IS_SCALAR(body) && v.type == jbvNull))
+		{
+			req.body = JsonbToCString(NULL, &body->root, VARSIZE(body));
+			req.body_len = strlen(req.body);
+			if (!has_ct)
+				RequestAddHeader(&req, "Content-Type", "application/json");
+		}
+		if (req.body && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a %s request cannot carry a body", method)));
+	}
+	RequestApplyOptions(&req, options, "Idempotency-Key");
+
+	Execute(&req, &cr);
+	PG_RETURN_JSONB_P(Envelope(&req, &cr));
+}

@@ -1,0 +1,930 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.c
+ *	  Turns (app, action, env, product, flat input, options) into the HTTP
+ *	  request that http.c sends (DESIGN.md §1, §2, §6).
+ *
+ * Placement of a flat input key (§2): a "body:", "query:", "params:" or
+ * "headers:" prefix decides; else the input schema's "in"; else params when
+ * the resource has ":key"; else query for GET, DELETE and HEAD; else body.
+ *
+ * Merge order, strongest first: the call's input > auth > action template.
+ * Everything is checked before anything is sent: a bad input raises 22023
+ * and no byte leaves the database.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/time.h>
+#include <time.h>
+
+#include "common/base64.h"
+#include "common/pg_prng.h"
+#include "port/pg_bswap.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "ductape.h"
+
+typedef enum
+{
+	SEC_BODY,
+	SEC_QUERY,
+	SEC_PARAMS,
+	SEC_HEADERS,
+	SEC__COUNT
+} Section;
+
+static const char *section_names[SEC__COUNT] = {"body", "query", "params", "headers"};
+
+typedef struct KV
+{
+	char	   *key;
+	JsonbValue *val;
+} KV;
+
+typedef struct ResolveCtx
+{
+	DtApp	   *app;
+	const char *env;
+	const char *product;
+	Jsonb	   *input;
+} ResolveCtx;
+
+/* ---- key/value lists ---- */
+
+static List *
+KVSet(List *list, const char *key, JsonbValue *val, bool nocase)
+{
+	ListCell   *lc;
+	KV		   *kv;
+
+	foreach(lc, list)
+	{
+		kv = lfirst(lc);
+		if (nocase ? pg_strcasecmp(kv->key, key) == 0 : strcmp(kv->key, key) == 0)
+		{
+			kv->val = val;
+			return list;
+		}
+	}
+	kv = palloc(sizeof(KV));
+	kv->key = pstrdup(key);
+	kv->val = val;
+	return lappend(list, kv);
+}
+
+static JsonbValue *
+CopyValue(JsonbValue *v)
+{
+	JsonbValue *c = palloc(sizeof(JsonbValue));
+
+	*c = *v;
+	return c;
+}
+
+/* The top-level pairs of a jsonb object, merged into list. */
+static List *
+KVMergeObject(List *list, Jsonb *obj, bool nocase)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	char	   *key = NULL;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return list;
+	it = JsonbIteratorInit(&obj->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (r == WJB_VALUE)
+			list = KVSet(list, key, CopyValue(&v), nocase);
+	}
+	return list;
+}
+
+/* ---- encoding ---- */
+
+static void
+AppendPercentEncoded(StringInfo buf, const char *s, int len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')
+			appendStringInfoChar(buf, c);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[c >> 4]);
+			appendStringInfoChar(buf, hex[c & 15]);
+		}
+	}
+}
+
+/*
+ * One form/query pair; nested values flatten with brackets the way Stripe
+ * and Rails expect: {"card": {"exp": 12}} -> card[exp]=12, arrays by index.
+ */
+static void
+AppendFormValue(StringInfo buf, const char *key, JsonbValue *v)
+{
+	if (v->type == jbvBinary)
+	{
+		JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
+		JsonbIteratorToken r;
+		JsonbValue	e;
+		char	   *sub = NULL;
+		int			index = 0;
+
+		while ((r = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		{
+			if (r == WJB_KEY)
+				sub = psprintf("%s[%.*s]", key, e.val.string.len, e.val.string.val);
+			else if (r == WJB_VALUE)
+				AppendFormValue(buf, sub, &e);
+			else if (r == WJB_ELEM)
+				AppendFormValue(buf, psprintf("%s[%d]", key, index++), &e);
+		}
+		return;
+	}
+	if (buf->len > 0)
+		appendStringInfoChar(buf, '&');
+	AppendPercentEncoded(buf, key, strlen(key));
+	appendStringInfoChar(buf, '=');
+	{
+		char	   *text = JsonbValueAsText(v);
+
+		AppendPercentEncoded(buf, text, strlen(text));
+	}
+}
+
+static void
+CheckHeader(const char *name, const char *value)
+{
+	const char *p;
+
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("header name cannot be empty")));
+	for (p = name; *p; p++)
+	{
+		if (!(isalnum((unsigned char) *p) || strchr("!#$%&'*+.^_`|~-", *p)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid header name \"%s\"", name),
+					 errdetail("Header names are letters, digits and !#$%%&'*+.^_`|~-.")));
+	}
+	if (strpbrk(value, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("value of header \"%s\" contains CR or LF", name),
+				 errdetail("Line breaks in a header value would let it inject other headers.")));
+}
+
+void
+RequestAddHeader(DtRequest *req, const char *name, const char *value)
+{
+	ListCell   *lc;
+	size_t		nlen = strlen(name);
+
+	CheckHeader(name, value);
+	/* replace an existing header of the same name */
+	foreach(lc, req->headers)
+	{
+		char	   *h = lfirst(lc);
+
+		if (pg_strncasecmp(h, name, nlen) == 0 && h[nlen] == ':')
+		{
+			lfirst(lc) = psprintf("%s: %s", name, value);
+			return;
+		}
+	}
+	req->headers = lappend(req->headers, psprintf("%s: %s", name, value));
+}
+
+/* ---- redaction ---- */
+
+/* s with every sensitive string replaced by [redacted]. */
+char *
+Redact(const char *s, List *sensitive)
+{
+	ListCell   *lc;
+	char	   *out;
+
+	if (s == NULL)
+		return NULL;
+	out = pstrdup(s);
+	foreach(lc, sensitive)
+	{
+		const char *secret = lfirst(lc);
+		size_t		slen = strlen(secret);
+		StringInfoData buf;
+		const char *p;
+		const char *hit;
+
+		if (slen < 4)			/* too short to search for safely */
+			continue;
+		if (strstr(out, secret) == NULL)
+			continue;
+		initStringInfo(&buf);
+		for (p = out; (hit = strstr(p, secret)) != NULL; p = hit + slen)
+		{
+			appendBinaryStringInfo(&buf, p, hit - p);
+			appendStringInfoString(&buf, "[redacted]");
+		}
+		appendStringInfoString(&buf, p);
+		out = buf.data;
+	}
+	return out;
+}
+
+/* ---- placeholder resolution for app and action templates ---- */
+
+static JsonbValue *
+InputPath(Jsonb *input, int nargs, char **args)
+{
+	JsonbValue *v;
+	JsonbValue	holder;
+	JsonbContainer *c;
+	int			i;
+
+	if (input == NULL || !JB_ROOT_IS_OBJECT(input))
+		return NULL;
+	v = JsonbGetField(input, args[0]);
+	if (v == NULL)
+	{
+		/* the key may have been passed with a placement prefix */
+		for (i = 0; i < SEC__COUNT && v == NULL; i++)
+			v = JsonbGetField(input, psprintf("%s:%s", section_names[i], args[0]));
+	}
+	for (i = 1; v != NULL && i < nargs; i++)
+	{
+		if (v->type != jbvBinary)
+			return NULL;
+		c = v->val.binary.data;
+		if (JsonContainerIsObject(c))
+		{
+			holder.type = jbvString;
+			holder.val.string.val = args[i];
+			holder.val.string.len = strlen(args[i]);
+			v = findJsonbValueFromContainer(c, JB_FOBJECT, &holder);
+		}
+		else
+		{
+			char	   *end;
+			long		idx = strtol(args[i], &end, 10);
+
+			if (*end != '\0' || idx < 0)
+				return NULL;
+			v = getIthJsonbValueFromContainer(c, (uint32) idx);
+		}
+	}
+	return v;
+}
+
+static void
+FormatUuid(char *out)
+{
+	unsigned char b[16];
+	int			i;
+	char	   *p = out;
+
+	if (!pg_strong_random(b, sizeof(b)))
+		ereport(ERROR, (errmsg("could not generate random values")));
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	for (i = 0; i < 16; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		sprintf(p, "%02x", b[i]);
+		p += 2;
+	}
+	*p = '\0';
+}
+
+static bool
+ResolveAppPlaceholder(void *arg, PlaceholderKind kind, int nargs, char **args,
+					  JsonbValue *out)
+{
+	ResolveCtx *ctx = arg;
+	JsonbValue *v = NULL;
+
+	switch (kind)
+	{
+		case PH_INPUT:
+			v = InputPath(ctx->input, nargs, args);
+			break;
+		case PH_CONSTANT:
+			if (nargs == 2)
+				v = JsonbGetField(CatalogGetApp(args[0])->constants, args[1]);
+			else
+				v = JsonbGetField(ctx->app->constants, args[0]);
+			break;
+		case PH_VARIABLE:
+			v = JsonbGetField(CatalogGetVariables(ctx->app, ctx->product, ctx->env), args[0]);
+			if (v == NULL)
+			{
+				/* fall back to the declared default */
+				Jsonb	   *decl = JsonbGetJsonb(ctx->app->declared_variables, args[0]);
+
+				v = JsonbGetField(decl, "default");
+			}
+			break;
+		case PH_NOW:
+			{
+				struct timeval tv;
+				struct tm	tm;
+				char		buf[64];
+
+				gettimeofday(&tv, NULL);
+				gmtime_r(&tv.tv_sec, &tm);
+				strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+				out->type = jbvString;
+				out->val.string.val = psprintf("%s.%03dZ", buf, (int) (tv.tv_usec / 1000));
+				out->val.string.len = strlen(out->val.string.val);
+				return true;
+			}
+		case PH_UUID:
+			out->type = jbvString;
+			out->val.string.val = palloc(37);
+			FormatUuid(out->val.string.val);
+			out->val.string.len = 36;
+			return true;
+		case PH_SECRET:
+		case PH_AUTH:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("placeholder $%s{%s} cannot be resolved: secrets and auth tokens are not available in ductape %s",
+							kind == PH_SECRET ? "Secret" : "Auth", args[0], DUCTAPE_VERSION),
+					 errhint("Use a constant or variable until secrets arrive.")));
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("this placeholder cannot be used in an app or action template")));
+	}
+	if (v == NULL)
+		return false;
+	*out = *v;
+	return true;
+}
+
+static Jsonb *
+Resolve(Jsonb *tpl, ResolveCtx *ctx)
+{
+	if (tpl == NULL)
+		return NULL;
+	return TemplateApply(tpl, ResolveAppPlaceholder, ctx);
+}
+
+static char *
+ResolveString(Jsonb *spec, const char *key, ResolveCtx *ctx, List **sensitive)
+{
+	JsonbValue *v = JsonbGetField(spec, key);
+	Jsonb	   *r;
+	JsonbValue	s;
+	char	   *text;
+
+	if (v == NULL)
+		return NULL;
+	r = Resolve(JsonbValueToJsonb(v), ctx);
+	JsonbExtractScalar(&r->root, &s);
+	text = JsonbValueAsText(&s);
+	*sensitive = lappend(*sensitive, text);
+	return text;
+}
+
+static JsonbValue *
+StringValue(const char *s)
+{
+	JsonbValue *v = palloc(sizeof(JsonbValue));
+
+	v->type = jbvString;
+	v->val.string.val = pstrdup(s);
+	v->val.string.len = strlen(s);
+	return v;
+}
+
+/* Auth (DESIGN.md §5) as header or query pairs; values are sensitive. */
+static void
+ApplyAuth(DtApp *app, ResolveCtx *ctx, List **headers, List **query,
+		  List **sensitive)
+{
+	char	   *type;
+
+	if (app->auth == NULL)
+		return;
+	type = JsonbGetString(app->auth, "type");
+	if (strcmp(type, "bearer") == 0)
+	{
+		char	   *token = ResolveString(app->auth, "token", ctx, sensitive);
+
+		*headers = KVSet(*headers, "Authorization",
+						 StringValue(psprintf("Bearer %s", token ? token : "")), true);
+	}
+	else if (strcmp(type, "api_key") == 0)
+	{
+		char	   *in = JsonbGetString(app->auth, "in");
+		char	   *name = JsonbGetString(app->auth, "name");
+		char	   *value = ResolveString(app->auth, "value", ctx, sensitive);
+
+		if (name == NULL)
+			name = "X-Api-Key";
+		if (in && strcmp(in, "query") == 0)
+			*query = KVSet(*query, name, StringValue(value ? value : ""), false);
+		else
+			*headers = KVSet(*headers, name, StringValue(value ? value : ""), true);
+	}
+	else if (strcmp(type, "basic") == 0)
+	{
+		char	   *user = ResolveString(app->auth, "username", ctx, sensitive);
+		char	   *pass = ResolveString(app->auth, "password", ctx, sensitive);
+		char	   *plain = psprintf("%s:%s", user ? user : "", pass ? pass : "");
+		int			len = pg_b64_enc_len(strlen(plain));
+		char	   *enc = palloc(len + 1);
+
+		len = pg_b64_encode(plain, strlen(plain), enc, len);
+		enc[len] = '\0';
+		*sensitive = lappend(*sensitive, enc);
+		*headers = KVSet(*headers, "Authorization",
+						 StringValue(psprintf("Basic %s", enc)), true);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("auth type \"%s\" of app \"%s\" is not available in ductape %s",
+						type, app->tag, DUCTAPE_VERSION)));
+}
+
+/* ---- retry policy ---- */
+
+void
+RetryPolicyDefaults(DtRetryPolicy *p, int max)
+{
+	static const int statuses[] = {429, 500, 502, 503, 504};
+	int			i;
+
+	memset(p, 0, sizeof(*p));
+	p->max = max;
+	for (i = 0; i < lengthof(statuses); i++)
+		p->on_status[statuses[i] / 64] |= UINT64CONST(1) << (statuses[i] % 64);
+	p->on_timeout = true;
+	p->on_network = true;
+	p->initial_delay_ms = 200;
+	p->max_delay_ms = 60000;
+	p->multiplier = 2.0;
+	p->jitter = 0.2;
+	p->respect_retry_after = true;
+	p->unsafe = false;
+}
+
+static void
+PolicyError(const char *what, const char *key, const char *must)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid retry policy in %s", what),
+			 errdetail("/retries/%s: %s", key, must)));
+}
+
+static double
+PolicyNumber(JsonbValue *v, const char *what, const char *key, double lo, double hi)
+{
+	double		d;
+
+	if (v->type != jbvNumeric)
+		PolicyError(what, key, "must be a number");
+	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
+	if (d < lo || d > hi)
+		PolicyError(what, key, psprintf("must be between %g and %g", lo, hi));
+	return d;
+}
+
+static bool
+PolicyBool(JsonbValue *v, const char *what, const char *key)
+{
+	if (v->type != jbvBool)
+		PolicyError(what, key, "must be true or false");
+	return v->val.boolean;
+}
+
+/* Overlay the keys present in spec onto p (definitions were checked at define time; options are checked here). */
+void
+RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what)
+{
+	JsonbValue *v;
+
+	if (spec == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(spec))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid retry policy in %s", what),
+				 errdetail("/retries: must be an object.")));
+	if ((v = JsonbGetField(spec, "max")) != NULL)
+		p->max = (int) PolicyNumber(v, what, "max", 0, 100);
+	if ((v = JsonbGetField(spec, "initial_delay_ms")) != NULL)
+		p->initial_delay_ms = (int) PolicyNumber(v, what, "initial_delay_ms", 0, 86400000);
+	if ((v = JsonbGetField(spec, "max_delay_ms")) != NULL)
+		p->max_delay_ms = (int) PolicyNumber(v, what, "max_delay_ms", 0, 86400000);
+	if ((v = JsonbGetField(spec, "multiplier")) != NULL)
+		p->multiplier = PolicyNumber(v, what, "multiplier", 1, 10);
+	if ((v = JsonbGetField(spec, "jitter")) != NULL)
+		p->jitter = PolicyNumber(v, what, "jitter", 0, 1);
+	if ((v = JsonbGetField(spec, "respect_retry_after")) != NULL)
+		p->respect_retry_after = PolicyBool(v, what, "respect_retry_after");
+	if ((v = JsonbGetField(spec, "unsafe")) != NULL)
+		p->unsafe = PolicyBool(v, what, "unsafe");
+	if ((v = JsonbGetField(spec, "on")) != NULL)
+	{
+		JsonbIterator *it;
+		JsonbIteratorToken r;
+		JsonbValue	e;
+
+		if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+			PolicyError(what, "on", "must be an array of statuses, \"timeout\" and \"network\"");
+		memset(p->on_status, 0, sizeof(p->on_status));
+		p->on_timeout = p->on_network = false;
+		it = JsonbIteratorInit(v->val.binary.data);
+		while ((r = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		{
+			if (r != WJB_ELEM)
+				continue;
+			if (e.type == jbvString && e.val.string.len == 7 &&
+				strncmp(e.val.string.val, "timeout", 7) == 0)
+				p->on_timeout = true;
+			else if (e.type == jbvString && e.val.string.len == 7 &&
+					 strncmp(e.val.string.val, "network", 7) == 0)
+				p->on_network = true;
+			else
+			{
+				int			s = (int) PolicyNumber(&e, what, "on", 100, 599);
+
+				p->on_status[s / 64] |= UINT64CONST(1) << (s % 64);
+			}
+		}
+	}
+}
+
+/* ---- options (DESIGN.md §6) ---- */
+
+void
+RequestApplyOptions(DtRequest *req, Jsonb *options, const char *idempotency_header)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+
+	if (options == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options must be a JSON object")));
+	it = JsonbIteratorInit(&options->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r != WJB_KEY)
+			continue;
+		if (!((v.val.string.len == 10 && strncmp(v.val.string.val, "timeout_ms", 10) == 0) ||
+			  (v.val.string.len == 7 && strncmp(v.val.string.val, "retries", 7) == 0) ||
+			  (v.val.string.len == 15 && strncmp(v.val.string.val, "idempotency_key", 15) == 0)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown option \"%.*s\"", v.val.string.len, v.val.string.val),
+					 errhint("Options are timeout_ms, retries and idempotency_key.")));
+	}
+	if (JsonbGetField(options, "timeout_ms") != NULL)
+	{
+		JsonbValue *t = JsonbGetField(options, "timeout_ms");
+		double		d;
+
+		if (t->type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option timeout_ms must be a number of milliseconds")));
+		d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(t->val.numeric)));
+		if (d < 1 || d > 86400000)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option timeout_ms must be between 1 and 86400000")));
+		req->timeout_ms = (int) d;
+	}
+	RetryPolicyOverlay(&req->policy, JsonbGetJsonb(options, "retries"), "options");
+	if (JsonbGetField(options, "idempotency_key") != NULL)
+	{
+		char	   *key = JsonbGetString(options, "idempotency_key");
+
+		if (key == NULL || key[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option idempotency_key must be a non-empty string")));
+		RequestAddHeader(req, idempotency_header, key);
+		req->has_idempotency_key = true;
+	}
+}
+
+/* ---- building ---- */
+
+static Section
+PlaceKey(DtAction *action, const char *key)
+{
+	JsonbValue *props;
+	ListCell   *lc;
+
+	props = JsonbGetField(action->input, "properties");
+	if (props && props->type == jbvBinary && JsonContainerIsObject(props->val.binary.data))
+	{
+		JsonbValue	k;
+		JsonbValue *prop;
+
+		k.type = jbvString;
+		k.val.string.val = (char *) key;
+		k.val.string.len = strlen(key);
+		prop = findJsonbValueFromContainer(props->val.binary.data, JB_FOBJECT, &k);
+		if (prop && prop->type == jbvBinary && JsonContainerIsObject(prop->val.binary.data))
+		{
+			JsonbValue	ink;
+			JsonbValue *in;
+			int			s;
+
+			ink.type = jbvString;
+			ink.val.string.val = "in";
+			ink.val.string.len = 2;
+			in = findJsonbValueFromContainer(prop->val.binary.data, JB_FOBJECT, &ink);
+			if (in && in->type == jbvString)
+				for (s = 0; s < SEC__COUNT; s++)
+					if (strlen(section_names[s]) == in->val.string.len &&
+						strncmp(section_names[s], in->val.string.val, in->val.string.len) == 0)
+						return (Section) s;
+		}
+	}
+	foreach(lc, action->path_params)
+		if (strcmp((char *) lfirst(lc), key) == 0)
+			return SEC_PARAMS;
+	if (strcmp(action->method, "GET") == 0 || strcmp(action->method, "DELETE") == 0 ||
+		strcmp(action->method, "HEAD") == 0)
+		return SEC_QUERY;
+	return SEC_BODY;
+}
+
+static char *
+ValueText(JsonbValue *v)
+{
+	return JsonbValueAsText(v);
+}
+
+void
+RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtEnv *env,
+			 const char *product, Jsonb *input, Jsonb *options)
+{
+	List	   *sec[SEC__COUNT] = {NIL, NIL, NIL, NIL};
+	List	   *input_sec[SEC__COUNT] = {NIL, NIL, NIL, NIL};
+	ResolveCtx	ctx;
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	char	   *key = NULL;
+	const char *request_type;
+	StringInfoData url;
+	StringInfoData query;
+	const char *p;
+	ListCell   *lc;
+	int			s;
+
+	if (input == NULL || !JB_ROOT_IS_OBJECT(input))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("input of %s.%s must be a JSON object", app->tag, action->tag),
+				 errhint("Pass a flat object such as '{\"amount\": 1000}'.")));
+
+	ctx.app = app;
+	ctx.env = env->slug;
+	ctx.product = product;
+	ctx.input = input;
+
+	req->method = action->method;
+	req->app = app->tag;
+	req->action = action->tag;
+	req->env = env->slug;
+	req->product = product;
+	req->success = action->success;
+	req->nsuccess = action->nsuccess;
+	req->timeout_ms = action->timeout_ms > 0 ? action->timeout_ms :
+		app->timeout_ms > 0 ? app->timeout_ms : ductape_default_timeout_ms;
+	RetryPolicyDefaults(&req->policy, 2);
+	RetryPolicyOverlay(&req->policy, app->retries, "the app");
+	RetryPolicyOverlay(&req->policy, action->retries, "the action");
+
+	/* 1. place the caller's input */
+	it = JsonbIteratorInit(&input->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (r == WJB_VALUE)
+		{
+			char	   *colon = strchr(key, ':');
+			Section		target = SEC__COUNT;
+
+			if (colon)
+			{
+				for (s = 0; s < SEC__COUNT; s++)
+					if (strlen(section_names[s]) == colon - key &&
+						strncmp(section_names[s], key, colon - key) == 0)
+						target = (Section) s;
+				if (target == SEC__COUNT)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("input key \"%s\" has an unknown prefix", key),
+							 errhint("Prefixes are body:, query:, params: and headers:.")));
+				if (colon[1] == '\0')
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("input key \"%s\" names no field after its prefix", key)));
+				key = colon + 1;
+			}
+			else
+				target = PlaceKey(action, key);
+			input_sec[target] = KVSet(input_sec[target], key, CopyValue(&v),
+									  target == SEC_HEADERS);
+		}
+	}
+
+	/* 2. action templates, then auth, then input: strongest last */
+	sec[SEC_HEADERS] = KVMergeObject(NIL, Resolve(action->headers, &ctx), true);
+	sec[SEC_QUERY] = KVMergeObject(NIL, Resolve(action->query, &ctx), false);
+	sec[SEC_BODY] = KVMergeObject(NIL, Resolve(action->body, &ctx), false);
+	ApplyAuth(app, &ctx, &sec[SEC_HEADERS], &sec[SEC_QUERY], &req->sensitive);
+	for (s = 0; s < SEC__COUNT; s++)
+		foreach(lc, input_sec[s])
+		{
+			KV		   *kv = lfirst(lc);
+
+			sec[s] = KVSet(sec[s], kv->key, kv->val, s == SEC_HEADERS);
+		}
+
+	/* 3. URL: base + resource with :params, then the query */
+	initStringInfo(&url);
+	appendStringInfoString(&url, env->base_url);
+	while (url.len > 0 && url.data[url.len - 1] == '/')
+		url.data[--url.len] = '\0';
+	for (p = action->resource; *p; p++)
+	{
+		const char *e;
+		char	   *name;
+		KV		   *found = NULL;
+
+		if (*p != ':')
+		{
+			appendStringInfoChar(&url, *p);
+			continue;
+		}
+		for (e = p + 1; *e && (isalnum((unsigned char) *e) || *e == '_'); e++)
+			;
+		name = pnstrdup(p + 1, e - p - 1);
+		foreach(lc, sec[SEC_PARAMS])
+			if (strcmp(((KV *) lfirst(lc))->key, name) == 0)
+				found = lfirst(lc);
+		if (found == NULL || found->val->type == jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("missing path parameter \"%s\" for %s.%s", name, app->tag, action->tag),
+					 errdetail("The resource is %s.", action->resource),
+					 errhint("Pass \"%s\" (or \"params:%s\") in the input.", name, name)));
+		if (found->val->type == jbvBinary)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("path parameter \"%s\" for %s.%s must be a string, number or boolean",
+							name, app->tag, action->tag)));
+		{
+			char	   *text = ValueText(found->val);
+
+			AppendPercentEncoded(&url, text, strlen(text));
+		}
+		p = e - 1;
+	}
+	foreach(lc, sec[SEC_PARAMS])
+	{
+		KV		   *kv = lfirst(lc);
+		bool		known = false;
+		ListCell   *lc2;
+
+		foreach(lc2, action->path_params)
+			if (strcmp(lfirst(lc2), kv->key) == 0)
+				known = true;
+		if (!known)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("path parameter \"%s\" is not in the resource of %s.%s",
+							kv->key, app->tag, action->tag),
+					 errdetail("The resource is %s.", action->resource)));
+	}
+	initStringInfo(&query);
+	foreach(lc, sec[SEC_QUERY])
+	{
+		KV		   *kv = lfirst(lc);
+
+		AppendFormValue(&query, kv->key, kv->val);
+	}
+	if (query.len > 0)
+		appendStringInfo(&url, "?%s", query.data);
+	req->url = url.data;
+
+	/* 4. headers */
+	foreach(lc, sec[SEC_HEADERS])
+	{
+		KV		   *kv = lfirst(lc);
+
+		if (kv->val->type == jbvNull)
+			continue;
+		RequestAddHeader(req, kv->key, ValueText(kv->val));
+	}
+
+	/* 5. body */
+	request_type = action->request_type ? action->request_type :
+		env->request_type ? env->request_type : "application/json";
+	if (sec[SEC_BODY] != NIL)
+	{
+		if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s.%s is a %s action and cannot send a body", app->tag, action->tag, req->method),
+					 errdetail("Input placed in the body: \"%s\".", ((KV *) linitial(sec[SEC_BODY]))->key),
+					 errhint("Use a query: prefix, or declare the property with \"in\": \"query\".")));
+		if (strcmp(request_type, "application/json") == 0)
+		{
+			JsonbParseState *ps = NULL;
+			JsonbValue *res;
+
+			pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+			foreach(lc, sec[SEC_BODY])
+			{
+				KV		   *kv = lfirst(lc);
+				JsonbValue	k;
+
+				k.type = jbvString;
+				k.val.string.val = kv->key;
+				k.val.string.len = strlen(kv->key);
+				pushJsonbValue(&ps, WJB_KEY, &k);
+				pushJsonbValue(&ps, WJB_VALUE, kv->val);
+			}
+			res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+			req->body = JsonbToCString(NULL, &JsonbValueToJsonb(res)->root, 0);
+		}
+		else if (strcmp(request_type, "application/x-www-form-urlencoded") == 0)
+		{
+			StringInfoData form;
+
+			initStringInfo(&form);
+			foreach(lc, sec[SEC_BODY])
+			{
+				KV		   *kv = lfirst(lc);
+
+				AppendFormValue(&form, kv->key, kv->val);
+			}
+			req->body = form.data;
+		}
+		else if (strcmp(request_type, "text/plain") == 0)
+		{
+			if (list_length(sec[SEC_BODY]) != 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("a text/plain body takes exactly one input field, %s.%s got %d",
+								app->tag, action->tag, list_length(sec[SEC_BODY])),
+						 errhint("Pass the text as {\"body:text\": \"...\"}.")));
+			req->body = ValueText(((KV *) linitial(sec[SEC_BODY]))->val);
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("request type %s of %s.%s is not supported yet", request_type, app->tag, action->tag),
+					 errdetail("ductape %s sends application/json, application/x-www-form-urlencoded and text/plain bodies.", DUCTAPE_VERSION),
+					 errhint("Set \"request_type\" to one of those.")));
+		req->body_len = strlen(req->body);
+		{
+			bool		has_ct = false;
+
+			foreach(lc, req->headers)
+				if (pg_strncasecmp(lfirst(lc), "Content-Type:", 13) == 0)
+					has_ct = true;
+			if (!has_ct)
+				RequestAddHeader(req, "Content-Type",
+								 strcmp(request_type, "text/plain") == 0 ?
+								 "text/plain; charset=utf-8" : request_type);
+		}
+	}
+
+	/* 6. per-call options */
+	RequestApplyOptions(req, options, app->idempotency_header);
+}

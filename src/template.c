@@ -1,0 +1,528 @@
+/*-------------------------------------------------------------------------
+ *
+ * template.c
+ *	  $Placeholder{...} templates (DESIGN.md §2): parse, check at define
+ *	  time, and resolve at run time.
+ *
+ * A template is any jsonb value.  Strings inside it may hold placeholders:
+ *
+ *	  $Secret{NAME}  $Constant{key}  $Constant{app}{key}  $Variable{key}
+ *	  $Input{a}{b}   $Auth{field}    $Row{col}  $Old{col}
+ *	  $Step{tag}{path...}  $Event{path...}  $Now  $Uuid
+ *
+ * "$$" is a literal "$".  A "$" not followed by a placeholder name is kept
+ * as it is ("costs $5"); an unknown name followed by "{" is an error, so a
+ * typo such as $Inptu{x} is caught instead of being sent.  A string that is
+ * exactly one placeholder takes the value's own JSON type ("$Input{amount}"
+ * stays a number); otherwise values are interpolated as text.
+ *
+ * The engine knows the syntax; what a placeholder means comes from a
+ * resolver callback supplied by the caller (request.c for actions), so
+ * triggers, webhooks and workflows reuse the same code.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "ductape.h"
+
+#define PH_MAX_ARGS 16
+
+typedef struct PhSpec
+{
+	const char *name;
+	int			min_args;
+	int			max_args;
+} PhSpec;
+
+static const PhSpec ph_specs[PH__COUNT] = {
+	[PH_SECRET] = {"Secret", 1, 1},
+	[PH_CONSTANT] = {"Constant", 1, 2},
+	[PH_VARIABLE] = {"Variable", 1, 1},
+	[PH_INPUT] = {"Input", 1, PH_MAX_ARGS},
+	[PH_AUTH] = {"Auth", 1, 1},
+	[PH_ROW] = {"Row", 1, 1},
+	[PH_OLD] = {"Old", 1, 1},
+	[PH_STEP] = {"Step", 1, PH_MAX_ARGS},
+	[PH_EVENT] = {"Event", 1, PH_MAX_ARGS},
+	[PH_NOW] = {"Now", 0, 0},
+	[PH_UUID] = {"Uuid", 0, 0},
+};
+
+/* One piece of a parsed string: literal text or a placeholder. */
+typedef struct TplPart
+{
+	bool		is_ph;
+	char	   *text;			/* literal text, or the placeholder as written */
+	PlaceholderKind kind;
+	int			nargs;
+	char	   *args[PH_MAX_ARGS];
+} TplPart;
+
+/*
+ * Split s (len bytes) into parts.  Returns NULL on success, else a palloc'd
+ * description of the syntax error.
+ */
+static char *
+ParseTemplateString(const char *s, int len, List **parts)
+{
+	StringInfoData lit;
+	int			i = 0;
+
+	*parts = NIL;
+	initStringInfo(&lit);
+
+	while (i < len)
+	{
+		int			start,
+					namelen,
+					k;
+		PlaceholderKind kind = PH__COUNT;
+		TplPart    *part;
+
+		if (s[i] != '$')
+		{
+			appendStringInfoChar(&lit, s[i++]);
+			continue;
+		}
+		if (i + 1 < len && s[i + 1] == '$')
+		{
+			appendStringInfoChar(&lit, '$');
+			i += 2;
+			continue;
+		}
+		start = i;
+		namelen = 0;
+		while (i + 1 + namelen < len &&
+			   ((s[i + 1 + namelen] >= 'A' && s[i + 1 + namelen] <= 'Z') ||
+				(s[i + 1 + namelen] >= 'a' && s[i + 1 + namelen] <= 'z')))
+			namelen++;
+		for (k = 0; k < PH__COUNT; k++)
+		{
+			if (strlen(ph_specs[k].name) == namelen &&
+				strncmp(ph_specs[k].name, s + i + 1, namelen) == 0)
+			{
+				kind = (PlaceholderKind) k;
+				break;
+			}
+		}
+		if (kind == PH__COUNT)
+		{
+			/* Unknown name: an error only if it looks like a placeholder. */
+			if (namelen > 0 && i + 1 + namelen < len && s[i + 1 + namelen] == '{')
+				return psprintf("unknown placeholder \"$%.*s\"", namelen, s + i + 1);
+			appendStringInfoChar(&lit, s[i++]);
+			continue;
+		}
+
+		/* A placeholder: flush pending literal text. */
+		if (lit.len > 0)
+		{
+			part = palloc0(sizeof(TplPart));
+			part->text = pstrdup(lit.data);
+			*parts = lappend(*parts, part);
+			resetStringInfo(&lit);
+		}
+		part = palloc0(sizeof(TplPart));
+		part->is_ph = true;
+		part->kind = kind;
+		i += 1 + namelen;
+		while (i < len && s[i] == '{')
+		{
+			int			close = i + 1;
+
+			while (close < len && s[close] != '}' && s[close] != '{')
+				close++;
+			if (close >= len || s[close] != '}')
+				return psprintf("unclosed \"{\" in placeholder \"$%s\"", ph_specs[kind].name);
+			if (close == i + 1)
+				return psprintf("empty \"{}\" in placeholder \"$%s\"", ph_specs[kind].name);
+			if (part->nargs >= PH_MAX_ARGS)
+				return psprintf("too many \"{...}\" parts in placeholder \"$%s\"", ph_specs[kind].name);
+			part->args[part->nargs++] = pnstrdup(s + i + 1, close - i - 1);
+			i = close + 1;
+		}
+		part->text = pnstrdup(s + start, i - start);
+		if (part->nargs < ph_specs[kind].min_args || part->nargs > ph_specs[kind].max_args)
+		{
+			if (ph_specs[kind].max_args == 0)
+				return psprintf("placeholder \"$%s\" takes no \"{...}\" part", ph_specs[kind].name);
+			return psprintf("placeholder \"%s\" needs %s%d \"{...}\" part%s",
+							part->text,
+							ph_specs[kind].min_args == ph_specs[kind].max_args ? "" : "at least ",
+							ph_specs[kind].min_args,
+							ph_specs[kind].min_args == 1 ? "" : "s");
+		}
+		*parts = lappend(*parts, part);
+	}
+	if (lit.len > 0 || *parts == NIL)
+	{
+		TplPart    *part = palloc0(sizeof(TplPart));
+
+		part->text = pstrdup(lit.data);
+		*parts = lappend(*parts, part);
+	}
+	return NULL;
+}
+
+/* Render a jsonb value as text, for interpolation into a larger string. */
+char *
+JsonbValueAsText(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return pstrdup("");
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvBinary:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		default:
+			{
+				Jsonb	   *j = JsonbValueToJsonb(v);
+
+				return JsonbToCString(NULL, &j->root, VARSIZE(j));
+			}
+	}
+}
+
+/* Append a JSON-pointer segment, escaping ~ and /. */
+static void
+PathPush(StringInfo path, const char *seg, int len)
+{
+	int			i;
+
+	appendStringInfoChar(path, '/');
+	for (i = 0; i < len; i++)
+	{
+		if (seg[i] == '~')
+			appendStringInfoString(path, "~0");
+		else if (seg[i] == '/')
+			appendStringInfoString(path, "~1");
+		else
+			appendStringInfoChar(path, seg[i]);
+	}
+}
+
+typedef struct ApplyState
+{
+	TemplateResolver resolver;
+	void	   *arg;
+	StringInfoData path;
+} ApplyState;
+
+static void
+ResolvePart(ApplyState *st, TplPart *part, JsonbValue *out)
+{
+	if (!st->resolver(st->arg, part->kind, part->nargs, part->args, out))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("placeholder %s has no value", part->text),
+				 errdetail("The template at %s refers to %s, which is missing.",
+						   st->path.len ? st->path.data : "/", part->text),
+				 errhint("Pass the missing value in the call's input, or fix the template.")));
+}
+
+/* Resolve one string scalar into *out. */
+static void
+ApplyString(ApplyState *st, JsonbValue *v, JsonbValue *out)
+{
+	List	   *parts;
+	char	   *err;
+	ListCell   *lc;
+	StringInfoData buf;
+
+	if (memchr(v->val.string.val, '$', v->val.string.len) == NULL)
+	{
+		*out = *v;
+		return;
+	}
+	err = ParseTemplateString(v->val.string.val, v->val.string.len, &parts);
+	if (err)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid template at %s", st->path.len ? st->path.data : "/"),
+				 errdetail("%s.", err)));
+
+	if (list_length(parts) == 1)
+	{
+		TplPart    *part = linitial(parts);
+
+		if (part->is_ph)
+		{
+			ResolvePart(st, part, out);
+			return;
+		}
+	}
+
+	initStringInfo(&buf);
+	foreach(lc, parts)
+	{
+		TplPart    *part = lfirst(lc);
+
+		if (part->is_ph)
+		{
+			JsonbValue	r;
+
+			ResolvePart(st, part, &r);
+			appendStringInfoString(&buf, JsonbValueAsText(&r));
+		}
+		else
+			appendStringInfoString(&buf, part->text);
+	}
+	out->type = jbvString;
+	out->val.string.val = buf.data;
+	out->val.string.len = buf.len;
+}
+
+static JsonbValue *
+ApplyContainer(ApplyState *st, JsonbContainer *c, JsonbParseState **ps)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	JsonbValue *res = NULL;
+	int			base = st->path.len;
+	int			index = 0;
+
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		switch (r)
+		{
+			case WJB_BEGIN_ARRAY:
+			case WJB_BEGIN_OBJECT:
+				res = pushJsonbValue(ps, r, NULL);
+				break;
+			case WJB_END_ARRAY:
+			case WJB_END_OBJECT:
+				res = pushJsonbValue(ps, r, NULL);
+				break;
+			case WJB_KEY:
+				st->path.len = base;
+				st->path.data[base] = '\0';
+				PathPush(&st->path, v.val.string.val, v.val.string.len);
+				res = pushJsonbValue(ps, r, &v);
+				break;
+			case WJB_ELEM:
+			case WJB_VALUE:
+				if (r == WJB_ELEM)
+				{
+					char		num[16];
+
+					st->path.len = base;
+					st->path.data[base] = '\0';
+					snprintf(num, sizeof(num), "%d", index++);
+					PathPush(&st->path, num, strlen(num));
+				}
+				if (v.type == jbvBinary)
+					res = ApplyContainer(st, v.val.binary.data, ps);
+				else if (v.type == jbvString)
+				{
+					JsonbValue	out;
+
+					ApplyString(st, &v, &out);
+					res = pushJsonbValue(ps, r, &out);
+				}
+				else
+					res = pushJsonbValue(ps, r, &v);
+				break;
+			default:
+				elog(ERROR, "unexpected jsonb iterator token %d", r);
+		}
+	}
+	st->path.len = base;
+	st->path.data[base] = '\0';
+	return res;
+}
+
+/*
+ * Resolve every placeholder in tpl.  Raises 22023 for syntax errors and for
+ * placeholders the resolver has no value for.
+ */
+Jsonb *
+TemplateApply(Jsonb *tpl, TemplateResolver resolver, void *arg)
+{
+	ApplyState	st;
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+
+	st.resolver = resolver;
+	st.arg = arg;
+	initStringInfo(&st.path);
+
+	if (JB_ROOT_IS_SCALAR(tpl))
+	{
+		JsonbValue	v,
+					out;
+
+		JsonbExtractScalar(&tpl->root, &v);
+		if (v.type != jbvString)
+			return tpl;
+		ApplyString(&st, &v, &out);
+		return JsonbValueToJsonb(&out);
+	}
+	if (!TemplateHasPlaceholders(tpl))
+		return tpl;
+	res = ApplyContainer(&st, &tpl->root, &ps);
+	return JsonbValueToJsonb(res);
+}
+
+/* Does any string in tpl contain a "$"?  (A cheap pre-check.) */
+bool
+TemplateHasPlaceholders(Jsonb *tpl)
+{
+	JsonbIterator *it = JsonbIteratorInit(&tpl->root);
+	JsonbIteratorToken r;
+	JsonbValue	v;
+
+	while ((r = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if ((r == WJB_VALUE || r == WJB_ELEM) && v.type == jbvString &&
+			memchr(v.val.string.val, '$', v.val.string.len) != NULL)
+			return true;
+	}
+	return false;
+}
+
+/* ---- define-time checks ---- */
+
+typedef struct CheckState
+{
+	uint32		allowed;
+	Jsonb	   *constants;
+	Jsonb	   *variables;
+	List	  **errors;
+	StringInfoData path;
+} CheckState;
+
+static bool
+ObjectHasKey(Jsonb *obj, const char *key)
+{
+	JsonbValue	k;
+
+	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
+		return false;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k) != NULL;
+}
+
+static void
+CheckString(CheckState *st, JsonbValue *v)
+{
+	List	   *parts;
+	char	   *err;
+	ListCell   *lc;
+	const char *path = st->path.len ? st->path.data : "/";
+
+	if (memchr(v->val.string.val, '$', v->val.string.len) == NULL)
+		return;
+	err = ParseTemplateString(v->val.string.val, v->val.string.len, &parts);
+	if (err)
+	{
+		*st->errors = lappend(*st->errors, psprintf("%s: %s", path, err));
+		return;
+	}
+	foreach(lc, parts)
+	{
+		TplPart    *part = lfirst(lc);
+
+		if (!part->is_ph)
+			continue;
+		if ((st->allowed & PH_BIT(part->kind)) == 0)
+		{
+			*st->errors = lappend(*st->errors,
+								  psprintf("%s: placeholder \"$%s\" cannot be used here",
+										   path, ph_specs[part->kind].name));
+			continue;
+		}
+		if (part->kind == PH_CONSTANT && part->nargs == 1 &&
+			!ObjectHasKey(st->constants, part->args[0]))
+			*st->errors = lappend(*st->errors,
+								  psprintf("%s: %s names no constant of this app",
+										   path, part->text));
+		if (part->kind == PH_VARIABLE &&
+			!ObjectHasKey(st->variables, part->args[0]))
+			*st->errors = lappend(*st->errors,
+								  psprintf("%s: %s names no declared variable of this app",
+										   path, part->text));
+	}
+}
+
+static void
+CheckContainer(CheckState *st, JsonbContainer *c)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	int			base = st->path.len;
+	int			index = 0;
+
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r == WJB_KEY)
+		{
+			st->path.len = base;
+			st->path.data[base] = '\0';
+			PathPush(&st->path, v.val.string.val, v.val.string.len);
+		}
+		else if (r == WJB_ELEM || r == WJB_VALUE)
+		{
+			if (r == WJB_ELEM)
+			{
+				char		num[16];
+
+				st->path.len = base;
+				st->path.data[base] = '\0';
+				snprintf(num, sizeof(num), "%d", index++);
+				PathPush(&st->path, num, strlen(num));
+			}
+			if (v.type == jbvBinary)
+				CheckContainer(st, v.val.binary.data);
+			else if (v.type == jbvString)
+				CheckString(st, &v);
+		}
+	}
+	st->path.len = base;
+	st->path.data[base] = '\0';
+}
+
+/*
+ * Check a template at define time.  path is the JSON pointer of tpl in the
+ * definition; every problem is appended to *errors as "path: reason".
+ */
+void
+TemplateCheck(Jsonb *tpl, const char *path, uint32 allowed,
+			  Jsonb *constants, Jsonb *variables, List **errors)
+{
+	CheckState	st;
+
+	st.allowed = allowed;
+	st.constants = constants;
+	st.variables = variables;
+	st.errors = errors;
+	initStringInfo(&st.path);
+	appendStringInfoString(&st.path, path);
+
+	if (JB_ROOT_IS_SCALAR(tpl))
+	{
+		JsonbValue	v;
+
+		JsonbExtractScalar(&tpl->root, &v);
+		if (v.type == jbvString)
+			CheckString(&st, &v);
+		return;
+	}
+	CheckContainer(&st, &tpl->root);
+}

@@ -1,0 +1,328 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  Background workers: the launcher and the per-database workers.
+ *
+ * The launcher is registered in _PG_init and connects to no database.  It
+ * watches the shared call-record ring (calls.c) and starts a worker for
+ * each database that has records but no worker.  A database worker drains
+ * its database's records into ductape.calls in batches, each batch in its
+ * own short transaction, and exits after a minute without work.  Later
+ * capabilities (jobs, webhooks) run in the same workers.
+ *
+ * The worker loop follows worker_spi: die() on SIGTERM, config reload on
+ * SIGHUP, WaitLatch with WL_EXIT_ON_PM_DEATH, transaction + snapshot +
+ * pgstat_report_activity around each unit of SQL work, and a memory context
+ * reset per iteration.
+ *
+ * DROP DATABASE would fail while a worker is connected, so a ProcessUtility
+ * hook stops the database's worker first.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "ductape.h"
+#include "calls.h"
+
+PGDLLEXPORT void ductape_launcher_main(Datum arg);
+PGDLLEXPORT void ductape_db_worker_main(Datum arg);
+
+#define DT_FLUSH_BATCH 1000
+#define DT_BATCH_WINDOW_MS 100
+#define DT_IDLE_EXIT_MS 60000
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+void
+WorkerRegisterLauncher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "ductape");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "ductape_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "ductape launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "ductape launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+static bool
+StartDbWorker(Oid dbid)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "ductape");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "ductape_db_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "ductape worker for database %u", dbid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "ductape worker");
+	bgw.bgw_main_arg = ObjectIdGetDatum(dbid);
+	bgw.bgw_notify_pid = 0;
+	return RegisterDynamicBackgroundWorker(&bgw, &handle);
+}
+
+void
+ductape_launcher_main(Datum arg)
+{
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	CallsSetLauncherLatch(MyLatch);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	for (;;)
+	{
+		Oid			dbid;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		CallsReapStaleWorkers();
+		while (OidIsValid(dbid = CallsClaimDatabaseWithoutWorker()))
+		{
+			if (!StartDbWorker(dbid))
+			{
+				ereport(WARNING,
+						(errmsg("ductape could not start a worker for database %u", dbid),
+						 errhint("Raise max_worker_processes.")));
+				CallsReleaseWorker(dbid, false);
+				break;
+			}
+		}
+	}
+}
+
+/* ---- database worker ---- */
+
+static void
+DbWorkerDetach(int code, Datum arg)
+{
+	CallsReleaseWorker(DatumGetObjectId(arg), false);
+}
+
+/*
+ * Insert records into ductape.calls in one transaction.  Returns false
+ * when the extension is not installed here (the records are dropped).
+ */
+static bool
+FlushCalls(DtCallSlot *recs, int n)
+{
+	static const Oid argtypes[14] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID,
+	INT8OID, NAMEOID};
+	bool		installed;
+	int			i;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "ductape: storing call records");
+
+	installed = OidIsValid(get_extension_oid("ductape", true));
+	if (installed)
+	{
+		SPIPlanPtr	plan;
+
+		SPI_connect();
+		plan = SPI_prepare("INSERT INTO ductape.calls (id, at, app, action, env, product, method, url, "
+						   "status, attempts, duration_ms, error, job_id, role) "
+						   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+						   "ON CONFLICT (id) DO NOTHING",
+						   14, (Oid *) argtypes);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the call record insert");
+		for (i = 0; i < n; i++)
+		{
+			DtCallSlot *r = &recs[i];
+			Datum		values[14];
+			char		nulls[14];
+			char	   *role = GetUserNameFromId(r->roleid, true);
+			NameData	rolename;
+
+			memset(nulls, ' ', sizeof(nulls));
+			values[0] = Int64GetDatum(r->id);
+			values[1] = TimestampTzGetDatum(r->at);
+#define TEXTARG(k, f) do { if ((f)[0]) values[k] = CStringGetTextDatum(f); else nulls[k] = 'n'; } while (0)
+			TEXTARG(2, r->app);
+			TEXTARG(3, r->action);
+			TEXTARG(4, r->env);
+			TEXTARG(5, r->product);
+			values[6] = CStringGetTextDatum(r->method);
+			values[7] = CStringGetTextDatum(r->url);
+#undef TEXTARG
+			values[8] = Int32GetDatum(r->status);
+			if (r->status == 0)
+				nulls[8] = 'n';
+			values[9] = Int32GetDatum(r->attempts);
+			values[10] = Float8GetDatum(r->duration_ms);
+			if (r->has_error)
+				values[11] = CStringGetTextDatum(r->error);
+			else
+				nulls[11] = 'n';
+			values[12] = Int64GetDatum(r->job_id);
+			if (r->job_id == 0)
+				nulls[12] = 'n';
+			if (role)
+			{
+				namestrcpy(&rolename, role);
+				values[13] = NameGetDatum(&rolename);
+			}
+			else
+				nulls[13] = 'n';
+			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not store a call record");
+		}
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return installed;
+}
+
+void
+ductape_db_worker_main(Datum arg)
+{
+	Oid			dbid = DatumGetObjectId(arg);
+	MemoryContext loopcxt;
+	DtCallSlot *buf;
+	TimestampTz last_work = GetCurrentTimestamp();
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
+	CallsAttachWorker(dbid);
+
+	loopcxt = AllocSetContextCreate(TopMemoryContext, "ductape worker loop",
+									ALLOCSET_DEFAULT_SIZES);
+	buf = MemoryContextAlloc(TopMemoryContext, sizeof(DtCallSlot) * DT_FLUSH_BATCH);
+
+	for (;;)
+	{
+		int			n;
+		bool		worked = false;
+
+		MemoryContextReset(loopcxt);
+		MemoryContextSwitchTo(loopcxt);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		while ((n = CallsCollect(dbid, buf, DT_FLUSH_BATCH)) > 0)
+		{
+			worked = true;
+			if (!FlushCalls(buf, n))
+			{
+				/* extension not installed here: nothing to do */
+				CallsReleaseWorker(dbid, true);
+				proc_exit(0);
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (worked)
+			last_work = GetCurrentTimestamp();
+		else if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), DT_IDLE_EXIT_MS))
+			proc_exit(0);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 DT_IDLE_EXIT_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		/* batching window: let a burst of calls accumulate */
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 DT_BATCH_WINDOW_MS, PG_WAIT_EXTENSION);
+	}
+}
+
+/* ---- DROP DATABASE: stop that database's worker first ---- */
+
+static void
+StopWorkerForDatabase(Oid dbid)
+{
+	pid_t		pid = CallsWorkerPid(dbid);
+	int			i;
+
+	if (pid == 0)
+		return;
+	kill(pid, SIGTERM);
+	for (i = 0; i < 500 && CallsWorkerPid(dbid) == pid; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(10000L);
+	}
+	CallsReleaseWorker(dbid, true);
+}
+
+static void
+dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				  ProcessUtilityContext context, ParamListInfo params,
+				  QueryEnvironment *queryEnv, DestReceiver *dest,
+				  QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, DropdbStmt))
+	{
+		Oid			dbid = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
+
+		if (OidIsValid(dbid))
+			StopWorkerForDatabase(dbid);
+	}
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+void
+WorkerInstallHooks(void)
+{
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = dt_ProcessUtility;
+}
