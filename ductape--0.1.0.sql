@@ -480,7 +480,7 @@ BEGIN
     SELECT coalesce(max(position) + 1, 0) INTO pos FROM ductape.actions x WHERE x.app = r.tag;
     INSERT INTO ductape.actions AS x (app, tag, position, spec)
     VALUES (r.tag, spec->>'tag', pos, ductape._action_body(spec))
-    ON CONFLICT (app, tag) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now();
+    ON CONFLICT ON CONSTRAINT actions_pkey DO UPDATE SET spec = EXCLUDED.spec, updated_at = now();
     RETURN spec->>'tag';
 END
 $$;

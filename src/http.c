@@ -76,6 +76,7 @@ typedef struct Outcome
 {
 	OutcomeKind kind;
 	bool		sent;			/* did any byte of the request leave? */
+	bool		final;			/* never worth retrying (bad URL, redirect loop) */
 	long		status;
 	char	   *body;
 	size_t		body_len;
@@ -318,12 +319,18 @@ OpenSocketCallback(void *clientp, curlsocktype purpose, struct curl_sockaddr *ad
 	Transfer   *t = clientp;
 
 	/* A configured proxy is the superuser's choice: not checked. */
-	if ((ductape_proxy == NULL || ductape_proxy[0] == '\0') &&
-		!EgressCheckAddress(t->host, &address->addr, t->egress_reason,
-							sizeof(t->egress_reason)))
+	if (ductape_proxy == NULL || ductape_proxy[0] == '\0')
 	{
-		t->egress_refused = true;
-		return CURL_SOCKET_BAD;
+		char		reason[sizeof(t->egress_reason)];
+
+		if (!EgressCheckAddress(t->host, &address->addr, reason, sizeof(reason)))
+		{
+			/* keep the first refusal: libcurl may try several addresses */
+			if (!t->egress_refused)
+				memcpy(t->egress_reason, reason, sizeof(reason));
+			t->egress_refused = true;
+			return CURL_SOCKET_BAD;
+		}
 	}
 	return socket(address->family, address->socktype, address->protocol);
 }
@@ -427,6 +434,7 @@ Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
 		if (!UrlParts(url, &scheme, &host))
 		{
 			o->kind = OUT_NETWORK;
+			o->final = true;
 			o->error = psprintf("invalid URL \"%s\"", Redact(url, req->sensitive));
 			return;
 		}
@@ -554,6 +562,7 @@ Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
 		if (hop >= DT_MAX_REDIRECTS)
 		{
 			o->kind = OUT_NETWORK;
+			o->final = true;
 			o->error = psprintf("more than %d redirects", DT_MAX_REDIRECTS);
 			return;
 		}
@@ -564,6 +573,7 @@ Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
 			if (!UrlParts(location, &nscheme, &nhost))
 			{
 				o->kind = OUT_NETWORK;
+				o->final = true;
 				o->error = pstrdup("redirect to an invalid URL");
 				return;
 			}
@@ -626,6 +636,8 @@ ShouldRetry(DtRequest *req, Outcome *o)
 		strcmp(req->method, "PATCH") == 0;
 	bool		safe = !unsafe_method || req->has_idempotency_key || p->unsafe;
 
+	if (o->final)
+		return false;
 	switch (o->kind)
 	{
 		case OUT_RESPONSE:

@@ -3,7 +3,8 @@
  * worker.c
  *	  Background workers: the launcher and the per-database workers.
  *
- * The launcher is registered in _PG_init and connects to no database.  It
+ * The launcher is registered in _PG_init and connects to no database (like
+ * the autovacuum launcher: shared catalogs only, shown in pg_stat_activity).  It
  * watches the shared call-record ring (calls.c) and starts a worker for
  * each database that has records but no worker.  A database worker drains
  * its database's records into ductape.calls in batches, each batch in its
@@ -62,7 +63,7 @@ WorkerRegisterLauncher(void)
 	BackgroundWorker bgw;
 
 	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 1;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "ductape");
@@ -97,6 +98,8 @@ ductape_launcher_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+	/* no database: shared catalogs only, but visible in pg_stat_activity */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	CallsSetLauncherLatch(MyLatch);
 	pgstat_report_activity(STATE_IDLE, NULL);

@@ -1,0 +1,91 @@
+-- Apps and actions: define, validate, export, drop, describe (DESIGN.md §1).
+
+-- The app of the design contract, with every kind of key.
+SELECT ductape.app_define($${
+  "tag": "stripe", "name": "Stripe", "description": "Payments",
+  "envs": [
+    {"slug": "dev", "base_url": "https://api.stripe.com", "request_type": "application/x-www-form-urlencoded"},
+    {"slug": "prd", "base_url": "https://api.stripe.com"}
+  ],
+  "constants": {"api_version": "2024-06-20"},
+  "variables": {"account": {"required": false, "description": "connected account"}},
+  "retries": {"max": 3},
+  "timeout_ms": 30000,
+  "actions": [
+    {"tag": "create-charge", "method": "POST", "resource": "/v1/charges",
+     "headers": {"Stripe-Version": "$Constant{api_version}"},
+     "input": {"type": "object", "required": ["amount", "currency"],
+               "properties": {"amount": {"type": "integer", "minimum": 1},
+                              "currency": {"type": "string", "minLength": 3}}}},
+    {"tag": "get-charge", "method": "get", "resource": "/v1/charges/:id"}
+  ]
+}$$);
+
+-- Export gives back what was defined (methods upper-cased), and round-trips.
+SELECT jsonb_pretty(ductape.app_export('stripe'));
+SELECT ductape.app_export('stripe') = ductape.app_export(ductape.app_define(ductape.app_export('stripe'))) AS round_trip;
+
+-- A broken definition: every problem is listed, nothing is stored.
+SELECT expect_error($$SELECT ductape.app_define('{
+  "tag": "broken", "colour": "red",
+  "envs": [{"slug": "Dev", "base_url": "ftp://x"}, {"slug": "prd", "base_url": "https://a.example.com"},
+           {"slug": "prd", "base_url": "https://b.example.com"}],
+  "constants": {"k": 1},
+  "retries": {"max": -1, "on": [700, "sometimes"]},
+  "actions": [
+    {"tag": "ok", "method": "FETCH", "resource": "/x"},
+    {"tag": "param", "method": "GET", "resource": "/items/:id",
+     "input": {"properties": {"name": {"type": "string", "in": "cookie"}}}},
+    {"tag": "tpl", "method": "POST", "resource": "/t",
+     "headers": {"X-A": "$Constant{k", "X-B": "$Inptu{x}", "X-C": "$Row{id}", "X-D": "$Constant{missing}",
+                 "X-E": "$Variable{undeclared}", "Bad Header": "v", "X-F": "a\r\nInjected: 1"},
+     "body": {"n": {"deep": ["$Now{x}"]}}},
+    {"tag": "ok", "method": "GET"},
+    "not an object"
+  ]}')$$);
+SELECT count(*) AS stored FROM ductape.apps WHERE tag = 'broken';
+
+SELECT expect_error($$SELECT ductape.app_define('{"name": "no tag"}')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "Bad_Tag"}')$$);
+SELECT expect_error($$SELECT ductape.app_define('[]')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a/:"}]}')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a?b=1"}]}')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a/:id/:id"}]}')$$);
+
+-- Upsert replaces the set of actions.
+SELECT ductape.app_define('{"tag": "shop", "envs": [{"slug": "dev", "base_url": "http://127.0.0.1:1"}],
+  "actions": [{"tag": "a", "method": "GET", "resource": "/a"}, {"tag": "b", "method": "GET", "resource": "/b"}]}');
+SELECT ductape.app_define('{"tag": "shop", "envs": [{"slug": "dev", "base_url": "http://127.0.0.1:1"}],
+  "actions": [{"tag": "b", "method": "POST", "resource": "/b2"}]}');
+SELECT tag, spec->>'method' AS method, spec->>'resource' AS resource FROM ductape.actions WHERE app = 'shop';
+
+-- app_create and action_define
+SELECT ductape.app_create('empty', 'Empty', 'Nothing yet');
+SELECT expect_error($$SELECT ductape.app_create('empty')$$);
+SELECT expect_error($$SELECT ductape.app_create('No')$$);
+SELECT ductape.action_define('empty', '{"tag": "ping", "method": "GET", "resource": "/ping"}');
+SELECT ductape.action_define('empty', '{"tag": "ping", "method": "HEAD", "resource": "/ping"}');
+SELECT ductape.app_export('empty');
+SELECT expect_error($$SELECT ductape.action_define('nope', '{"tag": "a", "method": "GET", "resource": "/"}')$$);
+SELECT expect_error($$SELECT ductape.action_define('empty', '{"tag": "a", "method": "GET", "resource": "/", "query": {"v": "$Constant{none}"}}')$$);
+SELECT expect_error($$SELECT ductape.action_define('empty', '{"tag": "a", "method": "GET", "resource": "/", "success": [], "timeout_ms": 0}')$$);
+SELECT count(*) AS actions_of_empty FROM ductape.actions WHERE app = 'empty';
+
+-- describe
+SELECT jsonb_pretty(ductape.describe('stripe'));
+SELECT jsonb_pretty(ductape.describe('stripe', 'create-charge'));
+SELECT ductape.describe('stripe', 'get-charge')->'inputs' AS inputs;
+SELECT expect_error($$SELECT ductape.describe('stripe', 'refund')$$);
+SELECT expect_error($$SELECT ductape.describe('nope')$$);
+
+-- variables
+SELECT ductape.variable_set('stripe', 'account', '"acct_1"');
+SELECT product, app, env, key, value FROM ductape.variables;
+SELECT expect_error($$SELECT ductape.variable_set('stripe', 'undeclared', '1')$$);
+SELECT expect_error($$SELECT ductape.variable_set('stripe', 'account', '1', product => 'nope')$$);
+
+-- drop
+SELECT ductape.app_drop('empty');
+SELECT count(*) FROM ductape.actions WHERE app = 'empty';
+SELECT expect_error($$SELECT ductape.app_drop('empty')$$);
+SELECT expect_error($$SELECT ductape.app_export('empty')$$);

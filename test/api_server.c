@@ -1,0 +1,1302 @@
+/*-------------------------------------------------------------------------
+ *
+ * api_server.c
+ *	  A small HTTP server for ductape's tests.
+ *
+ * The tests start this server on loopback, point ductape at it and then
+ * assert on what it actually received: every answer that carries a body
+ * echoes the request back as JSON, and requests are counted so that a test
+ * can ask how many attempts (retries) reached the server.
+ *
+ * Usage:
+ *	  api_server [--port N] [--port-file PATH]
+ *
+ * The server binds 127.0.0.1 only.  Port 0 (the default) picks a free port.
+ * Once listening it writes the port and a newline to PATH (via a temporary
+ * file and rename(), so a reader never sees a partial file) and prints
+ * "PORT <n>" on stdout.  It runs until SIGTERM or SIGINT, then stops and
+ * exits 0.
+ *
+ * Every request is counted under the key "*" and, when it carries the
+ * header "X-Test-Key: K", under K as well (/count and /reset are never
+ * counted).  A request is counted at most once per key.
+ *
+ * The echo JSON is
+ *	  {"method": "...", "path": "...", "query": {...}, "headers": {...},
+ *	   "body": "...", "count": N or null}
+ * where query holds the decoded query arguments (a repeated key keeps its
+ * last value; a key without "=" has the value null), headers holds the
+ * request headers with lower-cased names (repeated ones joined with ", "),
+ * body is the raw request body and count is the current count of the
+ * request's X-Test-Key (null without one).  Request bodies over 16 MB are
+ * answered with 413.
+ *
+ * Routes (a route matches its exact path or its path followed by "/";
+ * whatever follows the "/" is the route's argument):
+ *	  /echo[/...]		200, the echo JSON (also any path not listed here)
+ *	  /status/<code>	that status (100-599, else 400) and the echo JSON;
+ *						?retry_after=V adds "Retry-After: V"
+ *	  /delay/<ms>		sleeps ms milliseconds (at most 120000), then 200 echo
+ *	  /bytes/<n>		200, text/plain, exactly n bytes of 'x' (n <= 100 MB);
+ *						?type=T sets the Content-Type, ?chunked=1 sends the
+ *						body with chunked transfer encoding
+ *	  /text				200, text/plain; charset=utf-8, "hello, world"
+ *	  /empty			204, no body
+ *	  /empty200			200, Content-Length 0, no Content-Type
+ *	  /badjson			200, application/json, "{not json"
+ *	  /flaky/<key>/<n>	counts the request under <key> too; while that count
+ *						is <= n answers ?status=S (default 503, with
+ *						"Retry-After" from ?retry_after=V if given), then 200;
+ *						the echo JSON either way
+ *	  /count/<key>		200, {"key": "<key>", "count": N}
+ *	  /reset			clears all counters; 200, {"reset": true}
+ *	  /redirect			?to=URL (required) [&status=S, default 302]: that
+ *						status, "Location: URL", no body
+ *	  /headers			200 echo JSON; each query argument k=v is added as a
+ *						response header "k: v" (in order, repeats included)
+ *	  /close			200 echo JSON with "Connection: close"
+ *	  /hang				no answer until the client disconnects; after 120 s,
+ *						200 echo JSON
+ *
+ * Bad route arguments are answered with 400 and {"error": "..."}.
+ *
+ * Build: make -C test (needs libmicrohttpd-dev).
+ *
+ *-------------------------------------------------------------------------
+ */
+#define _GNU_SOURCE
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#define MAX_BODY			(16 * 1024 * 1024)
+#define MAX_BYTES			((uint64_t) 100 * 1024 * 1024)
+#define MAX_DELAY_MS		120000
+#define HANG_MS				120000
+#define SLICE_MS			50
+#define CONNECTION_LIMIT	1000
+#define CONNECTION_TIMEOUT	60
+
+/* Set when the server is shutting down; sleeping handlers give up. */
+static atomic_int stopping;
+
+
+/*
+ * A growable string buffer.  On allocation failure "failed" is set and
+ * further appends are ignored; callers check it once at the end.
+ */
+typedef struct Buf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	bool		failed;
+} Buf;
+
+static void
+buf_append(Buf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap)
+	{
+		size_t		newcap = b->cap ? b->cap : 256;
+		char	   *p;
+
+		while (b->len + n + 1 > newcap)
+			newcap *= 2;
+		p = realloc(b->data, newcap);
+		if (p == NULL)
+		{
+			b->failed = true;
+			return;
+		}
+		b->data = p;
+		b->cap = newcap;
+	}
+	if (n > 0)
+		memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static void
+buf_puts(Buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s));
+}
+
+static void
+buf_printf(Buf *b, const char *fmt,...)
+{
+	char		tmp[256];
+	va_list		ap;
+	int			n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t) n >= sizeof(tmp))
+	{
+		b->failed = true;
+		return;
+	}
+	buf_append(b, tmp, (size_t) n);
+}
+
+static void
+buf_free(Buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+/*
+ * Append s (n bytes) as a JSON string literal: '"' and '\' are escaped,
+ * bytes below 0x20 become \u00XX, all other bytes pass through.
+ */
+static void
+json_string(Buf *b, const char *s, size_t n)
+{
+	size_t		start = 0;
+	size_t		i;
+
+	buf_puts(b, "\"");
+	for (i = 0; i < n; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\' || c < 0x20)
+		{
+			char		esc[8];
+
+			buf_append(b, s + start, i - start);
+			if (c == '"' || c == '\\')
+			{
+				esc[0] = '\\';
+				esc[1] = (char) c;
+				esc[2] = '\0';
+			}
+			else
+				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned int) c);
+			buf_puts(b, esc);
+			start = i + 1;
+		}
+	}
+	buf_append(b, s + start, n - start);
+	buf_puts(b, "\"");
+}
+
+static void
+json_cstring(Buf *b, const char *s)
+{
+	json_string(b, s, strlen(s));
+}
+
+
+/*
+ * The counters: a mutex-protected table of (key, count).  Tests use few
+ * keys, so a linear search is fine.
+ */
+typedef struct Counter
+{
+	char	   *key;
+	long long	count;
+} Counter;
+
+static pthread_mutex_t counter_lock = PTHREAD_MUTEX_INITIALIZER;
+static Counter *counters;
+static size_t ncounters;
+static size_t maxcounters;
+
+static Counter *
+counter_find(const char *key)
+{
+	size_t		i;
+
+	for (i = 0; i < ncounters; i++)
+		if (strcmp(counters[i].key, key) == 0)
+			return &counters[i];
+	return NULL;
+}
+
+/* Increment key's counter and return the new value. */
+static long long
+counter_incr(const char *key)
+{
+	Counter    *c;
+	long long	result = 0;
+
+	pthread_mutex_lock(&counter_lock);
+	c = counter_find(key);
+	if (c == NULL)
+	{
+		if (ncounters == maxcounters)
+		{
+			size_t		newmax = maxcounters ? maxcounters * 2 : 16;
+			Counter    *p = realloc(counters, newmax * sizeof(Counter));
+
+			if (p != NULL)
+			{
+				counters = p;
+				maxcounters = newmax;
+			}
+		}
+		if (ncounters < maxcounters)
+		{
+			char	   *k = strdup(key);
+
+			if (k != NULL)
+			{
+				c = &counters[ncounters++];
+				c->key = k;
+				c->count = 0;
+			}
+		}
+	}
+	if (c != NULL)
+		result = ++c->count;
+	pthread_mutex_unlock(&counter_lock);
+	return result;
+}
+
+static long long
+counter_get(const char *key)
+{
+	Counter    *c;
+	long long	result;
+
+	pthread_mutex_lock(&counter_lock);
+	c = counter_find(key);
+	result = c ? c->count : 0;
+	pthread_mutex_unlock(&counter_lock);
+	return result;
+}
+
+static void
+counter_reset(void)
+{
+	size_t		i;
+
+	pthread_mutex_lock(&counter_lock);
+	for (i = 0; i < ncounters; i++)
+		free(counters[i].key);
+	free(counters);
+	counters = NULL;
+	ncounters = maxcounters = 0;
+	pthread_mutex_unlock(&counter_lock);
+}
+
+
+/* Routes */
+typedef enum Route
+{
+	R_ECHO,
+	R_STATUS,
+	R_DELAY,
+	R_BYTES,
+	R_TEXT,
+	R_EMPTY,
+	R_EMPTY200,
+	R_BADJSON,
+	R_FLAKY,
+	R_COUNT,
+	R_RESET,
+	R_REDIRECT,
+	R_HEADERS,
+	R_CLOSE,
+	R_HANG
+} Route;
+
+static const struct
+{
+	const char *prefix;
+	Route		route;
+}			routes[] =
+{
+	{"/echo", R_ECHO},
+	{"/status", R_STATUS},
+	{"/delay", R_DELAY},
+	{"/bytes", R_BYTES},
+	{"/text", R_TEXT},
+	{"/empty", R_EMPTY},
+	{"/empty200", R_EMPTY200},
+	{"/badjson", R_BADJSON},
+	{"/flaky", R_FLAKY},
+	{"/count", R_COUNT},
+	{"/reset", R_RESET},
+	{"/redirect", R_REDIRECT},
+	{"/headers", R_HEADERS},
+	{"/close", R_CLOSE},
+	{"/hang", R_HANG},
+};
+
+static Route
+route_of(const char *url, const char **arg)
+{
+	size_t		i;
+
+	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+	{
+		size_t		plen = strlen(routes[i].prefix);
+
+		if (strncmp(url, routes[i].prefix, plen) == 0 &&
+			(url[plen] == '\0' || url[plen] == '/'))
+		{
+			*arg = url[plen] == '/' ? url + plen + 1 : url + plen;
+			return routes[i].route;
+		}
+	}
+	*arg = "";
+	return R_ECHO;
+}
+
+/* Parse a non-empty string of decimal digits no greater than max. */
+static bool
+parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	uint64_t	v = 0;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	for (; *s; s++)
+	{
+		if (*s < '0' || *s > '9')
+			return false;
+		if (v > (max - (uint64_t) (*s - '0')) / 10)
+			return false;
+		v = v * 10 + (uint64_t) (*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+static bool
+parse_status(const char *s, unsigned int *out)
+{
+	uint64_t	v;
+
+	if (!parse_uint(s, 599, &v) || v < 100)
+		return false;
+	*out = (unsigned int) v;
+	return true;
+}
+
+
+/* Per-request state, freed by request_completed(). */
+typedef struct Request
+{
+	Route		route;
+	const char *arg;			/* points into the url MHD passes */
+	char	   *body;
+	size_t		body_len;
+	size_t		body_cap;
+	bool		too_large;
+	char	   *test_key;		/* X-Test-Key, or NULL */
+	char	   *flaky_key;		/* /flaky/<key>/<n>: key, or NULL if bad */
+	uint64_t	flaky_n;
+	long long	flaky_count;	/* count of flaky_key after this request */
+} Request;
+
+static void
+request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+				  enum MHD_RequestTerminationCode toe)
+{
+	Request    *req = *con_cls;
+
+	(void) cls;
+	(void) conn;
+	(void) toe;
+	if (req == NULL)
+		return;
+	free(req->body);
+	free(req->test_key);
+	free(req->flaky_key);
+	free(req);
+	*con_cls = NULL;
+}
+
+/* Collect the request at its first callback and count it. */
+static Request *
+request_start(struct MHD_Connection *conn, const char *url)
+{
+	Request    *req = calloc(1, sizeof(Request));
+	const char *key;
+	const char *keys[3];
+	int			nkeys = 0;
+	int			i;
+	int			j;
+
+	if (req == NULL)
+		return NULL;
+	req->route = route_of(url, &req->arg);
+
+	key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Test-Key");
+	if (key != NULL)
+	{
+		req->test_key = strdup(key);
+		if (req->test_key == NULL)
+		{
+			free(req);
+			return NULL;
+		}
+	}
+
+	if (req->route == R_FLAKY)
+	{
+		const char *slash = strrchr(req->arg, '/');
+
+		if (slash != NULL && slash > req->arg &&
+			parse_uint(slash + 1, UINT64_MAX, &req->flaky_n))
+		{
+			req->flaky_key = strndup(req->arg, (size_t) (slash - req->arg));
+			if (req->flaky_key == NULL)
+			{
+				free(req->test_key);
+				free(req);
+				return NULL;
+			}
+		}
+	}
+
+	if (req->route == R_COUNT || req->route == R_RESET)
+		return req;
+
+	/* Count once under each distinct key. */
+	keys[nkeys++] = "*";
+	if (req->test_key)
+		keys[nkeys++] = req->test_key;
+	if (req->flaky_key)
+		keys[nkeys++] = req->flaky_key;
+	for (i = 0; i < nkeys; i++)
+	{
+		long long	n;
+
+		for (j = 0; j < i; j++)
+			if (strcmp(keys[i], keys[j]) == 0)
+				break;
+		if (j < i)
+			n = counter_get(keys[i]);
+		else
+			n = counter_incr(keys[i]);
+		if (req->flaky_key && strcmp(keys[i], req->flaky_key) == 0)
+			req->flaky_count = n;
+	}
+	return req;
+}
+
+
+/* Collecting query arguments and headers for the echo JSON */
+typedef struct Pair
+{
+	char	   *key;
+	size_t		key_len;
+	Buf			value;
+	bool		null_value;
+} Pair;
+
+typedef struct Pairs
+{
+	Pair	   *items;
+	size_t		n;
+	size_t		max;
+	bool		lower;			/* lower-case keys, join repeats with ", " */
+	bool		failed;
+} Pairs;
+
+static void
+pairs_free(Pairs *ps)
+{
+	size_t		i;
+
+	for (i = 0; i < ps->n; i++)
+	{
+		free(ps->items[i].key);
+		buf_free(&ps->items[i].value);
+	}
+	free(ps->items);
+}
+
+static enum MHD_Result
+pairs_add(void *cls, enum MHD_ValueKind kind, const char *key,
+		  size_t key_size, const char *value, size_t value_size)
+{
+	Pairs	   *ps = cls;
+	Pair	   *p = NULL;
+	char	   *k;
+	size_t		i;
+
+	(void) kind;
+	if (key == NULL)
+		return MHD_YES;
+	k = malloc(key_size + 1);
+	if (k == NULL)
+	{
+		ps->failed = true;
+		return MHD_NO;
+	}
+	memcpy(k, key, key_size);
+	k[key_size] = '\0';
+	if (ps->lower)
+		for (i = 0; i < key_size; i++)
+			if (k[i] >= 'A' && k[i] <= 'Z')
+				k[i] = (char) (k[i] - 'A' + 'a');
+
+	for (i = 0; i < ps->n; i++)
+		if (ps->items[i].key_len == key_size &&
+			memcmp(ps->items[i].key, k, key_size) == 0)
+		{
+			p = &ps->items[i];
+			break;
+		}
+
+	if (p != NULL)
+	{
+		free(k);
+		if (ps->lower)
+		{
+			/* repeated header: join */
+			buf_puts(&p->value, ", ");
+		}
+		else
+		{
+			/* repeated query argument: the last one wins */
+			p->value.len = 0;
+			if (p->value.data)
+				p->value.data[0] = '\0';
+		}
+	}
+	else
+	{
+		if (ps->n == ps->max)
+		{
+			size_t		newmax = ps->max ? ps->max * 2 : 16;
+			Pair	   *items = realloc(ps->items, newmax * sizeof(Pair));
+
+			if (items == NULL)
+			{
+				free(k);
+				ps->failed = true;
+				return MHD_NO;
+			}
+			ps->items = items;
+			ps->max = newmax;
+		}
+		p = &ps->items[ps->n++];
+		memset(p, 0, sizeof(Pair));
+		p->key = k;
+		p->key_len = key_size;
+	}
+
+	p->null_value = (value == NULL);
+	if (value != NULL)
+		buf_append(&p->value, value, value_size);
+	if (p->value.failed)
+	{
+		ps->failed = true;
+		return MHD_NO;
+	}
+	return MHD_YES;
+}
+
+static void
+json_pairs(Buf *b, struct MHD_Connection *conn, enum MHD_ValueKind kind,
+		   bool lower)
+{
+	Pairs		ps;
+	size_t		i;
+
+	memset(&ps, 0, sizeof(ps));
+	ps.lower = lower;
+	if (MHD_get_connection_values_n(conn, kind, pairs_add, &ps) < 0)
+		ps.failed = true;
+	if (ps.failed)
+		b->failed = true;
+	else
+	{
+		buf_puts(b, "{");
+		for (i = 0; i < ps.n; i++)
+		{
+			Pair	   *p = &ps.items[i];
+
+			if (i > 0)
+				buf_puts(b, ", ");
+			json_string(b, p->key, p->key_len);
+			buf_puts(b, ": ");
+			if (p->null_value)
+				buf_puts(b, "null");
+			else
+				json_string(b, p->value.data ? p->value.data : "",
+							p->value.len);
+		}
+		buf_puts(b, "}");
+	}
+	pairs_free(&ps);
+}
+
+static void
+build_echo(Buf *b, struct MHD_Connection *conn, Request *req,
+		   const char *url, const char *method)
+{
+	buf_puts(b, "{\"method\": ");
+	json_cstring(b, method);
+	buf_puts(b, ", \"path\": ");
+	json_cstring(b, url);
+	buf_puts(b, ", \"query\": ");
+	json_pairs(b, conn, MHD_GET_ARGUMENT_KIND, false);
+	buf_puts(b, ", \"headers\": ");
+	json_pairs(b, conn, MHD_HEADER_KIND, true);
+	buf_puts(b, ", \"body\": ");
+	json_string(b, req->body ? req->body : "", req->body_len);
+	buf_puts(b, ", \"count\": ");
+	if (req->test_key)
+		buf_printf(b, "%lld", counter_get(req->test_key));
+	else
+		buf_puts(b, "null");
+	buf_puts(b, "}");
+}
+
+
+/* Building and sending responses */
+
+/* Make a response from b (taking its memory); NULL on failure. */
+static struct MHD_Response *
+buf_response(Buf *b, const char *content_type)
+{
+	struct MHD_Response *resp;
+
+	if (b->failed)
+	{
+		buf_free(b);
+		return NULL;
+	}
+	resp = MHD_create_response_from_buffer(b->len, b->data,
+										   MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL)
+	{
+		buf_free(b);
+		return NULL;
+	}
+	b->data = NULL;
+	b->len = b->cap = 0;
+	if (content_type != NULL &&
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+								content_type) != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return NULL;
+	}
+	return resp;
+}
+
+static struct MHD_Response *
+static_response(const char *body, const char *content_type)
+{
+	struct MHD_Response *resp;
+
+	resp = MHD_create_response_from_buffer(strlen(body), (void *) body,
+										   MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL)
+		return NULL;
+	if (content_type != NULL &&
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+								content_type) != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return NULL;
+	}
+	return resp;
+}
+
+/* Queue resp (which may be NULL after a failure) and release it. */
+static enum MHD_Result
+send_response(struct MHD_Connection *conn, unsigned int status,
+			  struct MHD_Response *resp)
+{
+	enum MHD_Result ret;
+
+	if (resp == NULL)
+		return MHD_NO;
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result
+send_error(struct MHD_Connection *conn, unsigned int status, const char *msg)
+{
+	Buf			b = {0};
+
+	buf_puts(&b, "{\"error\": ");
+	json_cstring(&b, msg);
+	buf_puts(&b, "}");
+	return send_response(conn, status, buf_response(&b, "application/json"));
+}
+
+/*
+ * The echo JSON with the given status; retry_after, if not NULL, becomes a
+ * Retry-After header.  1xx, 204 and 304 answers carry no body.
+ */
+static enum MHD_Result
+send_echo(struct MHD_Connection *conn, Request *req, const char *url,
+		  const char *method, unsigned int status, const char *retry_after)
+{
+	struct MHD_Response *resp;
+	Buf			b = {0};
+
+	if (status < 200 || status == 204 || status == 304)
+		resp = static_response("", NULL);
+	else
+	{
+		build_echo(&b, conn, req, url, method);
+		resp = buf_response(&b, "application/json");
+	}
+	if (resp == NULL)
+		return MHD_NO;
+	if (retry_after != NULL &&
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
+								retry_after) != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return send_error(conn, 400, "invalid retry_after");
+	}
+	return send_response(conn, status, resp);
+}
+
+static const char *
+query_arg(struct MHD_Connection *conn, const char *key)
+{
+	return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+
+/* Sleeping */
+
+/* Sleep ms milliseconds in slices; false if the server is stopping. */
+static bool
+sleep_ms(long ms)
+{
+	while (ms > 0)
+	{
+		long		slice = ms < SLICE_MS ? ms : SLICE_MS;
+		struct timespec ts;
+
+		if (atomic_load(&stopping))
+			return false;
+		ts.tv_sec = slice / 1000;
+		ts.tv_nsec = (slice % 1000) * 1000000L;
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		ms -= slice;
+	}
+	return !atomic_load(&stopping);
+}
+
+/* Has the client closed its end of the connection? */
+static bool
+client_gone(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info;
+	struct pollfd pfd;
+	char		c;
+	ssize_t		n;
+
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (info == NULL)
+		return false;
+	pfd.fd = info->connect_fd;
+	pfd.events = POLLIN | POLLRDHUP;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, 0) <= 0)
+		return false;
+	if (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+		return true;
+	if (pfd.revents & POLLIN)
+	{
+		n = recv(pfd.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0)
+			return true;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+			errno != EINTR)
+			return true;
+	}
+	return false;
+}
+
+
+/* /bytes */
+static ssize_t
+bytes_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	uint64_t	total = *(uint64_t *) cls;
+	size_t		n;
+
+	if (pos >= total)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	n = max;
+	if ((uint64_t) n > total - pos)
+		n = (size_t) (total - pos);
+	if (n > (size_t) SSIZE_MAX)
+		n = (size_t) SSIZE_MAX;
+	memset(buf, 'x', n);
+	return (ssize_t) n;
+}
+
+static enum MHD_Result
+send_bytes(struct MHD_Connection *conn, Request *req)
+{
+	struct MHD_Response *resp;
+	uint64_t	n;
+	uint64_t   *total;
+	const char *type = query_arg(conn, "type");
+	const char *chunked = query_arg(conn, "chunked");
+	bool		use_chunked = chunked != NULL && strcmp(chunked, "1") == 0;
+
+	if (!parse_uint(req->arg, MAX_BYTES, &n))
+		return send_error(conn, 400, "invalid byte count");
+	total = malloc(sizeof(uint64_t));
+	if (total == NULL)
+		return MHD_NO;
+	*total = n;
+	resp = MHD_create_response_from_callback(use_chunked ? MHD_SIZE_UNKNOWN : n,
+											 64 * 1024, bytes_reader, total,
+											 free);
+	if (resp == NULL)
+	{
+		free(total);
+		return MHD_NO;
+	}
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+								type ? type : "text/plain") != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return send_error(conn, 400, "invalid type");
+	}
+	return send_response(conn, MHD_HTTP_OK, resp);
+}
+
+
+/* /headers: every query argument becomes a response header. */
+typedef struct HeaderCtx
+{
+	struct MHD_Response *resp;
+	bool		failed;
+	bool		has_content_type;
+} HeaderCtx;
+
+static enum MHD_Result
+add_query_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				 const char *value)
+{
+	HeaderCtx  *ctx = cls;
+
+	(void) kind;
+	if (key == NULL)
+		return MHD_YES;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)
+		ctx->has_content_type = true;
+	if (MHD_add_response_header(ctx->resp, key, value ? value : "") != MHD_YES)
+	{
+		ctx->failed = true;
+		return MHD_NO;
+	}
+	return MHD_YES;
+}
+
+static enum MHD_Result
+send_headers(struct MHD_Connection *conn, Request *req, const char *url,
+			 const char *method)
+{
+	struct MHD_Response *resp;
+	HeaderCtx	ctx = {0};
+	Buf			b = {0};
+
+	build_echo(&b, conn, req, url, method);
+	resp = buf_response(&b, NULL);
+	if (resp == NULL)
+		return MHD_NO;
+	ctx.resp = resp;
+	if (MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND,
+								  add_query_header, &ctx) < 0 ||
+		ctx.failed)
+	{
+		MHD_destroy_response(resp);
+		return send_error(conn, 400, "cannot set a requested header");
+	}
+	if (!ctx.has_content_type &&
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+								"application/json") != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	return send_response(conn, MHD_HTTP_OK, resp);
+}
+
+
+/* Answer a request whose body has been received. */
+static enum MHD_Result
+dispatch(struct MHD_Connection *conn, Request *req, const char *url,
+		 const char *method)
+{
+	unsigned int status;
+	uint64_t	v;
+
+	if (req->too_large)
+		return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+						  "request body too large");
+
+	switch (req->route)
+	{
+		case R_ECHO:
+			return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
+
+		case R_STATUS:
+			if (!parse_status(req->arg, &status))
+				return send_error(conn, 400, "invalid status");
+			return send_echo(conn, req, url, method, status,
+							 query_arg(conn, "retry_after"));
+
+		case R_DELAY:
+			if (!parse_uint(req->arg, UINT64_MAX, &v))
+				return send_error(conn, 400, "invalid delay");
+			if (v > MAX_DELAY_MS)
+				v = MAX_DELAY_MS;
+			if (!sleep_ms((long) v))
+				return MHD_NO;
+			return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
+
+		case R_BYTES:
+			return send_bytes(conn, req);
+
+		case R_TEXT:
+			return send_response(conn, MHD_HTTP_OK,
+								 static_response("hello, world",
+												 "text/plain; charset=utf-8"));
+
+		case R_EMPTY:
+			return send_response(conn, MHD_HTTP_NO_CONTENT,
+								 static_response("", NULL));
+
+		case R_EMPTY200:
+			return send_response(conn, MHD_HTTP_OK,
+								 static_response("", NULL));
+
+		case R_BADJSON:
+			return send_response(conn, MHD_HTTP_OK,
+								 static_response("{not json",
+												 "application/json"));
+
+		case R_FLAKY:
+			if (req->flaky_key == NULL)
+				return send_error(conn, 400,
+								  "expected /flaky/<key>/<n>");
+			if ((uint64_t) req->flaky_count <= req->flaky_n)
+			{
+				const char *s = query_arg(conn, "status");
+
+				status = MHD_HTTP_SERVICE_UNAVAILABLE;
+				if (s != NULL && !parse_status(s, &status))
+					return send_error(conn, 400, "invalid status");
+				return send_echo(conn, req, url, method, status,
+								 query_arg(conn, "retry_after"));
+			}
+			return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
+
+		case R_COUNT:
+			{
+				Buf			b = {0};
+
+				buf_puts(&b, "{\"key\": ");
+				json_cstring(&b, req->arg);
+				buf_printf(&b, ", \"count\": %lld}", counter_get(req->arg));
+				return send_response(conn, MHD_HTTP_OK,
+									 buf_response(&b, "application/json"));
+			}
+
+		case R_RESET:
+			counter_reset();
+			return send_response(conn, MHD_HTTP_OK,
+								 static_response("{\"reset\": true}",
+												 "application/json"));
+
+		case R_REDIRECT:
+			{
+				const char *to = query_arg(conn, "to");
+				const char *s = query_arg(conn, "status");
+				struct MHD_Response *resp;
+
+				if (to == NULL)
+					return send_error(conn, 400, "missing to");
+				status = MHD_HTTP_FOUND;
+				if (s != NULL && !parse_status(s, &status))
+					return send_error(conn, 400, "invalid status");
+				resp = static_response("", NULL);
+				if (resp == NULL)
+					return MHD_NO;
+				if (MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION,
+											to) != MHD_YES)
+				{
+					MHD_destroy_response(resp);
+					return send_error(conn, 400, "invalid to");
+				}
+				return send_response(conn, status, resp);
+			}
+
+		case R_HEADERS:
+			return send_headers(conn, req, url, method);
+
+		case R_CLOSE:
+			{
+				Buf			b = {0};
+				struct MHD_Response *resp;
+
+				build_echo(&b, conn, req, url, method);
+				resp = buf_response(&b, "application/json");
+				if (resp == NULL)
+					return MHD_NO;
+				if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
+											"close") != MHD_YES)
+				{
+					MHD_destroy_response(resp);
+					return MHD_NO;
+				}
+				return send_response(conn, MHD_HTTP_OK, resp);
+			}
+
+		case R_HANG:
+			{
+				long		waited;
+
+				for (waited = 0; waited < HANG_MS; waited += SLICE_MS)
+				{
+					if (client_gone(conn) || !sleep_ms(SLICE_MS))
+						return MHD_NO;
+				}
+				return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
+			}
+	}
+	return send_error(conn, 500, "unknown route");
+}
+
+static enum MHD_Result
+handle_request(void *cls, struct MHD_Connection *conn, const char *url,
+			   const char *method, const char *version,
+			   const char *upload_data, size_t *upload_data_size,
+			   void **con_cls)
+{
+	Request    *req = *con_cls;
+
+	(void) cls;
+	(void) version;
+
+	if (req == NULL)
+	{
+		/* Headers are complete: set up, count, and ask for the body. */
+		req = request_start(conn, url);
+		if (req == NULL)
+			return MHD_NO;
+		*con_cls = req;
+		return MHD_YES;
+	}
+
+	if (*upload_data_size > 0)
+	{
+		size_t		n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (req->too_large || req->body_len + n > MAX_BODY)
+		{
+			/* Drop the body and keep reading; the answer will be 413. */
+			req->too_large = true;
+			free(req->body);
+			req->body = NULL;
+			req->body_len = req->body_cap = 0;
+			return MHD_YES;
+		}
+		if (req->body_len + n > req->body_cap)
+		{
+			size_t		newcap = req->body_cap ? req->body_cap : 4096;
+			char	   *p;
+
+			while (newcap < req->body_len + n)
+				newcap *= 2;
+			p = realloc(req->body, newcap);
+			if (p == NULL)
+				return MHD_NO;
+			req->body = p;
+			req->body_cap = newcap;
+		}
+		memcpy(req->body + req->body_len, upload_data, n);
+		req->body_len += n;
+		return MHD_YES;
+	}
+
+	return dispatch(conn, req, url, method);
+}
+
+
+/* Main */
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: api_server [--port N] [--port-file PATH]\n");
+}
+
+static bool
+write_port_file(const char *path, unsigned int port)
+{
+	char	   *tmp;
+	FILE	   *f;
+	bool		ok;
+
+	if (asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid()) < 0)
+		return false;
+	f = fopen(tmp, "w");
+	if (f == NULL)
+	{
+		fprintf(stderr, "api_server: cannot create %s: %s\n", tmp,
+				strerror(errno));
+		free(tmp);
+		return false;
+	}
+	ok = fprintf(f, "%u\n", port) > 0;
+	if (fclose(f) != 0)
+		ok = false;
+	if (ok && rename(tmp, path) != 0)
+	{
+		fprintf(stderr, "api_server: cannot rename %s to %s: %s\n", tmp, path,
+				strerror(errno));
+		ok = false;
+	}
+	if (!ok)
+		unlink(tmp);
+	free(tmp);
+	return ok;
+}
+
+int
+main(int argc, char **argv)
+{
+	uint64_t	port = 0;
+	const char *port_file = NULL;
+	struct sockaddr_in addr;
+	struct MHD_Daemon *daemon;
+	const union MHD_DaemonInfo *info;
+	sigset_t	sigs;
+	int			sig;
+	int			i;
+
+	for (i = 1; i < argc; i++)
+	{
+		if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
+		{
+			if (!parse_uint(argv[++i], 65535, &port))
+			{
+				fprintf(stderr, "api_server: invalid port \"%s\"\n", argv[i]);
+				return 2;
+			}
+		}
+		else if (strcmp(argv[i], "--port-file") == 0 && i + 1 < argc)
+			port_file = argv[++i];
+		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+		{
+			usage(stdout);
+			return 0;
+		}
+		else
+		{
+			usage(stderr);
+			return 2;
+		}
+	}
+
+	/*
+	 * Block the stop signals before any thread exists, so that every thread
+	 * inherits the mask and main() alone takes them with sigwait().
+	 */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
+	{
+		fprintf(stderr, "api_server: cannot block signals\n");
+		return 1;
+	}
+
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons((uint16_t) port);
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+	daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION |
+							  MHD_USE_INTERNAL_POLLING_THREAD |
+							  MHD_USE_POLL | MHD_USE_ERROR_LOG,
+							  (uint16_t) port, NULL, NULL,
+							  handle_request, NULL,
+							  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+							  MHD_OPTION_CONNECTION_LIMIT,
+							  (unsigned int) CONNECTION_LIMIT,
+							  MHD_OPTION_CONNECTION_TIMEOUT,
+							  (unsigned int) CONNECTION_TIMEOUT,
+							  MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+							  (size_t) (256 * 1024),
+							  MHD_OPTION_THREAD_STACK_SIZE,
+							  (size_t) (1024 * 1024),
+							  MHD_OPTION_NOTIFY_COMPLETED,
+							  request_completed, NULL,
+							  MHD_OPTION_END);
+	if (daemon == NULL)
+	{
+		fprintf(stderr, "api_server: cannot start the server on 127.0.0.1:%u\n",
+				(unsigned int) port);
+		return 1;
+	}
+
+	info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+	if (info == NULL || info->port == 0)
+	{
+		fprintf(stderr, "api_server: cannot get the bound port\n");
+		MHD_stop_daemon(daemon);
+		return 1;
+	}
+	if (port_file != NULL && !write_port_file(port_file, info->port))
+	{
+		MHD_stop_daemon(daemon);
+		return 1;
+	}
+	printf("PORT %u\n", (unsigned int) info->port);
+	fflush(stdout);
+
+	for (;;)
+	{
+		if (sigwait(&sigs, &sig) == 0 && (sig == SIGINT || sig == SIGTERM))
+			break;
+	}
+
+	atomic_store(&stopping, 1);
+	MHD_stop_daemon(daemon);
+	return 0;
+}

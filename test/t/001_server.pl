@@ -1,0 +1,123 @@
+# Server-level behaviour that pg_regress cannot show: loading rules, the
+# background workers, query cancel from another session, proxy environment
+# variables, and DROP DATABASE while a worker is connected.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(time usleep);
+
+my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
+my $api = "http://127.0.0.1:$api_port";
+
+# Without shared_preload_libraries the library refuses to load and says how.
+my $plain = PostgreSQL::Test::Cluster->new('plain');
+$plain->init;
+$plain->start;
+my ($ret, $out, $err) = $plain->psql('postgres', 'CREATE EXTENSION ductape');
+isnt($ret, 0, 'CREATE EXTENSION fails when the library is not preloaded');
+like($err, qr/ERROR:  ductape must be loaded via shared_preload_libraries/, 'error names the problem');
+like($err, qr/HINT:  Add ductape to shared_preload_libraries in postgresql.conf and restart the server/, 'hint says how');
+$plain->stop;
+
+# A preloaded server whose environment has proxy variables that would break
+# every request if libcurl honoured them.
+my $node = PostgreSQL::Test::Cluster->new('main');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ductape'
+ductape.allowed_hosts = '127.0.0.1'
+});
+{
+	local $ENV{http_proxy}  = 'http://127.0.0.1:9';
+	local $ENV{HTTP_PROXY}  = 'http://127.0.0.1:9';
+	local $ENV{https_proxy} = 'http://127.0.0.1:9';
+	local $ENV{ALL_PROXY}   = 'http://127.0.0.1:9';
+	$node->start;
+}
+$node->safe_psql('postgres', 'CREATE EXTENSION ductape');
+is($node->safe_psql('postgres', "SELECT ductape.http('GET', '$api/echo')->>'status'"),
+	'200', 'proxy environment variables are ignored');
+
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape launcher'"),
+	'1', 'the launcher runs and shows in pg_stat_activity');
+
+sub poll
+{
+	my ($db, $sql, $want, $secs) = @_;
+	my $deadline = time + ($secs // 10);
+	my $got;
+	while (time < $deadline)
+	{
+		$got = $node->safe_psql($db, $sql);
+		return 1 if $got eq $want;
+		usleep(50_000);
+	}
+	diag("last result of $sql: $got");
+	return 0;
+}
+
+ok(poll('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'", '1'),
+	'a worker started for the database that made a call');
+ok(poll('postgres', "SELECT count(*) FROM ductape.calls WHERE url LIKE '%/echo'", '1'),
+	'the call was recorded by the worker');
+
+# Query cancel from another session stops a request within 100 ms.
+my ($bout, $berr) = ('', '');
+my $h = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
+	  "SELECT ductape.http('GET', '$api/delay/10000')" ],
+	'>', \$bout, '2>', \$berr);
+ok(poll('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%delay/10000%' AND pid <> pg_backend_pid()", '1'),
+	'the long request is running');
+my $cancel_ms = $node->safe_psql('postgres', q{
+DO $$
+DECLARE
+    target int := (SELECT pid FROM pg_stat_activity
+                    WHERE state = 'active' AND query LIKE '%delay/10000%' AND pid <> pg_backend_pid());
+    t0 timestamptz;
+BEGIN
+    PERFORM pg_cancel_backend(target);
+    t0 := clock_timestamp();
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = target AND state = 'active');
+        EXIT WHEN clock_timestamp() - t0 > interval '5 seconds';
+        PERFORM pg_sleep(0.002);
+    END LOOP;
+    PERFORM set_config('dt.ms', (extract(epoch FROM clock_timestamp() - t0) * 1000)::int::text, false);
+END $$;
+SELECT current_setting('dt.ms');
+});
+$h->finish;
+like($berr, qr/canceling statement due to user request/, 'the request was cancelled');
+cmp_ok($cancel_ms, '<', 100, "cancel took $cancel_ms ms");
+
+# A second database gets its own worker; DROP DATABASE stops it and succeeds.
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION ductape');
+$node->safe_psql('other', "SELECT ductape.http('GET', '$api/echo/other')");
+ok(poll('other', "SELECT count(*) FROM ductape.calls WHERE url LIKE '%/echo/other'", '1'),
+	'the second database records its own calls');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ductape.calls WHERE url LIKE '%/echo/other'"),
+	'0', 'records stay in their own database');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'other'"),
+	'1', 'the second database has a worker');
+my $t0 = time;
+$node->safe_psql('postgres', 'DROP DATABASE other');
+my $drop_s = time - $t0;
+cmp_ok($drop_s, '<', 3, sprintf('DROP DATABASE with a live worker took %.2f s', $drop_s));
+
+# A database without the extension gets no rows and keeps no worker.
+$node->safe_psql('postgres', 'CREATE DATABASE bare');
+($ret, $out, $err) = $node->psql('bare', "SELECT 1");
+is($ret, 0, 'a database without the extension works');
+
+$node->stop;
+done_testing();
