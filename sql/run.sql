@@ -81,6 +81,15 @@ SELECT jsonb_typeof(ductape.run('api', 'get-item', '{"id": 1}')) AS json_body,
        ductape.run('api', 'badjson') AS bad_json_body;
 SELECT ductape.run('api', 'head') AS head_body;
 
+-- One backend keeps its connection alive across calls: one client port.
+SELECT count(DISTINCT ductape.run('api', 'get-item', jsonb_build_object('id', i))->>'peer_port') AS connections_for_5_calls
+  FROM generate_series(1, 5) i;
+-- A change to an egress setting drops pooled connections.
+CREATE TEMP TABLE ports AS SELECT ductape.run('api', 'get-item', '{"id": 1}')->>'peer_port' AS p;
+SET ductape.https_only = off;
+INSERT INTO ports SELECT ductape.run('api', 'get-item', '{"id": 1}')->>'peer_port';
+SELECT count(DISTINCT p) AS connections_across_policy_change FROM ports;
+
 -- run_response: the envelope.
 SELECT r->'status' AS status, r->'body'->>'path' AS path, r->'attempts' AS attempts,
        (r->>'duration_ms')::numeric > 0 AS has_duration, r->'call_id' IS NOT NULL AS has_call_id,
@@ -98,7 +107,7 @@ SELECT expect_error($$SELECT ductape.run('api', 'accepted', '{"code": 201}')$$) 
 
 -- Network failures raise DT001; run_response reports them.
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": 1}', env => 'down', options => '{"retries": {"max": 0}}')$$)
-       ~ '^DT001: api.get-item failed: .*Couldn''t connect to server\nDETAIL: GET http://127.0.0.1:PORT/echo/items/1, 1 attempt. Last attempt: DNS [0-9.]+ ms, connect' AS dt001_refused;
+       ~ '^DT001: api.get-item failed: .*Couldn''t connect to server\nDETAIL: GET http://127.0.0.1:9/echo/items/1, 1 attempt. Last attempt: DNS [0-9.]+ ms, connect' AS dt001_refused;
 SELECT r->'status' AS status, r->'body' AS body, r->>'error' ~ 'Couldn''t connect to server' AS error, r->'attempts' AS attempts
   FROM (SELECT ductape.run_response('api', 'get-item', '{"id": 1}', env => 'down', options => '{"retries": {"max": 0}}') AS r) s;
 SELECT expect_error($$SELECT ductape.run('api', 'delay', '{"ms": 2000}', options => '{"timeout_ms": 200}')$$)

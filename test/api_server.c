@@ -23,7 +23,7 @@
  *
  * The echo JSON is
  *	  {"method": "...", "path": "...", "query": {...}, "headers": {...},
- *	   "body": "...", "count": N or null}
+ *	   "body": "...", "count": N or null, "peer_port": P}
  * where query holds the decoded query arguments (a repeated key keeps its
  * last value; a key without "=" has the value null), headers holds the
  * request headers with lower-cased names (repeated ones joined with ", "),
@@ -673,6 +673,21 @@ build_echo(Buf *b, struct MHD_Connection *conn, Request *req,
 		buf_printf(b, "%lld", counter_get(req->test_key));
 	else
 		buf_puts(b, "null");
+
+	/*
+	 * The client's port: the same port on two requests means the client
+	 * reused its connection (keep-alive).
+	 */
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+		buf_puts(b, ", \"peer_port\": ");
+		if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+			buf_printf(b, "%u", ntohs(((const struct sockaddr_in *) ci->client_addr)->sin_port));
+		else
+			buf_puts(b, "null");
+	}
 	buf_puts(b, "}");
 }
 
