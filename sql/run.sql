@@ -148,3 +148,33 @@ SELECT expect_error($$SELECT ductape.http('GET', 'not a url')$$);
 SELECT expect_error($$SELECT ductape.http('GET', api(), '{"X-A": "1\r\nX-B: 2"}')$$);
 SELECT expect_error($$SELECT ductape.http('GET', api(), body => '{"a": 1}')$$);
 SELECT expect_error($$SELECT ductape.http('GET', api(), '[]')$$);
+
+-- Auth blocks without secrets: bearer, basic, api_key in a header.
+-- Merge order: the caller's input > auth > the action template.
+SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'constants', jsonb_build_object('token', 'tok_from_constant'),
+  'auth', jsonb_build_object('type', 'bearer', 'token', '$Constant{token}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me',
+      'headers', jsonb_build_object('Authorization', 'from-template', 'X-Template', 'yes')))));
+SELECT r->'headers'->>'authorization' AS auth_beats_template, r->'headers'->>'x-template' AS template_header
+  FROM (SELECT ductape.run('authed', 'me') AS r) s;
+SELECT ductape.run('authed', 'me', '{"headers:Authorization": "Bearer from-input"}')->'headers'->>'authorization' AS input_beats_auth;
+SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'auth', jsonb_build_object('type', 'basic', 'username', 'ada', 'password', 'pa:ss'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me'))));
+SELECT r->'headers'->>'authorization' AS basic,
+       convert_from(decode(split_part(r->'headers'->>'authorization', ' ', 2), 'base64'), 'UTF8') AS decoded
+  FROM (SELECT ductape.run('authed', 'me') AS r) s;
+SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'auth', jsonb_build_object('type', 'api_key', 'in', 'header', 'name', 'X-Api-Key', 'value', 'key_123456'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me'))));
+SELECT ductape.run('authed', 'me')->'headers'->>'x-api-key' AS api_key_header;
+SELECT ductape.run_response('authed', 'me')->'body'->'headers'->>'x-api-key' AS response_body_is_not_altered;
+SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'auth', jsonb_build_object('type', 'oauth2', 'token_url', api() || '/token'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me'))));
+SELECT expect_error($$SELECT ductape.run('authed', 'me')$$);
