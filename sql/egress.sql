@@ -94,6 +94,26 @@ SELECT ductape.http('GET', 'http://api.example.test/echo/via-proxy')->'body'->>'
 RESET ductape.proxy;
 SELECT expect_error($$SET ductape.proxy = 'ftp://x'$$);
 
+-- https: a private CA is trusted only through ductape.ca_file.
+SELECT ductape.http('GET', current_setting('ductape_test.tls_api') || '/echo/tls')->>'error'
+       ~ 'SSL certificate problem' AS untrusted_without_ca_file;
+SELECT set_config('ductape.ca_file', current_setting('ductape_test.ca_file'), false) IS NOT NULL AS set_ca;
+SELECT r->'status' AS status, r->'body'->>'path' AS path
+  FROM (SELECT ductape.http('GET', current_setting('ductape_test.tls_api') || '/echo/tls') AS r) s;
+-- https_only allows https
+SET ductape.https_only = on;
+SELECT ductape.http('GET', current_setting('ductape_test.tls_api') || '/echo/tls')->'status' AS https_only_allows_https;
+RESET ductape.https_only;
+-- a redirect from https to http is refused, even to an allowed host
+SELECT expect_error(format($$SELECT ductape.http('GET', %L)$$,
+       current_setting('ductape_test.tls_api') || '/redirect?to=' || api() || '/echo/downgraded'));
+-- https to https is followed
+SELECT ductape.http('GET', current_setting('ductape_test.tls_api') || '/redirect?to='
+       || current_setting('ductape_test.tls_api') || '/echo/still-tls')->'body'->>'path' AS https_to_https;
+RESET ductape.ca_file;
+SELECT expect_error($$SET ductape.ca_file = 'relative.pem'$$);
+SELECT expect_error($$SET ductape.ca_file = '/nonexistent/ca.pem'$$);
+
 -- The settings check their input and belong to superusers.
 SELECT expect_error($$SET ductape.allowed_hosts = 'bad host!'$$);
 SELECT expect_error($$SET ductape.allowed_hosts = '10.0.0.0/33'$$);

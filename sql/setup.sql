@@ -1,8 +1,16 @@
 -- Shared set-up for the regression suite: where the test API server is,
 -- and helpers used by every later file.
+-- (not echoed: ports and paths differ between runs)
+\set ECHO none
 \getenv api_port DUCTAPE_API_PORT
+\getenv tls_port DUCTAPE_TLS_PORT
+\getenv ca_file DUCTAPE_CA_FILE
 SELECT format('ALTER DATABASE %I SET ductape_test.api = %L', current_database(),
               'http://127.0.0.1:' || :'api_port') \gexec
+SELECT format('ALTER DATABASE %I SET ductape_test.tls_api = %L', current_database(),
+              'https://127.0.0.1:' || :'tls_port') \gexec
+SELECT format('ALTER DATABASE %I SET ductape_test.ca_file = %L', current_database(), :'ca_file') \gexec
+\set ECHO all
 
 SELECT extname, extversion FROM pg_extension WHERE extname = 'ductape';
 

@@ -8,6 +8,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -29,6 +31,7 @@ int			ductape_default_timeout_ms = 30000;
 int			ductape_max_response_size = 10 * 1024 * 1024;
 int			ductape_log_requests = DT_LOG_ALL;
 char	   *ductape_proxy = NULL;
+char	   *ductape_ca_file = NULL;
 
 /*
  * Bumped whenever a setting that decides what we may connect to changes;
@@ -99,6 +102,26 @@ check_proxy(char **newval, void **extra, GucSource source)
 	if (strpbrk(v, "\r\n ") != NULL)
 	{
 		GUC_check_errdetail("A proxy URL cannot contain spaces or line breaks.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_ca_file(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (!is_absolute_path(v))
+	{
+		GUC_check_errdetail("ductape.ca_file must be an absolute path.");
+		return false;
+	}
+	if (access(v, R_OK) != 0)
+	{
+		GUC_check_errdetail("The file \"%s\" cannot be read: %m.", v);
 		return false;
 	}
 	return true;
@@ -182,6 +205,13 @@ DefineSettings(void)
 							   &ductape_proxy, "",
 							   PGC_SUSET, 0,
 							   check_proxy, assign_egress_string, NULL);
+
+	DefineCustomStringVariable("ductape.ca_file",
+							   "PEM file of certificate authorities trusted for https calls; empty means the system's bundle.",
+							   "For APIs behind a private or internal CA.",
+							   &ductape_ca_file, "",
+							   PGC_SUSET, 0,
+							   check_ca_file, assign_egress_string, NULL);
 
 	MarkGUCPrefixReserved("ductape");
 }

@@ -49,6 +49,7 @@ extern int	ductape_default_timeout_ms;
 extern int	ductape_max_response_size;
 extern int	ductape_log_requests;
 extern char *ductape_proxy;
+extern char *ductape_ca_file;
 extern int	ductape_egress_generation;
 
 extern bool DtIsValidTag(const char *tag);

@@ -463,6 +463,8 @@ Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
 		curl_easy_setopt(dt_easy, CURLOPT_NOSIGNAL, 1L);
 		curl_easy_setopt(dt_easy, CURLOPT_USERAGENT, "ductape/" DUCTAPE_VERSION);
 		curl_easy_setopt(dt_easy, CURLOPT_PROXY, ductape_proxy ? ductape_proxy : "");
+		if (ductape_ca_file && ductape_ca_file[0])
+			curl_easy_setopt(dt_easy, CURLOPT_CAINFO, ductape_ca_file);
 		curl_easy_setopt(dt_easy, CURLOPT_TIMEOUT_MS, (long) left);
 		curl_easy_setopt(dt_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(left, 10000));
 		curl_easy_setopt(dt_easy, CURLOPT_ERRORBUFFER, t.errbuf);

@@ -285,64 +285,68 @@ ApplyString(ApplyState *st, JsonbValue *v, JsonbValue *out)
 	out->val.string.len = buf.len;
 }
 
+/*
+ * Does something to every string in a template.  The visitor gets each
+ * string scalar with st->path pointing at it (a JSON pointer) and fills
+ * *out with its replacement.  With ps, the walk rebuilds the container
+ * with the replacements pushed into *ps; without, it only visits.
+ */
+typedef void (*StringVisitor) (void *st, StringInfo path, JsonbValue *in, JsonbValue *out);
+
 static JsonbValue *
-ApplyContainer(ApplyState *st, JsonbContainer *c, JsonbParseState **ps)
+Walk(JsonbContainer *c, StringInfo path, JsonbParseState **ps,
+	 StringVisitor visit, void *st)
 {
 	JsonbIterator *it = JsonbIteratorInit(c);
 	JsonbIteratorToken r;
 	JsonbValue	v;
 	JsonbValue *res = NULL;
-	int			base = st->path.len;
+	int			base = path->len;
 	int			index = 0;
 
 	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		switch (r)
+		JsonbValue	out;
+		JsonbValue *push = &v;
+
+		if (r == WJB_KEY || r == WJB_ELEM)
 		{
-			case WJB_BEGIN_ARRAY:
-			case WJB_BEGIN_OBJECT:
-				res = pushJsonbValue(ps, r, NULL);
-				break;
-			case WJB_END_ARRAY:
-			case WJB_END_OBJECT:
-				res = pushJsonbValue(ps, r, NULL);
-				break;
-			case WJB_KEY:
-				st->path.len = base;
-				st->path.data[base] = '\0';
-				PathPush(&st->path, v.val.string.val, v.val.string.len);
-				res = pushJsonbValue(ps, r, &v);
-				break;
-			case WJB_ELEM:
-			case WJB_VALUE:
-				if (r == WJB_ELEM)
-				{
-					char		num[16];
+			char		num[16];
 
-					st->path.len = base;
-					st->path.data[base] = '\0';
-					snprintf(num, sizeof(num), "%d", index++);
-					PathPush(&st->path, num, strlen(num));
-				}
-				if (v.type == jbvBinary)
-					res = ApplyContainer(st, v.val.binary.data, ps);
-				else if (v.type == jbvString)
-				{
-					JsonbValue	out;
-
-					ApplyString(st, &v, &out);
-					res = pushJsonbValue(ps, r, &out);
-				}
-				else
-					res = pushJsonbValue(ps, r, &v);
-				break;
-			default:
-				elog(ERROR, "unexpected jsonb iterator token %d", r);
+			path->len = base;
+			path->data[base] = '\0';
+			if (r == WJB_KEY)
+				PathPush(path, v.val.string.val, v.val.string.len);
+			else
+			{
+				snprintf(num, sizeof(num), "%d", index++);
+				PathPush(path, num, strlen(num));
+			}
 		}
+		if ((r == WJB_ELEM || r == WJB_VALUE) && v.type == jbvBinary)
+		{
+			res = Walk(v.val.binary.data, path, ps, visit, st);
+			continue;
+		}
+		if ((r == WJB_ELEM || r == WJB_VALUE) && v.type == jbvString)
+		{
+			visit(st, path, &v, &out);
+			push = &out;
+		}
+		if (ps)
+			res = pushJsonbValue(ps, r,
+								 (r == WJB_BEGIN_ARRAY || r == WJB_BEGIN_OBJECT ||
+								  r == WJB_END_ARRAY || r == WJB_END_OBJECT) ? NULL : push);
 	}
-	st->path.len = base;
-	st->path.data[base] = '\0';
+	path->len = base;
+	path->data[base] = '\0';
 	return res;
+}
+
+static void
+ApplyVisitor(void *st, StringInfo path, JsonbValue *in, JsonbValue *out)
+{
+	ApplyString((ApplyState *) st, in, out);
 }
 
 /*
@@ -373,7 +377,7 @@ TemplateApply(Jsonb *tpl, TemplateResolver resolver, void *arg)
 	}
 	if (!TemplateHasPlaceholders(tpl))
 		return tpl;
-	res = ApplyContainer(&st, &tpl->root, &ps);
+	res = Walk(&tpl->root, &st.path, &ps, ApplyVisitor, &st);
 	return JsonbValueToJsonb(res);
 }
 
@@ -405,19 +409,6 @@ typedef struct CheckState
 	StringInfoData path;
 } CheckState;
 
-static bool
-ObjectHasKey(Jsonb *obj, const char *key)
-{
-	JsonbValue	k;
-
-	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
-		return false;
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(&obj->root, JB_FOBJECT, &k) != NULL;
-}
-
 static void
 CheckString(CheckState *st, JsonbValue *v)
 {
@@ -448,12 +439,12 @@ CheckString(CheckState *st, JsonbValue *v)
 			continue;
 		}
 		if (part->kind == PH_CONSTANT && part->nargs == 1 &&
-			!ObjectHasKey(st->constants, part->args[0]))
+			JsonbGetField(st->constants, part->args[0]) == NULL)
 			*st->errors = lappend(*st->errors,
 								  psprintf("%s: %s names no constant of this app",
 										   path, part->text));
 		if (part->kind == PH_VARIABLE &&
-			!ObjectHasKey(st->variables, part->args[0]))
+			JsonbGetField(st->variables, part->args[0]) == NULL)
 			*st->errors = lappend(*st->errors,
 								  psprintf("%s: %s names no declared variable of this app",
 										   path, part->text));
@@ -461,41 +452,9 @@ CheckString(CheckState *st, JsonbValue *v)
 }
 
 static void
-CheckContainer(CheckState *st, JsonbContainer *c)
+CheckVisitor(void *st, StringInfo path, JsonbValue *in, JsonbValue *out)
 {
-	JsonbIterator *it = JsonbIteratorInit(c);
-	JsonbIteratorToken r;
-	JsonbValue	v;
-	int			base = st->path.len;
-	int			index = 0;
-
-	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (r == WJB_KEY)
-		{
-			st->path.len = base;
-			st->path.data[base] = '\0';
-			PathPush(&st->path, v.val.string.val, v.val.string.len);
-		}
-		else if (r == WJB_ELEM || r == WJB_VALUE)
-		{
-			if (r == WJB_ELEM)
-			{
-				char		num[16];
-
-				st->path.len = base;
-				st->path.data[base] = '\0';
-				snprintf(num, sizeof(num), "%d", index++);
-				PathPush(&st->path, num, strlen(num));
-			}
-			if (v.type == jbvBinary)
-				CheckContainer(st, v.val.binary.data);
-			else if (v.type == jbvString)
-				CheckString(st, &v);
-		}
-	}
-	st->path.len = base;
-	st->path.data[base] = '\0';
+	CheckString((CheckState *) st, in);
 }
 
 /*
@@ -524,5 +483,5 @@ TemplateCheck(Jsonb *tpl, const char *path, uint32 allowed,
 			CheckString(&st, &v);
 		return;
 	}
-	CheckContainer(&st, &tpl->root);
+	Walk(&tpl->root, &st.path, NULL, CheckVisitor, &st);
 }

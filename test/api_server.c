@@ -1176,7 +1176,48 @@ handle_request(void *cls, struct MHD_Connection *conn, const char *url,
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: api_server [--port N] [--port-file PATH]\n");
+	fprintf(f, "usage: api_server [--port N] [--port-file PATH] [--tls-cert PEM --tls-key PEM]\n");
+}
+
+/* Read a whole (small) file into a NUL-terminated malloc'd string. */
+static char *
+read_file(const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	char	   *data = NULL;
+	size_t		len = 0;
+	size_t		cap = 0;
+	size_t		n;
+	char		chunk[4096];
+
+	if (f == NULL)
+	{
+		fprintf(stderr, "api_server: cannot open %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+	{
+		if (len + n + 1 > cap)
+		{
+			char	   *p;
+
+			cap = (len + n + 1) * 2;
+			p = realloc(data, cap);
+			if (p == NULL)
+			{
+				free(data);
+				fclose(f);
+				return NULL;
+			}
+			data = p;
+		}
+		memcpy(data + len, chunk, n);
+		len += n;
+	}
+	fclose(f);
+	if (data)
+		data[len] = '\0';
+	return data;
 }
 
 static bool
@@ -1216,6 +1257,10 @@ main(int argc, char **argv)
 {
 	uint64_t	port = 0;
 	const char *port_file = NULL;
+	const char *tls_cert = NULL;
+	const char *tls_key = NULL;
+	char	   *cert_pem = NULL;
+	char	   *key_pem = NULL;
 	struct sockaddr_in addr;
 	struct MHD_Daemon *daemon;
 	const union MHD_DaemonInfo *info;
@@ -1235,6 +1280,10 @@ main(int argc, char **argv)
 		}
 		else if (strcmp(argv[i], "--port-file") == 0 && i + 1 < argc)
 			port_file = argv[++i];
+		else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
+			tls_cert = argv[++i];
+		else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
+			tls_key = argv[++i];
 		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
 		{
 			usage(stdout);
@@ -1266,23 +1315,48 @@ main(int argc, char **argv)
 	addr.sin_port = htons((uint16_t) port);
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
-	daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION |
-							  MHD_USE_INTERNAL_POLLING_THREAD |
-							  MHD_USE_POLL | MHD_USE_ERROR_LOG,
-							  (uint16_t) port, NULL, NULL,
-							  handle_request, NULL,
-							  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
-							  MHD_OPTION_CONNECTION_LIMIT,
-							  (unsigned int) CONNECTION_LIMIT,
-							  MHD_OPTION_CONNECTION_TIMEOUT,
-							  (unsigned int) CONNECTION_TIMEOUT,
-							  MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-							  (size_t) (256 * 1024),
-							  MHD_OPTION_THREAD_STACK_SIZE,
-							  (size_t) (1024 * 1024),
-							  MHD_OPTION_NOTIFY_COMPLETED,
-							  request_completed, NULL,
-							  MHD_OPTION_END);
+	if ((tls_cert == NULL) != (tls_key == NULL))
+	{
+		fprintf(stderr, "api_server: --tls-cert and --tls-key go together\n");
+		return 2;
+	}
+	if (tls_cert != NULL)
+	{
+		cert_pem = read_file(tls_cert);
+		key_pem = read_file(tls_key);
+		if (cert_pem == NULL || key_pem == NULL)
+			return 1;
+	}
+
+	{
+		/* TLS options only when serving https */
+		struct MHD_OptionItem tls_opts[] = {
+			{MHD_OPTION_HTTPS_MEM_CERT, 0, cert_pem},
+			{MHD_OPTION_HTTPS_MEM_KEY, 0, key_pem},
+			{MHD_OPTION_END, 0, NULL}
+		};
+		struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
+
+		daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION |
+								  MHD_USE_INTERNAL_POLLING_THREAD |
+								  MHD_USE_POLL | MHD_USE_ERROR_LOG |
+								  (cert_pem ? MHD_USE_TLS : 0),
+								  (uint16_t) port, NULL, NULL,
+								  handle_request, NULL,
+								  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
+								  MHD_OPTION_CONNECTION_LIMIT,
+								  (unsigned int) CONNECTION_LIMIT,
+								  MHD_OPTION_CONNECTION_TIMEOUT,
+								  (unsigned int) CONNECTION_TIMEOUT,
+								  MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+								  (size_t) (256 * 1024),
+								  MHD_OPTION_THREAD_STACK_SIZE,
+								  (size_t) (1024 * 1024),
+								  MHD_OPTION_NOTIFY_COMPLETED,
+								  request_completed, NULL,
+								  MHD_OPTION_ARRAY, cert_pem ? tls_opts : no_opts,
+								  MHD_OPTION_END);
+	}
 	if (daemon == NULL)
 	{
 		fprintf(stderr, "api_server: cannot start the server on 127.0.0.1:%u\n",
