@@ -28,7 +28,7 @@ dt_apt() {
 
 dt_build_deps() {
     dt_apt build-essential postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev \
-        libssl-dev libmicrohttpd-dev libyaml-dev libipc-run-perl curl
+        libssl-dev libmicrohttpd-dev libyaml-dev libipc-run-perl curl openssl
     # Debian's postgresql-15 starts a cluster of its own; we never use it.
 }
 
