@@ -12,6 +12,7 @@ OBJS = \
 	src/template.o \
 	src/catalog.o \
 	src/request.o \
+	src/secrets.o \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \
@@ -19,7 +20,7 @@ OBJS = \
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls
+REGRESS = setup apps template run retry egress calls secrets
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

@@ -44,6 +44,22 @@ CREATE TABLE ductape.variables (
     PRIMARY KEY (product, app, env, key)
 );
 
+-- Secrets (DESIGN.md §4).  value is nonce || AES-256-GCM ciphertext || tag,
+-- encrypted in C before the row is written; the plaintext is never stored.
+CREATE TABLE ductape._secrets (
+    name        text PRIMARY KEY,
+    value       bytea NOT NULL,
+    key_version integer NOT NULL,
+    description text,
+    apps        text[],
+    envs        text[],
+    expires_at  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE VIEW ductape.secrets AS
+SELECT name, description, apps, envs, expires_at, created_at, updated_at FROM ductape._secrets;
+
 -- One row per call made (run, run_response, http), written by a background
 -- worker from a shared-memory buffer: the caller's transaction never writes
 -- here, and a rolled-back caller still leaves its record.
@@ -107,6 +123,28 @@ RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_run_response';
 CREATE FUNCTION ductape.http(method text, url text, headers jsonb DEFAULT '{}',
                              body jsonb DEFAULT NULL, options jsonb DEFAULT '{}')
 RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_http';
+
+CREATE FUNCTION ductape.secret_set(name text, value text, description text DEFAULT NULL,
+                                   apps text[] DEFAULT NULL, envs text[] DEFAULT NULL,
+                                   expires_at timestamptz DEFAULT NULL)
+RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_secret_set';
+
+CREATE FUNCTION ductape.secret_get(name text) RETURNS text
+LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_secret_get';
+
+CREATE FUNCTION ductape.rotate_master_key() RETURNS integer
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_rotate_master_key';
+
+CREATE FUNCTION ductape.secret_drop(name text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM ductape._secrets s WHERE s.name = secret_drop.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('secret "%s" does not exist', secret_drop.name);
+    END IF;
+END
+$$;
 
 ---------------------------------------------------------------------------
 -- Definition checks: every problem is collected as "/json/pointer: reason"

@@ -55,7 +55,7 @@ SELECT expect_error($$SELECT ductape.run('tpl', 'echo', '{"kind": "k", "amount":
 SELECT expect_error($$SELECT ductape.run('tpl', 'echo', '{"kind": "k", "amount": 1, "customer": {"address": {}}, "items": [1]}')$$);
 SELECT api_count('tpl') AS requests_sent;
 
--- Secrets and auth tokens are not in this version: a clear error, nothing sent.
+-- A secret that does not exist: DT003 naming it, and nothing is sent.
 SELECT ductape.action_define('tpl', '{"tag": "secret", "method": "GET", "resource": "/echo", "headers": {"X-Test-Key": "tpl", "X-Key": "$Secret{API_KEY}"}}');
 SELECT expect_error($$SELECT ductape.run('tpl', 'secret')$$);
 SELECT api_count('tpl') AS requests_sent;

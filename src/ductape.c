@@ -2,7 +2,8 @@
  *
  * ductape.c
  *	  Module load: refuses to load unless preloaded, defines every setting
- *	  (DESIGN.md §15), and sets up shared memory and background workers.
+ *	  (DESIGN.md §15), makes sure a master key exists, and sets up shared
+ *	  memory and background workers.
  *
  *-------------------------------------------------------------------------
  */
@@ -127,6 +128,17 @@ check_ca_file(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static bool
+check_master_key_file(char **newval, void **extra, GucSource source)
+{
+	if (*newval && (*newval)[0] && !is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("ductape.master_key_file must be an absolute path.");
+		return false;
+	}
+	return true;
+}
+
 static void
 assign_egress_bool(bool newval, void *extra)
 {
@@ -206,6 +218,12 @@ DefineSettings(void)
 							   PGC_SUSET, 0,
 							   check_proxy, assign_egress_string, NULL);
 
+	DefineCustomStringVariable("ductape.master_key_file",
+							   "File of master keys that encrypt secrets and tokens; empty means $PGDATA/ductape_master.key.",
+							   "One 32-byte key per line as 64 hex digits or base64, optionally prefixed by \"version:\".",
+							   &ductape_master_key_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+							   check_master_key_file, NULL, NULL);
 	DefineCustomStringVariable("ductape.ca_file",
 							   "PEM file of certificate authorities trusted for https calls; empty means the system's bundle.",
 							   "For APIs behind a private or internal CA.",
@@ -246,6 +264,7 @@ _PG_init(void)
 				 errhint("Add ductape to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	DefineSettings();
+	SecretsEnsureDefaultKey();
 
 #ifdef DT_HAVE_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;

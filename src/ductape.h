@@ -189,6 +189,13 @@ extern void RequestAddHeader(DtRequest *req, const char *name,
 							 const char *value);
 extern char *Redact(const char *s, List *sensitive);
 
+/* ---- secrets.c ---- */
+extern char *ductape_master_key_file;
+extern void SecretsEnsureDefaultKey(void);
+extern bytea *SecretEncrypt(const char *plain, int len, const char *aad, int *version);
+extern char *SecretDecrypt(bytea *blob, int version, const char *aad, const char *what);
+extern char *SecretResolve(const char *name, const char *app, const char *env);
+
 /* ---- calls.c ---- */
 typedef struct DtCallInfo
 {

@@ -332,7 +332,8 @@ OpenSocketCallback(void *clientp, curlsocktype purpose, struct curl_sockaddr *ad
 			return CURL_SOCKET_BAD;
 		}
 	}
-	return socket(address->family, address->socktype, address->protocol);
+	/* close-on-exec: never leak a connection into COPY ... PROGRAM children */
+	return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
 }
 
 /* ---- one attempt ---- */
@@ -1069,7 +1070,8 @@ dt_http(PG_FUNCTION_ARGS)
 {
 	DtRequest	req;
 	CallResult	cr;
-	char	   *method = asc_toupper(ArgTag(fcinfo, 0, "method", NULL), strlen(ArgTag(fcinfo, 0, "method", NULL)));
+	const char *method_arg = ArgTag(fcinfo, 0, "method", NULL);
+	char	   *method = asc_toupper(method_arg, strlen(method_arg));
 	char	   *url = (char *) ArgTag(fcinfo, 1, "url", NULL);
 	Jsonb	   *headers = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	Jsonb	   *body = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);

@@ -50,6 +50,7 @@ typedef struct ResolveCtx
 	const char *env;
 	const char *product;
 	Jsonb	   *input;
+	List	  **sensitive;		/* resolved secrets are added here */
 } ResolveCtx;
 
 /* ---- key/value lists ---- */
@@ -361,12 +362,20 @@ ResolveAppPlaceholder(void *arg, PlaceholderKind kind, int nargs, char **args,
 			out->val.string.len = 36;
 			return true;
 		case PH_SECRET:
+			{
+				char	   *plain = SecretResolve(args[0], ctx->app->tag, ctx->env);
+
+				*ctx->sensitive = lappend(*ctx->sensitive, plain);
+				out->type = jbvString;
+				out->val.string.val = plain;
+				out->val.string.len = strlen(plain);
+				return true;
+			}
 		case PH_AUTH:
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("placeholder $%s{%s} cannot be resolved: secrets and auth tokens are not available in ductape %s",
-							kind == PH_SECRET ? "Secret" : "Auth", args[0], DUCTAPE_VERSION),
-					 errhint("Use a constant or variable until secrets arrive.")));
+					 errmsg("placeholder $Auth{%s} cannot be resolved: OAuth2 tokens are not available in ductape %s",
+							args[0], DUCTAPE_VERSION)));
 			break;
 		default:
 			ereport(ERROR,
@@ -712,6 +721,7 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtEnv *env,
 	ctx.env = env->slug;
 	ctx.product = product;
 	ctx.input = input;
+	ctx.sensitive = &req->sensitive;
 
 	req->method = action->method;
 	req->app = app->tag;
