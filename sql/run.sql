@@ -59,6 +59,8 @@ SELECT expect_error($$SELECT ductape.run('api', 'upload', '{"file": "x"}')$$);
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{}')$$);
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": {"x": 1}}')$$);
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": 1, "params:other": 2}')$$);
+SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": ".."}')$$);
+SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": ""}')$$);
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": 1, "cookie:x": 2}')$$);
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": 1, "body:x": 2}')$$);
 SELECT expect_error($$SELECT ductape.run('api', 'get-item', '{"id": 1, "headers:X-Evil": "a\r\nInjected: yes"}')$$);

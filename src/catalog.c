@@ -33,18 +33,13 @@
 PG_FUNCTION_INFO_V1(dt_catalog_changed);
 PG_FUNCTION_INFO_V1(dt_template_errors);
 
-typedef struct DtVarSet
-{
-	char	   *product;
-	char	   *env;
-	Jsonb	   *values;
-} DtVarSet;
-
 static MemoryContext CatalogContext = NULL;
 static List *CachedApps = NIL;	/* DtApp * */
 static bool CacheStale = false;
 static bool CallbackRegistered = false;
-static Oid	CatalogRelids[3];		/* apps, actions, variables */
+static const char *const CatalogTables[] = {"apps", "actions", "variables",
+"products", "product_apps", "configs"};
+static Oid	CatalogRelids[lengthof(CatalogTables)];
 
 /* ---- small jsonb accessors, used across the project ---- */
 
@@ -142,14 +137,15 @@ CatalogBeginCall(void)
 	if (CacheStale || !OidIsValid(CatalogRelids[0]))
 	{
 		Oid			nsp = get_namespace_oid("ductape", true);
+		int			i;
 
 		MemoryContextReset(CatalogContext);
 		CachedApps = NIL;
 		CacheStale = false;
+
 		/* relids change when the extension is dropped and created again */
-		CatalogRelids[0] = get_relname_relid("apps", nsp);
-		CatalogRelids[1] = get_relname_relid("actions", nsp);
-		CatalogRelids[2] = get_relname_relid("variables", nsp);
+		for (i = 0; i < lengthof(CatalogTables); i++)
+			CatalogRelids[i] = get_relname_relid(CatalogTables[i], nsp);
 	}
 }
 
@@ -345,42 +341,82 @@ CatalogGetEnv(DtApp *app, const char *slug)
 	return NULL;
 }
 
-/* Variable values of app for (product, env), as a jsonb object. */
-Jsonb *
-CatalogGetVariables(DtApp *app, const char *product, const char *env)
+/*
+ * How app is used under (product, env): the app env it maps to, variable
+ * values and config credentials.  Raises 42704 for an unknown product, an
+ * app the product is not connected to (every app works under "default"),
+ * or an env the product does not have.
+ */
+DtBinding *
+CatalogGetBinding(DtApp *app, const char *product, const char *env)
 {
 	ListCell   *lc;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[3];
 	bool		isnull;
-	Datum		d;
-	DtVarSet   *vs;
+	DtBinding  *b;
 	MemoryContext oldcxt;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	Datum		d;
+	bool		is_default = strcmp(product, "default") == 0;
+	const char *app_env = env;
 
-	foreach(lc, app->variables)
+	foreach(lc, app->bindings)
 	{
-		vs = lfirst(lc);
-		if (strcmp(vs->product, product) == 0 && strcmp(vs->env, env) == 0)
-			return vs->values;
+		b = lfirst(lc);
+		if (strcmp(b->product, product) == 0 && strcmp(b->env, env) == 0)
+			return b;
 	}
 	args[0] = CStringGetTextDatum(product);
 	args[1] = CStringGetTextDatum(app->tag);
 	args[2] = CStringGetTextDatum(env);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM ductape.variables "
-							  "WHERE product = $1 AND app = $2 AND env = $3",
+	if (SPI_execute_with_args("SELECT $3 = ANY (p.envs), pa.env_map IS NOT NULL, pa.env_map->>$3, "
+							  "  (SELECT coalesce(jsonb_object_agg(v.key, v.value), '{}') FROM ductape.variables v "
+							  "    WHERE v.product = $1 AND v.app = $2 AND v.env = $3), "
+							  "  (SELECT c.credentials FROM ductape.configs c "
+							  "    WHERE c.product = $1 AND c.app = $2 AND c.env = $3), "
+							  "  array_to_string(p.envs, ', ') "
+							  "FROM ductape.products p "
+							  "LEFT JOIN ductape.product_apps pa ON pa.product = p.tag AND pa.app = $2 "
+							  "WHERE p.tag = $1",
 							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read ductape.variables");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		elog(ERROR, "could not read the product binding");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("product \"%s\" does not exist", product),
+				 errhint("Create it with ductape.product_create, or use the default product.")));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	if (!is_default)
+	{
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("app \"%s\" is not connected to product \"%s\"", app->tag, product),
+					 errhint("Connect it with ductape.product_connect('%s', '%s').", product, app->tag)));
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("environment \"%s\" of product \"%s\" does not exist", env, product),
+					 errdetail("The product has the environments: %s.", SPI_getvalue(tup, desc, 6))));
+		if (SPI_getvalue(tup, desc, 3) != NULL)
+			app_env = SPI_getvalue(tup, desc, 3);
+	}
 	oldcxt = MemoryContextSwitchTo(CatalogContext);
-	vs = palloc0(sizeof(DtVarSet));
-	vs->product = pstrdup(product);
-	vs->env = pstrdup(env);
-	vs->values = DatumGetJsonbPCopy(d);
-	app->variables = lappend(app->variables, vs);
+	b = palloc0(sizeof(DtBinding));
+	b->product = pstrdup(product);
+	b->env = pstrdup(env);
+	b->app_env = CatalogGetEnv(app, app_env);
+	b->variables = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	b->credentials = isnull ? NULL : DatumGetJsonbPCopy(d);
+	app->bindings = lappend(app->bindings, b);
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
-	return vs->values;
+	return b;
 }
 
 /* ---- define-time template check, called from the SQL validators ---- */

@@ -127,15 +127,25 @@ typedef struct DtApp
 	char	   *idempotency_header;
 	List	   *actions;		/* DtAction * */
 	Jsonb	   *declared_variables;	/* the spec's "variables", may be NULL */
-	List	   *variables;		/* cached variable values, catalog.c */
+	List	   *bindings;		/* DtBinding *, loaded on demand */
 } DtApp;
+
+/* How an app is used under one (product, env): DESIGN.md §3. */
+typedef struct DtBinding
+{
+	char	   *product;
+	char	   *env;			/* the product env the caller named */
+	DtEnv	   *app_env;		/* the app env it maps to */
+	Jsonb	   *variables;		/* variable values, an object */
+	Jsonb	   *credentials;	/* config credentials template, or NULL */
+} DtBinding;
 
 extern void CatalogBeginCall(void);
 extern DtApp *CatalogGetApp(const char *tag);
 extern DtAction *CatalogGetAction(DtApp *app, const char *tag);
 extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
-extern Jsonb *CatalogGetVariables(DtApp *app, const char *product,
-								  const char *env);
+extern DtBinding *CatalogGetBinding(DtApp *app, const char *product,
+									const char *env);
 extern JsonbValue *JsonbGetField(Jsonb *j, const char *key);
 extern char *JsonbGetString(Jsonb *j, const char *key);
 extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
@@ -181,8 +191,7 @@ typedef struct DtRequest
 extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
 extern void RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what);
 extern void RequestBuild(DtRequest *req, DtApp *app, DtAction *action,
-						 DtEnv *env, const char *product, Jsonb *input,
-						 Jsonb *options);
+						 DtBinding *binding, Jsonb *input, Jsonb *options);
 extern void RequestApplyOptions(DtRequest *req, Jsonb *options,
 								const char *idempotency_header);
 extern void RequestAddHeader(DtRequest *req, const char *name,

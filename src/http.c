@@ -1005,7 +1005,7 @@ BuildRunRequest(FunctionCallInfo fcinfo, DtRequest *req)
 	app = CatalogGetApp(app_tag);
 	action = CatalogGetAction(app, action_tag);
 	memset(req, 0, sizeof(*req));
-	RequestBuild(req, app, action, CatalogGetEnv(app, env), product, input, options);
+	RequestBuild(req, app, action, CatalogGetBinding(app, product, env), input, options);
 }
 
 static void

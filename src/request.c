@@ -47,8 +47,8 @@ typedef struct KV
 typedef struct ResolveCtx
 {
 	DtApp	   *app;
+	DtBinding  *binding;
 	const char *env;
-	const char *product;
 	Jsonb	   *input;
 	List	  **sensitive;		/* resolved secrets are added here */
 } ResolveCtx;
@@ -332,7 +332,7 @@ ResolveAppPlaceholder(void *arg, PlaceholderKind kind, int nargs, char **args,
 				v = JsonbGetField(ctx->app->constants, args[0]);
 			break;
 		case PH_VARIABLE:
-			v = JsonbGetField(CatalogGetVariables(ctx->app, ctx->product, ctx->env), args[0]);
+			v = JsonbGetField(ctx->binding->variables, args[0]);
 			if (v == NULL)
 			{
 				/* fall back to the declared default */
@@ -687,6 +687,55 @@ PlaceKey(DtAction *action, const char *key)
 	return SEC_BODY;
 }
 
+/*
+ * Place each key of a flat object (the call's input, or config
+ * credentials) into its section, by prefix, schema "in", :param, method.
+ */
+static void
+PlaceFlat(Jsonb *flat, DtAction *action, List *sec[SEC__COUNT], const char *what)
+{
+	JsonbIterator *it = JsonbIteratorInit(&flat->root);
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	char	   *key = NULL;
+	int			s;
+
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *colon;
+		Section		target = SEC__COUNT;
+
+		if (r == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (r != WJB_VALUE)
+			continue;
+		colon = strchr(key, ':');
+		if (colon)
+		{
+			for (s = 0; s < SEC__COUNT; s++)
+				if (strlen(section_names[s]) == colon - key &&
+					strncmp(section_names[s], key, colon - key) == 0)
+					target = (Section) s;
+			if (target == SEC__COUNT)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s key \"%s\" has an unknown prefix", what, key),
+						 errhint("Prefixes are body:, query:, params: and headers:.")));
+			if (colon[1] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s key \"%s\" names no field after its prefix", what, key)));
+			key = colon + 1;
+		}
+		else
+			target = PlaceKey(action, key);
+		sec[target] = KVSet(sec[target], key, CopyValue(&v), target == SEC_HEADERS);
+	}
+}
+
 static char *
 ValueText(JsonbValue *v)
 {
@@ -694,16 +743,16 @@ ValueText(JsonbValue *v)
 }
 
 void
-RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtEnv *env,
-			 const char *product, Jsonb *input, Jsonb *options)
+RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
+			 Jsonb *input, Jsonb *options)
 {
 	List	   *sec[SEC__COUNT] = {NIL, NIL, NIL, NIL};
 	List	   *input_sec[SEC__COUNT] = {NIL, NIL, NIL, NIL};
+	List	   *config_sec[SEC__COUNT] = {NIL, NIL, NIL, NIL};
+	List	   *auth_headers = NIL;
+	List	   *auth_query = NIL;
 	ResolveCtx	ctx;
-	JsonbIterator *it;
-	JsonbIteratorToken r;
-	JsonbValue	v;
-	char	   *key = NULL;
+	DtEnv	   *env = binding->app_env;
 	const char *request_type;
 	StringInfoData url;
 	StringInfoData query;
@@ -718,16 +767,16 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtEnv *env,
 				 errhint("Pass a flat object such as '{\"amount\": 1000}'.")));
 
 	ctx.app = app;
-	ctx.env = env->slug;
-	ctx.product = product;
+	ctx.binding = binding;
+	ctx.env = binding->env;
 	ctx.input = input;
 	ctx.sensitive = &req->sensitive;
 
 	req->method = action->method;
 	req->app = app->tag;
 	req->action = action->tag;
-	req->env = env->slug;
-	req->product = product;
+	req->env = binding->env;
+	req->product = binding->product;
 	req->success = action->success;
 	req->nsuccess = action->nsuccess;
 	req->timeout_ms = action->timeout_ms > 0 ? action->timeout_ms :
@@ -737,52 +786,44 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtEnv *env,
 	RetryPolicyOverlay(&req->policy, action->retries, "the action");
 
 	/* 1. place the caller's input */
-	it = JsonbIteratorInit(&input->root);
-	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (r == WJB_KEY)
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (r == WJB_VALUE)
-		{
-			char	   *colon = strchr(key, ':');
-			Section		target = SEC__COUNT;
+	PlaceFlat(input, action, input_sec, "input");
 
-			if (colon)
-			{
-				for (s = 0; s < SEC__COUNT; s++)
-					if (strlen(section_names[s]) == colon - key &&
-						strncmp(section_names[s], key, colon - key) == 0)
-						target = (Section) s;
-				if (target == SEC__COUNT)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("input key \"%s\" has an unknown prefix", key),
-							 errhint("Prefixes are body:, query:, params: and headers:.")));
-				if (colon[1] == '\0')
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("input key \"%s\" names no field after its prefix", key)));
-				key = colon + 1;
-			}
-			else
-				target = PlaceKey(action, key);
-			input_sec[target] = KVSet(input_sec[target], key, CopyValue(&v),
-									  target == SEC_HEADERS);
-		}
-	}
-
-	/* 2. action templates, then auth, then input: strongest last */
+	/*
+	 * 2. Merge, weakest first: action template < config credentials < auth
+	 * < the caller's input.
+	 */
 	sec[SEC_HEADERS] = KVMergeObject(NIL, Resolve(action->headers, &ctx), true);
 	sec[SEC_QUERY] = KVMergeObject(NIL, Resolve(action->query, &ctx), false);
 	sec[SEC_BODY] = KVMergeObject(NIL, Resolve(action->body, &ctx), false);
-	ApplyAuth(app, &ctx, &sec[SEC_HEADERS], &sec[SEC_QUERY], &req->sensitive);
-	for (s = 0; s < SEC__COUNT; s++)
-		foreach(lc, input_sec[s])
-		{
-			KV		   *kv = lfirst(lc);
+	if (binding->credentials)
+	{
+		List	   *before = req->sensitive;
+		Jsonb	   *creds = Resolve(binding->credentials, &ctx);
 
-			sec[s] = KVSet(sec[s], kv->key, kv->val, s == SEC_HEADERS);
-		}
+		PlaceFlat(creds, action, config_sec, "credential");
+
+		/*
+		 * Credentials are secret by nature: every value of a credential that
+		 * came from a template with a placeholder is redacted, not only the
+		 * $Secret parts (so "Bearer $Secret{K}" hides the whole header).
+		 */
+		if (req->sensitive != before)
+			for (s = 0; s < SEC__COUNT; s++)
+				foreach(lc, config_sec[s])
+					req->sensitive = lappend(req->sensitive,
+											 JsonbValueAsText(((KV *) lfirst(lc))->val));
+	}
+	ApplyAuth(app, &ctx, &auth_headers, &auth_query, &req->sensitive);
+	for (s = 0; s < SEC__COUNT; s++)
+	{
+		foreach(lc, config_sec[s])
+			sec[s] = KVSet(sec[s], ((KV *) lfirst(lc))->key, ((KV *) lfirst(lc))->val, s == SEC_HEADERS);
+		if (s == SEC_HEADERS || s == SEC_QUERY)
+			foreach(lc, s == SEC_HEADERS ? auth_headers : auth_query)
+				sec[s] = KVSet(sec[s], ((KV *) lfirst(lc))->key, ((KV *) lfirst(lc))->val, s == SEC_HEADERS);
+		foreach(lc, input_sec[s])
+			sec[s] = KVSet(sec[s], ((KV *) lfirst(lc))->key, ((KV *) lfirst(lc))->val, s == SEC_HEADERS);
+	}
 
 	/* 3. URL: base + resource with :params, then the query */
 	initStringInfo(&url);
@@ -820,6 +861,17 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtEnv *env,
 		{
 			char	   *text = ValueText(found->val);
 
+			/*
+			 * "." and ".." survive percent-encoding (they are unreserved)
+			 * and would be resolved as dot segments: from input, that is a
+			 * way out of the action's path.
+			 */
+			if (strcmp(text, ".") == 0 || strcmp(text, "..") == 0 || text[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("path parameter \"%s\" for %s.%s cannot be \"%s\"",
+								name, app->tag, action->tag, text),
+						 errdetail("An empty, \".\" or \"..\" path segment would change which resource is called.")));
 			AppendPercentEncoded(&url, text, strlen(text));
 		}
 		p = e - 1;
