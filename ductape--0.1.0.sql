@@ -101,7 +101,14 @@ CREATE TABLE ductape.calls (
 CREATE INDEX calls_at_idx ON ductape.calls (at);
 CREATE INDEX calls_app_action_idx ON ductape.calls (app, action, at);
 
-CREATE VIEW ductape.stats AS
+-- A role sees its own call records; administrators (who may read secrets)
+-- see all.  The background worker that writes rows is a superuser.
+ALTER TABLE ductape.calls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY calls_by_role ON ductape.calls FOR SELECT
+    USING (role = current_user
+           OR pg_catalog.has_function_privilege('ductape.secret_get(text)', 'EXECUTE'));
+
+CREATE VIEW ductape.stats WITH (security_invoker = true) AS
 SELECT app, action,
        count(*)                                                        AS calls,
        count(*) FILTER (WHERE error IS NOT NULL)                       AS errors,
@@ -577,7 +584,7 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 CREATE FUNCTION ductape.describe(app text, action text DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r ductape.apps := ductape._app_row(app);
     a jsonb;
@@ -773,6 +780,51 @@ BEGIN
     INSERT INTO ductape.configs AS c (product, app, env, credentials)
     VALUES (p.tag, a.tag, e, credentials)
     ON CONFLICT ON CONSTRAINT configs_pkey DO UPDATE SET credentials = EXCLUDED.credentials, updated_at = now();
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Privileges (DESIGN.md §14)
+---------------------------------------------------------------------------
+
+-- What an application role needs: make calls, describe actions, read its
+-- own call records.
+CREATE FUNCTION ductape.grant_usage(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA ductape TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.run(text, text, jsonb, text, text, jsonb),
+        ductape.run_response(text, text, jsonb, text, text, jsonb),
+        ductape.http(text, text, jsonb, jsonb, jsonb),
+        ductape.describe(text, text) TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats TO %I', role);
+END
+$$;
+
+-- Usage plus defining apps, products, config, variables and secrets.
+-- (rotate_master_key writes the key file and stays with superusers.)
+CREATE FUNCTION ductape.grant_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape.grant_usage(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.app_define(jsonb), ductape.app_create(text, text, text),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.variable_set(text, text, jsonb, text, text),
+        ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
+        ductape.config(text, jsonb, text, text),
+        ductape.secret_set(text, text, text, text[], text[], timestamptz),
+        ductape.secret_get(text), ductape.secret_drop(text) TO %I', role);
+    -- the definition functions are plain SQL run as the caller
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+        (SELECT string_agg(p.oid::regprocedure::text, ', ')
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'ductape' AND p.proname LIKE '\_%'), role);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
+        ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
+        ductape._secrets TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape.secrets TO %I', role);
 END
 $$;
 

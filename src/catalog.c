@@ -26,7 +26,11 @@
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "catalog/pg_namespace.h"
+#include "miscadmin.h"
 
 #include "ductape.h"
 
@@ -86,6 +90,46 @@ JsonbGetInt(Jsonb *j, const char *key, int dflt)
 		return dflt;
 	return DatumGetInt32(DirectFunctionCall1(numeric_int4,
 											 NumericGetDatum(v->val.numeric)));
+}
+
+/* ---- reading the catalog as its owner ---- */
+
+/*
+ * Calls are made by roles that may not read the catalog tables (a usage
+ * role has no rights on ductape.apps or ductape._secrets).  Internal reads
+ * therefore run as the owner of the ductape schema (who created the
+ * extension), in a restricted security context, with search_path pinned to
+ * pg_catalog so that nothing the caller put on its search_path (an
+ * operator named "=", say) runs with the owner's rights.  An error inside
+ * unwinds both: transaction abort restores the user and the GUC level.
+ */
+void
+ElevateBegin(DtElevated *e)
+{
+	HeapTuple	tup;
+	Oid			nsp = get_namespace_oid("ductape", false);
+	Oid			owner;
+
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for schema ductape");
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+
+	GetUserIdAndSecContext(&e->save_userid, &e->save_sec_context);
+	SetUserIdAndSecContext(owner, e->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	e->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+void
+ElevateEnd(DtElevated *e)
+{
+	AtEOXact_GUC(false, e->save_nestlevel);
+	SetUserIdAndSecContext(e->save_userid, e->save_sec_context);
 }
 
 /* ---- invalidation ---- */
@@ -213,8 +257,10 @@ LoadApp(const char *tag)
 	Jsonb	   *envs;
 	bool		isnull;
 	uint64		i;
+	DtElevated	elevated;
 
 	args[0] = CStringGetTextDatum(tag);
+	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT spec FROM ductape.apps WHERE tag = $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
@@ -222,6 +268,7 @@ LoadApp(const char *tag)
 	if (SPI_processed == 0)
 	{
 		SPI_finish();
+		ElevateEnd(&elevated);
 		return NULL;
 	}
 
@@ -273,6 +320,7 @@ LoadApp(const char *tag)
 	CachedApps = lappend(CachedApps, app);
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
+	ElevateEnd(&elevated);
 	return app;
 }
 
@@ -361,6 +409,7 @@ CatalogGetBinding(DtApp *app, const char *product, const char *env)
 	Datum		d;
 	bool		is_default = strcmp(product, "default") == 0;
 	const char *app_env = env;
+	DtElevated	elevated;
 
 	foreach(lc, app->bindings)
 	{
@@ -371,6 +420,7 @@ CatalogGetBinding(DtApp *app, const char *product, const char *env)
 	args[0] = CStringGetTextDatum(product);
 	args[1] = CStringGetTextDatum(app->tag);
 	args[2] = CStringGetTextDatum(env);
+	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT $3 = ANY (p.envs), pa.env_map IS NOT NULL, pa.env_map->>$3, "
 							  "  (SELECT coalesce(jsonb_object_agg(v.key, v.value), '{}') FROM ductape.variables v "
@@ -416,6 +466,7 @@ CatalogGetBinding(DtApp *app, const char *product, const char *env)
 	app->bindings = lappend(app->bindings, b);
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
+	ElevateEnd(&elevated);
 	return b;
 }
 

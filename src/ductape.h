@@ -140,6 +140,15 @@ typedef struct DtBinding
 	Jsonb	   *credentials;	/* config credentials template, or NULL */
 } DtBinding;
 
+typedef struct DtElevated
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} DtElevated;
+
+extern void ElevateBegin(DtElevated *e);
+extern void ElevateEnd(DtElevated *e);
 extern void CatalogBeginCall(void);
 extern DtApp *CatalogGetApp(const char *tag);
 extern DtAction *CatalogGetAction(DtApp *app, const char *tag);

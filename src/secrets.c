@@ -491,7 +491,10 @@ FetchSecret(const char *name, SecretRow *row)
 	Datum		args[1] = {CStringGetTextDatum(name)};
 	bool		isnull;
 	bool		found;
+	DtElevated	elevated;
 
+	/* callers may be usage roles: read as the catalog's owner */
+	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT value, key_version, apps, envs, expires_at "
 							  "FROM ductape._secrets WHERE name = $1",
@@ -515,6 +518,7 @@ FetchSecret(const char *name, SecretRow *row)
 		row->expires_at = isnull ? 0 : DatumGetTimestampTz(d);
 	}
 	SPI_finish();
+	ElevateEnd(&elevated);
 	return found;
 }
 

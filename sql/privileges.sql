@@ -1,0 +1,86 @@
+-- Privileges (DESIGN.md §14): an admin role, a usage role, an unrelated role.
+
+CREATE ROLE dt_admin;
+CREATE ROLE dt_app;
+CREATE ROLE dt_app2;
+SELECT ductape.grant_admin('dt_admin');
+SELECT ductape.grant_usage('dt_app');
+SELECT ductape.grant_usage('dt_app2');
+
+-- The admin defines an app and a secret.
+SET ROLE dt_admin;
+SELECT ductape.secret_set('PRIV_KEY', 'priv_plaintext_secret_555', apps => '{priv}');
+SELECT ductape.app_define(jsonb_build_object('tag', 'priv',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'auth', jsonb_build_object('type', 'bearer', 'token', '$Secret{PRIV_KEY}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me'))));
+SELECT ductape.secret_get('PRIV_KEY');
+SELECT name FROM ductape.secrets WHERE name = 'PRIV_KEY';
+RESET ROLE;
+
+-- The usage role calls it; the secret is resolved for it, never shown to it.
+SET ROLE dt_app;
+SELECT ductape.run('priv', 'me')->'headers'->>'authorization' = 'Bearer priv_plaintext_secret_555' AS call_used_secret;
+SELECT ductape.run_response('priv', 'me')->'status' AS status;
+SELECT ductape.http('GET', api() || '/echo/adhoc')->'status' AS http_status;
+SELECT ductape.describe('priv', 'me')->>'method' AS describe;
+SELECT expect_error($$SELECT ductape.secret_get('PRIV_KEY')$$);
+SELECT expect_error($$SELECT * FROM ductape.secrets$$);
+SELECT expect_error($$SELECT value FROM ductape._secrets$$);
+SELECT expect_error($$SELECT ductape.secret_set('X', 'y')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "mine"}')$$);
+SELECT expect_error($$SELECT * FROM ductape.apps$$);
+SELECT expect_error($$SELECT ductape.config('priv', '{}')$$);
+SELECT expect_error($$SELECT ductape.rotate_master_key()$$);
+SELECT expect_error($$SELECT ductape.grant_admin('dt_app')$$);
+RESET ROLE;
+
+SET ROLE dt_app2;
+SELECT ductape.run('priv', 'me')->>'path' AS app2_path;
+RESET ROLE;
+SELECT wait_calls($$role IN ('dt_app', 'dt_app2')$$, 4) AS recorded;
+
+-- Row level security: a usage role sees only its own call records.
+SET ROLE dt_app;
+SELECT role, count(*) FROM ductape.calls GROUP BY role ORDER BY role;
+SELECT sum(calls) AS calls_in_stats FROM ductape.stats;
+RESET ROLE;
+SET ROLE dt_app2;
+SELECT role, count(*) FROM ductape.calls GROUP BY role ORDER BY role;
+RESET ROLE;
+SET ROLE dt_admin;
+SELECT count(DISTINCT role) >= 3 AS admin_sees_every_role FROM ductape.calls;
+RESET ROLE;
+
+-- An unrelated role can do nothing.
+SET ROLE dt_nobody;
+SELECT expect_error($$SELECT ductape.run('priv', 'me')$$);
+SELECT expect_error($$SELECT * FROM ductape.calls$$);
+RESET ROLE;
+
+-- A usage role cannot hijack the owner's catalog reads through search_path.
+-- (Redefining the app empties every backend's catalog cache, so the call
+-- below really reads the catalog.)
+CREATE SCHEMA evil AUTHORIZATION dt_app;
+SELECT ductape.app_define(ductape.app_export('priv')) AS redefined;
+SET ROLE dt_app;
+CREATE FUNCTION evil.texteq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END $$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.texteq);
+SET search_path = evil, pg_catalog, public;
+SELECT ductape.run('priv', 'me')->>'path' AS not_hijacked;
+SELECT ductape.describe('priv')->>'app' AS describe_not_hijacked;
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA evil CASCADE;
+
+-- Every SECURITY DEFINER function pins search_path; nothing is granted to PUBLIC.
+SELECT p.oid::regprocedure AS security_definer, p.proconfig
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'ductape' AND p.prosecdef ORDER BY 1;
+SELECT count(*) AS public_grants
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'ductape' AND has_function_privilege('public', p.oid, 'EXECUTE');
+SELECT count(*) AS public_table_grants
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v') AND has_table_privilege('public', c.oid, 'SELECT');
