@@ -13,6 +13,7 @@ OBJS = \
 	src/catalog.o \
 	src/request.o \
 	src/secrets.o \
+	src/oauth.o \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \
@@ -20,7 +21,7 @@ OBJS = \
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 
@@ -41,4 +42,4 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(OBJS): src/ductape.h src/compat.h src/egress.h
+$(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h

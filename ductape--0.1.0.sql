@@ -76,6 +76,19 @@ CREATE TABLE ductape._secrets (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+-- OAuth2 tokens per (product, app, env), encrypted like secrets.
+CREATE TABLE ductape._oauth_tokens (
+    product       text NOT NULL REFERENCES ductape.products (tag) ON DELETE CASCADE,
+    app           text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    env           text NOT NULL,
+    access_token  bytea NOT NULL,
+    refresh_token bytea,
+    key_version   integer NOT NULL,
+    expires_at    timestamptz,
+    updated_at    timestamptz NOT NULL,
+    PRIMARY KEY (product, app, env)
+);
+
 CREATE VIEW ductape.secrets AS
 SELECT name, description, apps, envs, expires_at, created_at, updated_at FROM ductape._secrets;
 
@@ -166,6 +179,11 @@ LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_secret_get';
 
 CREATE FUNCTION ductape.rotate_master_key() RETURNS integer
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_rotate_master_key';
+
+CREATE FUNCTION ductape.oauth_set_tokens(app text, access_token text, refresh_token text DEFAULT NULL,
+                                         expires_in integer DEFAULT NULL, env text DEFAULT NULL,
+                                         product text DEFAULT NULL)
+RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_oauth_set_tokens';
 
 CREATE FUNCTION ductape.secret_drop(name text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -365,6 +383,49 @@ BEGIN
 END
 $$;
 
+-- An auth block (DESIGN.md §5).
+CREATE FUNCTION ductape._check_auth(a jsonb)
+RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    errs text[] := '{}';
+    t text := a->>'type';
+    k text;
+BEGIN
+    CASE t
+    WHEN 'bearer' THEN
+        errs := errs || ductape._check_keys(a, '/auth', '{type,token}');
+        IF NOT a ? 'token' THEN errs := errs || '/auth/token: is required for bearer auth'::text; END IF;
+    WHEN 'api_key' THEN
+        errs := errs || ductape._check_keys(a, '/auth', '{type,in,name,value}');
+        IF NOT a ? 'value' THEN errs := errs || '/auth/value: is required for api_key auth'::text; END IF;
+        IF a ? 'in' AND a->>'in' NOT IN ('header', 'query') THEN
+            errs := errs || '/auth/in: must be header or query'::text;
+        END IF;
+    WHEN 'basic' THEN
+        errs := errs || ductape._check_keys(a, '/auth', '{type,username,password}');
+        IF NOT a ? 'username' THEN errs := errs || '/auth/username: is required for basic auth'::text; END IF;
+    WHEN 'oauth2' THEN
+        errs := errs || ductape._check_keys(a, '/auth', '{type,grant,token_url,client_id,client_secret,scope,refresh_token,client_auth,refresh_buffer_s}');
+        IF jsonb_typeof(a->'token_url') IS DISTINCT FROM 'string' OR (a->>'token_url' !~* '^https?://' AND a->>'token_url' !~ '^\$') THEN
+            errs := errs || '/auth/token_url: is required for oauth2 auth: an http:// or https:// URL'::text;
+        END IF;
+        IF a ? 'grant' AND a->>'grant' NOT IN ('client_credentials', 'refresh_token') THEN
+            errs := errs || '/auth/grant: must be client_credentials or refresh_token'::text;
+        END IF;
+        IF a ? 'client_auth' AND a->>'client_auth' NOT IN ('basic', 'body') THEN
+            errs := errs || '/auth/client_auth: must be basic or body'::text;
+        END IF;
+        errs := errs || ductape._check_int(a->'refresh_buffer_s', '/auth/refresh_buffer_s', 0, 86400);
+    ELSE
+        errs := errs || '/auth/type: must be bearer, api_key, basic or oauth2'::text;
+    END CASE;
+    FOR k IN SELECT key FROM jsonb_each(a) WHERE key <> 'refresh_buffer_s' AND jsonb_typeof(value) <> 'string' LOOP
+        errs := errs || format('/auth/%s: must be a string', k);
+    END LOOP;
+    RETURN errs;
+END
+$$;
+
 -- A whole app spec (without running the action checks' template checks twice).
 CREATE FUNCTION ductape._check_app(spec jsonb)
 RETURNS text[] LANGUAGE plpgsql STABLE AS $$
@@ -408,9 +469,7 @@ BEGIN
         variables := NULL;
     END IF;
     IF spec ? 'auth' AND jsonb_typeof(spec->'auth') = 'object' THEN
-        IF spec #>> '{auth,type}' IS NULL OR spec #>> '{auth,type}' NOT IN ('bearer', 'api_key', 'basic', 'oauth2') THEN
-            errs := errs || '/auth/type: must be bearer, api_key, basic or oauth2'::text;
-        END IF;
+        errs := errs || ductape._check_auth(spec->'auth');
         errs := errs || ductape._template_errors(spec->'auth', '/auth', constants, variables);
     END IF;
     IF spec ? 'envs' THEN
@@ -815,7 +874,8 @@ BEGIN
         ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
         ductape.config(text, jsonb, text, text),
         ductape.secret_set(text, text, text, text[], text[], timestamptz),
-        ductape.secret_get(text), ductape.secret_drop(text) TO %I', role);
+        ductape.secret_get(text), ductape.secret_drop(text),
+        ductape.oauth_set_tokens(text, text, text, integer, text, text) TO %I', role);
     -- the definition functions are plain SQL run as the caller
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
         (SELECT string_agg(p.oid::regprocedure::text, ', ')

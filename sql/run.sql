@@ -151,7 +151,8 @@ SELECT expect_error($$SELECT ductape.http('GET', api(), '{"X-A": "1\r\nX-B: 2"}'
 SELECT expect_error($$SELECT ductape.http('GET', api(), body => '{"a": 1}')$$);
 SELECT expect_error($$SELECT ductape.http('GET', api(), '[]')$$);
 
--- Auth blocks without secrets: bearer, basic, api_key in a header.
+-- Auth blocks without secrets: bearer, basic, api_key in a header (and an
+-- oauth2 block whose token endpoint answers without a token: DT003).
 -- Merge order: the caller's input > auth > the action template.
 SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
   'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),

@@ -210,8 +210,57 @@ CallsClaimDatabaseWithoutWorker(void)
 			break;
 		}
 	}
+	for (i = 0; i < DT_TOKEN_SLOTS && !OidIsValid(found); i++)
+	{
+		DtTokenSlot *t = &Calls->tokens[i];
+
+		if (t->state == TOKEN_PENDING && FindWorker(t->dbid) == NULL)
+		{
+			DtDbWorker *w = FindWorker(InvalidOid);
+
+			if (w == NULL)
+				break;
+			memset(w, 0, sizeof(*w));
+			w->dbid = t->dbid;
+			w->started_at = GetCurrentTimestamp();
+			found = t->dbid;
+		}
+	}
 	LWLockRelease(Calls->lock);
 	return found;
+}
+
+/* Are there call records of dbid not yet collected? */
+bool
+CallsPendingFor(Oid dbid)
+{
+	uint64		i;
+	bool		pending = false;
+
+	LWLockAcquire(Calls->lock, LW_SHARED);
+	for (i = Calls->tail; i < Calls->head && !pending; i++)
+	{
+		DtCallSlot *s = &Calls->slots[i % DT_CALL_SLOTS];
+
+		pending = !s->consumed && s->dbid == dbid;
+	}
+	LWLockRelease(Calls->lock);
+	return pending;
+}
+
+/* Wake dbid's worker now, or the launcher to start one. */
+void
+CallsWakeWorker(Oid dbid)
+{
+	DtDbWorker *w;
+	Latch	   *wake;
+
+	LWLockAcquire(Calls->lock, LW_SHARED);
+	w = FindWorker(dbid);
+	wake = (w && w->latch) ? w->latch : Calls->launcher_latch;
+	LWLockRelease(Calls->lock);
+	if (wake)
+		SetLatch(wake);
 }
 
 /* Forget a database's worker slot (it exited or never started). */
@@ -235,6 +284,7 @@ void
 CallsAttachWorker(Oid dbid)
 {
 	DtDbWorker *w;
+	int			i;
 
 	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
 	w = FindWorker(dbid);
@@ -246,6 +296,14 @@ CallsAttachWorker(Oid dbid)
 		w->pid = MyProcPid;
 		w->latch = MyLatch;
 		w->notified = false;
+	}
+	/* token requests a previous worker died serving are served again */
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+	{
+		DtTokenSlot *t = &Calls->tokens[i];
+
+		if (t->dbid == dbid && t->state == TOKEN_WORKING)
+			t->state = t->abandoned ? TOKEN_FREE : TOKEN_PENDING;
 	}
 	LWLockRelease(Calls->lock);
 }

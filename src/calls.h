@@ -47,6 +47,43 @@ typedef struct DtDbWorker
 	TimestampTz started_at;
 } DtDbWorker;
 
+/*
+ * A backend's request for an OAuth2 token, served by its database's worker
+ * (oauth.c).  The worker writes the new token, encrypted, into blob.
+ */
+#define DT_TOKEN_SLOTS 32
+#define DT_TOKEN_BLOB 8192
+
+typedef enum
+{
+	TOKEN_FREE = 0,
+	TOKEN_PENDING,				/* waiting for the worker */
+	TOKEN_WORKING,				/* the worker has it */
+	TOKEN_DONE					/* result below; the requester frees it */
+} DtTokenState;
+
+typedef struct DtTokenSlot
+{
+	DtTokenState state;
+	bool		abandoned;		/* the requester gave up (error, cancel) */
+	Oid			dbid;
+	pid_t		requester;
+	Latch	   *latch;
+	char		product[64];
+	char		app[64];
+	char		env[64];
+	TimestampTz seen_updated_at;	/* force a refresh unless newer than this */
+	bool		force;
+	/* result */
+	bool		ok;
+	char		error[1024];
+	char		detail[1024];
+	int			key_version;
+	TimestampTz updated_at;
+	int			blob_len;
+	char		blob[DT_TOKEN_BLOB];	/* encrypted access token */
+} DtTokenSlot;
+
 typedef struct CallsShared
 {
 	LWLock	   *lock;
@@ -56,6 +93,7 @@ typedef struct CallsShared
 	uint64		dropped;
 	Latch	   *launcher_latch;
 	DtDbWorker	workers[DT_MAX_DB_WORKERS];
+	DtTokenSlot tokens[DT_TOKEN_SLOTS];
 	DtCallSlot	slots[DT_CALL_SLOTS];
 } CallsShared;
 
@@ -67,5 +105,8 @@ extern void CallsAttachWorker(Oid dbid);
 extern pid_t CallsWorkerPid(Oid dbid);
 extern void CallsSetLauncherLatch(Latch *latch);
 extern void CallsReapStaleWorkers(void);
+extern bool CallsPendingFor(Oid dbid);
+extern void CallsWakeWorker(Oid dbid);
+extern int	OAuthServeRequests(Oid dbid);
 
 #endif

@@ -24,6 +24,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #define DUCTAPE_VERSION "0.1.0"
 
@@ -189,6 +190,11 @@ typedef struct DtRequest
 	int		   *success;		/* NULL: any 2xx */
 	int			nsuccess;
 	List	   *sensitive;		/* strings to redact from anything recorded */
+	/* OAuth2: the token used, and whether to force a refresh */
+	bool		oauth;
+	TimestampTz oauth_token_at;	/* updated_at of the token sent */
+	bool		oauth_force;
+	TimestampTz oauth_force_seen;
 	/* what the call record names */
 	const char *app;
 	const char *action;
@@ -206,6 +212,23 @@ extern void RequestApplyOptions(DtRequest *req, Jsonb *options,
 extern void RequestAddHeader(DtRequest *req, const char *name,
 							 const char *value);
 extern char *Redact(const char *s, List *sensitive);
+extern char *RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key,
+									 List **sensitive);
+extern void RequestFormAppend(StringInfo buf, const char *key, const char *value);
+extern void RequestPercentEncode(StringInfo buf, const char *s);
+
+/* the outcome of sending a request (http.c); opaque elsewhere */
+typedef struct CallResult CallResult;
+extern CallResult *ExecuteRequest(DtRequest *req);
+extern bool CallResultIsResponse(CallResult *cr);
+extern int	CallResultStatus(CallResult *cr);
+extern Jsonb *CallResultBody(CallResult *cr);
+extern const char *CallResultError(CallResult *cr);
+
+/* ---- oauth.c ---- */
+extern char *OAuthAccessToken(DtApp *app, DtBinding *b, bool force,
+							  TimestampTz seen, TimestampTz *updated_at);
+extern int	OAuthReencryptAll(void);
 
 /* ---- secrets.c ---- */
 extern char *ductape_master_key_file;

@@ -673,13 +673,13 @@ RetryDelay(DtRetryPolicy *p, int retry, Outcome *o)
 	return (int64) Max(d, 0);
 }
 
-typedef struct CallResult
+struct CallResult
 {
 	Outcome		o;
 	int			attempts;
 	double		duration_ms;
 	int64		call_id;
-} CallResult;
+};
 
 static void
 RecordCall(DtRequest *req, CallResult *cr, const char *error)
@@ -772,6 +772,16 @@ Execute(DtRequest *req, CallResult *cr)
 						req->method, Redact(req->url, req->sensitive)),
 				 errdetail("The limit is %d bytes.", ductape_max_response_size),
 				 errhint("A superuser can raise ductape.max_response_size.")));
+}
+
+/* Send a request built elsewhere (oauth.c's token requests). */
+CallResult *
+ExecuteRequest(DtRequest *req)
+{
+	CallResult *cr = palloc0(sizeof(CallResult));
+
+	Execute(req, cr);
+	return cr;
 }
 
 /* ---- response conversion ---- */
@@ -961,6 +971,30 @@ Envelope(DtRequest *req, CallResult *cr)
 	return JsonbValueToJsonb(res);
 }
 
+bool
+CallResultIsResponse(CallResult *cr)
+{
+	return cr->o.kind == OUT_RESPONSE;
+}
+
+int
+CallResultStatus(CallResult *cr)
+{
+	return (int) cr->o.status;
+}
+
+Jsonb *
+CallResultBody(CallResult *cr)
+{
+	return BodyToJsonb(&cr->o);
+}
+
+const char *
+CallResultError(CallResult *cr)
+{
+	return cr->o.error ? cr->o.error : "no response";
+}
+
 /* ---- SQL functions ---- */
 
 static const char *
@@ -981,7 +1015,8 @@ ArgTag(FunctionCallInfo fcinfo, int n, const char *what, const char *dflt)
 }
 
 static void
-BuildRunRequest(FunctionCallInfo fcinfo, DtRequest *req)
+BuildRunRequest(FunctionCallInfo fcinfo, DtRequest *req, bool oauth_force,
+				TimestampTz oauth_seen)
 {
 	const char *app_tag = ArgTag(fcinfo, 0, "app", NULL);
 	const char *action_tag = ArgTag(fcinfo, 1, "action", NULL);
@@ -1005,7 +1040,28 @@ BuildRunRequest(FunctionCallInfo fcinfo, DtRequest *req)
 	app = CatalogGetApp(app_tag);
 	action = CatalogGetAction(app, action_tag);
 	memset(req, 0, sizeof(*req));
+	req->oauth_force = oauth_force;
+	req->oauth_force_seen = oauth_seen;
 	RequestBuild(req, app, action, CatalogGetBinding(app, product, env), input, options);
+}
+
+/*
+ * Build and send an action call.  With OAuth2, a 401 means the token was
+ * refused: refresh it once (unless another backend already did) and replay
+ * the request once.
+ */
+static void
+RunCall(FunctionCallInfo fcinfo, DtRequest *req, CallResult *cr)
+{
+	BuildRunRequest(fcinfo, req, false, 0);
+	Execute(req, cr);
+	if (req->oauth && cr->o.kind == OUT_RESPONSE && cr->o.status == 401)
+	{
+		TimestampTz seen = req->oauth_token_at;
+
+		BuildRunRequest(fcinfo, req, true, seen);
+		Execute(req, cr);
+	}
 }
 
 static void
@@ -1047,8 +1103,7 @@ dt_run(PG_FUNCTION_ARGS)
 	DtRequest	req;
 	CallResult	cr;
 
-	BuildRunRequest(fcinfo, &req);
-	Execute(&req, &cr);
+	RunCall(fcinfo, &req, &cr);
 	if (cr.o.kind != OUT_RESPONSE || !IsSuccess(&req, cr.o.status))
 		RaiseForOutcome(&req, &cr);
 	PG_RETURN_JSONB_P(BodyToJsonb(&cr.o));
@@ -1060,8 +1115,7 @@ dt_run_response(PG_FUNCTION_ARGS)
 	DtRequest	req;
 	CallResult	cr;
 
-	BuildRunRequest(fcinfo, &req);
-	Execute(&req, &cr);
+	RunCall(fcinfo, &req, &cr);
 	PG_RETURN_JSONB_P(Envelope(&req, &cr));
 }
 

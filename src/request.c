@@ -51,6 +51,8 @@ typedef struct ResolveCtx
 	const char *env;
 	Jsonb	   *input;
 	List	  **sensitive;		/* resolved secrets are added here */
+	DtRequest  *req;			/* for OAuth2 state; NULL outside a call */
+	char	   *auth_token;		/* the OAuth2 access token, once fetched */
 } ResolveCtx;
 
 /* ---- key/value lists ---- */
@@ -130,6 +132,12 @@ AppendPercentEncoded(StringInfo buf, const char *s, int len)
 	}
 }
 
+void
+RequestPercentEncode(StringInfo buf, const char *s)
+{
+	AppendPercentEncoded(buf, s, strlen(s));
+}
+
 /*
  * One form/query pair; nested values flatten with brackets the way Stripe
  * and Rails expect: {"card": {"exp": 12}} -> card[exp]=12, arrays by index.
@@ -165,6 +173,17 @@ AppendFormValue(StringInfo buf, const char *key, JsonbValue *v)
 
 		AppendPercentEncoded(buf, text, strlen(text));
 	}
+}
+
+void
+RequestFormAppend(StringInfo buf, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	AppendFormValue(buf, key, &v);
 }
 
 static void
@@ -313,6 +332,22 @@ FormatUuid(char *out)
 	*p = '\0';
 }
 
+/* The OAuth2 access token for this call (fetched once per build). */
+static char *
+OAuthToken(ResolveCtx *ctx)
+{
+	if (ctx->auth_token == NULL)
+	{
+		DtRequest  *req = ctx->req;
+
+		ctx->auth_token = OAuthAccessToken(ctx->app, ctx->binding, req->oauth_force,
+										   req->oauth_force_seen, &req->oauth_token_at);
+		req->oauth = true;
+		*ctx->sensitive = lappend(*ctx->sensitive, ctx->auth_token);
+	}
+	return ctx->auth_token;
+}
+
 static bool
 ResolveAppPlaceholder(void *arg, PlaceholderKind kind, int nargs, char **args,
 					  JsonbValue *out)
@@ -372,11 +407,30 @@ ResolveAppPlaceholder(void *arg, PlaceholderKind kind, int nargs, char **args,
 				return true;
 			}
 		case PH_AUTH:
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("placeholder $Auth{%s} cannot be resolved: OAuth2 tokens are not available in ductape %s",
-							args[0], DUCTAPE_VERSION)));
-			break;
+			{
+				char	   *type = JsonbGetString(ctx->app->auth, "type");
+
+				if (type == NULL || strcmp(type, "oauth2") != 0 || ctx->req == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_DT_SECRET),
+							 errmsg("placeholder $Auth{%s} cannot be resolved: app \"%s\" does not use oauth2 auth",
+									args[0], ctx->app->tag)));
+				if (strcmp(args[0], "access_token") == 0)
+				{
+					out->type = jbvString;
+					out->val.string.val = OAuthToken(ctx);
+					out->val.string.len = strlen(out->val.string.val);
+					return true;
+				}
+				if (strcmp(args[0], "token_type") == 0)
+				{
+					out->type = jbvString;
+					out->val.string.val = "Bearer";
+					out->val.string.len = 6;
+					return true;
+				}
+				return false;
+			}
 		default:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -411,6 +465,21 @@ ResolveString(Jsonb *spec, const char *key, ResolveCtx *ctx, List **sensitive)
 	text = JsonbValueAsText(&s);
 	*sensitive = lappend(*sensitive, text);
 	return text;
+}
+
+/* A field of the app's auth spec, templates resolved (for oauth.c). */
+char *
+RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key, List **sensitive)
+{
+	ResolveCtx	ctx;
+	List	   *scratch = NIL;
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.app = app;
+	ctx.binding = b;
+	ctx.env = b->env;
+	ctx.sensitive = sensitive ? sensitive : &scratch;
+	return ResolveString(app->auth, key, &ctx, ctx.sensitive);
 }
 
 static JsonbValue *
@@ -468,11 +537,9 @@ ApplyAuth(DtApp *app, ResolveCtx *ctx, List **headers, List **query,
 		*headers = KVSet(*headers, "Authorization",
 						 StringValue(psprintf("Basic %s", enc)), true);
 	}
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("auth type \"%s\" of app \"%s\" is not available in ductape %s",
-						type, app->tag, DUCTAPE_VERSION)));
+	else if (strcmp(type, "oauth2") == 0)
+		*headers = KVSet(*headers, "Authorization",
+						 StringValue(psprintf("Bearer %s", OAuthToken(ctx))), true);
 }
 
 /* ---- retry policy ---- */
@@ -771,6 +838,8 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
 	ctx.env = binding->env;
 	ctx.input = input;
 	ctx.sensitive = &req->sensitive;
+	ctx.req = req;
+	ctx.auth_token = NULL;
 
 	req->method = action->method;
 	req->app = app->tag;

@@ -655,6 +655,7 @@ dt_rotate_master_key(PG_FUNCTION_ARGS)
 			count++;
 		}
 	}
+	count += OAuthReencryptAll();
 	SPI_finish();
 	PG_RETURN_INT32(count);
 }

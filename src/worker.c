@@ -8,8 +8,9 @@
  * watches the shared call-record ring (calls.c) and starts a worker for
  * each database that has records but no worker.  A database worker drains
  * its database's records into ductape.calls in batches, each batch in its
- * own short transaction, and exits after a minute without work.  Later
- * capabilities (jobs, webhooks) run in the same workers.
+ * own short transaction, serves OAuth2 token requests from its backends
+ * (oauth.c), and exits after a minute without work.  Later capabilities
+ * (jobs, webhooks) run in the same workers.
  *
  * The worker loop follows worker_spi: die() on SIGTERM, config reload on
  * SIGHUP, WaitLatch with WL_EXIT_ON_PM_DEATH, transaction + snapshot +
@@ -228,6 +229,7 @@ ductape_db_worker_main(Datum arg)
 	MemoryContext loopcxt;
 	DtCallSlot *buf;
 	TimestampTz last_work = GetCurrentTimestamp();
+	TimestampTz first_pending = 0;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -243,8 +245,9 @@ ductape_db_worker_main(Datum arg)
 
 	for (;;)
 	{
+		TimestampTz now;
+		long		timeout = DT_IDLE_EXIT_MS;
 		int			n;
-		bool		worked = false;
 
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
@@ -255,29 +258,42 @@ ductape_db_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		while ((n = CallsCollect(dbid, buf, DT_FLUSH_BATCH)) > 0)
-		{
-			worked = true;
-			if (!FlushCalls(buf, n))
-			{
-				/* extension not installed here: nothing to do */
-				CallsReleaseWorker(dbid, true);
-				proc_exit(0);
-			}
-			CHECK_FOR_INTERRUPTS();
-		}
-		if (worked)
+		/* token requests first: a caller is waiting for each */
+		if (OAuthServeRequests(dbid) > 0)
 			last_work = GetCurrentTimestamp();
-		else if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), DT_IDLE_EXIT_MS))
+		MemoryContextSwitchTo(loopcxt);
+
+		/* call records: store them once the oldest is a batching window old */
+		now = GetCurrentTimestamp();
+		if (CallsPendingFor(dbid))
+		{
+			if (first_pending == 0)
+				first_pending = now;
+			if (TimestampDifferenceExceeds(first_pending, now, DT_BATCH_WINDOW_MS))
+			{
+				while ((n = CallsCollect(dbid, buf, DT_FLUSH_BATCH)) > 0)
+				{
+					if (!FlushCalls(buf, n))
+					{
+						/* extension not installed here: nothing to do */
+						CallsReleaseWorker(dbid, true);
+						proc_exit(0);
+					}
+					CHECK_FOR_INTERRUPTS();
+				}
+				first_pending = 0;
+				last_work = GetCurrentTimestamp();
+			}
+			else
+				timeout = DT_BATCH_WINDOW_MS -
+					(long) ((now - first_pending) / 1000);
+		}
+		else if (TimestampDifferenceExceeds(last_work, now, DT_IDLE_EXIT_MS))
 			proc_exit(0);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 DT_IDLE_EXIT_MS, PG_WAIT_EXTENSION);
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		/* batching window: let a burst of calls accumulate */
-		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 DT_BATCH_WINDOW_MS, PG_WAIT_EXTENSION);
 	}
 }
 

@@ -18,8 +18,10 @@
  * exits 0.
  *
  * Every request is counted under the key "*" and, when it carries the
- * header "X-Test-Key: K", under K as well (/count and /reset are never
- * counted).  A request is counted at most once per key.
+ * header "X-Test-Key: K", under K as well (/count, /reset, /oauth/last,
+ * /oauth/revoke-access and /oauth/reset are never counted).  /oauth/token
+ * is also counted under "oauth-token" and /oauth/resource under
+ * "oauth-resource".  A request is counted at most once per key.
  *
  * The echo JSON is
  *	  {"method": "...", "path": "...", "query": {...}, "headers": {...},
@@ -57,6 +59,63 @@
  *	  /close			200 echo JSON with "Connection: close"
  *	  /hang				no answer until the client disconnects; after 120 s,
  *						200 echo JSON
+ *
+ * OAuth2 (RFC 6749): an authorization server and a resource it protects,
+ * all state in memory.  The only client is "ductape-client" with the secret
+ * "s3cret/client:1".  Tokens are "at-N" (access) and "rt-N" (refresh), N
+ * from a counter that never goes back, so no token value is ever reused.
+ *	  /oauth/token		POST only (else 405).  The body is read as
+ *						application/x-www-form-urlencoded (whatever the
+ *						Content-Type): grant_type, client_id, client_secret,
+ *						refresh_token, scope; other parameters are ignored,
+ *						empty ones count as absent, a repeated one or a bad
+ *						%-escape or %00 is 400 invalid_request.  The client
+ *						authenticates with HTTP Basic (base64 of
+ *						urlencode(id) ":" urlencode(secret); a raw ':' or '/'
+ *						in the id or secret is refused) or with the body
+ *						parameters client_id and client_secret, not both (a
+ *						body client_id next to Basic must match it).
+ *						grant_type=client_credentials issues tokens;
+ *						grant_type=refresh_token needs a currently valid
+ *						refresh_token (else 400 invalid_grant), any other or
+ *						none is 400 unsupported_grant_type.  Success is 200
+ *						{"access_token": "at-N", "token_type": "Bearer",
+ *						 "expires_in": E, "refresh_token": "rt-M",
+ *						 "scope": "<the scope parameter, if given>"}.
+ *						A bad client is 401 invalid_client with the header
+ *						WWW-Authenticate: Basic realm="test".  Errors are
+ *						{"error": "...", "error_description": "..."}
+ *						(unsupported_grant_type has no description), with
+ *						"Cache-Control: no-store" like the tokens.
+ *						Query arguments (a bad one is 400 {"error": "..."}):
+ *						?auth=basic|post accepts only that client
+ *						authentication (default either);
+ *						?expires_in=E seconds, at most 10^9 (default 3600;
+ *						0 makes a token that has already expired);
+ *						?rotate=0|1: 0 keeps the refresh token used by a
+ *						refresh_token grant valid and answers it again
+ *						(default rotate=1: it is replaced by a new one);
+ *						?delay_ms=N sleeps N ms (at most 120000) first;
+ *						?fail=invalid_client|invalid_grant answers that error
+ *						whatever the request.
+ *						The checks go: fail, the body, the client, the grant.
+ *	  /oauth/last		GET or HEAD: the latest /oauth/token request (failed
+ *						ones too), {"client_auth": "basic"|"post"|null,
+ *						 "grant_type": ..., "refresh_token": ...,
+ *						 "scope": ...}: "basic" for an Authorization: Basic
+ *						header, else "post" if the body has client_id or
+ *						client_secret; the parameters as sent, or null
+ *	  /oauth/resource[/...]	any method; needs "Authorization: Bearer T"
+ *						with T an issued, unexpired, unrevoked access token:
+ *						200 echo JSON, else 401 {"error": "invalid_token"}
+ *						with the header
+ *						WWW-Authenticate: Bearer error="invalid_token"
+ *	  /oauth/revoke-access	POST: revokes every access token issued so far
+ *						(refresh tokens stay valid); 200 {"revoked": true}
+ *	  /oauth/reset		POST: forgets all tokens and /oauth/last (not the
+ *						token counter, nor the request counters: /reset
+ *						clears those and leaves OAuth alone); 200
+ *						{"reset": true}
  *
  * Bad route arguments are answered with 400 and {"error": "..."}.
  *
@@ -325,7 +384,12 @@ typedef enum Route
 	R_REDIRECT,
 	R_HEADERS,
 	R_CLOSE,
-	R_HANG
+	R_HANG,
+	R_OAUTH_TOKEN,
+	R_OAUTH_LAST,
+	R_OAUTH_RESOURCE,
+	R_OAUTH_REVOKE_ACCESS,
+	R_OAUTH_RESET
 } Route;
 
 static const struct
@@ -349,6 +413,11 @@ static const struct
 	{"/headers", R_HEADERS},
 	{"/close", R_CLOSE},
 	{"/hang", R_HANG},
+	{"/oauth/token", R_OAUTH_TOKEN},
+	{"/oauth/last", R_OAUTH_LAST},
+	{"/oauth/resource", R_OAUTH_RESOURCE},
+	{"/oauth/revoke-access", R_OAUTH_REVOKE_ACCESS},
+	{"/oauth/reset", R_OAUTH_RESET},
 };
 
 static Route
@@ -442,7 +511,7 @@ request_start(struct MHD_Connection *conn, const char *url)
 {
 	Request    *req = calloc(1, sizeof(Request));
 	const char *key;
-	const char *keys[3];
+	const char *keys[4];
 	int			nkeys = 0;
 	int			i;
 	int			j;
@@ -479,7 +548,9 @@ request_start(struct MHD_Connection *conn, const char *url)
 		}
 	}
 
-	if (req->route == R_COUNT || req->route == R_RESET)
+	if (req->route == R_COUNT || req->route == R_RESET ||
+		req->route == R_OAUTH_LAST || req->route == R_OAUTH_REVOKE_ACCESS ||
+		req->route == R_OAUTH_RESET)
 		return req;
 
 	/* Count once under each distinct key. */
@@ -488,6 +559,10 @@ request_start(struct MHD_Connection *conn, const char *url)
 		keys[nkeys++] = req->test_key;
 	if (req->flaky_key)
 		keys[nkeys++] = req->flaky_key;
+	if (req->route == R_OAUTH_TOKEN)
+		keys[nkeys++] = "oauth-token";
+	else if (req->route == R_OAUTH_RESOURCE)
+		keys[nkeys++] = "oauth-resource";
 	for (i = 0; i < nkeys; i++)
 	{
 		long long	n;
@@ -969,6 +1044,719 @@ send_headers(struct MHD_Connection *conn, Request *req, const char *url,
 }
 
 
+/*
+ * OAuth2: an authorization server (/oauth/token) and a resource it protects
+ * (/oauth/resource).  The issued tokens and the record of the latest token
+ * request live in memory behind oauth_lock.
+ */
+#define OAUTH_CLIENT_ID		"ductape-client"
+#define OAUTH_CLIENT_SECRET	"s3cret/client:1"
+#define OAUTH_DEFAULT_EXPIRES_IN	3600
+#define OAUTH_MAX_EXPIRES_IN	1000000000	/* about 31 years */
+#define OAUTH_TOKEN_LEN		32
+
+typedef struct OAuthToken
+{
+	char		token[OAUTH_TOKEN_LEN];
+	int64_t		expires;		/* access tokens: CLOCK_MONOTONIC, in ns */
+} OAuthToken;
+
+typedef struct OAuthTokens
+{
+	OAuthToken *items;
+	size_t		n;
+	size_t		max;
+} OAuthTokens;
+
+/* The parameters of a token request body; NULL when absent. */
+typedef struct OAuthParams
+{
+	char	   *grant_type;
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *refresh_token;
+	char	   *scope;
+} OAuthParams;
+
+static pthread_mutex_t oauth_lock = PTHREAD_MUTEX_INITIALIZER;
+static OAuthTokens oauth_access;	/* valid unless expired */
+static OAuthTokens oauth_refresh;	/* all valid */
+static long long oauth_serial;	/* the N of the latest at-N / rt-N */
+static const char *oauth_last_client_auth;	/* "basic", "post" or NULL */
+static OAuthParams oauth_last;	/* only grant_type, refresh_token, scope */
+
+static int64_t
+monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Index of token in ts, or -1.  Caller holds oauth_lock. */
+static ssize_t
+oauth_find(OAuthTokens *ts, const char *token)
+{
+	size_t		i;
+
+	for (i = 0; i < ts->n; i++)
+		if (strcmp(ts->items[i].token, token) == 0)
+			return (ssize_t) i;
+	return -1;
+}
+
+/* Add a token to ts; false if out of memory.  Caller holds oauth_lock. */
+static bool
+oauth_add(OAuthTokens *ts, const char *token, int64_t expires)
+{
+	OAuthToken *t;
+
+	if (ts->n == ts->max)
+	{
+		size_t		newmax = ts->max ? ts->max * 2 : 16;
+		OAuthToken *items = realloc(ts->items, newmax * sizeof(OAuthToken));
+
+		if (items == NULL)
+			return false;
+		ts->items = items;
+		ts->max = newmax;
+	}
+	t = &ts->items[ts->n++];
+	snprintf(t->token, sizeof(t->token), "%s", token);
+	t->expires = expires;
+	return true;
+}
+
+/* Remove the token at index i of ts.  Caller holds oauth_lock. */
+static void
+oauth_remove(OAuthTokens *ts, size_t i)
+{
+	ts->items[i] = ts->items[--ts->n];
+}
+
+static void
+oauth_params_free(OAuthParams *p)
+{
+	free(p->grant_type);
+	free(p->client_id);
+	free(p->client_secret);
+	free(p->refresh_token);
+	free(p->scope);
+	memset(p, 0, sizeof(OAuthParams));
+}
+
+/* Forget all tokens and the latest token request; oauth_serial stays. */
+static void
+oauth_reset(void)
+{
+	pthread_mutex_lock(&oauth_lock);
+	free(oauth_access.items);
+	free(oauth_refresh.items);
+	memset(&oauth_access, 0, sizeof(oauth_access));
+	memset(&oauth_refresh, 0, sizeof(oauth_refresh));
+	oauth_last_client_auth = NULL;
+	oauth_params_free(&oauth_last);
+	pthread_mutex_unlock(&oauth_lock);
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Append the application/x-www-form-urlencoded decoding of s (n bytes) to
+ * b: "%XX" is that byte and "+" a space.  False on a bad escape or on %00
+ * (the results are used as C strings).
+ */
+static bool
+form_decode(Buf *b, const char *s, size_t n)
+{
+	size_t		i;
+
+	buf_append(b, "", 0);		/* a result even for n == 0 */
+	for (i = 0; i < n; i++)
+	{
+		char		c = s[i];
+
+		if (c == '+')
+			c = ' ';
+		else if (c == '%')
+		{
+			int			hi;
+			int			lo;
+
+			if (i + 2 >= n)
+				return false;
+			hi = hex_value(s[i + 1]);
+			lo = hex_value(s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return false;
+			c = (char) (hi * 16 + lo);
+			i += 2;
+		}
+		buf_append(b, &c, 1);
+	}
+	return true;
+}
+
+static char **
+oauth_param_slot(OAuthParams *p, const char *name)
+{
+	if (strcmp(name, "grant_type") == 0)
+		return &p->grant_type;
+	if (strcmp(name, "client_id") == 0)
+		return &p->client_id;
+	if (strcmp(name, "client_secret") == 0)
+		return &p->client_secret;
+	if (strcmp(name, "refresh_token") == 0)
+		return &p->refresh_token;
+	if (strcmp(name, "scope") == 0)
+		return &p->scope;
+	return NULL;
+}
+
+/*
+ * Parse an application/x-www-form-urlencoded body (len bytes) into p.
+ * Unknown parameters are ignored and empty ones count as absent (RFC 6749
+ * section 3.1).  False, with *err set, on a bad encoding or a repeated
+ * parameter; p holds what was parsed before.
+ */
+static bool
+oauth_parse_form(const char *body, size_t len, OAuthParams *p,
+				 const char **err)
+{
+	size_t		pos = 0;
+
+	while (pos < len)
+	{
+		const char *seg = body + pos;
+		const char *amp = memchr(seg, '&', len - pos);
+		size_t		seglen = amp ? (size_t) (amp - seg) : len - pos;
+		const char *eq = memchr(seg, '=', seglen);
+		size_t		keylen = eq ? (size_t) (eq - seg) : seglen;
+		Buf			key = {0};
+		Buf			value = {0};
+		char	  **slot;
+		bool		ok;
+
+		pos += seglen + 1;
+		if (seglen == 0)
+			continue;
+		ok = form_decode(&key, seg, keylen) &&
+			(eq == NULL || form_decode(&value, eq + 1, seglen - keylen - 1));
+		if (!ok || key.failed || value.failed)
+		{
+			*err = "malformed request body";
+			buf_free(&key);
+			buf_free(&value);
+			return false;
+		}
+		slot = oauth_param_slot(p, key.data);
+		if (slot != NULL && value.len > 0)
+		{
+			if (*slot != NULL)
+			{
+				*err = "repeated parameter";
+				buf_free(&key);
+				buf_free(&value);
+				return false;
+			}
+			*slot = value.data;
+			value.data = NULL;
+		}
+		buf_free(&key);
+		buf_free(&value);
+	}
+	return true;
+}
+
+static int
+base64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Append the base64 decoding of s (n bytes, padding optional) to b. */
+static bool
+base64_decode(Buf *b, const char *s, size_t n)
+{
+	uint32_t	acc = 0;
+	int			bits = 0;
+	size_t		nchars = 0;
+	size_t		npad = 0;
+	size_t		i;
+
+	buf_append(b, "", 0);
+	for (i = 0; i < n; i++)
+	{
+		int			v;
+
+		if (s[i] == '=')
+		{
+			npad++;
+			continue;
+		}
+		if (npad > 0 || (v = base64_value(s[i])) < 0)
+			return false;
+		acc = ((acc << 6) | (uint32_t) v) & 0xffff;
+		bits += 6;
+		nchars++;
+		if (bits >= 8)
+		{
+			char		c;
+
+			bits -= 8;
+			c = (char) ((acc >> bits) & 0xff);
+			buf_append(b, &c, 1);
+		}
+	}
+	if (nchars % 4 == 1 || npad > 2 || (npad > 0 && (nchars + npad) % 4 != 0))
+		return false;
+	return true;
+}
+
+/*
+ * The bytes a form-encoded string may hold: the ones form encoding leaves
+ * alone ('~' too, which RFC 3986 encoders leave alone), '%' and '+'.
+ */
+#define FORM_ENCODED_CHARS \
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~*%+"
+
+/*
+ * Decode "Authorization: Basic ..." (RFC 6749 section 2.3.1: the id and
+ * the secret are form-encoded before they are joined with ':') into
+ * malloc'd *id and *secret.  False if malformed, which includes an id or
+ * secret that was not form-encoded (a raw ':' or '/', say).
+ */
+static bool
+oauth_parse_basic(const char *value, char **id, char **secret)
+{
+	size_t		len;
+	Buf			raw = {0};
+	Buf			bid = {0};
+	Buf			bsecret = {0};
+	const char *colon;
+	bool		ok;
+
+	*id = *secret = NULL;
+	value += 5;					/* "Basic" */
+	value += strspn(value, " \t");
+	len = strcspn(value, " \t");
+	if (value[len + strspn(value + len, " \t")] != '\0')
+		return false;
+	ok = base64_decode(&raw, value, len) && !raw.failed &&
+		memchr(raw.data, '\0', raw.len) == NULL &&
+		(colon = strchr(raw.data, ':')) != NULL &&
+		strspn(raw.data, FORM_ENCODED_CHARS) == (size_t) (colon - raw.data) &&
+		strspn(colon + 1, FORM_ENCODED_CHARS) == strlen(colon + 1) &&
+		form_decode(&bid, raw.data, (size_t) (colon - raw.data)) &&
+		form_decode(&bsecret, colon + 1, strlen(colon + 1)) &&
+		!bid.failed && !bsecret.failed;
+	buf_free(&raw);
+	if (!ok)
+	{
+		buf_free(&bid);
+		buf_free(&bsecret);
+		return false;
+	}
+	*id = bid.data;
+	*secret = bsecret.data;
+	return true;
+}
+
+/* Does the Authorization header value use the given scheme? */
+static bool
+auth_scheme_is(const char *value, const char *scheme)
+{
+	size_t		n = strlen(scheme);
+
+	return value != NULL && strncasecmp(value, scheme, n) == 0 &&
+		(value[n] == ' ' || value[n] == '\t');
+}
+
+/* Send an OAuth error; invalid_client answers get WWW-Authenticate. */
+static enum MHD_Result
+send_oauth_error(struct MHD_Connection *conn, unsigned int status,
+				 const char *error, const char *description)
+{
+	Buf			b = {0};
+	struct MHD_Response *resp;
+
+	buf_puts(&b, "{\"error\": ");
+	json_cstring(&b, error);
+	if (description != NULL)
+	{
+		buf_puts(&b, ", \"error_description\": ");
+		json_cstring(&b, description);
+	}
+	buf_puts(&b, "}");
+	resp = buf_response(&b, "application/json");
+	if (resp == NULL)
+		return MHD_NO;
+	if ((status == MHD_HTTP_UNAUTHORIZED &&
+		 MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+								 "Basic realm=\"test\"") != MHD_YES) ||
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+								"no-store") != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	return send_response(conn, status, resp);
+}
+
+static enum MHD_Result
+send_method_not_allowed(struct MHD_Connection *conn, const char *allow)
+{
+	Buf			b = {0};
+	struct MHD_Response *resp;
+
+	buf_puts(&b, "{\"error\": \"method not allowed\"}");
+	resp = buf_response(&b, "application/json");
+	if (resp == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	return send_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+}
+
+/*
+ * Check the client's authentication; NULL if it is the valid client using
+ * an accepted method, else why not.  accept is "basic", "post" or NULL
+ * (either).
+ */
+static const char *
+oauth_client_error(const char *accept, bool has_basic, bool basic_ok,
+				   const char *basic_id, const char *basic_secret,
+				   const OAuthParams *p)
+{
+	const char *id;
+	const char *secret;
+
+	if (!has_basic && p->client_id == NULL && p->client_secret == NULL)
+		return "no client authentication";
+	if (has_basic && p->client_secret != NULL)
+		return "more than one client authentication method";
+	if (has_basic && accept != NULL && strcmp(accept, "post") == 0)
+		return "client_secret_basic is not accepted here";
+	if (!has_basic && accept != NULL && strcmp(accept, "basic") == 0)
+		return "client_secret_post is not accepted here";
+	if (has_basic)
+	{
+		if (!basic_ok)
+			return "malformed Basic credentials, expected "
+				"base64(urlencode(id) \":\" urlencode(secret))";
+		if (p->client_id != NULL && strcmp(p->client_id, basic_id) != 0)
+			return "client_id does not match the Basic credentials";
+		id = basic_id;
+		secret = basic_secret;
+	}
+	else
+	{
+		id = p->client_id;
+		secret = p->client_secret;
+		if (id == NULL || secret == NULL)
+			return "client_id and client_secret are both required";
+	}
+	if (strcmp(id, OAUTH_CLIENT_ID) != 0)
+		return "unknown client";
+	if (strcmp(secret, OAUTH_CLIENT_SECRET) != 0)
+		return "wrong client secret";
+	return NULL;
+}
+
+static char *
+strdup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* POST /oauth/token */
+static enum MHD_Result
+send_oauth_token(struct MHD_Connection *conn, Request *req,
+				 const char *method)
+{
+	const char *accept = query_arg(conn, "auth");
+	const char *expires_arg = query_arg(conn, "expires_in");
+	const char *rotate_arg = query_arg(conn, "rotate");
+	const char *delay_arg = query_arg(conn, "delay_ms");
+	const char *fail = query_arg(conn, "fail");
+	const char *authz;
+	uint64_t	expires_in = OAUTH_DEFAULT_EXPIRES_IN;
+	uint64_t	delay = 0;
+	bool		rotate = true;
+	OAuthParams p = {0};
+	const char *form_error = NULL;
+	bool		has_basic;
+	bool		basic_ok = false;
+	char	   *basic_id = NULL;
+	char	   *basic_secret = NULL;
+	const char *client_error;
+	unsigned int status = MHD_HTTP_OK;
+	const char *error = NULL;
+	const char *description = NULL;
+	char		access[OAUTH_TOKEN_LEN];
+	char		refresh[OAUTH_TOKEN_LEN];
+	Buf			b = {0};
+	struct MHD_Response *resp;
+
+	if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+		return send_method_not_allowed(conn, "POST");
+	if (accept != NULL && strcmp(accept, "basic") != 0 &&
+		strcmp(accept, "post") != 0)
+		return send_error(conn, 400, "invalid auth");
+	if (expires_arg != NULL &&
+		!parse_uint(expires_arg, OAUTH_MAX_EXPIRES_IN, &expires_in))
+		return send_error(conn, 400, "invalid expires_in");
+	if (rotate_arg != NULL)
+	{
+		if (strcmp(rotate_arg, "0") == 0)
+			rotate = false;
+		else if (strcmp(rotate_arg, "1") != 0)
+			return send_error(conn, 400, "invalid rotate");
+	}
+	if (delay_arg != NULL && !parse_uint(delay_arg, UINT64_MAX, &delay))
+		return send_error(conn, 400, "invalid delay_ms");
+	if (fail != NULL && strcmp(fail, "invalid_client") != 0 &&
+		strcmp(fail, "invalid_grant") != 0)
+		return send_error(conn, 400, "invalid fail");
+
+	if (!oauth_parse_form(req->body ? req->body : "", req->body_len, &p,
+						  &form_error) && form_error == NULL)
+		form_error = "malformed request body";
+	authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+										MHD_HTTP_HEADER_AUTHORIZATION);
+	has_basic = auth_scheme_is(authz, "Basic");
+	if (has_basic)
+		basic_ok = oauth_parse_basic(authz, &basic_id, &basic_secret);
+
+	if (delay > MAX_DELAY_MS)
+		delay = MAX_DELAY_MS;
+	if (delay > 0 && !sleep_ms((long) delay))
+	{
+		oauth_params_free(&p);
+		free(basic_id);
+		free(basic_secret);
+		return MHD_NO;
+	}
+
+	pthread_mutex_lock(&oauth_lock);
+
+	/* Remember this request for /oauth/last. */
+	oauth_last_client_auth = has_basic ? "basic" :
+		(p.client_id || p.client_secret) ? "post" : NULL;
+	oauth_params_free(&oauth_last);
+	oauth_last.grant_type = strdup_or_null(p.grant_type);
+	oauth_last.refresh_token = strdup_or_null(p.refresh_token);
+	oauth_last.scope = strdup_or_null(p.scope);
+
+	client_error = oauth_client_error(accept, has_basic, basic_ok, basic_id,
+									  basic_secret, &p);
+	if (fail != NULL && strcmp(fail, "invalid_client") == 0)
+	{
+		status = MHD_HTTP_UNAUTHORIZED;
+		error = "invalid_client";
+		description = "forced by fail=invalid_client";
+	}
+	else if (fail != NULL)
+	{
+		status = MHD_HTTP_BAD_REQUEST;
+		error = "invalid_grant";
+		description = "forced by fail=invalid_grant";
+	}
+	else if (form_error != NULL)
+	{
+		status = MHD_HTTP_BAD_REQUEST;
+		error = "invalid_request";
+		description = form_error;
+	}
+	else if (client_error != NULL)
+	{
+		status = MHD_HTTP_UNAUTHORIZED;
+		error = "invalid_client";
+		description = client_error;
+	}
+	else if (p.grant_type == NULL ||
+			 (strcmp(p.grant_type, "client_credentials") != 0 &&
+			  strcmp(p.grant_type, "refresh_token") != 0))
+	{
+		status = MHD_HTTP_BAD_REQUEST;
+		error = "unsupported_grant_type";
+	}
+	else
+	{
+		ssize_t		used = -1;
+		long long	n;
+
+		if (strcmp(p.grant_type, "refresh_token") == 0)
+		{
+			if (p.refresh_token == NULL)
+				description = "missing refresh_token";
+			else if ((used = oauth_find(&oauth_refresh, p.refresh_token)) < 0)
+				description = "unknown, rotated or revoked refresh_token";
+			if (description != NULL)
+			{
+				status = MHD_HTTP_BAD_REQUEST;
+				error = "invalid_grant";
+			}
+		}
+		if (error == NULL)
+		{
+			n = ++oauth_serial;
+			snprintf(access, sizeof(access), "at-%lld", n);
+			if (used >= 0 && !rotate)
+				snprintf(refresh, sizeof(refresh), "%s",
+						 oauth_refresh.items[used].token);
+			else
+				snprintf(refresh, sizeof(refresh), "rt-%lld", n);
+			if (!oauth_add(&oauth_access, access,
+						   monotonic_ns() +
+						   (int64_t) expires_in * 1000000000) ||
+				((used < 0 || rotate) &&
+				 !oauth_add(&oauth_refresh, refresh, 0)))
+			{
+				status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+				error = "server_error";
+				description = "out of memory";
+			}
+			else if (used >= 0 && rotate)
+				oauth_remove(&oauth_refresh, (size_t) used);
+		}
+	}
+	pthread_mutex_unlock(&oauth_lock);
+
+	free(basic_id);
+	free(basic_secret);
+	if (error != NULL)
+	{
+		oauth_params_free(&p);
+		return send_oauth_error(conn, status, error, description);
+	}
+
+	buf_puts(&b, "{\"access_token\": ");
+	json_cstring(&b, access);
+	buf_printf(&b, ", \"token_type\": \"Bearer\", \"expires_in\": %llu",
+			   (unsigned long long) expires_in);
+	buf_puts(&b, ", \"refresh_token\": ");
+	json_cstring(&b, refresh);
+	if (p.scope != NULL)
+	{
+		buf_puts(&b, ", \"scope\": ");
+		json_cstring(&b, p.scope);
+	}
+	buf_puts(&b, "}");
+	oauth_params_free(&p);
+	resp = buf_response(&b, "application/json");
+	if (resp == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+								"no-store") != MHD_YES ||
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_PRAGMA,
+								"no-cache") != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	return send_response(conn, MHD_HTTP_OK, resp);
+}
+
+/* GET /oauth/last */
+static enum MHD_Result
+send_oauth_last(struct MHD_Connection *conn, const char *method)
+{
+	Buf			b = {0};
+
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+		strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return send_method_not_allowed(conn, "GET, HEAD");
+
+	pthread_mutex_lock(&oauth_lock);
+	buf_puts(&b, "{\"client_auth\": ");
+	if (oauth_last_client_auth)
+		json_cstring(&b, oauth_last_client_auth);
+	else
+		buf_puts(&b, "null");
+	buf_puts(&b, ", \"grant_type\": ");
+	if (oauth_last.grant_type)
+		json_cstring(&b, oauth_last.grant_type);
+	else
+		buf_puts(&b, "null");
+	buf_puts(&b, ", \"refresh_token\": ");
+	if (oauth_last.refresh_token)
+		json_cstring(&b, oauth_last.refresh_token);
+	else
+		buf_puts(&b, "null");
+	buf_puts(&b, ", \"scope\": ");
+	if (oauth_last.scope)
+		json_cstring(&b, oauth_last.scope);
+	else
+		buf_puts(&b, "null");
+	buf_puts(&b, "}");
+	pthread_mutex_unlock(&oauth_lock);
+	return send_response(conn, MHD_HTTP_OK,
+						 buf_response(&b, "application/json"));
+}
+
+/* /oauth/resource: the echo JSON for a valid bearer token. */
+static enum MHD_Result
+send_oauth_resource(struct MHD_Connection *conn, Request *req,
+					const char *url, const char *method)
+{
+	const char *authz;
+	bool		valid = false;
+	struct MHD_Response *resp;
+
+	authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+										MHD_HTTP_HEADER_AUTHORIZATION);
+	if (auth_scheme_is(authz, "Bearer"))
+	{
+		const char *token = authz + 6 + strspn(authz + 6, " \t");
+		ssize_t		i;
+
+		pthread_mutex_lock(&oauth_lock);
+		i = oauth_find(&oauth_access, token);
+		valid = i >= 0 && monotonic_ns() < oauth_access.items[i].expires;
+		pthread_mutex_unlock(&oauth_lock);
+	}
+	if (valid)
+		return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
+
+	resp = static_response("{\"error\": \"invalid_token\"}",
+						   "application/json");
+	if (resp == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+								"Bearer error=\"invalid_token\"") != MHD_YES)
+	{
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	return send_response(conn, MHD_HTTP_UNAUTHORIZED, resp);
+}
+
+
 /* Answer a request whose body has been received. */
 static enum MHD_Result
 dispatch(struct MHD_Connection *conn, Request *req, const char *url,
@@ -1110,6 +1898,33 @@ dispatch(struct MHD_Connection *conn, Request *req, const char *url,
 				}
 				return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
 			}
+
+		case R_OAUTH_TOKEN:
+			return send_oauth_token(conn, req, method);
+
+		case R_OAUTH_LAST:
+			return send_oauth_last(conn, method);
+
+		case R_OAUTH_RESOURCE:
+			return send_oauth_resource(conn, req, url, method);
+
+		case R_OAUTH_REVOKE_ACCESS:
+			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+				return send_method_not_allowed(conn, "POST");
+			pthread_mutex_lock(&oauth_lock);
+			oauth_access.n = 0;
+			pthread_mutex_unlock(&oauth_lock);
+			return send_response(conn, MHD_HTTP_OK,
+								 static_response("{\"revoked\": true}",
+												 "application/json"));
+
+		case R_OAUTH_RESET:
+			if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+				return send_method_not_allowed(conn, "POST");
+			oauth_reset();
+			return send_response(conn, MHD_HTTP_OK,
+								 static_response("{\"reset\": true}",
+												 "application/json"));
 	}
 	return send_error(conn, 500, "unknown route");
 }
