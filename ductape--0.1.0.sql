@@ -273,7 +273,7 @@ BEGIN
             errs := errs || (path || '/on: must be an array of statuses, "timeout" and "network"');
         ELSE
             FOR e IN SELECT * FROM jsonb_array_elements(p->'on') LOOP
-                IF NOT ((jsonb_typeof(e) = 'number' AND e::text ~ '^[0-9]+$' AND e::text::int BETWEEN 100 AND 599)
+                IF NOT ((jsonb_typeof(e) = 'number' AND e::text ~ '^[0-9]{1,3}$' AND e::text::int BETWEEN 100 AND 599)
                         OR e IN ('"timeout"', '"network"')) THEN
                     errs := errs || format('%s/on/%s: must be a status (100-599), "timeout" or "network"', path, i);
                 END IF;
@@ -637,7 +637,7 @@ CREATE FUNCTION ductape._placement(a jsonb, key text, prop jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN prop ? 'in' THEN prop->>'in'
-        WHEN a->>'resource' ~ (':' || key || '(/|$)') THEN 'params'
+        WHEN (a->>'resource') || '/' LIKE '%:' || replace(replace(replace(key, '\', '\\'), '%', '\%'), '_', '\_') || '/%' THEN 'params'
         WHEN a->>'method' IN ('GET', 'DELETE', 'HEAD') THEN 'query'
         ELSE 'body' END
 $$;

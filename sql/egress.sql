@@ -107,6 +107,18 @@ RESET ductape.https_only;
 -- a redirect from https to http is refused, even to an allowed host
 SELECT expect_error(format($$SELECT ductape.http('GET', %L)$$,
        current_setting('ductape_test.tls_api') || '/redirect?to=' || api() || '/echo/downgraded'));
+-- credentials do not follow a redirect to another scheme or port either,
+-- whatever the header is called when its value is a credential
+SELECT ductape.secret_set('REDIR_TOKEN', 'redirect-token-value-42');
+SELECT ductape.app_define(jsonb_build_object('tag', 'redir',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'auth', jsonb_build_object('type', 'api_key', 'name', 'X-Token', 'value', '$Secret{REDIR_TOKEN}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'go', 'method', 'GET', 'resource', '/redirect',
+      'headers', jsonb_build_object('X-Other', 'kept')))));
+SELECT r->'headers'->>'x-token' AS x_token_after_port_change, r->'headers'->>'x-other' AS other, r->>'path' AS path
+  FROM (SELECT ductape.run('redir', 'go', jsonb_build_object('to', current_setting('ductape_test.tls_api') || '/echo/elsewhere')) AS r) s;
+SELECT ductape.run('redir', 'go', jsonb_build_object('to', api() || '/echo/same-origin'))->'headers'->>'x-token' AS x_token_same_origin;
+SELECT ductape.app_drop('redir'), ductape.secret_drop('REDIR_TOKEN');
 -- https to https is followed
 SELECT ductape.http('GET', current_setting('ductape_test.tls_api') || '/redirect?to='
        || current_setting('ductape_test.tls_api') || '/echo/still-tls')->'body'->>'path' AS https_to_https;

@@ -176,6 +176,12 @@ SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
   'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me'))));
 SELECT ductape.run('authed', 'me')->'headers'->>'x-api-key' AS api_key_header;
 SELECT ductape.run_response('authed', 'me')->'body'->'headers'->>'x-api-key' AS response_body_is_not_altered;
+-- an auth field must resolve to a scalar
+SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'auth', jsonb_build_object('type', 'bearer', 'token', '$Input{tok}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'me', 'method', 'GET', 'resource', '/echo/me'))));
+SELECT expect_error($$SELECT ductape.run('authed', 'me', '{"tok": {"x": [1, 2, 3]}}')$$);
 SELECT ductape.app_define(jsonb_build_object('tag', 'authed',
   'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
   'auth', jsonb_build_object('type', 'oauth2', 'token_url', api() || '/token'),

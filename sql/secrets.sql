@@ -1,7 +1,7 @@
 -- Secrets (DESIGN.md §4): encrypted at rest, resolved at call time, scoped.
 
 SELECT ductape.secret_set('STRIPE_KEY', 'sk_test_plaintext_4242', 'Stripe test key', apps => '{pay}', envs => '{dev}');
-SELECT ductape.secret_set('WIDE_OPEN', 'wide_open_value_77');
+SELECT ductape.secret_set('WIDE_OPEN', 'wide+open/value=77');
 SELECT ductape.secret_set('OLD_KEY', 'old_key_value_99', expires_at => now() - interval '1 day');
 
 -- The view never shows a value; the table holds only ciphertext.
@@ -13,7 +13,7 @@ SELECT name, key_version,
   FROM ductape._secrets ORDER BY name;
 -- Every write has a fresh nonce: the same value twice gives different ciphertexts.
 CREATE TEMP TABLE c1 AS SELECT value FROM ductape._secrets WHERE name = 'WIDE_OPEN';
-SELECT ductape.secret_set('WIDE_OPEN', 'wide_open_value_77');
+SELECT ductape.secret_set('WIDE_OPEN', 'wide+open/value=77');
 SELECT (SELECT value FROM c1) <> value AS new_nonce FROM ductape._secrets WHERE name = 'WIDE_OPEN';
 SELECT ductape.secret_get('STRIPE_KEY');
 
@@ -50,10 +50,12 @@ SELECT expect_error($$SELECT ductape.run('other', 'x')$$);
 
 -- The plaintext never reaches an error, a call record or the envelope's error.
 SELECT e ~ 'DT000' AS dt000, e LIKE '%sk_test_plaintext_4242%' AS bearer_in_error,
-       e LIKE '%wide_open_value_77%' AS query_secret_in_error, e LIKE '%[redacted]%' AS redacted
+       e LIKE '%wide+open/value=77%' OR e LIKE '%wide%2Bopen%2Fvalue%3D77%' OR e LIKE '%wide+open\/value=77%' AS query_secret_in_error,
+       e LIKE '%[redacted]%' AS redacted
   FROM (SELECT expect_error($$SELECT ductape.run('pay', 'denied')$$) AS e) s;
 SELECT wait_calls($$app = 'pay' AND action = 'denied'$$) AS recorded;
-SELECT count(*) FILTER (WHERE c::text LIKE '%sk_test_plaintext_4242%' OR c::text LIKE '%wide_open_value_77%') AS records_with_secrets,
+SELECT count(*) FILTER (WHERE c::text LIKE '%sk_test_plaintext_4242%' OR c::text LIKE '%wide+open/value=77%'
+                          OR c::text LIKE '%wide%2Bopen%2Fvalue%3D77%') AS records_with_secrets,
        count(*) AS records
   FROM ductape.calls c WHERE app = 'pay';
 
@@ -62,7 +64,7 @@ UPDATE ductape._secrets SET value = (SELECT value FROM ductape._secrets WHERE na
                             key_version = (SELECT key_version FROM ductape._secrets WHERE name = 'STRIPE_KEY')
  WHERE name = 'WIDE_OPEN';
 SELECT expect_error($$SELECT ductape.secret_get('WIDE_OPEN')$$);
-SELECT ductape.secret_set('WIDE_OPEN', 'wide_open_value_77');
+SELECT ductape.secret_set('WIDE_OPEN', 'wide+open/value=77');
 
 -- Rotation: a new key version re-encrypts every value.
 CREATE TEMP TABLE before AS SELECT name, value, key_version FROM ductape._secrets;

@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -68,15 +69,20 @@ CallsGetShared(void)
 	return Calls;
 }
 
+/* Copy src into dst (size bytes), cut on a character boundary. */
 static void
 CopyField(char *dst, const char *src, size_t size)
 {
+	int			len;
+
 	if (src == NULL)
 	{
 		dst[0] = '\0';
 		return;
 	}
-	strlcpy(dst, src, size);
+	len = pg_mbcliplen(src, strlen(src), size - 1);
+	memcpy(dst, src, len);
+	dst[len] = '\0';
 }
 
 static DtDbWorker *
@@ -330,12 +336,19 @@ CallsSetLauncherLatch(Latch *latch)
 	LWLockRelease(Calls->lock);
 }
 
-/* Worker slots whose process never came up within 10 s are freed. */
+/*
+ * Worker slots whose process never came up within 10 s are freed, and
+ * their database's records dropped: a database that cannot be connected to
+ * (dropped, not allowing connections, no worker slot free) must not hold
+ * the ring's tail and so block every other database's records.
+ */
 void
 CallsReapStaleWorkers(void)
 {
 	int			i;
 	TimestampTz now = GetCurrentTimestamp();
+	Oid			reaped[DT_MAX_DB_WORKERS];
+	int			nreaped = 0;
 
 	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
 	for (i = 0; i < DT_MAX_DB_WORKERS; i++)
@@ -344,7 +357,27 @@ CallsReapStaleWorkers(void)
 
 		if (OidIsValid(w->dbid) && w->pid == 0 &&
 			TimestampDifferenceExceeds(w->started_at, now, 10000))
+		{
+			reaped[nreaped++] = w->dbid;
 			memset(w, 0, sizeof(*w));
+		}
 	}
 	LWLockRelease(Calls->lock);
+	for (i = 0; i < nreaped; i++)
+	{
+		int			n = 0,
+					k;
+
+		while ((k = CallsCollect(reaped[i], NULL, DT_CALL_SLOTS)) > 0)
+			n += k;
+		if (n > 0)
+		{
+			LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
+			Calls->dropped += n;
+			LWLockRelease(Calls->lock);
+			ereport(WARNING,
+					(errmsg("ductape dropped %d call records of database %u", n, reaped[i]),
+					 errdetail("No worker could connect to that database within 10 seconds.")));
+		}
+	}
 }

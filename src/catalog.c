@@ -28,6 +28,7 @@
 #include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "catalog/pg_namespace.h"
 #include "miscadmin.h"
@@ -123,11 +124,19 @@ ElevateBegin(DtElevated *e)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+
+	/*
+	 * Read the latest committed definitions, as PostgreSQL reads its own
+	 * catalogs: with the caller's (perhaps older) snapshot, a cache rebuilt
+	 * after an invalidation could reload the definition it replaced.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
 }
 
 void
 ElevateEnd(DtElevated *e)
 {
+	PopActiveSnapshot();
 	AtEOXact_GUC(false, e->save_nestlevel);
 	SetUserIdAndSecContext(e->save_userid, e->save_sec_context);
 }

@@ -212,6 +212,7 @@ extern void RequestApplyOptions(DtRequest *req, Jsonb *options,
 extern void RequestAddHeader(DtRequest *req, const char *name,
 							 const char *value);
 extern char *Redact(const char *s, List *sensitive);
+extern bool IsSensitiveHeader(const char *name);
 extern char *RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key,
 									 List **sensitive);
 extern void RequestFormAppend(StringInfo buf, const char *key, const char *value);

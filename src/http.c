@@ -370,6 +370,36 @@ UrlParts(const char *url, char **scheme, char **host)
 	return ok;
 }
 
+/* Do two URLs share scheme, host and port? */
+static bool
+SameOrigin(const char *a, const char *b)
+{
+	const CURLUPart parts[3] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+	CURLU	   *ua = curl_url();
+	CURLU	   *ub = curl_url();
+	bool		same = true;
+	int			i;
+
+	if (curl_url_set(ua, CURLUPART_URL, a, 0) != CURLUE_OK ||
+		curl_url_set(ub, CURLUPART_URL, b, 0) != CURLUE_OK)
+		same = false;
+	for (i = 0; same && i < 3; i++)
+	{
+		char	   *va = NULL,
+				   *vb = NULL;
+
+		/* CURLU_DEFAULT_PORT: an implicit :443 equals an explicit one */
+		curl_url_get(ua, parts[i], &va, CURLU_DEFAULT_PORT);
+		curl_url_get(ub, parts[i], &vb, CURLU_DEFAULT_PORT);
+		same = va && vb && pg_strcasecmp(va, vb) == 0;
+		curl_free(va);
+		curl_free(vb);
+	}
+	curl_url_cleanup(ua);
+	curl_url_cleanup(ub);
+	return same;
+}
+
 static const char *
 HeaderValue(CURL *easy, const char *name)
 {
@@ -587,18 +617,23 @@ Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
 									Redact(location, req->sensitive));
 				return;
 			}
-			if (pg_strcasecmp(host, nhost) != 0)
+			if (!SameOrigin(url, location))
 			{
-				/* credentials never follow a redirect to another host */
+				/*
+				 * Credentials never follow a redirect to another scheme, host
+				 * or port (as libcurl's own rule): drop the credential
+				 * headers and any header carrying a sensitive value.
+				 */
 				List	   *kept = NIL;
 
 				foreach(lc, headers)
 				{
 					const char *h = lfirst(lc);
+					const char *colon = strchr(h, ':');
+					char	   *name = pnstrdup(h, colon ? colon - h : strlen(h));
 
-					if (pg_strncasecmp(h, "Authorization:", 14) != 0 &&
-						pg_strncasecmp(h, "Cookie:", 7) != 0 &&
-						pg_strncasecmp(h, "Proxy-Authorization:", 20) != 0)
+					if (!IsSensitiveHeader(name) &&
+						strcmp(Redact(h, req->sensitive), h) == 0)
 						kept = lappend(kept, (void *) h);
 				}
 				headers = kept;
@@ -838,16 +873,6 @@ BodyToJsonb(Outcome *o)
 	}
 }
 
-static bool
-IsSensitiveHeader(const char *name)
-{
-	return pg_strcasecmp(name, "authorization") == 0 ||
-		pg_strcasecmp(name, "proxy-authorization") == 0 ||
-		pg_strcasecmp(name, "cookie") == 0 ||
-		pg_strcasecmp(name, "set-cookie") == 0 ||
-		pg_strcasecmp(name, "x-api-key") == 0;
-}
-
 static void
 PushString(JsonbParseState **ps, JsonbIteratorToken tok, const char *s)
 {
@@ -1071,17 +1096,24 @@ RaiseForOutcome(DtRequest *req, CallResult *cr)
 
 	if (o->kind == OUT_RESPONSE)
 	{
-		char	   *excerpt = pnstrdup(o->body ? o->body : "", Min(o->body_len, DT_EXCERPT));
+		char	   *excerpt;
 
-		if (!pg_verifymbstr(excerpt, strlen(excerpt), true))
+		if (o->body == NULL || memchr(o->body, '\0', o->body_len) != NULL ||
+			!pg_verifymbstr(o->body, o->body_len, true))
 			excerpt = "(not text)";
+		else
+		{
+			/* redact the whole body first, then cut on a character boundary */
+			excerpt = Redact(o->body, req->sensitive);
+			excerpt[pg_mbcliplen(excerpt, strlen(excerpt), DT_EXCERPT)] = '\0';
+		}
 		ereport(ERROR,
 				(errcode(ERRCODE_DT_HTTP_STATUS),
 				 errmsg("%s.%s answered HTTP %ld", req->app, req->action, o->status),
 				 errdetail("Status %ld after %d attempt%s from %s %s. Body: %s",
 						   o->status, cr->attempts, cr->attempts == 1 ? "" : "s",
 						   req->method, Redact(req->url, req->sensitive),
-						   Redact(excerpt, req->sensitive)),
+						   excerpt),
 				 errhint("Use ductape.run_response to get the status, headers and body without an error.")));
 	}
 	ereport(ERROR,
@@ -1147,6 +1179,17 @@ dt_http(PG_FUNCTION_ARGS)
 				 errmsg("invalid URL \"%s\"", url)));
 
 	memset(&req, 0, sizeof(req));
+	{
+		/* a password in the URL is a credential: never recorded */
+		CURLU	   *u = curl_url();
+		char	   *pw = NULL;
+
+		if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+			curl_url_get(u, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK && pw)
+			req.sensitive = lappend(req.sensitive, pstrdup(pw));
+		curl_free(pw);
+		curl_url_cleanup(u);
+	}
 	req.method = method;
 	req.url = url;
 	req.env = NULL;
@@ -1176,8 +1219,6 @@ dt_http(PG_FUNCTION_ARGS)
 				RequestAddHeader(&req, name, value);
 				if (pg_strcasecmp(name, "Content-Type") == 0)
 					has_ct = true;
-				if (IsSensitiveHeader(name))
-					req.sensitive = lappend(req.sensitive, value);
 			}
 		}
 	}

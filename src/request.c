@@ -23,6 +23,7 @@
 #include "common/pg_prng.h"
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/timestamp.h"
 
 #include "ductape.h"
@@ -217,6 +218,15 @@ RequestAddHeader(DtRequest *req, const char *name, const char *value)
 	size_t		nlen = strlen(name);
 
 	CheckHeader(name, value);
+	if (IsSensitiveHeader(name))
+	{
+		const char *sp = strchr(value, ' ');
+
+		/* "Bearer xyz": the credential is what follows the scheme */
+		req->sensitive = lappend(req->sensitive, pstrdup(value));
+		if (sp && strlen(sp + 1) >= 4)
+			req->sensitive = lappend(req->sensitive, pstrdup(sp + 1));
+	}
 	/* replace an existing header of the same name */
 	foreach(lc, req->headers)
 	{
@@ -233,7 +243,31 @@ RequestAddHeader(DtRequest *req, const char *name, const char *value)
 
 /* ---- redaction ---- */
 
-/* s with every sensitive string replaced by [redacted]. */
+static char *
+ReplaceAll(char *in, const char *find, const char *with)
+{
+	size_t		flen = strlen(find);
+	StringInfoData buf;
+	const char *p;
+	const char *hit;
+
+	if (flen == 0 || strstr(in, find) == NULL)
+		return in;
+	initStringInfo(&buf);
+	for (p = in; (hit = strstr(p, find)) != NULL; p = hit + flen)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, with);
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * s with every sensitive string replaced by [redacted].  Each value is
+ * looked for as it is, percent-encoded (as it appears in a URL or a form
+ * body) and JSON-escaped (as an API echoing it would print it).
+ */
 char *
 Redact(const char *s, List *sensitive)
 {
@@ -246,25 +280,33 @@ Redact(const char *s, List *sensitive)
 	foreach(lc, sensitive)
 	{
 		const char *secret = lfirst(lc);
-		size_t		slen = strlen(secret);
-		StringInfoData buf;
-		const char *p;
-		const char *hit;
+		StringInfoData enc;
+		StringInfoData json;
 
-		if (slen < 4)			/* too short to search for safely */
+		if (strlen(secret) < 4)	/* too short to search for safely */
 			continue;
-		if (strstr(out, secret) == NULL)
-			continue;
-		initStringInfo(&buf);
-		for (p = out; (hit = strstr(p, secret)) != NULL; p = hit + slen)
-		{
-			appendBinaryStringInfo(&buf, p, hit - p);
-			appendStringInfoString(&buf, "[redacted]");
-		}
-		appendStringInfoString(&buf, p);
-		out = buf.data;
+		out = ReplaceAll(out, secret, "[redacted]");
+		initStringInfo(&enc);
+		AppendPercentEncoded(&enc, secret, strlen(secret));
+		out = ReplaceAll(out, enc.data, "[redacted]");
+		initStringInfo(&json);
+		escape_json(&json, secret);
+		/* without the quotes escape_json adds */
+		json.data[json.len - 1] = '\0';
+		out = ReplaceAll(out, json.data + 1, "[redacted]");
 	}
 	return out;
+}
+
+/* Headers whose values are credentials wherever they come from. */
+bool
+IsSensitiveHeader(const char *name)
+{
+	return pg_strcasecmp(name, "authorization") == 0 ||
+		pg_strcasecmp(name, "proxy-authorization") == 0 ||
+		pg_strcasecmp(name, "cookie") == 0 ||
+		pg_strcasecmp(name, "set-cookie") == 0 ||
+		pg_strcasecmp(name, "x-api-key") == 0;
 }
 
 /* ---- placeholder resolution for app and action templates ---- */
@@ -461,7 +503,11 @@ ResolveString(Jsonb *spec, const char *key, ResolveCtx *ctx, List **sensitive)
 	if (v == NULL)
 		return NULL;
 	r = Resolve(JsonbValueToJsonb(v), ctx);
-	JsonbExtractScalar(&r->root, &s);
+	if (!JsonbExtractScalar(&r->root, &s) || s.type == jbvNull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("auth field \"%s\" of app \"%s\" must resolve to a string, number or boolean",
+						key, ctx->app->tag)));
 	text = JsonbValueAsText(&s);
 	*sensitive = lappend(*sensitive, text);
 	return text;

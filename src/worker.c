@@ -306,7 +306,10 @@ StopWorkerForDatabase(Oid dbid)
 	int			i;
 
 	if (pid == 0)
+	{
+		CallsReleaseWorker(dbid, true);
 		return;
+	}
 	kill(pid, SIGTERM);
 	for (i = 0; i < 500 && CallsWorkerPid(dbid) == pid; i++)
 	{
@@ -324,11 +327,17 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 {
 	Node	   *stmt = pstmt->utilityStmt;
 
-	if (IsA(stmt, DropdbStmt))
+	/*
+	 * Only for a DROP DATABASE that can succeed: by the owner, outside a
+	 * transaction block (anyone else must not be able to stop the worker or
+	 * discard its pending records by trying).
+	 */
+	if (IsA(stmt, DropdbStmt) && !IsTransactionBlock())
 	{
 		Oid			dbid = get_database_oid(((DropdbStmt *) stmt)->dbname, true);
 
-		if (OidIsValid(dbid))
+		if (OidIsValid(dbid) && dbid != MyDatabaseId &&
+			pg_database_ownercheck(dbid, GetUserId()))
 			StopWorkerForDatabase(dbid);
 	}
 	if (prev_ProcessUtility)

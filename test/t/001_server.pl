@@ -109,10 +109,39 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM ductape.calls WHERE url LI
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'other'"),
 	'1', 'the second database has a worker');
+# Only a DROP DATABASE that can succeed touches the worker: a role that
+# does not own the database fails as usual and the worker keeps running.
+my $worker_pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'other'");
+$node->safe_psql('postgres', 'CREATE ROLE intruder LOGIN');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE other', extra_params => [ '-U', 'intruder' ]);
+like($err, qr/must be owner of database other/, 'a non-owner cannot drop the database');
+is($node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'other'"),
+	$worker_pid, 'and its attempt left the worker alone');
 my $t0 = time;
 $node->safe_psql('postgres', 'DROP DATABASE other');
 my $drop_s = time - $t0;
 cmp_ok($drop_s, '<', 3, sprintf('DROP DATABASE with a live worker took %.2f s', $drop_s));
+
+# A definition committed by another session while a REPEATABLE READ
+# transaction is open is used as soon as the invalidation arrives: the
+# cache is rebuilt from the latest committed catalog, never the old snapshot.
+$node->safe_psql('postgres', qq{
+SELECT ductape.app_define('{"tag": "rr", "envs": [{"slug": "dev", "base_url": "$api/echo/old"}],
+  "actions": [{"tag": "p", "method": "GET", "resource": "/p"}]}')});
+my ($in, $rr_out) = ('', '');
+my $rr = IPC::Run::start([ 'psql', '-X', '-At', '-d', $node->connstr('postgres') ],
+	'<', \$in, '>', \$rr_out, '2>', \$rr_out);
+$in .= "BEGIN ISOLATION LEVEL REPEATABLE READ;\nSELECT ductape.run('rr', 'p')->>'path';\n";
+$rr->pump until $rr_out =~ m{/echo/old/p} or !$rr->pumpable;
+$node->safe_psql('postgres', qq{
+SELECT ductape.app_define('{"tag": "rr", "envs": [{"slug": "dev", "base_url": "$api/echo/new"}],
+  "actions": [{"tag": "p", "method": "GET", "resource": "/p"}]}')});
+$in .= "SELECT 'in:' || (ductape.run('rr', 'p')->>'path');\nCOMMIT;\nSELECT 'after:' || (ductape.run('rr', 'p')->>'path');\n\\q\n";
+$rr->finish;
+like($rr_out, qr{^after:/echo/new/p$}m, 'after COMMIT the new definition is used');
+unlike($rr_out, qr{^after:/echo/old/p$}m, 'and the old one did not stick in the cache');
 
 # A database without the extension gets no rows and keeps no worker.
 $node->safe_psql('postgres', 'CREATE DATABASE bare');
