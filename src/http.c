@@ -435,220 +435,296 @@ IsRedirect(long status)
 		status == 307 || status == 308;
 }
 
-/* Make one attempt of req, following redirects; fills *o. */
-static void
-Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
+/*
+ * One attempt of a request, as a small state machine over redirect hops,
+ * so that the same code serves a synchronous call (one transfer at a time,
+ * DriverPerform) and a worker with many transfers in flight (DriverPump).
+ */
+typedef struct Xfer
 {
-	const char *method = req->method;
-	const char *body = req->body;
-	size_t		body_len = req->body_len;
-	char	   *url = req->url;
-	List	   *headers = req->headers;
+	DtRequest  *req;
+	CURL	   *easy;
+	int64		deadline;		/* of the attempt, CLOCK_MONOTONIC ms */
+	/* the hop being made */
+	const char *method;
+	const char *body;
+	size_t		body_len;
+	char	   *url;
+	List	   *headers;
 	int			hop;
+	char	   *scheme;
+	char	   *host;
+	Transfer	t;
+	struct curl_slist *slist;
+	/* result */
+	Outcome		o;
+	void	   *owner;			/* the caller's data (a job) */
+} Xfer;
 
-	memset(o, 0, sizeof(*o));
-	o->retry_after_ms = -1;
+static void
+XferInit(Xfer *x, DtRequest *req, CURL *easy, int64 deadline)
+{
+	memset(x, 0, sizeof(*x));
+	x->req = req;
+	x->easy = easy;
+	x->deadline = deadline;
+	x->method = req->method;
+	x->body = req->body;
+	x->body_len = req->body_len;
+	x->url = req->url;
+	x->headers = req->headers;
+	x->o.retry_after_ms = -1;
+}
 
-	for (hop = 0;; hop++)
+/*
+ * Check and set up the next hop on x->easy.  Returns false when the attempt
+ * ended before any transfer (bad URL, egress refusal, out of time): x->o
+ * says how.
+ */
+static bool
+XferStartHop(Xfer *x)
+{
+	DtRequest  *req = x->req;
+	Outcome    *o = &x->o;
+	const char *reason;
+	ListCell   *lc;
+	int64		left = x->deadline - NowMs();
+	CURL	   *easy = x->easy;
+
+	o->final_url = x->url;
+	if (!UrlParts(x->url, &x->scheme, &x->host))
 	{
-		Transfer	t;
-		struct curl_slist *slist = NULL;
-		char	   *scheme,
-				   *host;
-		const char *reason;
-		volatile CURLcode rc = CURLE_OK;
-		ListCell   *lc;
-		int64		left = attempt_deadline - NowMs();
-		char	   *location = NULL;
+		o->kind = OUT_NETWORK;
+		o->final = true;
+		o->error = psprintf("invalid URL \"%s\"", Redact(x->url, req->sensitive));
+		return false;
+	}
+	reason = EgressCheckUrl(x->scheme, x->host);
+	if (reason != NULL)
+	{
+		o->kind = OUT_EGRESS;
+		o->error = pstrdup(reason);
+		return false;
+	}
+	if (left <= 0)
+	{
+		o->kind = OUT_TIMEOUT;
+		o->error = psprintf("timed out after %d ms", req->timeout_ms);
+		return false;
+	}
 
-		o->final_url = url;
-		if (!UrlParts(url, &scheme, &host))
+	memset(&x->t, 0, sizeof(x->t));
+	x->t.host = x->host;
+	initStringInfo(&x->t.body);
+
+	curl_easy_reset(easy);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(easy, CURLOPT_URL, x->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "ductape/" DUCTAPE_VERSION);
+	curl_easy_setopt(easy, CURLOPT_PROXY, ductape_proxy ? ductape_proxy : "");
+	if (ductape_ca_file && ductape_ca_file[0])
+		curl_easy_setopt(easy, CURLOPT_CAINFO, ductape_ca_file);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) left);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(left, 10000));
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, x->t.errbuf);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, WriteCallback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &x->t);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, OpenSocketCallback);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, &x->t);
+	if (ductape_max_response_size > 0)
+		curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
+						 (curl_off_t) ductape_max_response_size);
+
+	x->slist = NULL;
+	foreach(lc, x->headers)
+		x->slist = curl_slist_append(x->slist, lfirst(lc));
+	x->slist = curl_slist_append(x->slist, "Expect:");
+
+	if (strcmp(x->method, "GET") == 0)
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	else if (strcmp(x->method, "HEAD") == 0)
+		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+	else
+	{
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, x->method);
+		if (x->body != NULL || strcmp(x->method, "POST") == 0)
+		{
+			curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) x->body_len);
+			curl_easy_setopt(easy, CURLOPT_POSTFIELDS, x->body ? x->body : "");
+			if (x->body == NULL)
+				x->slist = curl_slist_append(x->slist, "Content-Type:");
+		}
+	}
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, x->slist);
+	return true;
+}
+
+static void
+XferCleanupHop(Xfer *x)
+{
+	curl_slist_free_all(x->slist);
+	x->slist = NULL;
+}
+
+/*
+ * A hop's transfer ended with rc.  Returns true when the attempt is over
+ * (x->o filled), false when a redirect was accepted and the next hop must
+ * be started.
+ */
+static bool
+XferFinishHop(Xfer *x, CURLcode rc)
+{
+	DtRequest  *req = x->req;
+	Outcome    *o = &x->o;
+	CURL	   *easy = x->easy;
+	char	   *location = NULL;
+	ListCell   *lc;
+
+	XferCleanupHop(x);
+	o->t_dns = InfoMs(easy, CURLINFO_NAMELOOKUP_TIME_T);
+	o->t_connect = InfoMs(easy, CURLINFO_CONNECT_TIME_T);
+	o->t_tls = InfoMs(easy, CURLINFO_APPCONNECT_TIME_T);
+	o->t_first = InfoMs(easy, CURLINFO_STARTTRANSFER_TIME_T);
+	o->t_total = InfoMs(easy, CURLINFO_TOTAL_TIME_T);
+	o->sent = o->sent || InfoMs(easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
+
+	if (rc != CURLE_OK)
+	{
+		if (x->t.egress_refused)
+		{
+			o->kind = OUT_EGRESS;
+			o->error = pstrdup(x->t.egress_reason);
+		}
+		else if (x->t.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+		{
+			o->kind = OUT_TOO_LARGE;
+			o->error = psprintf("response is larger than ductape.max_response_size (%d bytes)",
+								ductape_max_response_size);
+		}
+		else
+		{
+			o->kind = rc == CURLE_OPERATION_TIMEDOUT ? OUT_TIMEOUT : OUT_NETWORK;
+			o->error = psprintf("%s", x->t.errbuf[0] ? x->t.errbuf : curl_easy_strerror(rc));
+		}
+		if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+			rc == CURLE_COULDNT_RESOLVE_PROXY)
+			o->sent = false;
+		o->error = Redact(o->error, req->sensitive);
+		return true;
+	}
+
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &o->status);
+	if (IsRedirect(o->status))
+	{
+		char	   *loc = NULL;
+
+		curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &loc);
+		if (loc)
+			location = pstrdup(loc);
+	}
+	if (location == NULL)
+	{
+		const char *ct = HeaderValue(easy, "Content-Type");
+
+		o->kind = OUT_RESPONSE;
+		o->body = x->t.body.data;
+		o->body_len = x->t.body.len;
+		o->content_type = ct ? pstrdup(ct) : NULL;
+		o->retry_after_ms = ParseRetryAfter(HeaderValue(easy, "Retry-After"));
+		return true;
+	}
+
+	/* a redirect: check and follow it ourselves */
+	if (x->hop >= DT_MAX_REDIRECTS)
+	{
+		o->kind = OUT_NETWORK;
+		o->final = true;
+		o->error = psprintf("more than %d redirects", DT_MAX_REDIRECTS);
+		return true;
+	}
+	{
+		char	   *nscheme,
+				   *nhost;
+
+		if (!UrlParts(location, &nscheme, &nhost))
 		{
 			o->kind = OUT_NETWORK;
 			o->final = true;
-			o->error = psprintf("invalid URL \"%s\"", Redact(url, req->sensitive));
-			return;
+			o->error = pstrdup("redirect to an invalid URL");
+			return true;
 		}
-		reason = EgressCheckUrl(scheme, host);
-		if (reason != NULL)
+		if (strcmp(x->scheme, "https") == 0 && strcmp(nscheme, "http") == 0)
 		{
 			o->kind = OUT_EGRESS;
-			o->error = pstrdup(reason);
-			return;
+			o->error = psprintf("redirect from https to http refused (to %s)",
+								Redact(location, req->sensitive));
+			return true;
 		}
-		if (left <= 0)
+		if (!SameOrigin(x->url, location))
 		{
-			o->kind = OUT_TIMEOUT;
-			o->error = psprintf("timed out after %d ms", req->timeout_ms);
-			return;
-		}
+			/*
+			 * Credentials never follow a redirect to another scheme, host or
+			 * port (as libcurl's own rule): drop the credential headers and
+			 * any header carrying a sensitive value.
+			 */
+			List	   *kept = NIL;
 
-		memset(&t, 0, sizeof(t));
-		t.host = host;
-		initStringInfo(&t.body);
-
-		curl_easy_reset(dt_easy);
-		curl_easy_setopt(dt_easy, CURLOPT_URL, url);
-		curl_easy_setopt(dt_easy, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(dt_easy, CURLOPT_FOLLOWLOCATION, 0L);
-		curl_easy_setopt(dt_easy, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(dt_easy, CURLOPT_USERAGENT, "ductape/" DUCTAPE_VERSION);
-		curl_easy_setopt(dt_easy, CURLOPT_PROXY, ductape_proxy ? ductape_proxy : "");
-		if (ductape_ca_file && ductape_ca_file[0])
-			curl_easy_setopt(dt_easy, CURLOPT_CAINFO, ductape_ca_file);
-		curl_easy_setopt(dt_easy, CURLOPT_TIMEOUT_MS, (long) left);
-		curl_easy_setopt(dt_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(left, 10000));
-		curl_easy_setopt(dt_easy, CURLOPT_ERRORBUFFER, t.errbuf);
-		curl_easy_setopt(dt_easy, CURLOPT_WRITEFUNCTION, WriteCallback);
-		curl_easy_setopt(dt_easy, CURLOPT_WRITEDATA, &t);
-		curl_easy_setopt(dt_easy, CURLOPT_OPENSOCKETFUNCTION, OpenSocketCallback);
-		curl_easy_setopt(dt_easy, CURLOPT_OPENSOCKETDATA, &t);
-		if (ductape_max_response_size > 0)
-			curl_easy_setopt(dt_easy, CURLOPT_MAXFILESIZE_LARGE,
-							 (curl_off_t) ductape_max_response_size);
-
-		foreach(lc, headers)
-			slist = curl_slist_append(slist, lfirst(lc));
-		slist = curl_slist_append(slist, "Expect:");
-
-		if (strcmp(method, "GET") == 0)
-			curl_easy_setopt(dt_easy, CURLOPT_HTTPGET, 1L);
-		else if (strcmp(method, "HEAD") == 0)
-			curl_easy_setopt(dt_easy, CURLOPT_NOBODY, 1L);
-		else
-		{
-			curl_easy_setopt(dt_easy, CURLOPT_CUSTOMREQUEST, method);
-			if (body != NULL || strcmp(method, "POST") == 0)
+			foreach(lc, x->headers)
 			{
-				curl_easy_setopt(dt_easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
-				curl_easy_setopt(dt_easy, CURLOPT_POSTFIELDS, body ? body : "");
-				if (body == NULL)
-					slist = curl_slist_append(slist, "Content-Type:");
-			}
-		}
-		curl_easy_setopt(dt_easy, CURLOPT_HTTPHEADER, slist);
+				const char *h = lfirst(lc);
+				const char *colon = strchr(h, ':');
+				char	   *name = pnstrdup(h, colon ? colon - h : strlen(h));
 
+				if (!IsSensitiveHeader(name) &&
+					strcmp(Redact(h, req->sensitive), h) == 0)
+					kept = lappend(kept, (void *) h);
+			}
+			x->headers = kept;
+		}
+	}
+	if (o->status == 303 ||
+		((o->status == 301 || o->status == 302) && strcmp(x->method, "POST") == 0))
+	{
+		if (strcmp(x->method, "HEAD") != 0)
+			x->method = "GET";
+		x->body = NULL;
+		x->body_len = 0;
+	}
+	x->url = location;
+	x->hop++;
+	return false;
+}
+
+/* Make one attempt of req synchronously, following redirects; fills *o. */
+static void
+Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
+{
+	Xfer		x;
+
+	XferInit(&x, req, dt_easy, attempt_deadline);
+	for (;;)
+	{
+		volatile CURLcode rc = CURLE_OK;
+
+		if (!XferStartHop(&x))
+			break;
 		PG_TRY();
 		{
 			rc = DriverPerform(dt_easy);
 		}
-		PG_FINALLY();
+		PG_CATCH();
 		{
-			curl_slist_free_all(slist);
+			XferCleanupHop(&x);
+			PG_RE_THROW();
 		}
 		PG_END_TRY();
-
-		o->t_dns = InfoMs(dt_easy, CURLINFO_NAMELOOKUP_TIME_T);
-		o->t_connect = InfoMs(dt_easy, CURLINFO_CONNECT_TIME_T);
-		o->t_tls = InfoMs(dt_easy, CURLINFO_APPCONNECT_TIME_T);
-		o->t_first = InfoMs(dt_easy, CURLINFO_STARTTRANSFER_TIME_T);
-		o->t_total = InfoMs(dt_easy, CURLINFO_TOTAL_TIME_T);
-		o->sent = o->sent || InfoMs(dt_easy, CURLINFO_PRETRANSFER_TIME_T) > 0;
-
-		if (rc != CURLE_OK)
-		{
-			if (t.egress_refused)
-			{
-				o->kind = OUT_EGRESS;
-				o->error = pstrdup(t.egress_reason);
-			}
-			else if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED)
-			{
-				o->kind = OUT_TOO_LARGE;
-				o->error = psprintf("response is larger than ductape.max_response_size (%d bytes)",
-									ductape_max_response_size);
-			}
-			else
-			{
-				o->kind = rc == CURLE_OPERATION_TIMEDOUT ? OUT_TIMEOUT : OUT_NETWORK;
-				o->error = psprintf("%s", t.errbuf[0] ? t.errbuf : curl_easy_strerror(rc));
-			}
-			if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-				rc == CURLE_COULDNT_RESOLVE_PROXY)
-				o->sent = false;
-			o->error = Redact(o->error, req->sensitive);
-			return;
-		}
-
-		curl_easy_getinfo(dt_easy, CURLINFO_RESPONSE_CODE, &o->status);
-		if (IsRedirect(o->status))
-		{
-			char	   *loc = NULL;
-
-			curl_easy_getinfo(dt_easy, CURLINFO_REDIRECT_URL, &loc);
-			if (loc)
-				location = pstrdup(loc);
-		}
-		if (location == NULL)
-		{
-			const char *ct = HeaderValue(dt_easy, "Content-Type");
-
-			o->kind = OUT_RESPONSE;
-			o->body = t.body.data;
-			o->body_len = t.body.len;
-			o->content_type = ct ? pstrdup(ct) : NULL;
-			o->retry_after_ms = ParseRetryAfter(HeaderValue(dt_easy, "Retry-After"));
-			return;
-		}
-
-		/* a redirect: check and follow it ourselves */
-		if (hop >= DT_MAX_REDIRECTS)
-		{
-			o->kind = OUT_NETWORK;
-			o->final = true;
-			o->error = psprintf("more than %d redirects", DT_MAX_REDIRECTS);
-			return;
-		}
-		{
-			char	   *nscheme,
-					   *nhost;
-
-			if (!UrlParts(location, &nscheme, &nhost))
-			{
-				o->kind = OUT_NETWORK;
-				o->final = true;
-				o->error = pstrdup("redirect to an invalid URL");
-				return;
-			}
-			if (strcmp(scheme, "https") == 0 && strcmp(nscheme, "http") == 0)
-			{
-				o->kind = OUT_EGRESS;
-				o->error = psprintf("redirect from https to http refused (to %s)",
-									Redact(location, req->sensitive));
-				return;
-			}
-			if (!SameOrigin(url, location))
-			{
-				/*
-				 * Credentials never follow a redirect to another scheme, host
-				 * or port (as libcurl's own rule): drop the credential
-				 * headers and any header carrying a sensitive value.
-				 */
-				List	   *kept = NIL;
-
-				foreach(lc, headers)
-				{
-					const char *h = lfirst(lc);
-					const char *colon = strchr(h, ':');
-					char	   *name = pnstrdup(h, colon ? colon - h : strlen(h));
-
-					if (!IsSensitiveHeader(name) &&
-						strcmp(Redact(h, req->sensitive), h) == 0)
-						kept = lappend(kept, (void *) h);
-				}
-				headers = kept;
-			}
-		}
-		if (o->status == 303 ||
-			((o->status == 301 || o->status == 302) && strcmp(method, "POST") == 0))
-		{
-			if (strcmp(method, "HEAD") != 0)
-				method = "GET";
-			body = NULL;
-			body_len = 0;
-		}
-		url = location;
+		if (XferFinishHop(&x, rc))
+			break;
 	}
+	*o = x.o;
 }
 
 /* ---- retries ---- */
