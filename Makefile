@@ -14,6 +14,7 @@ OBJS = \
 	src/request.o \
 	src/secrets.o \
 	src/oauth.o \
+	src/jobs.o \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \
@@ -21,7 +22,7 @@ OBJS = \
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

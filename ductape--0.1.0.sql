@@ -63,6 +63,42 @@ CREATE TABLE ductape.variables (
     PRIMARY KEY (product, app, env, key)
 );
 
+-- Background jobs (DESIGN.md §7): a LOGGED queue, so a crash loses nothing.
+CREATE TABLE ductape.jobs (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    app             text NOT NULL,
+    action          text NOT NULL,
+    input           jsonb NOT NULL,
+    env             text NOT NULL,
+    product         text NOT NULL,
+    options         jsonb NOT NULL DEFAULT '{}',
+    state           text NOT NULL CHECK (state IN ('scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    idempotency_key text,
+    on_success      regprocedure,
+    on_failure      regprocedure,
+    response        jsonb,
+    error           text,
+    role            name NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+CREATE UNIQUE INDEX jobs_idempotency_key_idx ON ductape.jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_due_idx ON ductape.jobs (next_attempt_at, id) WHERE state IN ('queued', 'scheduled');
+CREATE INDEX jobs_finished_idx ON ductape.jobs (finished_at) WHERE finished_at IS NOT NULL;
+ALTER TABLE ductape.jobs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY jobs_by_role ON ductape.jobs FOR SELECT
+    USING (role = current_user
+           OR pg_catalog.has_function_privilege('ductape.secret_get(text)', 'EXECUTE'));
+
+-- What a dashboard polls: per state, how many and the oldest.
+CREATE VIEW ductape.queue WITH (security_invoker = true) AS
+SELECT state, count(*) AS jobs, min(created_at) AS oldest_created_at,
+       now() - min(CASE WHEN state IN ('queued', 'scheduled') THEN next_attempt_at
+                        ELSE created_at END) AS oldest_age
+  FROM ductape.jobs GROUP BY state;
+
 -- Secrets (DESIGN.md §4).  value is nonce || AES-256-GCM ciphertext || tag,
 -- encrypted in C before the row is written; the plaintext is never stored.
 CREATE TABLE ductape._secrets (
@@ -164,6 +200,24 @@ CREATE FUNCTION ductape.run_response(app text, action text, input jsonb DEFAULT 
                                      env text DEFAULT NULL, product text DEFAULT NULL,
                                      options jsonb DEFAULT '{}')
 RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_run_response';
+
+CREATE FUNCTION ductape.dispatch(app text, action text, input jsonb DEFAULT '{}', env text DEFAULT NULL,
+                                 product text DEFAULT NULL, run_at timestamptz DEFAULT NULL,
+                                 idempotency_key text DEFAULT NULL, on_success regprocedure DEFAULT NULL,
+                                 on_failure regprocedure DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_dispatch';
+
+CREATE FUNCTION ductape.job(id bigint) RETURNS jsonb
+LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_job';
+
+CREATE FUNCTION ductape.wait(id bigint, timeout interval DEFAULT '30 seconds') RETURNS jsonb
+LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_wait';
+
+CREATE FUNCTION ductape.cancel(id bigint) RETURNS boolean
+LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_cancel';
+
+CREATE FUNCTION ductape.retry(id bigint) RETURNS boolean
+LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_retry';
 
 CREATE FUNCTION ductape.http(method text, url text, headers jsonb DEFAULT '{}',
                              body jsonb DEFAULT NULL, options jsonb DEFAULT '{}')
@@ -856,8 +910,11 @@ BEGIN
         ductape.run(text, text, jsonb, text, text, jsonb),
         ductape.run_response(text, text, jsonb, text, text, jsonb),
         ductape.http(text, text, jsonb, jsonb, jsonb),
-        ductape.describe(text, text) TO %I', role);
-    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats TO %I', role);
+        ductape.describe(text, text),
+        ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
+        ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
+        ductape.retry(bigint) TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue TO %I', role);
 END
 $$;
 

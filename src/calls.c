@@ -110,7 +110,7 @@ CallsRecord(const DtCallInfo *info)
 
 	memset(&rec, 0, offsetof(DtCallSlot, url));
 	rec.dbid = MyDatabaseId;
-	rec.roleid = GetUserId();
+	rec.roleid = OidIsValid(info->roleid) ? info->roleid : GetUserId();
 	rec.at = GetCurrentTimestamp() - (TimestampTz) (info->duration_ms * 1000.0);
 	rec.status = info->status;
 	rec.attempts = info->attempts;
@@ -216,6 +216,26 @@ CallsClaimDatabaseWithoutWorker(void)
 			break;
 		}
 	}
+	for (i = 0; i < DT_MAX_DB_WORKERS && !OidIsValid(found); i++)
+	{
+		Oid			want = Calls->wanted[i];
+
+		if (OidIsValid(want))
+		{
+			Calls->wanted[i] = InvalidOid;
+			if (FindWorker(want) == NULL)
+			{
+				DtDbWorker *w = FindWorker(InvalidOid);
+
+				if (w == NULL)
+					break;
+				memset(w, 0, sizeof(*w));
+				w->dbid = want;
+				w->started_at = GetCurrentTimestamp();
+				found = want;
+			}
+		}
+	}
 	for (i = 0; i < DT_TOKEN_SLOTS && !OidIsValid(found); i++)
 	{
 		DtTokenSlot *t = &Calls->tokens[i];
@@ -254,19 +274,49 @@ CallsPendingFor(Oid dbid)
 	return pending;
 }
 
-/* Wake dbid's worker now, or the launcher to start one. */
+/* Ask the launcher for a worker for dbid (if it has none). */
+void
+CallsWantWorker(Oid dbid)
+{
+	int			i;
+	int			free_slot = -1;
+	Latch	   *wake;
+
+	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_MAX_DB_WORKERS; i++)
+	{
+		if (Calls->wanted[i] == dbid)
+			free_slot = -2;
+		else if (free_slot == -1 && !OidIsValid(Calls->wanted[i]))
+			free_slot = i;
+	}
+	if (free_slot >= 0 && FindWorker(dbid) == NULL)
+		Calls->wanted[free_slot] = dbid;
+	wake = Calls->launcher_latch;
+	LWLockRelease(Calls->lock);
+	if (wake)
+		SetLatch(wake);
+}
+
+/* Wake dbid's worker now, or have the launcher start one. */
 void
 CallsWakeWorker(Oid dbid)
 {
 	DtDbWorker *w;
-	Latch	   *wake;
+	Latch	   *wake = NULL;
+	bool		want = false;
 
 	LWLockAcquire(Calls->lock, LW_SHARED);
 	w = FindWorker(dbid);
-	wake = (w && w->latch) ? w->latch : Calls->launcher_latch;
+	if (w && w->latch)
+		wake = w->latch;
+	else if (w == NULL)
+		want = true;
 	LWLockRelease(Calls->lock);
 	if (wake)
 		SetLatch(wake);
+	else if (want)
+		CallsWantWorker(dbid);
 }
 
 /* Forget a database's worker slot (it exited or never started). */

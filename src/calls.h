@@ -93,6 +93,7 @@ typedef struct CallsShared
 	uint64		dropped;
 	Latch	   *launcher_latch;
 	DtDbWorker	workers[DT_MAX_DB_WORKERS];
+	Oid			wanted[DT_MAX_DB_WORKERS];	/* databases asking for a worker */
 	DtTokenSlot tokens[DT_TOKEN_SLOTS];
 	DtCallSlot	slots[DT_CALL_SLOTS];
 } CallsShared;
@@ -107,6 +108,7 @@ extern void CallsSetLauncherLatch(Latch *latch);
 extern void CallsReapStaleWorkers(void);
 extern bool CallsPendingFor(Oid dbid);
 extern void CallsWakeWorker(Oid dbid);
+extern void CallsWantWorker(Oid dbid);
 extern int	OAuthServeRequests(Oid dbid);
 
 #endif

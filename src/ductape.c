@@ -32,6 +32,7 @@ int			ductape_default_timeout_ms = 30000;
 int			ductape_max_response_size = 10 * 1024 * 1024;
 int			ductape_log_requests = DT_LOG_ALL;
 char	   *ductape_proxy = NULL;
+int			ductape_workers = 1;
 char	   *ductape_ca_file = NULL;
 
 /*
@@ -218,6 +219,24 @@ DefineSettings(void)
 							   PGC_SUSET, 0,
 							   check_proxy, assign_egress_string, NULL);
 
+	DefineCustomIntVariable("ductape.max_concurrency",
+							"Requests a worker keeps in flight at once.",
+							NULL,
+							&ductape_max_concurrency, 256, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.job_retention",
+							"How long finished jobs are kept before the worker purges them.",
+							NULL,
+							&ductape_job_retention_s, 7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.workers",
+							"Workers per database.",
+							"ductape 0.1 runs one worker per database; other values are refused.",
+							&ductape_workers, 1, 1, 1,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("ductape.master_key_file",
 							   "File of master keys that encrypt secrets and tokens; empty means $PGDATA/ductape_master.key.",
 							   "One 32-byte key per line as 64 hex digits or base64, optionally prefixed by \"version:\".",

@@ -201,6 +201,7 @@ typedef struct DtRequest
 	const char *env;
 	const char *product;
 	int64		job_id;
+	Oid			roleid;			/* whose call: InvalidOid = the current user */
 } DtRequest;
 
 extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
@@ -226,7 +227,37 @@ extern int	CallResultStatus(CallResult *cr);
 extern Jsonb *CallResultBody(CallResult *cr);
 extern const char *CallResultError(CallResult *cr);
 
+/* many attempts in flight (workers) */
+typedef struct Xfer Xfer;
+extern Xfer *XferSubmit(DtRequest *req, void *owner);
+extern bool XferDone(Xfer *x);
+extern void *XferOwner(Xfer *x);
+extern void XferFree(Xfer *x);
+extern bool DriverPump(long timeout_ms, List **done);
+extern void DriverKick(void);
+typedef enum
+{
+	XFER_SUCCEEDED,
+	XFER_RETRY,
+	XFER_FAILED
+} XferVerdict;
+extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
+							 Jsonb **envelope, char **error, int64 *delay_ms);
+
+/* ---- jobs.c ---- */
+extern int	ductape_max_concurrency;
+extern int	ductape_job_retention_s;
+extern bool JobsRecover(void);
+extern int	JobsClaim(int n);
+extern void JobsAttemptDone(Xfer *x);
+extern int	JobsWriteResults(void);
+extern int	JobsInflight(void);
+extern bool JobsHaveResults(void);
+extern long JobsNextDue(long cap);
+
 /* ---- oauth.c ---- */
+#define DT_TOKEN_PENDING_MSG "OAuth2 token refresh pending"
+
 extern char *OAuthAccessToken(DtApp *app, DtBinding *b, bool force,
 							  TimestampTz seen, TimestampTz *updated_at);
 extern int	OAuthReencryptAll(void);
@@ -252,6 +283,7 @@ typedef struct DtCallInfo
 	double		duration_ms;
 	const char *error;
 	int64		job_id;
+	Oid			roleid;			/* InvalidOid: the current user */
 } DtCallInfo;
 
 extern Size CallsShmemSize(void);

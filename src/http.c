@@ -440,7 +440,7 @@ IsRedirect(long status)
  * so that the same code serves a synchronous call (one transfer at a time,
  * DriverPerform) and a worker with many transfers in flight (DriverPump).
  */
-typedef struct Xfer
+struct Xfer
 {
 	DtRequest  *req;
 	CURL	   *easy;
@@ -458,8 +458,9 @@ typedef struct Xfer
 	struct curl_slist *slist;
 	/* result */
 	Outcome		o;
+	bool		done;
 	void	   *owner;			/* the caller's data (a job) */
-} Xfer;
+};
 
 static void
 XferInit(Xfer *x, DtRequest *req, CURL *easy, int64 deadline)
@@ -727,6 +728,153 @@ Attempt(DtRequest *req, Outcome *o, int64 attempt_deadline)
 	*o = x.o;
 }
 
+/* ---- many transfers at once (background workers) ---- */
+
+/*
+ * Start an attempt of req on its own easy handle, in flight on the shared
+ * multi handle.  Returns the Xfer (allocated in CurrentMemoryContext); if
+ * the attempt ended before any transfer, it is already done (XferDone).
+ */
+Xfer *
+XferSubmit(DtRequest *req, void *owner)
+{
+	Xfer	   *x = palloc(sizeof(Xfer));
+	CURL	   *easy;
+
+	DriverEnsure();
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR, (errmsg("could not create a libcurl handle")));
+	XferInit(x, req, easy, NowMs() + req->timeout_ms);
+	x->owner = owner;
+	if (XferStartHop(x))
+	{
+		curl_multi_add_handle(dt_multi, easy);
+		x->done = false;
+	}
+	else
+		x->done = true;
+	return x;
+}
+
+bool
+XferDone(Xfer *x)
+{
+	return x->done;
+}
+
+void *
+XferOwner(Xfer *x)
+{
+	return x->owner;
+}
+
+/* Release an Xfer's libcurl handle (after it is done). */
+void
+XferFree(Xfer *x)
+{
+	if (x->easy)
+	{
+		curl_multi_remove_handle(dt_multi, x->easy);
+		XferCleanupHop(x);
+		curl_easy_cleanup(x->easy);
+		x->easy = NULL;
+	}
+}
+
+static void
+SocketActions(int *running)
+{
+	struct epoll_event evs[64];
+	int			k,
+				j;
+
+	k = epoll_wait(dt_epfd, evs, lengthof(evs), 0);
+	for (j = 0; j < k; j++)
+	{
+		int			mask = 0;
+
+		if (evs[j].events & EPOLLIN)
+			mask |= CURL_CSELECT_IN;
+		if (evs[j].events & EPOLLOUT)
+			mask |= CURL_CSELECT_OUT;
+		if (evs[j].events & (EPOLLERR | EPOLLHUP))
+			mask |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(dt_multi, evs[j].data.fd, mask, running);
+	}
+}
+
+/*
+ * Wait up to timeout_ms for the latch or any transfer, drive libcurl, and
+ * append every attempt that finished to *done.  Returns true if the latch
+ * was set (the caller has other work: new jobs, a signal).
+ */
+bool
+DriverPump(long timeout_ms, List **done)
+{
+	WaitEvent	events[3];
+	int			n,
+				i,
+				running;
+	bool		latch = false;
+	CURLMsg    *msg;
+	int			left;
+
+	DriverEnsure();
+	if (dt_deadline_ms >= 0)
+		timeout_ms = Max(0, Min(timeout_ms, dt_deadline_ms - NowMs()));
+	n = WaitEventSetWait(dt_wes, timeout_ms, events, lengthof(events), DT_WAIT_EVENT);
+	for (i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch = true;
+		}
+		if (events[i].pos == dt_wes_epfd_pos)
+			SocketActions(&running);
+	}
+	if (dt_deadline_ms >= 0 && NowMs() >= dt_deadline_ms)
+	{
+		dt_deadline_ms = -1;
+		curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	while ((msg = curl_multi_info_read(dt_multi, &left)) != NULL)
+	{
+		Xfer	   *x = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &x);
+		curl_multi_remove_handle(dt_multi, msg->easy_handle);
+		if (XferFinishHop(x, msg->data.result))
+		{
+			x->done = true;
+			*done = lappend(*done, x);
+		}
+		else if (XferStartHop(x))
+		{
+			curl_multi_add_handle(dt_multi, x->easy);
+			curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		}
+		else
+		{
+			x->done = true;
+			*done = lappend(*done, x);
+		}
+	}
+	return latch;
+}
+
+/* Kick transfers just added (libcurl starts them from its timer). */
+void
+DriverKick(void)
+{
+	int			running;
+
+	curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
 /* ---- retries ---- */
 
 static bool
@@ -814,6 +962,7 @@ RecordCall(DtRequest *req, CallResult *cr, const char *error)
 	info.duration_ms = cr->duration_ms;
 	info.error = error;
 	info.job_id = req->job_id;
+	info.roleid = req->roleid;
 	cr->call_id = CallsRecord(&info);
 }
 
@@ -974,7 +1123,7 @@ PushNumber(JsonbParseState **ps, const char *key, Datum numeric)
 
 /* Response headers (of the final hop) as an object; names lower-cased. */
 static void
-PushHeaders(JsonbParseState **ps, List *sensitive)
+PushHeaders(JsonbParseState **ps, CURL *easy, List *sensitive)
 {
 	struct curl_header *h,
 			   *prev = NULL;
@@ -983,7 +1132,7 @@ PushHeaders(JsonbParseState **ps, List *sensitive)
 	ListCell   *ln,
 			   *lv;
 
-	while ((h = curl_easy_nextheader(dt_easy, CURLH_HEADER, -1, prev)) != NULL)
+	while ((h = curl_easy_nextheader(easy, CURLH_HEADER, -1, prev)) != NULL)
 	{
 		char	   *name = asc_tolower(h->name, strlen(h->name));
 		char	   *value = IsSensitiveHeader(name) ? "[redacted]" : Redact(h->value, sensitive);
@@ -1016,20 +1165,29 @@ PushHeaders(JsonbParseState **ps, List *sensitive)
 
 /* The §6 envelope. */
 static Jsonb *
-Envelope(DtRequest *req, CallResult *cr)
+EnvelopeOf(DtRequest *req, Outcome *o, CURL *easy, int attempts,
+		   double duration_ms, int64 call_id)
 {
 	JsonbParseState *ps = NULL;
 	JsonbValue	v;
 	JsonbValue *res;
 	Jsonb	   *body;
-	char	   *error = CallError(req, &cr->o);
+	char	   *error = CallError(req, o);
+	struct
+	{
+		Outcome		o;
+		int			attempts;
+		double		duration_ms;
+		int64		call_id;
+	}			crs = {*o, attempts, duration_ms, call_id},
+			   *cr = &crs;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
 	PushNumber(&ps, "status", DirectFunctionCall1(int4_numeric,
 												  Int32GetDatum(cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0)));
 	PushString(&ps, WJB_KEY, "headers");
 	if (cr->o.kind == OUT_RESPONSE)
-		PushHeaders(&ps, req->sensitive);
+		PushHeaders(&ps, easy, req->sensitive);
 	else
 	{
 		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
@@ -1070,6 +1228,44 @@ Envelope(DtRequest *req, CallResult *cr)
 	}
 	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
+}
+
+static Jsonb *
+Envelope(DtRequest *req, CallResult *cr)
+{
+	return EnvelopeOf(req, &cr->o, dt_easy, cr->attempts, cr->duration_ms, cr->call_id);
+}
+
+/*
+ * Judge a finished attempt of a background job (attempt is its number, from
+ * 1): record the call, build the envelope, and say whether the job
+ * succeeded, should be retried (after *delay_ms), or failed.
+ */
+XferVerdict
+XferJudge(Xfer *x, int attempt, double duration_ms, Jsonb **envelope,
+		  char **error, int64 *delay_ms)
+{
+	DtRequest  *req = x->req;
+	Outcome    *o = &x->o;
+	CallResult	cr;
+
+	memset(&cr, 0, sizeof(cr));
+	cr.o = *o;
+	cr.attempts = attempt;
+	cr.duration_ms = duration_ms;
+	RecordCall(req, &cr, CallError(req, o));
+	*envelope = EnvelopeOf(req, o, x->easy, attempt, duration_ms, cr.call_id);
+	*error = NULL;
+	*delay_ms = 0;
+	if (o->kind == OUT_RESPONSE && IsSuccess(req, o->status))
+		return XFER_SUCCEEDED;
+	*error = o->kind == OUT_RESPONSE ? psprintf("HTTP %ld", o->status) : pstrdup(o->error);
+	if (attempt <= req->policy.max && ShouldRetry(req, o))
+	{
+		*delay_ms = RetryDelay(&req->policy, attempt, o);
+		return XFER_RETRY;
+	}
+	return XFER_FAILED;
 }
 
 bool

@@ -37,6 +37,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
@@ -194,6 +195,35 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 		return SecretDecrypt(row.access, row.version,
 							 TokenAad(b->product, app->tag, b->env, "access"),
 							 psprintf("the OAuth2 access token of app \"%s\"", app->tag));
+	}
+
+	/*
+	 * The worker itself (building a job's request) cannot wait for itself:
+	 * it posts the request, which it serves on its next loop, and the job
+	 * goes back to the queue meanwhile (jobs.c).
+	 */
+	if (IsBackgroundWorker && CallsWorkerPid(MyDatabaseId) == MyProcPid)
+	{
+		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+		for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
+			if (cs->tokens[i].state == TOKEN_FREE)
+				slot = &cs->tokens[i];
+		if (slot)
+		{
+			memset(slot, 0, offsetof(DtTokenSlot, blob));
+			slot->state = TOKEN_PENDING;
+			slot->abandoned = true; /* nobody waits: free it when served */
+			slot->dbid = MyDatabaseId;
+			strlcpy(slot->product, b->product, sizeof(slot->product));
+			strlcpy(slot->app, app->tag, sizeof(slot->app));
+			strlcpy(slot->env, b->env, sizeof(slot->env));
+			slot->force = force;
+			slot->seen_updated_at = seen;
+		}
+		LWLockRelease(cs->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_DT_SECRET),
+				 errmsg(DT_TOKEN_PENDING_MSG)));
 	}
 
 	/* ask the worker */

@@ -896,7 +896,8 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
 	req->nsuccess = action->nsuccess;
 	req->timeout_ms = action->timeout_ms > 0 ? action->timeout_ms :
 		app->timeout_ms > 0 ? app->timeout_ms : ductape_default_timeout_ms;
-	RetryPolicyDefaults(&req->policy, 2);
+	/* background jobs retry more by default (DESIGN.md §6.1) */
+	RetryPolicyDefaults(&req->policy, req->job_id != 0 ? 8 : 2);
 	RetryPolicyOverlay(&req->policy, app->retries, "the app");
 	RetryPolicyOverlay(&req->policy, action->retries, "the action");
 

@@ -9,8 +9,10 @@
  * each database that has records but no worker.  A database worker drains
  * its database's records into ductape.calls in batches, each batch in its
  * own short transaction, serves OAuth2 token requests from its backends
- * (oauth.c), and exits after a minute without work.  Later capabilities
- * (jobs, webhooks) run in the same workers.
+ * (oauth.c), and runs background jobs (jobs.c).  The launcher asks for a
+ * worker in every database at start (each exits where the extension is not
+ * installed), and CREATE EXTENSION asks for one at once; a worker stays
+ * while the extension is installed and exits when it is dropped.
  *
  * The worker loop follows worker_spi: die() on SIGTERM, config reload on
  * SIGHUP, WaitLatch with WL_EXIT_ON_PM_DEATH, transaction + snapshot +
@@ -26,7 +28,11 @@
 
 #include <signal.h>
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
@@ -54,7 +60,8 @@ PGDLLEXPORT void ductape_db_worker_main(Datum arg);
 
 #define DT_FLUSH_BATCH 1000
 #define DT_BATCH_WINDOW_MS 100
-#define DT_IDLE_EXIT_MS 60000
+#define DT_QUEUE_CHECK_MS 1000	/* re-read the queue at least this often */
+#define DT_CLAIM_BATCH 1000
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
@@ -93,6 +100,48 @@ StartDbWorker(Oid dbid)
 	return RegisterDynamicBackgroundWorker(&bgw, &handle);
 }
 
+/*
+ * At start, ask for a worker in every database that accepts connections:
+ * each checks whether the extension is installed there and exits if not.
+ * So queued and scheduled jobs run again after a restart without anyone
+ * dispatching.
+ */
+static void
+ProbeDatabases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	List	   *dbs = NIL;
+	ListCell   *lc;
+	MemoryContext cxt = CurrentMemoryContext;	/* outlives the transaction */
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			dbs = lappend_oid(dbs, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	foreach(lc, dbs)
+		CallsWantWorker(lfirst_oid(lc));
+	list_free(dbs);
+}
+
 void
 ductape_launcher_main(Datum arg)
 {
@@ -103,6 +152,7 @@ ductape_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	CallsSetLauncherLatch(MyLatch);
+	ProbeDatabases();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	for (;;)
@@ -228,8 +278,9 @@ ductape_db_worker_main(Datum arg)
 	Oid			dbid = DatumGetObjectId(arg);
 	MemoryContext loopcxt;
 	DtCallSlot *buf;
-	TimestampTz last_work = GetCurrentTimestamp();
 	TimestampTz first_pending = 0;
+	TimestampTz next_due = 0;
+	bool		check_queue = true;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -238,6 +289,12 @@ ductape_db_worker_main(Datum arg)
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
 	CallsAttachWorker(dbid);
+	if (!JobsRecover())
+	{
+		/* the extension is not installed here: nothing to do */
+		CallsReleaseWorker(dbid, true);
+		proc_exit(0);
+	}
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "ductape worker loop",
 									ALLOCSET_DEFAULT_SIZES);
@@ -246,8 +303,10 @@ ductape_db_worker_main(Datum arg)
 	for (;;)
 	{
 		TimestampTz now;
-		long		timeout = DT_IDLE_EXIT_MS;
+		long		timeout;
 		int			n;
+		List	   *done = NIL;
+		ListCell   *lc;
 
 		MemoryContextReset(loopcxt);
 		MemoryContextSwitchTo(loopcxt);
@@ -259,12 +318,50 @@ ductape_db_worker_main(Datum arg)
 		}
 
 		/* token requests first: a caller is waiting for each */
-		if (OAuthServeRequests(dbid) > 0)
-			last_work = GetCurrentTimestamp();
+		(void) OAuthServeRequests(dbid);
+		MemoryContextSwitchTo(loopcxt);
+
+		/* jobs: store finished attempts, then claim what is due while there is room */
+		if (JobsHaveResults())
+		{
+			(void) JobsWriteResults();
+			check_queue = true;
+		}
+		now = GetCurrentTimestamp();
+		if (!check_queue && next_due != 0 && now >= next_due)
+			check_queue = true;
+		if (check_queue)
+		{
+			int			room = ductape_max_concurrency - JobsInflight();
+			int			want = Min(room, DT_CLAIM_BATCH);
+
+			check_queue = false;
+			if (want > 0 && JobsClaim(want) == want)
+				check_queue = true; /* there may be more due now */
+			else if (room > 0)
+			{
+				long		due = JobsNextDue(DT_QUEUE_CHECK_MS);
+
+				if (due < 0)
+				{
+					/* the extension was dropped */
+					CallsReleaseWorker(dbid, true);
+					proc_exit(0);
+				}
+				next_due = GetCurrentTimestamp() + (TimestampTz) due * 1000;
+				if (due == 0)
+					check_queue = true;
+			}
+		}
 		MemoryContextSwitchTo(loopcxt);
 
 		/* call records: store them once the oldest is a batching window old */
 		now = GetCurrentTimestamp();
+		timeout = DT_QUEUE_CHECK_MS;
+		if (next_due != 0)
+			timeout = Min(timeout, Max(0, (long) ((next_due - now) / 1000)));
+		if (check_queue || JobsHaveResults())
+			timeout = 0;
 		if (CallsPendingFor(dbid))
 		{
 			if (first_pending == 0)
@@ -275,25 +372,23 @@ ductape_db_worker_main(Datum arg)
 				{
 					if (!FlushCalls(buf, n))
 					{
-						/* extension not installed here: nothing to do */
 						CallsReleaseWorker(dbid, true);
 						proc_exit(0);
 					}
 					CHECK_FOR_INTERRUPTS();
 				}
 				first_pending = 0;
-				last_work = GetCurrentTimestamp();
 			}
 			else
-				timeout = DT_BATCH_WINDOW_MS -
-					(long) ((now - first_pending) / 1000);
+				timeout = Min(timeout, DT_BATCH_WINDOW_MS -
+							  (long) ((now - first_pending) / 1000));
 		}
-		else if (TimestampDifferenceExceeds(last_work, now, DT_IDLE_EXIT_MS))
-			proc_exit(0);
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(timeout, 1), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		/* wait for the latch, a transfer, or the next deadline */
+		if (DriverPump(Max(timeout, 0), &done))
+			check_queue = true;
+		foreach(lc, done)
+			JobsAttemptDone((Xfer *) lfirst(lc));
 	}
 }
 
@@ -346,6 +441,11 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+
+	/* a new installation gets its worker within moments */
+	if (IsA(stmt, CreateExtensionStmt) &&
+		strcmp(((CreateExtensionStmt *) stmt)->extname, "ductape") == 0)
+		CallsWantWorker(MyDatabaseId);
 }
 
 void

@@ -1,0 +1,102 @@
+-- Background jobs (DESIGN.md §7): dispatch, job, wait, cancel, retry, callbacks.
+
+SELECT ductape.http('GET', api() || '/reset')->'status' AS reset;
+SELECT ductape.app_define(jsonb_build_object('tag', 'bg',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'retries', jsonb_build_object('initial_delay_ms', 20, 'max_delay_ms', 200),
+  'actions', jsonb_build_array(
+    jsonb_build_object('tag', 'send', 'method', 'POST', 'resource', '/echo/send'),
+    jsonb_build_object('tag', 'flaky', 'method', 'POST', 'resource', '/flaky/:key/:n'),
+    jsonb_build_object('tag', 'get', 'method', 'GET', 'resource', '/echo/items/:id'))));
+
+-- A job runs once its transaction commits; every attempt carries the same key.
+SELECT ductape.dispatch('bg', 'send', '{"order": 1, "headers:X-Test-Key": "job-a"}') AS id \gset
+SELECT j->>'state' AS state, j->'attempts' AS attempts, j->'response'->'status' AS status,
+       j->'response'->'body'->'headers'->>'idempotency-key' = 'ductape-job-' || :id AS derived_key,
+       (j->'response'->'body'->>'body')::jsonb AS sent
+  FROM (SELECT ductape.wait(:id, '10 s') AS j) s;
+SELECT api_count('job-a') AS requests;
+
+-- Retried with the background policy; the given idempotency key on every attempt.
+SELECT ductape.dispatch('bg', 'flaky', '{"key": "jf1", "n": 3}', idempotency_key => 'order-77') AS id \gset
+SELECT j->>'state' AS state, j->'attempts' AS attempts,
+       j->'response'->'body'->'headers'->>'idempotency-key' AS key_sent
+  FROM (SELECT ductape.wait(:id, '10 s') AS j) s;
+SELECT api_count('jf1') AS requests;
+-- the same idempotency key returns the first job
+SELECT ductape.dispatch('bg', 'flaky', '{"key": "other", "n": 0}', idempotency_key => 'order-77') = :id AS same_job;
+SELECT count(*) AS jobs_with_key FROM ductape.jobs WHERE idempotency_key = 'order-77';
+
+-- Retries exhausted: failed, with the error kept; retry() queues it again.
+SELECT ductape.dispatch('bg', 'flaky', '{"key": "jf2", "n": 4, "query:status": 500}',
+                        options => '{"retries": {"max": 1}}') AS id \gset
+SELECT j->>'state' AS state, j->'attempts' AS attempts, j->>'error' AS error, j->'response'->'status' AS status
+  FROM (SELECT ductape.wait(:id, '10 s') AS j) s;
+SELECT ductape.retry(:id) AS retried;
+SELECT j->>'state' AS state, j->'attempts' AS attempts
+  FROM (SELECT ductape.wait(:id, '10 s') AS j) s;
+SELECT api_count('jf2') AS requests;
+SELECT ductape.retry(:id) AS retry_again;
+SELECT ductape.wait(:id, '10 s')->>'state' AS state_after_second_retry;
+SELECT ductape.retry(:id) AS retry_succeeded_job;
+
+-- A dispatch in a transaction that rolls back is never sent.
+BEGIN;
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "rolled-back"}') IS NOT NULL AS dispatched;
+ROLLBACK;
+SELECT pg_sleep(0.3);
+SELECT api_count('rolled-back') AS requests_sent,
+       (SELECT count(*) FROM ductape.jobs WHERE input->>'headers:X-Test-Key' = 'rolled-back') AS rows;
+
+-- run_at: scheduled, then run when due; a scheduled job can be cancelled.
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "later"}', run_at => now() + interval '1 second') AS id \gset
+SELECT ductape.job(:id)->>'state' AS state_before;
+SELECT j->>'state' AS state,
+       (j->>'finished_at')::timestamptz - (j->>'created_at')::timestamptz >= interval '1 second' AS ran_after_run_at
+  FROM (SELECT ductape.wait(:id, '10 s') AS j) s;
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "never"}', run_at => now() + interval '1 hour') AS id \gset
+SELECT ductape.cancel(:id) AS cancelled, ductape.cancel(:id) AS cancel_again, ductape.job(:id)->>'state' AS state;
+SELECT api_count('never') AS requests_sent;
+
+-- Callbacks run in their own transaction, as the role that dispatched.
+CREATE TABLE public.callback_log (kind text, job_id bigint, state text, who name);
+CREATE FUNCTION public.on_ok(job jsonb) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO public.callback_log VALUES ('ok', (job->>'id')::bigint, job->>'state', current_user) $$;
+CREATE FUNCTION public.on_bad(job jsonb) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO public.callback_log VALUES ('bad', (job->>'id')::bigint, job->>'state', current_user) $$;
+CREATE ROLE dt_jobs;
+SELECT ductape.grant_usage('dt_jobs');
+GRANT INSERT ON public.callback_log TO dt_jobs;
+SET ROLE dt_jobs;
+SELECT ductape.dispatch('bg', 'send', '{}', on_success => 'on_ok(jsonb)', on_failure => 'on_bad(jsonb)') AS ok_id \gset
+SELECT ductape.dispatch('bg', 'flaky', '{"key": "cb", "n": 5}', on_success => 'on_ok(jsonb)', on_failure => 'on_bad(jsonb)',
+                        options => '{"retries": {"max": 0}}') AS bad_id \gset
+SELECT ductape.wait(:ok_id, '10 s')->>'state' AS ok_state, ductape.wait(:bad_id, '10 s')->>'state' AS bad_state;
+-- a usage role sees its own jobs only
+SELECT count(*) > 0 AS sees_own, bool_and(role = 'dt_jobs') AS only_own FROM ductape.jobs;
+RESET ROLE;
+SELECT pg_sleep(0.3);
+SELECT kind, job_id = :ok_id AS is_ok_job, job_id = :bad_id AS is_bad_job, state, who FROM public.callback_log ORDER BY kind;
+SET ROLE dt_nobody;
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'send')$$);
+RESET ROLE;
+SET ROLE dt_jobs;
+SELECT expect_error(format('SELECT ductape.job(%s)', :id));
+RESET ROLE;
+
+-- Async calls are recorded with their job.
+SELECT wait_calls(format('job_id = %s', :ok_id)) AS recorded;
+SELECT app, action, status, job_id = :ok_id AS linked, role FROM ductape.calls WHERE job_id = :ok_id;
+
+-- Validation happens before anything is written.
+SELECT expect_error($$SELECT ductape.dispatch('nope', 'x')$$);
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'get', '{}')$$);
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'send', '[]')$$);
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'send', options => '{"retries": {"max": "x"}}')$$);
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'send', idempotency_key => '')$$);
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'send', on_success => 'now()')$$);
+SELECT expect_error($$SELECT ductape.dispatch('bg', 'send', env => 'prd')$$);
+SELECT expect_error($$SELECT ductape.job(987654321)$$);
+
+-- The queue view.
+SELECT state, jobs FROM ductape.queue ORDER BY state;

@@ -1,0 +1,840 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobs.c
+ *	  Durable background jobs (DESIGN.md §7): dispatch, job, wait, cancel,
+ *	  retry, and the worker side that runs them.
+ *
+ * The queue is the LOGGED table ductape.jobs.  A job is visible to the
+ * worker only once the dispatching transaction commits, and that commit
+ * wakes the worker at once (an XactCallback registered once per backend
+ * sets the worker's latch): no polling.
+ *
+ * The worker, in a loop driven by the same WaitEventSet as its latch and
+ * libcurl's sockets (http.c DriverPump):
+ *	1. claims a batch of due jobs (UPDATE ... FOR UPDATE SKIP LOCKED) and
+ *	   builds their requests in one short transaction, then commits;
+ *	2. with no transaction open, runs up to ductape.max_concurrency
+ *	   requests at once on libcurl's multi interface;
+ *	3. writes finished attempts back in batches, one transaction per
+ *	   batch: succeeded, failed, or queued again with next_attempt_at for a
+ *	   retry (the §6.1 policy with background defaults, max 8);
+ *	4. runs on_success/on_failure callbacks, each in its own transaction,
+ *	   as the role that dispatched.
+ * Jobs left running by a worker that died are queued again when the next
+ * worker starts (delivery is at-least-once); every attempt of a job sends
+ * the same idempotency key (the given one, else ductape-job-<id>) so the
+ * provider can de-duplicate.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "catalog/namespace.h"
+#include "utils/acl.h"
+#include "utils/regproc.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "ductape.h"
+#include "calls.h"
+
+PG_FUNCTION_INFO_V1(dt_dispatch);
+PG_FUNCTION_INFO_V1(dt_job);
+PG_FUNCTION_INFO_V1(dt_wait);
+PG_FUNCTION_INFO_V1(dt_cancel);
+PG_FUNCTION_INFO_V1(dt_retry);
+
+int			ductape_max_concurrency = 256;
+int			ductape_job_retention_s = 7 * 24 * 3600;
+
+/* ---- wake the worker when a dispatching transaction commits ---- */
+
+static bool dispatched_in_xact = false;
+static bool xact_callback_registered = false;
+
+static void
+JobsXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (dispatched_in_xact)
+				CallsWakeWorker(MyDatabaseId);
+			dispatched_in_xact = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			dispatched_in_xact = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+WakeAtCommit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(JobsXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	dispatched_in_xact = true;
+}
+
+/* ---- dispatch ---- */
+
+static void
+CheckCallback(Oid fn, const char *what)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s function %u does not exist", what, fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID)
+	{
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s function %s must take one jsonb argument", what,
+						format_procedure(fn)),
+				 errhint("Declare it as function(job jsonb).")));
+	}
+	ReleaseSysCache(tup);
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for %s function %s", what, format_procedure(fn))));
+}
+
+/*
+ * dispatch(app, action, input, env, product, run_at, idempotency_key,
+ *			on_success, on_failure, options) -> job id
+ */
+Datum
+dt_dispatch(PG_FUNCTION_ARGS)
+{
+	char	   *app_tag,
+			   *action_tag;
+	const char *env = PG_ARGISNULL(3) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	const char *product = PG_ARGISNULL(4) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	Jsonb	   *input;
+	Jsonb	   *options;
+	DtApp	   *app;
+	DtAction   *action;
+	DtRequest	probe;
+	ListCell   *lc;
+	Oid			argtypes[11] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+	TEXTOID, OIDOID, OIDOID, JSONBOID, NAMEOID};
+	Datum		args[11];
+	char		nulls[11] = "           ";
+	DtElevated	elevated;
+	int64		id;
+	bool		isnull;
+	NameData	role;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("app and action cannot be NULL")));
+	app_tag = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	action_tag = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	input = PG_ARGISNULL(2) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
+		: PG_GETARG_JSONB_P(2);
+	options = PG_ARGISNULL(9) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
+		: PG_GETARG_JSONB_P(9);
+
+	/* validate first: names, binding, input shape, :params, options */
+	CatalogBeginCall();
+	app = CatalogGetApp(app_tag);
+	action = CatalogGetAction(app, action_tag);
+	(void) CatalogGetBinding(app, product, env);
+	if (!JB_ROOT_IS_OBJECT(input))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("input of %s.%s must be a JSON object", app_tag, action_tag)));
+	foreach(lc, action->path_params)
+	{
+		const char *p = lfirst(lc);
+
+		if (JsonbGetField(input, p) == NULL &&
+			JsonbGetField(input, psprintf("params:%s", p)) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("missing path parameter \"%s\" for %s.%s", p, app_tag, action_tag),
+					 errdetail("The resource is %s.", action->resource),
+					 errhint("Pass \"%s\" (or \"params:%s\") in the input.", p, p)));
+	}
+	memset(&probe, 0, sizeof(probe));
+	RetryPolicyDefaults(&probe.policy, 8);
+	RequestApplyOptions(&probe, options, "Idempotency-Key");
+	if (!PG_ARGISNULL(6) && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(6)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key cannot be empty")));
+	if (!PG_ARGISNULL(7))
+		CheckCallback(PG_GETARG_OID(7), "on_success");
+	if (!PG_ARGISNULL(8))
+		CheckCallback(PG_GETARG_OID(8), "on_failure");
+
+	/* then write (as the catalog's owner; the row records the caller) */
+	namestrcpy(&role, GetUserNameFromId(GetUserId(), false));
+	args[0] = CStringGetTextDatum(app_tag);
+	args[1] = CStringGetTextDatum(action_tag);
+	args[2] = JsonbPGetDatum(input);
+	args[3] = CStringGetTextDatum(env);
+	args[4] = CStringGetTextDatum(product);
+	args[5] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
+	args[6] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+	args[7] = PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7);
+	args[8] = PG_ARGISNULL(8) ? (Datum) 0 : PG_GETARG_DATUM(8);
+	args[9] = JsonbPGetDatum(options);
+	args[10] = NameGetDatum(&role);
+	for (int i = 5; i <= 8; i++)
+		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+
+	ElevateBegin(&elevated);
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO ductape.jobs (app, action, input, env, product, "
+							  "  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
+							  "VALUES ($1, $2, $3, $4, $5, "
+							  "  CASE WHEN $6 > now() THEN 'scheduled' ELSE 'queued' END, "
+							  "  coalesce($6, now()), $7, $8, $9, $10, $11) "
+							  "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+							  "RETURNING id",
+							  11, argtypes, args, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not insert the job");
+	if (SPI_processed == 1)
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	else
+	{
+		/* a job with this idempotency key exists: that job is the answer */
+		Oid			kt[1] = {TEXTOID};
+		Datum		kv[1] = {args[6]};
+
+		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key = $1",
+								  1, kt, kv, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not find the job of an idempotency key");
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	ElevateEnd(&elevated);
+	WakeAtCommit();
+	PG_RETURN_INT64(id);
+}
+
+/* ---- job, wait, cancel, retry ---- */
+
+#define JOB_JSON \
+	"jsonb_build_object('id', id, 'app', app, 'action', action, 'env', env, 'product', product, " \
+	"'state', state, 'attempts', attempts, 'next_attempt_at', next_attempt_at, " \
+	"'response', response, 'error', error, 'created_at', created_at, 'finished_at', finished_at)"
+
+/* A role sees its own jobs; administrators see all. */
+#define JOB_VISIBLE \
+	"(role = $2 OR pg_catalog.has_function_privilege($3, 'ductape.secret_get(text)', 'EXECUTE'))"
+
+static Jsonb *
+FetchJob(int64 id, bool *finished)
+{
+	Oid			argtypes[3] = {INT8OID, NAMEOID, OIDOID};
+	Datum		args[3];
+	NameData	role;
+	DtElevated	elevated;
+	Jsonb	   *job = NULL;
+	bool		isnull;
+
+	namestrcpy(&role, GetUserNameFromId(GetUserId(), false));
+	args[0] = Int64GetDatum(id);
+	args[1] = NameGetDatum(&role);
+	args[2] = ObjectIdGetDatum(GetUserId());
+	ElevateBegin(&elevated);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT " JOB_JSON ", state IN ('succeeded', 'failed', 'cancelled') "
+							  "FROM ductape.jobs WHERE id = $1 AND " JOB_VISIBLE,
+							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ductape.jobs");
+	if (SPI_processed == 1)
+	{
+		job = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		*finished = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_finish();
+	ElevateEnd(&elevated);
+	if (job == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job %lld does not exist", (long long) id)));
+	return job;
+}
+
+Datum
+dt_job(PG_FUNCTION_ARGS)
+{
+	bool		finished;
+
+	PG_RETURN_JSONB_P(FetchJob(PG_GETARG_INT64(0), &finished));
+}
+
+/* wait(id, timeout): the job once finished, or as it is when time runs out. */
+Datum
+dt_wait(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	Interval   *timeout = PG_GETARG_INTERVAL_P(1);
+	TimestampTz end = GetCurrentTimestamp() +
+		(TimestampTz) (timeout->time + (int64) timeout->day * USECS_PER_DAY +
+					   (int64) timeout->month * 30 * USECS_PER_DAY);
+	bool		finished = false;
+	Jsonb	   *job;
+
+	for (;;)
+	{
+		job = FetchJob(id, &finished);
+		if (finished || GetCurrentTimestamp() >= end)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, DT_WAIT_EVENT);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	PG_RETURN_JSONB_P(job);
+}
+
+static bool
+UpdateJob(int64 id, const char *set, const char *from_states)
+{
+	Oid			argtypes[3] = {INT8OID, NAMEOID, OIDOID};
+	Datum		args[3];
+	NameData	role;
+	DtElevated	elevated;
+	bool		done;
+	bool		finished;
+
+	(void) FetchJob(id, &finished);		/* 42704 when missing or not visible */
+	namestrcpy(&role, GetUserNameFromId(GetUserId(), false));
+	args[0] = Int64GetDatum(id);
+	args[1] = NameGetDatum(&role);
+	args[2] = ObjectIdGetDatum(GetUserId());
+	ElevateBegin(&elevated);
+	SPI_connect();
+	if (SPI_execute_with_args(psprintf("UPDATE ductape.jobs SET %s WHERE id = $1 AND state IN (%s) AND " JOB_VISIBLE,
+									   set, from_states),
+							  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update job %lld", (long long) id);
+	done = SPI_processed == 1;
+	SPI_finish();
+	ElevateEnd(&elevated);
+	return done;
+}
+
+/* cancel(id): a scheduled or queued job is cancelled; true if it was. */
+Datum
+dt_cancel(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(UpdateJob(PG_GETARG_INT64(0),
+							 "state = 'cancelled', finished_at = now()",
+							 "'scheduled', 'queued'"));
+}
+
+/* retry(id): a failed or cancelled job goes back to queued; true if it did. */
+Datum
+dt_retry(PG_FUNCTION_ARGS)
+{
+	bool		done = UpdateJob(PG_GETARG_INT64(0),
+								 "state = 'queued', next_attempt_at = now(), attempts = 0, "
+								 "error = NULL, finished_at = NULL",
+								 "'failed', 'cancelled'");
+
+	if (done)
+		WakeAtCommit();
+	PG_RETURN_BOOL(done);
+}
+
+/* ---- the worker side ---- */
+
+typedef struct JobRun
+{
+	int64		id;
+	int			attempt;
+	MemoryContext cxt;			/* everything of this run */
+	DtRequest  *req;
+	Xfer	   *xfer;
+	TimestampTz started;
+	/* result */
+	XferVerdict verdict;
+	Jsonb	   *response;
+	char	   *error;
+	int64		delay_ms;
+	bool		requeue;		/* put back without counting (token pending) */
+} JobRun;
+
+static MemoryContext JobsContext = NULL;
+static List *Inflight = NIL;	/* JobRun * with a transfer */
+static List *Finished = NIL;	/* JobRun * to write back */
+static TimestampTz LastPurge = 0;
+
+int
+JobsInflight(void)
+{
+	return list_length(Inflight);
+}
+
+bool
+JobsHaveResults(void)
+{
+	return Finished != NIL;
+}
+
+/* Lists of runs live in JobsContext: runs' own contexts come and go. */
+static List *
+RunsAppend(List *list, JobRun *run)
+{
+	MemoryContext old = MemoryContextSwitchTo(JobsContext);
+
+	list = lappend(list, run);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
+static void
+JobsEnsureContext(void)
+{
+	if (JobsContext == NULL)
+		JobsContext = AllocSetContextCreate(TopMemoryContext, "ductape jobs",
+											ALLOCSET_DEFAULT_SIZES);
+}
+
+static void
+BeginWork(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+EndWork(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * At worker start: jobs a dead worker left running are queued again.
+ * Returns false when the extension is not installed in this database.
+ */
+bool
+JobsRecover(void)
+{
+	bool		installed;
+
+	BeginWork("ductape: recovering jobs");
+	SPI_connect();
+	installed = OidIsValid(get_extension_oid("ductape", true));
+	if (installed)
+		SPI_execute("UPDATE ductape.jobs SET state = 'queued' WHERE state = 'running'", false, 0);
+	SPI_finish();
+	EndWork();
+	return installed;
+}
+
+/* Build one claimed job's request (in the claim transaction). */
+static void
+BuildJobRequest(JobRun *run, const char *app_tag, const char *action_tag, Jsonb *input,
+				const char *env, const char *product, Jsonb *options, const char *key,
+				const char *role)
+{
+	DtApp	   *app;
+	DtAction   *action;
+	DtRequest  *req = palloc0(sizeof(DtRequest));
+
+	CatalogBeginCall();
+	app = CatalogGetApp(app_tag);
+	action = CatalogGetAction(app, action_tag);
+	req->job_id = run->id;
+	req->roleid = get_role_oid(role, true);
+	RequestBuild(req, app, action, CatalogGetBinding(app, product, env), input, options);
+	/* the same key on every attempt: the given one, else from the job id */
+	RequestAddHeader(req, app->idempotency_header,
+					 key ? key : psprintf("ductape-job-%lld", (long long) run->id));
+	req->has_idempotency_key = true;
+
+	/*
+	 * The request outlives this transaction and perhaps the catalog cache
+	 * (another claim may rebuild it while this one is in flight): copy what
+	 * points into the cache.
+	 */
+	req->method = pstrdup(req->method);
+	req->app = pstrdup(req->app);
+	req->action = pstrdup(req->action);
+	req->env = pstrdup(req->env);
+	req->product = pstrdup(req->product);
+	if (req->nsuccess > 0)
+	{
+		int		   *success = palloc(sizeof(int) * req->nsuccess);
+
+		memcpy(success, req->success, sizeof(int) * req->nsuccess);
+		req->success = success;
+	}
+	run->req = req;
+}
+
+/*
+ * Claim up to n due jobs and build their requests; then, with the
+ * transaction committed, start their transfers.  Returns how many.
+ */
+int
+JobsClaim(int n)
+{
+	MemoryContext old;
+	List	   *claimed = NIL;
+	ListCell   *lc;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(n)};
+
+	if (n <= 0)
+		return 0;
+	JobsEnsureContext();
+	BeginWork("ductape: claiming jobs");
+	SPI_connect();
+	if (!OidIsValid(get_namespace_oid("ductape", true)))
+	{
+		SPI_finish();
+		EndWork();
+		return 0;
+	}
+	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = 'running', attempts = j.attempts + 1 "
+							  "WHERE j.id IN (SELECT id FROM ductape.jobs "
+							  "  WHERE state IN ('queued', 'scheduled') AND next_attempt_at <= now() "
+							  "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+							  "RETURNING j.id, j.app, j.action, j.input, j.env, j.product, j.options, "
+							  "  j.idempotency_key, j.attempts, j.role",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim jobs");
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		JobRun	   *run;
+		MemoryContext cxt = AllocSetContextCreate(JobsContext, "ductape job",
+												  ALLOCSET_SMALL_SIZES);
+		char	   *app_tag,
+				   *action_tag,
+				   *env,
+				   *product,
+				   *key,
+				   *role;
+		Jsonb	   *input,
+				   *options;
+
+		old = MemoryContextSwitchTo(cxt);
+		run = palloc0(sizeof(JobRun));
+		run->cxt = cxt;
+		run->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		run->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		app_tag = SPI_getvalue(tup, desc, 2);
+		action_tag = SPI_getvalue(tup, desc, 3);
+		input = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		env = SPI_getvalue(tup, desc, 5);
+		product = SPI_getvalue(tup, desc, 6);
+		options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+		key = SPI_getvalue(tup, desc, 8);
+		role = SPI_getvalue(tup, desc, 10);
+
+		/* a job whose request cannot be built fails, alone */
+		{
+			MemoryContext here = CurrentMemoryContext;
+			ResourceOwner owner = CurrentResourceOwner;
+
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(here);
+			PG_TRY();
+			{
+				BuildJobRequest(run, app_tag, action_tag, input, env, product, options, key, role);
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(here);
+				CurrentResourceOwner = owner;
+			}
+			PG_CATCH();
+			{
+				ErrorData  *ed;
+
+				MemoryContextSwitchTo(here);
+				ed = CopyErrorData();
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(here);
+				CurrentResourceOwner = owner;
+				run->verdict = XFER_FAILED;
+				run->error = psprintf("%s", ed->message);
+				if (strcmp(ed->message, DT_TOKEN_PENDING_MSG) == 0)
+					run->requeue = true;
+				FreeErrorData(ed);
+			}
+			PG_END_TRY();
+		}
+		MemoryContextSwitchTo(old);
+		claimed = RunsAppend(claimed, run);
+	}
+	SPI_finish();
+	EndWork();
+
+	/* no transaction open from here: start the transfers */
+	foreach(lc, claimed)
+	{
+		JobRun	   *run = lfirst(lc);
+
+		old = MemoryContextSwitchTo(run->cxt);
+		if (run->req == NULL)
+			Finished = RunsAppend(Finished, run);
+		else
+		{
+			run->started = GetCurrentTimestamp();
+			run->xfer = XferSubmit(run->req, run);
+			if (XferDone(run->xfer))
+			{
+				Inflight = RunsAppend(Inflight, run);
+				JobsAttemptDone(run->xfer);
+			}
+			else
+				Inflight = RunsAppend(Inflight, run);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	list_free(claimed);
+	if (Inflight != NIL)
+		DriverKick();
+	return list_length(claimed);
+}
+
+/* An attempt finished (DriverPump handed it back): judge it. */
+void
+JobsAttemptDone(Xfer *x)
+{
+	JobRun	   *run = XferOwner(x);
+	MemoryContext old = MemoryContextSwitchTo(run->cxt);
+	double		ms = (GetCurrentTimestamp() - run->started) / 1000.0;
+
+	run->verdict = XferJudge(x, run->attempt, ms, &run->response, &run->error, &run->delay_ms);
+	XferFree(x);
+	MemoryContextSwitchTo(old);
+	Inflight = list_delete_ptr(Inflight, run);
+	Finished = RunsAppend(Finished, run);
+}
+
+typedef struct Callback
+{
+	Oid			fn;
+	Oid			role;
+	Jsonb	   *job;
+} Callback;
+
+/* Run fn(job) in its own transaction as role; a failure is logged. */
+static void
+RunCallback(Callback *cb)
+{
+	MemoryContext here = CurrentMemoryContext;
+	Oid			save_user;
+	int			save_sec;
+
+	PG_TRY();
+	{
+		BeginWork("ductape: job callback");
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(cb->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		SPI_connect();
+		{
+			Oid			argtypes[1] = {JSONBOID};
+			Datum		args[1] = {JsonbPGetDatum(cb->job)};
+			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(cb->fn));
+			char	   *sql;
+
+			if (!HeapTupleIsValid(tup))
+				elog(ERROR, "callback function %u no longer exists", cb->fn);
+			sql = psprintf("SELECT %s($1)",
+						   quote_qualified_identifier(get_namespace_name(((Form_pg_proc) GETSTRUCT(tup))->pronamespace),
+													  NameStr(((Form_pg_proc) GETSTRUCT(tup))->proname)));
+			ReleaseSysCache(tup);
+			SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
+		}
+		SPI_finish();
+		SetUserIdAndSecContext(save_user, save_sec);
+		EndWork();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(here);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(here);
+		ereport(WARNING,
+				(errmsg("ductape job callback %s failed: %s", format_procedure(cb->fn), ed->message)));
+		FreeErrorData(ed);
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_END_TRY();
+}
+
+/* Write finished attempts back in one transaction, then run callbacks. */
+int
+JobsWriteResults(void)
+{
+	List	   *batch = Finished;
+	List	   *callbacks = NIL;
+	ListCell   *lc;
+	int			n = list_length(batch);
+	MemoryContext here = CurrentMemoryContext;
+	SPIPlanPtr	plan;
+	Oid			argtypes[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, INT8OID};
+
+	if (batch == NIL)
+		return 0;
+	Finished = NIL;
+	BeginWork("ductape: storing job results");
+	SPI_connect();
+	plan = SPI_prepare("UPDATE ductape.jobs SET state = $2, response = coalesce($3, response), error = $4, "
+					   "  attempts = CASE WHEN $5 = -2 THEN attempts - 1 ELSE attempts END, "
+					   "  next_attempt_at = CASE WHEN $5 >= 0 THEN clock_timestamp() + $5 * interval '1 ms' "
+					   "    WHEN $5 = -2 THEN clock_timestamp() + interval '50 ms' ELSE next_attempt_at END, "
+					   "  finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN clock_timestamp() END "
+					   "WHERE id = $1 AND state = 'running' "
+					   "RETURNING CASE WHEN $2 = 'succeeded' THEN on_success WHEN $2 = 'failed' THEN on_failure END, "
+					   "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = role), " JOB_JSON,
+					   5, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the job result update");
+	foreach(lc, batch)
+	{
+		JobRun	   *run = lfirst(lc);
+		Datum		args[5];
+		char		nulls[5] = "     ";
+		const char *state;
+		int64		delay = -1;
+		bool		isnull;
+
+		switch (run->verdict)
+		{
+			case XFER_SUCCEEDED:
+				state = "succeeded";
+				break;
+			case XFER_RETRY:
+				state = "queued";
+				delay = run->delay_ms;
+				break;
+			default:
+				state = run->requeue ? "queued" : "failed";
+				if (run->requeue)
+					delay = -2;
+				break;
+		}
+		args[0] = Int64GetDatum(run->id);
+		args[1] = CStringGetTextDatum(state);
+		args[2] = run->response ? JsonbPGetDatum(run->response) : (Datum) 0;
+		nulls[2] = run->response ? ' ' : 'n';
+		args[3] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
+		nulls[3] = run->error ? ' ' : 'n';
+		args[4] = Int64GetDatum(delay);
+		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not store a job result");
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			Datum		fn = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+			{
+				MemoryContext old = MemoryContextSwitchTo(here);
+				Callback   *cb = palloc(sizeof(Callback));
+
+				cb->fn = DatumGetObjectId(fn);
+				cb->role = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+				cb->job = DatumGetJsonbPCopy(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+				callbacks = lappend(callbacks, cb);
+				MemoryContextSwitchTo(old);
+			}
+		}
+	}
+	SPI_finish();
+	EndWork();
+	MemoryContextSwitchTo(here);
+
+	foreach(lc, batch)
+		MemoryContextDelete(((JobRun *) lfirst(lc))->cxt);
+	list_free(batch);
+	foreach(lc, callbacks)
+	{
+		Callback   *cb = lfirst(lc);
+
+		if (OidIsValid(cb->role))
+			RunCallback(cb);
+	}
+	return n;
+}
+
+/*
+ * How long until the next scheduled or retried job is due (ms), capped at
+ * cap; 0 if one is due now; -1 if the extension is gone.  Also purges
+ * finished jobs past ductape.job_retention, once a minute.
+ */
+long
+JobsNextDue(long cap)
+{
+	long		ms = cap;
+	bool		isnull;
+	Datum		d;
+
+	BeginWork("ductape: checking the queue");
+	SPI_connect();
+	if (!OidIsValid(get_extension_oid("ductape", true)))
+		ms = -1;
+	else
+	{
+		if (SPI_execute("SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000 "
+						"FROM ductape.jobs WHERE state IN ('queued', 'scheduled')",
+						true, 1) == SPI_OK_SELECT)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				ms = (long) Max(0, Min((double) cap, DatumGetFloat8(DirectFunctionCall1(numeric_float8, d))));
+		}
+		if (TimestampDifferenceExceeds(LastPurge, GetCurrentTimestamp(), 60000))
+		{
+			SPI_execute(psprintf("DELETE FROM ductape.jobs WHERE id IN (SELECT id FROM ductape.jobs "
+								 "WHERE state IN ('succeeded', 'failed', 'cancelled') "
+								 "AND finished_at < now() - interval '%d seconds' LIMIT 10000)",
+								 ductape_job_retention_s), false, 0);
+			LastPurge = GetCurrentTimestamp();
+		}
+	}
+	SPI_finish();
+	EndWork();
+	return ms;
+}
