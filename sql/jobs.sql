@@ -39,6 +39,10 @@ SELECT api_count('jf2') AS requests;
 SELECT ductape.retry(:id) AS retry_again;
 SELECT ductape.wait(:id, '10 s')->>'state' AS state_after_second_retry;
 SELECT ductape.retry(:id) AS retry_succeeded_job;
+-- waiting in the transaction that dispatched could never end: refused
+BEGIN;
+SELECT expect_error(format('SELECT ductape.wait(%s)', ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "same-xact"}')));
+COMMIT;
 
 -- A dispatch in a transaction that rolls back is never sent.
 BEGIN;

@@ -248,6 +248,7 @@ extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
 extern int	ductape_max_concurrency;
 extern int	ductape_job_retention_s;
 extern bool JobsRecover(void);
+extern void WakeAtCommit(void);
 extern int	JobsClaim(int n);
 extern void JobsAttemptDone(Xfer *x);
 extern int	JobsWriteResults(void);

@@ -29,6 +29,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "catalog/pg_proc.h"
@@ -85,7 +86,11 @@ JobsXactCallback(XactEvent event, void *arg)
 	}
 }
 
-static void
+/*
+ * Wake this database's worker (or have one started) when the current
+ * transaction commits; nothing happens if it aborts.
+ */
+void
 WakeAtCommit(void)
 {
 	if (!xact_callback_registered)
@@ -254,7 +259,7 @@ dt_dispatch(PG_FUNCTION_ARGS)
 	"(role = $2 OR pg_catalog.has_function_privilege($3, 'ductape.secret_get(text)', 'EXECUTE'))"
 
 static Jsonb *
-FetchJob(int64 id, bool *finished)
+FetchJob(int64 id, bool *finished, bool *mine)
 {
 	Oid			argtypes[3] = {INT8OID, NAMEOID, OIDOID};
 	Datum		args[3];
@@ -269,7 +274,7 @@ FetchJob(int64 id, bool *finished)
 	args[2] = ObjectIdGetDatum(GetUserId());
 	ElevateBegin(&elevated);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT " JOB_JSON ", state IN ('succeeded', 'failed', 'cancelled') "
+	if (SPI_execute_with_args("SELECT " JOB_JSON ", state IN ('succeeded', 'failed', 'cancelled'), xmin "
 							  "FROM ductape.jobs WHERE id = $1 AND " JOB_VISIBLE,
 							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape.jobs");
@@ -277,6 +282,9 @@ FetchJob(int64 id, bool *finished)
 	{
 		job = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		*finished = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (mine)
+			*mine = TransactionIdIsCurrentTransactionId(
+				DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)));
 	}
 	SPI_finish();
 	ElevateEnd(&elevated);
@@ -292,7 +300,7 @@ dt_job(PG_FUNCTION_ARGS)
 {
 	bool		finished;
 
-	PG_RETURN_JSONB_P(FetchJob(PG_GETARG_INT64(0), &finished));
+	PG_RETURN_JSONB_P(FetchJob(PG_GETARG_INT64(0), &finished, NULL));
 }
 
 /* wait(id, timeout): the job once finished, or as it is when time runs out. */
@@ -309,7 +317,15 @@ dt_wait(PG_FUNCTION_ARGS)
 
 	for (;;)
 	{
-		job = FetchJob(id, &finished);
+		bool		mine = false;
+
+		job = FetchJob(id, &finished, &mine);
+		if (mine && !finished)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job %lld was dispatched or changed in this transaction", (long long) id),
+					 errdetail("The worker cannot see it before this transaction commits, so waiting here would never end."),
+					 errhint("Commit, then call ductape.wait.")));
 		if (finished || GetCurrentTimestamp() >= end)
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -330,7 +346,7 @@ UpdateJob(int64 id, const char *set, const char *from_states)
 	bool		done;
 	bool		finished;
 
-	(void) FetchJob(id, &finished);		/* 42704 when missing or not visible */
+	(void) FetchJob(id, &finished, NULL);	/* 42704 when missing or not visible */
 	namestrcpy(&role, GetUserNameFromId(GetUserId(), false));
 	args[0] = Int64GetDatum(id);
 	args[1] = NameGetDatum(&role);

@@ -442,10 +442,13 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
 
-	/* a new installation gets its worker within moments */
+	/*
+	 * A new installation gets its worker within moments of its commit (not
+	 * before: a worker started earlier would not see the extension).
+	 */
 	if (IsA(stmt, CreateExtensionStmt) &&
 		strcmp(((CreateExtensionStmt *) stmt)->extname, "ductape") == 0)
-		CallsWantWorker(MyDatabaseId);
+		WakeAtCommit();
 }
 
 void
