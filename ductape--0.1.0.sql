@@ -207,6 +207,10 @@ CREATE FUNCTION ductape.dispatch(app text, action text, input jsonb DEFAULT '{}'
                                  on_failure regprocedure DEFAULT NULL, options jsonb DEFAULT '{}')
 RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_dispatch';
 
+-- Trigger: EXECUTE FUNCTION ductape.on_row('app', 'action' [, input_template [, env [, product]]])
+CREATE FUNCTION ductape.on_row() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'dt_on_row';
+
 CREATE FUNCTION ductape.job(id bigint) RETURNS jsonb
 LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_job';
 
@@ -913,7 +917,7 @@ BEGIN
         ductape.describe(text, text),
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
-        ductape.retry(bigint) TO %I', role);
+        ductape.retry(bigint), ductape.on_row() TO %I', role);
     EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue TO %I', role);
 END
 $$;

@@ -104,3 +104,37 @@ SELECT expect_error($$SELECT ductape.job(987654321)$$);
 
 -- The queue view.
 SELECT state, jobs FROM ductape.queue ORDER BY state;
+
+-- Triggers dispatch; the writing transaction never waits on the network.
+SELECT ductape.action_define('bg', '{"tag": "slow-hook", "method": "POST", "resource": "/delay/5000"}');
+CREATE TABLE public.orders (id int PRIMARY KEY, customer text, total numeric);
+CREATE TRIGGER orders_created AFTER INSERT ON public.orders
+    FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg', 'slow-hook');
+CREATE TRIGGER orders_changed AFTER UPDATE ON public.orders
+    FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg', 'send',
+        '{"order": "$Row{id}", "total": "$Row{total}", "was": "$Old{total}", "headers:X-Test-Key": "orders-upd"}');
+CREATE TRIGGER orders_deleted AFTER DELETE ON public.orders
+    FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg', 'send');
+SELECT set_config('dt.t0', clock_timestamp()::text, false) IS NOT NULL AS started;
+INSERT INTO public.orders VALUES (1, 'ada', 10.5);
+SELECT extract(epoch FROM clock_timestamp() - current_setting('dt.t0')::timestamptz) * 1000 < 100 AS insert_under_100ms;
+SELECT action, input, state IN ('queued', 'running') AS pending FROM ductape.jobs WHERE action = 'slow-hook';
+UPDATE public.orders SET total = 12 WHERE id = 1;
+SELECT max(id) AS upd FROM ductape.jobs WHERE action = 'send' AND input->>'headers:X-Test-Key' = 'orders-upd' \gset
+SELECT ductape.wait(:upd, '10 s')->>'state' AS state, (SELECT input FROM ductape.jobs WHERE id = :upd) AS input;
+DELETE FROM public.orders WHERE id = 1;
+SELECT input FROM ductape.jobs WHERE action = 'send' ORDER BY id DESC LIMIT 1;
+-- A rolled-back INSERT dispatches nothing.
+BEGIN;
+INSERT INTO public.orders VALUES (2, 'bob', 1);
+ROLLBACK;
+SELECT count(*) AS jobs_for_rolled_back_row FROM ductape.jobs WHERE input->>'id' = '2';
+-- Bad triggers are refused clearly.
+CREATE TRIGGER orders_bad AFTER INSERT ON public.orders FOR EACH STATEMENT EXECUTE FUNCTION ductape.on_row('bg', 'send');
+SELECT expect_error($$INSERT INTO public.orders VALUES (3, 'cy', 1)$$);
+DROP TRIGGER orders_bad ON public.orders;
+CREATE TRIGGER orders_bad2 AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg', 'send', '{"x": "$Old{id}"}');
+SELECT expect_error($$INSERT INTO public.orders VALUES (4, 'di', 1)$$);
+DROP TRIGGER orders_bad2 ON public.orders;
+DROP TABLE public.orders;
+SELECT ductape.cancel(id) FROM ductape.jobs WHERE action = 'slow-hook' AND state IN ('queued', 'scheduled');

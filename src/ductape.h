@@ -249,6 +249,10 @@ extern int	ductape_max_concurrency;
 extern int	ductape_job_retention_s;
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
+extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
+						  const char *env, const char *product, bool has_run_at,
+						  TimestampTz run_at, const char *key, Oid on_success,
+						  Oid on_failure, Jsonb *options);
 extern int	JobsClaim(int n);
 extern void JobsAttemptDone(Xfer *x);
 extern int	JobsWriteResults(void);

@@ -33,6 +33,7 @@
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "catalog/pg_proc.h"
+#include "commands/trigger.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -57,6 +58,7 @@ PG_FUNCTION_INFO_V1(dt_job);
 PG_FUNCTION_INFO_V1(dt_wait);
 PG_FUNCTION_INFO_V1(dt_cancel);
 PG_FUNCTION_INFO_V1(dt_retry);
+PG_FUNCTION_INFO_V1(dt_on_row);
 
 int			ductape_max_concurrency = 256;
 int			ductape_job_retention_s = 7 * 24 * 3600;
@@ -132,18 +134,15 @@ CheckCallback(Oid fn, const char *what)
 }
 
 /*
- * dispatch(app, action, input, env, product, run_at, idempotency_key,
- *			on_success, on_failure, options) -> job id
+ * Validate and queue one job; returns its id (or the id of the job that
+ * already has this idempotency key).  Shared by dispatch() and on_row().
  */
-Datum
-dt_dispatch(PG_FUNCTION_ARGS)
+int64
+JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
+			 const char *env, const char *product, bool has_run_at,
+			 TimestampTz run_at, const char *key, Oid on_success, Oid on_failure,
+			 Jsonb *options)
 {
-	char	   *app_tag,
-			   *action_tag;
-	const char *env = PG_ARGISNULL(3) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	const char *product = PG_ARGISNULL(4) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	Jsonb	   *input;
-	Jsonb	   *options;
 	DtApp	   *app;
 	DtAction   *action;
 	DtRequest	probe;
@@ -156,17 +155,6 @@ dt_dispatch(PG_FUNCTION_ARGS)
 	int64		id;
 	bool		isnull;
 	NameData	role;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("app and action cannot be NULL")));
-	app_tag = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	action_tag = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	input = PG_ARGISNULL(2) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
-		: PG_GETARG_JSONB_P(2);
-	options = PG_ARGISNULL(9) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
-		: PG_GETARG_JSONB_P(9);
 
 	/* validate first: names, binding, input shape, :params, options */
 	CatalogBeginCall();
@@ -192,14 +180,14 @@ dt_dispatch(PG_FUNCTION_ARGS)
 	memset(&probe, 0, sizeof(probe));
 	RetryPolicyDefaults(&probe.policy, 8);
 	RequestApplyOptions(&probe, options, "Idempotency-Key");
-	if (!PG_ARGISNULL(6) && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(6)) == 0)
+	if (key != NULL && key[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("idempotency_key cannot be empty")));
-	if (!PG_ARGISNULL(7))
-		CheckCallback(PG_GETARG_OID(7), "on_success");
-	if (!PG_ARGISNULL(8))
-		CheckCallback(PG_GETARG_OID(8), "on_failure");
+	if (OidIsValid(on_success))
+		CheckCallback(on_success, "on_success");
+	if (OidIsValid(on_failure))
+		CheckCallback(on_failure, "on_failure");
 
 	/* then write (as the catalog's owner; the row records the caller) */
 	namestrcpy(&role, GetUserNameFromId(GetUserId(), false));
@@ -208,14 +196,16 @@ dt_dispatch(PG_FUNCTION_ARGS)
 	args[2] = JsonbPGetDatum(input);
 	args[3] = CStringGetTextDatum(env);
 	args[4] = CStringGetTextDatum(product);
-	args[5] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
-	args[6] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
-	args[7] = PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7);
-	args[8] = PG_ARGISNULL(8) ? (Datum) 0 : PG_GETARG_DATUM(8);
+	args[5] = TimestampTzGetDatum(run_at);
+	nulls[5] = has_run_at ? ' ' : 'n';
+	args[6] = key ? CStringGetTextDatum(key) : (Datum) 0;
+	nulls[6] = key ? ' ' : 'n';
+	args[7] = ObjectIdGetDatum(on_success);
+	nulls[7] = OidIsValid(on_success) ? ' ' : 'n';
+	args[8] = ObjectIdGetDatum(on_failure);
+	nulls[8] = OidIsValid(on_failure) ? ' ' : 'n';
 	args[9] = JsonbPGetDatum(options);
 	args[10] = NameGetDatum(&role);
-	for (int i = 5; i <= 8; i++)
-		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 
 	ElevateBegin(&elevated);
 	SPI_connect();
@@ -244,7 +234,148 @@ dt_dispatch(PG_FUNCTION_ARGS)
 	SPI_finish();
 	ElevateEnd(&elevated);
 	WakeAtCommit();
-	PG_RETURN_INT64(id);
+	return id;
+}
+
+static Jsonb *
+EmptyObject(void)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+}
+
+/*
+ * dispatch(app, action, input, env, product, run_at, idempotency_key,
+ *			on_success, on_failure, options) -> job id
+ */
+Datum
+dt_dispatch(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("app and action cannot be NULL")));
+	PG_RETURN_INT64(JobsDispatch(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+								 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								 PG_ARGISNULL(2) ? EmptyObject() : PG_GETARG_JSONB_P(2),
+								 PG_ARGISNULL(3) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(3)),
+								 PG_ARGISNULL(4) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(4)),
+								 !PG_ARGISNULL(5),
+								 PG_ARGISNULL(5) ? 0 : PG_GETARG_TIMESTAMPTZ(5),
+								 PG_ARGISNULL(6) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6)),
+								 PG_ARGISNULL(7) ? InvalidOid : PG_GETARG_OID(7),
+								 PG_ARGISNULL(8) ? InvalidOid : PG_GETARG_OID(8),
+								 PG_ARGISNULL(9) ? EmptyObject() : PG_GETARG_JSONB_P(9)));
+}
+
+/* ---- on_row: a trigger that dispatches ---- */
+
+typedef struct RowCtx
+{
+	Jsonb	   *row;			/* NEW, or OLD for DELETE */
+	Jsonb	   *old;			/* OLD, or NULL for INSERT */
+} RowCtx;
+
+static Jsonb *
+TupleToJsonb(HeapTuple tuple, TupleDesc desc)
+{
+	Datum		rec = heap_copy_tuple_as_datum(tuple, desc);
+	Datum		json = DirectFunctionCall1(row_to_json, rec);
+
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											  CStringGetDatum(text_to_cstring(DatumGetTextPP(json)))));
+}
+
+static bool
+ResolveRowPlaceholder(void *arg, PlaceholderKind kind, int nargs, char **args,
+					  JsonbValue *out)
+{
+	RowCtx	   *ctx = arg;
+	JsonbValue *v = NULL;
+
+	switch (kind)
+	{
+		case PH_ROW:
+			v = JsonbGetField(ctx->row, args[0]);
+			break;
+		case PH_OLD:
+			v = ctx->old ? JsonbGetField(ctx->old, args[0]) : NULL;
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("an on_row input template can use $Row{col} and $Old{col} only")));
+	}
+	if (v == NULL)
+		return false;
+	*out = *v;
+	return true;
+}
+
+/*
+ * EXECUTE FUNCTION ductape.on_row('app', 'action' [, input_template
+ * [, env [, product]]]): dispatches a job per row.  The input is
+ * to_jsonb(NEW) (OLD for DELETE), or the template with $Row{col} (the same
+ * row) and $Old{col} (the row before an UPDATE or DELETE).  It only
+ * queues: the writing transaction never waits on the network.
+ */
+Datum
+dt_on_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Trigger    *tg;
+	TupleDesc	desc;
+	RowCtx		ctx;
+	Jsonb	   *input;
+	HeapTuple	result;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ductape.on_row must be called as a trigger")));
+	tg = td->tg_trigger;
+	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ductape.on_row must be a FOR EACH ROW trigger")));
+	if (tg->tgnargs < 2 || tg->tgnargs > 5)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ductape.on_row takes app, action [, input_template [, env [, product]]]"),
+				 errdetail("Trigger \"%s\" passes %d arguments.", tg->tgname, tg->tgnargs)));
+	desc = td->tg_relation->rd_att;
+	memset(&ctx, 0, sizeof(ctx));
+	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+	{
+		ctx.row = TupleToJsonb(td->tg_trigtuple, desc);
+		ctx.old = ctx.row;
+		result = td->tg_trigtuple;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		ctx.row = TupleToJsonb(td->tg_newtuple, desc);
+		ctx.old = TupleToJsonb(td->tg_trigtuple, desc);
+		result = td->tg_newtuple;
+	}
+	else
+	{
+		ctx.row = TupleToJsonb(td->tg_trigtuple, desc);
+		result = td->tg_trigtuple;
+	}
+
+	if (tg->tgnargs >= 3 && tg->tgargs[2][0] != '\0')
+	{
+		Jsonb	   *tpl = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(tg->tgargs[2])));
+
+		input = TemplateApply(tpl, ResolveRowPlaceholder, &ctx);
+	}
+	else
+		input = ctx.row;
+
+	(void) JobsDispatch(tg->tgargs[0], tg->tgargs[1], input,
+						tg->tgnargs >= 4 && tg->tgargs[3][0] ? tg->tgargs[3] : ductape_env,
+						tg->tgnargs >= 5 && tg->tgargs[4][0] ? tg->tgargs[4] : ductape_product,
+						false, 0, NULL, InvalidOid, InvalidOid, EmptyObject());
+	return PointerGetDatum(TRIGGER_FIRED_AFTER(td->tg_event) ? NULL : result);
 }
 
 /* ---- job, wait, cancel, retry ---- */
