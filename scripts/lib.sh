@@ -28,7 +28,8 @@ dt_apt() {
 
 dt_build_deps() {
     dt_apt build-essential postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev \
-        libssl-dev libmicrohttpd-dev libyaml-dev libipc-run-perl curl openssl
+        libssl-dev libmicrohttpd-dev libyaml-dev libipc-run-perl curl openssl \
+        postgresql-15-cron
     # Debian's postgresql-15 starts a cluster of its own; we never use it.
 }
 
@@ -68,3 +69,59 @@ dt_workdir() {
     [ "$(id -u)" -eq 0 ] && chown -R "$DT_USER" "$dir"
     echo "$dir"
 }
+
+# ---- benchmarks: nginx serving a fixed JSON, and a throwaway cluster ----
+
+# dt_nginx_start WORK PORT: nginx on 127.0.0.1:PORT, /ping and /status.
+dt_nginx_start() {
+    local work=$1 port=$2
+    mkdir -p "$work/nginx"
+    cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+daemon on;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location = /ping { default_type application/json; return 200 '{"ok":true,"service":"bench"}'; }
+        location = /status { stub_status; }
+    }
+}
+CONF
+    chmod -R a+rwX "$work/nginx"
+    dt_run_as_user /usr/sbin/nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log"
+}
+
+# nginx's own count of requests served
+dt_nginx_served() { curl -s "http://127.0.0.1:$1/status" | awk 'NR == 3 {print $3}'; }
+
+# dt_cluster_start WORK PORT [extra postgresql.conf lines]
+dt_cluster_start() {
+    local work=$1 port=$2 extra=${3:-}
+    dt_run_as_user "$DT_PG_BIN/initdb" -D "$work/data" -A trust >/dev/null
+    cat >>"$work/data/postgresql.conf" <<CONF
+port = $port
+unix_socket_directories = '$work'
+listen_addresses = ''
+shared_preload_libraries = 'ductape'
+ductape.allowed_hosts = '127.0.0.1'
+$extra
+CONF
+    dt_run_as_user "$DT_PG_BIN/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
+}
+
+dt_cluster_stop() {
+    dt_run_as_user "$DT_PG_BIN/pg_ctl" -D "$1/data" -m immediate stop >/dev/null 2>&1 || true
+}
+
+dt_median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

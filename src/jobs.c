@@ -41,6 +41,7 @@
 #include "pgstat.h"
 #include "catalog/namespace.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/regproc.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -104,6 +105,10 @@ WakeAtCommit(void)
 }
 
 /* ---- dispatch ---- */
+
+static SPIPlanPtr DispatchPlan = NULL;
+static Oid	RoleNameFor = InvalidOid;
+static NameData RoleName;
 
 static void
 CheckCallback(Oid fn, const char *what)
@@ -190,7 +195,12 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 		CheckCallback(on_failure, "on_failure");
 
 	/* then write (as the catalog's owner; the row records the caller) */
-	namestrcpy(&role, GetUserNameFromId(GetUserId(), false));
+	if (RoleNameFor != GetUserId())
+	{
+		namestrcpy(&RoleName, GetUserNameFromId(GetUserId(), false));
+		RoleNameFor = GetUserId();
+	}
+	role = RoleName;
 	args[0] = CStringGetTextDatum(app_tag);
 	args[1] = CStringGetTextDatum(action_tag);
 	args[2] = JsonbPGetDatum(input);
@@ -209,14 +219,23 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 
 	ElevateBegin(&elevated);
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO ductape.jobs (app, action, input, env, product, "
-							  "  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
-							  "VALUES ($1, $2, $3, $4, $5, "
-							  "  CASE WHEN $6 > now() THEN 'scheduled' ELSE 'queued' END, "
-							  "  coalesce($6, now()), $7, $8, $9, $10, $11) "
-							  "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-							  "RETURNING id",
-							  11, argtypes, args, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+	if (DispatchPlan == NULL)
+	{
+		/* planned once per backend (under the pinned search_path) */
+		SPIPlanPtr	plan = SPI_prepare("INSERT INTO ductape.jobs (app, action, input, env, product, "
+									   "  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
+									   "VALUES ($1, $2, $3, $4, $5, "
+									   "  CASE WHEN $6 > now() THEN 'scheduled' ELSE 'queued' END, "
+									   "  coalesce($6, now()), $7, $8, $9, $10, $11) "
+									   "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+									   "RETURNING id",
+									   11, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the job insert");
+		DispatchPlan = plan;
+	}
+	if (SPI_execute_plan(DispatchPlan, args, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert the job");
 	if (SPI_processed == 1)
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -859,61 +878,86 @@ JobsWriteResults(void)
 	ListCell   *lc;
 	int			n = list_length(batch);
 	MemoryContext here = CurrentMemoryContext;
-	SPIPlanPtr	plan;
-	Oid			argtypes[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, INT8OID};
 
 	if (batch == NIL)
 		return 0;
 	Finished = NIL;
 	BeginWork("ductape: storing job results");
 	SPI_connect();
-	plan = SPI_prepare("UPDATE ductape.jobs SET state = $2, response = coalesce($3, response), error = $4, "
-					   "  attempts = CASE WHEN $5 = -2 THEN attempts - 1 ELSE attempts END, "
-					   "  next_attempt_at = CASE WHEN $5 >= 0 THEN clock_timestamp() + $5 * interval '1 ms' "
-					   "    WHEN $5 = -2 THEN clock_timestamp() + interval '50 ms' ELSE next_attempt_at END, "
-					   "  finished_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN clock_timestamp() END "
-					   "WHERE id = $1 AND state = 'running' "
-					   "RETURNING CASE WHEN $2 = 'succeeded' THEN on_success WHEN $2 = 'failed' THEN on_failure END, "
-					   "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = role), " JOB_JSON,
-					   5, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare the job result update");
-	foreach(lc, batch)
 	{
-		JobRun	   *run = lfirst(lc);
+		int			i = 0;
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+		Datum	   *states = palloc(sizeof(Datum) * n);
+		Datum	   *responses = palloc(sizeof(Datum) * n);
+		bool	   *resp_nulls = palloc(sizeof(bool) * n);
+		Datum	   *errors = palloc(sizeof(Datum) * n);
+		bool	   *err_nulls = palloc(sizeof(bool) * n);
+		Datum	   *delays = palloc(sizeof(Datum) * n);
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+		Oid			argtypes[5] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
 		Datum		args[5];
-		char		nulls[5] = "     ";
-		const char *state;
-		int64		delay = -1;
-		bool		isnull;
 
-		switch (run->verdict)
+		foreach(lc, batch)
 		{
-			case XFER_SUCCEEDED:
-				state = "succeeded";
-				break;
-			case XFER_RETRY:
-				state = "queued";
-				delay = run->delay_ms;
-				break;
-			default:
-				state = run->requeue ? "queued" : "failed";
-				if (run->requeue)
-					delay = -2;
-				break;
+			JobRun	   *run = lfirst(lc);
+			const char *state;
+			int64		delay = -1;
+
+			switch (run->verdict)
+			{
+				case XFER_SUCCEEDED:
+					state = "succeeded";
+					break;
+				case XFER_RETRY:
+					state = "queued";
+					delay = run->delay_ms;
+					break;
+				default:
+					state = run->requeue ? "queued" : "failed";
+					if (run->requeue)
+						delay = -2;
+					break;
+			}
+			ids[i] = Int64GetDatum(run->id);
+			states[i] = CStringGetTextDatum(state);
+			responses[i] = run->response ? JsonbPGetDatum(run->response) : (Datum) 0;
+			resp_nulls[i] = run->response == NULL;
+			errors[i] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
+			err_nulls[i] = run->error == NULL;
+			delays[i] = Int64GetDatum(delay);
+			i++;
 		}
-		args[0] = Int64GetDatum(run->id);
-		args[1] = CStringGetTextDatum(state);
-		args[2] = run->response ? JsonbPGetDatum(run->response) : (Datum) 0;
-		nulls[2] = run->response ? ' ' : 'n';
-		args[3] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
-		nulls[3] = run->error ? ' ' : 'n';
-		args[4] = Int64GetDatum(delay);
-		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not store a job result");
-		if (SPI_processed == 1)
+		args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[1] = PointerGetDatum(construct_array(states, n, TEXTOID, -1, false, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_md_array(responses, resp_nulls, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_md_array(errors, err_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		args[4] = PointerGetDatum(construct_array(delays, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+		/* one statement for the whole batch; the job JSON only for callbacks */
+		if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state, "
+								  "  response = coalesce(r.response, j.response), error = r.error, "
+								  "  attempts = CASE WHEN r.delay = -2 THEN j.attempts - 1 ELSE j.attempts END, "
+								  "  next_attempt_at = CASE WHEN r.delay >= 0 THEN clock_timestamp() + r.delay * interval '1 ms' "
+								  "    WHEN r.delay = -2 THEN clock_timestamp() + interval '50 ms' ELSE j.next_attempt_at END, "
+								  "  finished_at = CASE WHEN r.state IN ('succeeded', 'failed') THEN clock_timestamp() END "
+								  "FROM unnest($1, $2, $3, $4, $5) AS r(id, state, response, error, delay) "
+								  "WHERE j.id = r.id AND j.state = 'running' "
+								  "RETURNING CASE WHEN r.state = 'succeeded' THEN j.on_success "
+								  "  WHEN r.state = 'failed' THEN j.on_failure END, "
+								  "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = j.role), "
+								  "  CASE WHEN (r.state = 'succeeded' AND j.on_success IS NOT NULL) "
+								  "    OR (r.state = 'failed' AND j.on_failure IS NOT NULL) THEN "
+								  "  jsonb_build_object('id', j.id, 'app', j.app, 'action', j.action, 'env', j.env, "
+								  "    'product', j.product, 'state', r.state, 'attempts', j.attempts, "
+								  "    'next_attempt_at', j.next_attempt_at, 'response', coalesce(r.response, j.response), "
+								  "    'error', r.error, 'created_at', j.created_at, 'finished_at', clock_timestamp()) END",
+								  5, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not store job results");
+		for (uint64 r = 0; r < SPI_processed; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			bool		isnull;
 			Datum		fn = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
 
 			if (!isnull)
