@@ -111,3 +111,12 @@ SELECT ductape.run('oa', 'res')->>'path' AS path_after_rotation, tokens_issued()
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "badauth", "auth": {"type": "oauth2", "grant": "password", "client_auth": "jwt", "colour": "red"}}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "badauth", "auth": {"type": "magic"}}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "badauth", "auth": {"type": "api_key", "in": "cookie"}}')$$);
+
+-- A background job of an OAuth2 app: the worker does not wait on itself; the
+-- job goes back to the queue until the token is there, then runs.
+DELETE FROM ductape._oauth_tokens;
+SELECT tokens_issued() AS before;
+SELECT ductape.dispatch('oa', 'res') AS oa_job \gset
+SELECT j->>'state' AS state, j->'response'->'body'->>'path' AS path
+  FROM (SELECT ductape.wait(:oa_job, '10 s') AS j) s;
+SELECT tokens_issued() AS after, (SELECT count(*) FROM ductape._oauth_tokens) AS tokens_stored;

@@ -101,6 +101,8 @@ static WaitEventSet *dt_wes = NULL;
 static int	dt_wes_epfd_pos = -1;
 static int64 dt_deadline_ms = -1;	/* curl's timer, CLOCK_MONOTONIC ms */
 static int	dt_generation = -1;
+static List *EasyPool = NIL;	/* idle easy handles for workers */
+static int	EasyPoolGeneration = -1;
 
 static int64
 NowMs(void)
@@ -159,7 +161,13 @@ DriverEnsure(void)
 	}
 	if (dt_multi != NULL && dt_generation != ductape_egress_generation)
 	{
-		/* drop pooled connections opened under another policy */
+		ListCell   *lc;
+
+		/* drop pooled connections (and handles) from another policy */
+		foreach(lc, EasyPool)
+			curl_easy_cleanup(lfirst(lc));
+		list_free(EasyPool);
+		EasyPool = NIL;
 		curl_easy_cleanup(dt_easy);
 		curl_multi_cleanup(dt_multi);
 		dt_easy = NULL;
@@ -174,6 +182,7 @@ DriverEnsure(void)
 		curl_multi_setopt(dt_multi, CURLMOPT_SOCKETFUNCTION, SocketCallback);
 		curl_multi_setopt(dt_multi, CURLMOPT_TIMERFUNCTION, TimerCallback);
 		dt_generation = ductape_egress_generation;
+		EasyPoolGeneration = dt_generation;
 	}
 }
 
@@ -742,7 +751,13 @@ XferSubmit(DtRequest *req, void *owner)
 	CURL	   *easy;
 
 	DriverEnsure();
-	easy = curl_easy_init();
+	if (EasyPool != NIL && EasyPoolGeneration == dt_generation)
+	{
+		easy = linitial(EasyPool);
+		EasyPool = list_delete_first(EasyPool);
+	}
+	else
+		easy = curl_easy_init();
 	if (easy == NULL)
 		ereport(ERROR, (errmsg("could not create a libcurl handle")));
 	XferInit(x, req, easy, NowMs() + req->timeout_ms);
@@ -769,7 +784,11 @@ XferOwner(Xfer *x)
 	return x->owner;
 }
 
-/* Release an Xfer's libcurl handle (after it is done). */
+/*
+ * Release an Xfer's libcurl handle (after it is done) into a small pool:
+ * creating a handle per job costs more than resetting one.  The pool is
+ * dropped with the multi handle when an egress setting changes.
+ */
 void
 XferFree(Xfer *x)
 {
@@ -777,7 +796,15 @@ XferFree(Xfer *x)
 	{
 		curl_multi_remove_handle(dt_multi, x->easy);
 		XferCleanupHop(x);
-		curl_easy_cleanup(x->easy);
+		if (list_length(EasyPool) < 1024 && EasyPoolGeneration == dt_generation)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			EasyPool = lappend(EasyPool, x->easy);
+			MemoryContextSwitchTo(old);
+		}
+		else
+			curl_easy_cleanup(x->easy);
 		x->easy = NULL;
 	}
 }

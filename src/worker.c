@@ -47,6 +47,7 @@
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -195,14 +196,41 @@ DbWorkerDetach(int code, Datum arg)
  * Insert records into ductape.calls in one transaction.  Returns false
  * when the extension is not installed here (the records are dropped).
  */
+static Datum
+TextArray(Datum *vals, bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	return PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static Datum
+FixedArray(Datum *vals, bool *nulls, int n, Oid type, int len, bool byval, char align)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	return PointerGetDatum(construct_md_array(vals, nulls, 1, dims, lbs, type, len, byval, align));
+}
+
+/*
+ * Insert records into ductape.calls, one statement for the whole batch.
+ * Returns false when the extension is not installed here (the records are
+ * dropped).
+ */
 static bool
 FlushCalls(DtCallSlot *recs, int n)
 {
-	static const Oid argtypes[14] = {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID,
-	INT8OID, NAMEOID};
+	static const Oid argtypes[14] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
 	bool		installed;
-	int			i;
+	int			c,
+				i;
+	Datum	   *vals[14];
+	bool	   *nulls[14];
+	Datum		args[14];
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -212,57 +240,59 @@ FlushCalls(DtCallSlot *recs, int n)
 	installed = OidIsValid(get_extension_oid("ductape", true));
 	if (installed)
 	{
-		SPIPlanPtr	plan;
-
-		SPI_connect();
-		plan = SPI_prepare("INSERT INTO ductape.calls (id, at, app, action, env, product, method, url, "
-						   "status, attempts, duration_ms, error, job_id, role) "
-						   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-						   "ON CONFLICT (id) DO NOTHING",
-						   14, (Oid *) argtypes);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the call record insert");
+		for (c = 0; c < 14; c++)
+		{
+			vals[c] = palloc(sizeof(Datum) * n);
+			nulls[c] = palloc0(sizeof(bool) * n);
+		}
 		for (i = 0; i < n; i++)
 		{
 			DtCallSlot *r = &recs[i];
-			Datum		values[14];
-			char		nulls[14];
 			char	   *role = GetUserNameFromId(r->roleid, true);
-			NameData	rolename;
 
-			memset(nulls, ' ', sizeof(nulls));
-			values[0] = Int64GetDatum(r->id);
-			values[1] = TimestampTzGetDatum(r->at);
-#define TEXTARG(k, f) do { if ((f)[0]) values[k] = CStringGetTextDatum(f); else nulls[k] = 'n'; } while (0)
-			TEXTARG(2, r->app);
-			TEXTARG(3, r->action);
-			TEXTARG(4, r->env);
-			TEXTARG(5, r->product);
-			values[6] = CStringGetTextDatum(r->method);
-			values[7] = CStringGetTextDatum(r->url);
-#undef TEXTARG
-			values[8] = Int32GetDatum(r->status);
-			if (r->status == 0)
-				nulls[8] = 'n';
-			values[9] = Int32GetDatum(r->attempts);
-			values[10] = Float8GetDatum(r->duration_ms);
+#define TEXTCOL(k, f) do { if ((f)[0]) vals[k][i] = CStringGetTextDatum(f); else nulls[k][i] = true; } while (0)
+			vals[0][i] = Int64GetDatum(r->id);
+			vals[1][i] = TimestampTzGetDatum(r->at);
+			TEXTCOL(2, r->app);
+			TEXTCOL(3, r->action);
+			TEXTCOL(4, r->env);
+			TEXTCOL(5, r->product);
+			vals[6][i] = CStringGetTextDatum(r->method);
+			vals[7][i] = CStringGetTextDatum(r->url);
+#undef TEXTCOL
+			vals[8][i] = Int32GetDatum(r->status);
+			nulls[8][i] = r->status == 0;
+			vals[9][i] = Int32GetDatum(r->attempts);
+			vals[10][i] = Float8GetDatum(r->duration_ms);
 			if (r->has_error)
-				values[11] = CStringGetTextDatum(r->error);
+				vals[11][i] = CStringGetTextDatum(r->error);
 			else
-				nulls[11] = 'n';
-			values[12] = Int64GetDatum(r->job_id);
-			if (r->job_id == 0)
-				nulls[12] = 'n';
+				nulls[11][i] = true;
+			vals[12][i] = Int64GetDatum(r->job_id);
+			nulls[12][i] = r->job_id == 0;
 			if (role)
-			{
-				namestrcpy(&rolename, role);
-				values[13] = NameGetDatum(&rolename);
-			}
+				vals[13][i] = CStringGetTextDatum(role);
 			else
-				nulls[13] = 'n';
-			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not store a call record");
+				nulls[13][i] = true;
 		}
+		args[0] = FixedArray(vals[0], nulls[0], n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		args[1] = FixedArray(vals[1], nulls[1], n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		for (c = 2; c <= 7; c++)
+			args[c] = TextArray(vals[c], nulls[c], n);
+		args[8] = FixedArray(vals[8], nulls[8], n, INT4OID, 4, true, TYPALIGN_INT);
+		args[9] = FixedArray(vals[9], nulls[9], n, INT4OID, 4, true, TYPALIGN_INT);
+		args[10] = FixedArray(vals[10], nulls[10], n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		args[11] = TextArray(vals[11], nulls[11], n);
+		args[12] = FixedArray(vals[12], nulls[12], n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		args[13] = TextArray(vals[13], nulls[13], n);
+
+		SPI_connect();
+		if (SPI_execute_with_args("INSERT INTO ductape.calls (id, at, app, action, env, product, method, url, "
+								  "status, attempts, duration_ms, error, job_id, role) "
+								  "SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::name[]) "
+								  "ON CONFLICT (id) DO NOTHING",
+								  14, (Oid *) argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not store call records");
 		SPI_finish();
 	}
 	PopActiveSnapshot();
