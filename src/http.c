@@ -186,6 +186,29 @@ DriverEnsure(void)
 	}
 }
 
+/* Hand every ready socket to libcurl. */
+static void
+SocketActions(int *running)
+{
+	struct epoll_event evs[64];
+	int			k,
+				j;
+
+	k = epoll_wait(dt_epfd, evs, lengthof(evs), 0);
+	for (j = 0; j < k; j++)
+	{
+		int			mask = 0;
+
+		if (evs[j].events & EPOLLIN)
+			mask |= CURL_CSELECT_IN;
+		if (evs[j].events & EPOLLOUT)
+			mask |= CURL_CSELECT_OUT;
+		if (evs[j].events & (EPOLLERR | EPOLLHUP))
+			mask |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(dt_multi, evs[j].data.fd, mask, running);
+	}
+}
+
 /*
  * Run one transfer on the multi handle until it finishes, waking on the
  * latch for interrupts.  An interrupt (cancel, statement_timeout,
@@ -235,25 +258,7 @@ DriverPerform(CURL *easy)
 					CHECK_FOR_INTERRUPTS();
 				}
 				if (events[i].pos == dt_wes_epfd_pos)
-				{
-					struct epoll_event evs[32];
-					int			k,
-								j;
-
-					k = epoll_wait(dt_epfd, evs, lengthof(evs), 0);
-					for (j = 0; j < k; j++)
-					{
-						int			mask = 0;
-
-						if (evs[j].events & EPOLLIN)
-							mask |= CURL_CSELECT_IN;
-						if (evs[j].events & EPOLLOUT)
-							mask |= CURL_CSELECT_OUT;
-						if (evs[j].events & (EPOLLERR | EPOLLHUP))
-							mask |= CURL_CSELECT_ERR;
-						curl_multi_socket_action(dt_multi, evs[j].data.fd, mask, &running);
-					}
-				}
+					SocketActions(&running);
 			}
 			if (dt_deadline_ms >= 0 && NowMs() >= dt_deadline_ms)
 			{
@@ -806,28 +811,6 @@ XferFree(Xfer *x)
 		else
 			curl_easy_cleanup(x->easy);
 		x->easy = NULL;
-	}
-}
-
-static void
-SocketActions(int *running)
-{
-	struct epoll_event evs[64];
-	int			k,
-				j;
-
-	k = epoll_wait(dt_epfd, evs, lengthof(evs), 0);
-	for (j = 0; j < k; j++)
-	{
-		int			mask = 0;
-
-		if (evs[j].events & EPOLLIN)
-			mask |= CURL_CSELECT_IN;
-		if (evs[j].events & EPOLLOUT)
-			mask |= CURL_CSELECT_OUT;
-		if (evs[j].events & (EPOLLERR | EPOLLHUP))
-			mask |= CURL_CSELECT_ERR;
-		curl_multi_socket_action(dt_multi, evs[j].data.fd, mask, running);
 	}
 }
 
