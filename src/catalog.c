@@ -104,8 +104,9 @@ JsonbGetInt(Jsonb *j, const char *key, int dflt)
  * operator named "=", say) runs with the owner's rights.  An error inside
  * unwinds both: transaction abort restores the user and the GUC level.
  */
-void
-ElevateBegin(DtElevated *e)
+/* The owner of schema ductape: who created the extension. */
+Oid
+CatalogOwner(void)
 {
 	HeapTuple	tup;
 	Oid			nsp = get_namespace_oid("ductape", false);
@@ -116,6 +117,13 @@ ElevateBegin(DtElevated *e)
 		elog(ERROR, "cache lookup failed for schema ductape");
 	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
 	ReleaseSysCache(tup);
+	return owner;
+}
+
+void
+ElevateBegin(DtElevated *e)
+{
+	Oid			owner = CatalogOwner();
 
 	GetUserIdAndSecContext(&e->save_userid, &e->save_sec_context);
 	SetUserIdAndSecContext(owner, e->save_sec_context |

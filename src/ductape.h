@@ -148,6 +148,7 @@ typedef struct DtElevated
 	int			save_nestlevel;
 } DtElevated;
 
+extern Oid	CatalogOwner(void);
 extern void ElevateBegin(DtElevated *e);
 extern void ElevateEnd(DtElevated *e);
 extern void CatalogBeginCall(void);

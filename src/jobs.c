@@ -156,7 +156,8 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 	TEXTOID, OIDOID, OIDOID, JSONBOID, NAMEOID};
 	Datum		args[11];
 	char		nulls[11] = "           ";
-	DtElevated	elevated;
+	Oid			save_user;
+	int			save_sec;
 	int64		id;
 	bool		isnull;
 	NameData	role;
@@ -217,16 +218,23 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 	args[9] = JsonbPGetDatum(options);
 	args[10] = NameGetDatum(&role);
 
-	ElevateBegin(&elevated);
+	/*
+	 * Insert as the catalog's owner.  Every operator and function in these
+	 * statements is schema-qualified, so neither planning nor a replan
+	 * depends on the caller's search_path: a plain user switch is enough
+	 * (no pinned search_path, which costs a namespace recomputation per row).
+	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(CatalogOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 	SPI_connect();
 	if (DispatchPlan == NULL)
 	{
-		/* planned once per backend (under the pinned search_path) */
 		SPIPlanPtr	plan = SPI_prepare("INSERT INTO ductape.jobs (app, action, input, env, product, "
 									   "  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
 									   "VALUES ($1, $2, $3, $4, $5, "
-									   "  CASE WHEN $6 > now() THEN 'scheduled' ELSE 'queued' END, "
-									   "  coalesce($6, now()), $7, $8, $9, $10, $11) "
+									   "  CASE WHEN $6 OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled' ELSE 'queued' END, "
+									   "  coalesce($6, pg_catalog.now()), $7, $8, $9, $10, $11) "
 									   "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
 									   "RETURNING id",
 									   11, argtypes);
@@ -245,13 +253,13 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 		Oid			kt[1] = {TEXTOID};
 		Datum		kv[1] = {args[6]};
 
-		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key = $1",
+		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key OPERATOR(pg_catalog.=) $1",
 								  1, kt, kv, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not find the job of an idempotency key");
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
-	ElevateEnd(&elevated);
+	SetUserIdAndSecContext(save_user, save_sec);
 	WakeAtCommit();
 	return id;
 }
