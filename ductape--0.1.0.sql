@@ -64,6 +64,9 @@ CREATE TABLE ductape.variables (
 );
 
 -- Background jobs (DESIGN.md §7): a LOGGED queue, so a crash loses nothing.
+-- (The state is an enum rather than a CHECK constraint: each dispatch is its
+-- own executor run, and a CHECK expression is rebuilt on every one.)
+CREATE TYPE ductape.job_state AS ENUM ('scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled');
 CREATE TABLE ductape.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     app             text NOT NULL,
@@ -72,7 +75,7 @@ CREATE TABLE ductape.jobs (
     env             text NOT NULL,
     product         text NOT NULL,
     options         jsonb NOT NULL DEFAULT '{}',
-    state           text NOT NULL CHECK (state IN ('scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    state           ductape.job_state NOT NULL,
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     idempotency_key text,

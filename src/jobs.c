@@ -233,7 +233,7 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 		SPIPlanPtr	plan = SPI_prepare("INSERT INTO ductape.jobs (app, action, input, env, product, "
 									   "  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
 									   "VALUES ($1, $2, $3, $4, $5, "
-									   "  CASE WHEN $6 OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled' ELSE 'queued' END, "
+									   "  CASE WHEN $6 OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled'::ductape.job_state ELSE 'queued'::ductape.job_state END, "
 									   "  coalesce($6, pg_catalog.now()), $7, $8, $9, $10, $11) "
 									   "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
 									   "RETURNING id",
@@ -943,7 +943,7 @@ JobsWriteResults(void)
 		args[4] = PointerGetDatum(construct_array(delays, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
 		/* one statement for the whole batch; the job JSON only for callbacks */
-		if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state, "
+		if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state::ductape.job_state, "
 								  "  response = coalesce(r.response, j.response), error = r.error, "
 								  "  attempts = CASE WHEN r.delay = -2 THEN j.attempts - 1 ELSE j.attempts END, "
 								  "  next_attempt_at = CASE WHEN r.delay >= 0 THEN clock_timestamp() + r.delay * interval '1 ms' "
