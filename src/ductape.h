@@ -248,6 +248,8 @@ extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
 /* ---- jobs.c ---- */
 extern int	ductape_max_concurrency;
 extern int	ductape_job_retention_s;
+extern void WorkerBeginWork(const char *activity);
+extern void WorkerEndWork(void);
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,

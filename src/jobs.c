@@ -598,8 +598,13 @@ JobsEnsureContext(void)
 											ALLOCSET_DEFAULT_SIZES);
 }
 
-static void
-BeginWork(const char *activity)
+/*
+ * A unit of SQL work in a background worker (worker_spi's idiom): its own
+ * transaction and snapshot, reported to pg_stat_activity.  Used by every
+ * worker-side subsystem (jobs, OAuth2 token requests, call records).
+ */
+void
+WorkerBeginWork(const char *activity)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -607,8 +612,8 @@ BeginWork(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
-static void
-EndWork(void)
+void
+WorkerEndWork(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -625,13 +630,13 @@ JobsRecover(void)
 {
 	bool		installed;
 
-	BeginWork("ductape: recovering jobs");
+	WorkerBeginWork("ductape: recovering jobs");
 	SPI_connect();
 	installed = OidIsValid(get_extension_oid("ductape", true));
 	if (installed)
 		SPI_execute("UPDATE ductape.jobs SET state = 'queued' WHERE state = 'running'", false, 0);
 	SPI_finish();
-	EndWork();
+	WorkerEndWork();
 	return installed;
 }
 
@@ -692,12 +697,12 @@ JobsClaim(int n)
 	if (n <= 0)
 		return 0;
 	JobsEnsureContext();
-	BeginWork("ductape: claiming jobs");
+	WorkerBeginWork("ductape: claiming jobs");
 	SPI_connect();
 	if (!OidIsValid(get_namespace_oid("ductape", true)))
 	{
 		SPI_finish();
-		EndWork();
+		WorkerEndWork();
 		return 0;
 	}
 	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = 'running', attempts = j.attempts + 1 "
@@ -776,7 +781,7 @@ JobsClaim(int n)
 		claimed = RunsAppend(claimed, run);
 	}
 	SPI_finish();
-	EndWork();
+	WorkerEndWork();
 
 	/* no transaction open from here: start the transfers */
 	foreach(lc, claimed)
@@ -838,7 +843,7 @@ RunCallback(Callback *cb)
 
 	PG_TRY();
 	{
-		BeginWork("ductape: job callback");
+		WorkerBeginWork("ductape: job callback");
 		GetUserIdAndSecContext(&save_user, &save_sec);
 		SetUserIdAndSecContext(cb->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		SPI_connect();
@@ -858,7 +863,7 @@ RunCallback(Callback *cb)
 		}
 		SPI_finish();
 		SetUserIdAndSecContext(save_user, save_sec);
-		EndWork();
+		WorkerEndWork();
 	}
 	PG_CATCH();
 	{
@@ -890,7 +895,7 @@ JobsWriteResults(void)
 	if (batch == NIL)
 		return 0;
 	Finished = NIL;
-	BeginWork("ductape: storing job results");
+	WorkerBeginWork("ductape: storing job results");
 	SPI_connect();
 	{
 		int			i = 0;
@@ -982,7 +987,7 @@ JobsWriteResults(void)
 		}
 	}
 	SPI_finish();
-	EndWork();
+	WorkerEndWork();
 	MemoryContextSwitchTo(here);
 
 	foreach(lc, batch)
@@ -1010,7 +1015,7 @@ JobsNextDue(long cap)
 	bool		isnull;
 	Datum		d;
 
-	BeginWork("ductape: checking the queue");
+	WorkerBeginWork("ductape: checking the queue");
 	SPI_connect();
 	if (!OidIsValid(get_extension_oid("ductape", true)))
 		ms = -1;
@@ -1034,6 +1039,6 @@ JobsNextDue(long cap)
 		}
 	}
 	SPI_finish();
-	EndWork();
+	WorkerEndWork();
 	return ms;
 }

@@ -633,14 +633,10 @@ ServeOne(DtTokenSlot *req, DtTokenSlot *res)
 	/* 1. decide and prepare, in a transaction */
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
+		WorkerBeginWork("ductape: OAuth2 token");
 		MemoryContextSwitchTo(cxt);
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "ductape: OAuth2 token");
 		PrepareTokenCall(req, &tc, res);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		WorkerEndWork();
 		MemoryContextSwitchTo(cxt);
 	}
 	PG_CATCH();
@@ -675,17 +671,14 @@ ServeOne(DtTokenSlot *req, DtTokenSlot *res)
 	/* 3. store what came back, in a transaction */
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
+		WorkerBeginWork("ductape: storing an OAuth2 token");
 		MemoryContextSwitchTo(cxt);
-		PushActiveSnapshot(GetTransactionSnapshot());
 		if (!CallResultIsResponse(cr))
 			SlotError(res, psprintf("OAuth2 token request for app \"%s\" failed", req->app),
 					  psprintf("%s.", CallResultError(cr)));
 		else
 			FinishTokenCall(req, &tc, CallResultStatus(cr), CallResultBody(cr), res);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		WorkerEndWork();
 		MemoryContextSwitchTo(cxt);
 	}
 	PG_CATCH();

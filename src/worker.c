@@ -232,10 +232,7 @@ FlushCalls(DtCallSlot *recs, int n)
 	bool	   *nulls[14];
 	Datum		args[14];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "ductape: storing call records");
+	WorkerBeginWork("ductape: storing call records");
 
 	installed = OidIsValid(get_extension_oid("ductape", true));
 	if (installed)
@@ -295,10 +292,7 @@ FlushCalls(DtCallSlot *recs, int n)
 			elog(ERROR, "could not store call records");
 		SPI_finish();
 	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	WorkerEndWork();
 	return installed;
 }
 

@@ -36,17 +36,24 @@ sub count_of
 		"SELECT ductape.http('GET', '$api/count/$key')->'body'->>'count'");
 }
 
-# Two sessions call at once; the token endpoint takes 800 ms to answer.
-my @h;
-my @out = ('', '');
-for my $i (0, 1)
+# Two sessions call at the same moment; returns what each printed.
+sub two_sessions_at_once
 {
-	push @h, IPC::Run::start(
-		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
-		  "SELECT ductape.run('sf', 'res')->>'path'" ],
-		'>', \$out[$i], '2>', \$out[$i]);
+	my @h;
+	my @out = ('', '');
+	for my $i (0, 1)
+	{
+		push @h, IPC::Run::start(
+			[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
+			  "SELECT ductape.run('sf', 'res')->>'path'" ],
+			'>', \$out[$i], '2>', \$out[$i]);
+	}
+	$_->finish for @h;
+	return @out;
 }
-$_->finish for @h;
+
+# The token endpoint takes 800 ms to answer.
+my @out = two_sessions_at_once();
 is($out[0], "/oauth/resource\n", 'the first session got through');
 is($out[1], "/oauth/resource\n", 'the second session got through');
 is(count_of('oauth-token'), '1', 'two concurrent sessions caused exactly one token request');
@@ -54,16 +61,7 @@ is(count_of('oauth-resource'), '2', 'both reached the protected resource');
 
 # After the server revokes the token, concurrent 401s refresh once too.
 $node->safe_psql('postgres', "SELECT ductape.http('POST', '$api/oauth/revoke-access')");
-@h = ();
-@out = ('', '');
-for my $i (0, 1)
-{
-	push @h, IPC::Run::start(
-		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
-		  "SELECT ductape.run('sf', 'res')->>'path'" ],
-		'>', \$out[$i], '2>', \$out[$i]);
-}
-$_->finish for @h;
+@out = two_sessions_at_once();
 is($out[0] . $out[1], "/oauth/resource\n/oauth/resource\n", 'both sessions recovered from the 401');
 is(count_of('oauth-token'), '2', 'the two 401s caused one refresh between them');
 
