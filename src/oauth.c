@@ -172,6 +172,43 @@ TokenUsable(TokenRow *row, int buffer_s)
 }
 
 /*
+ * Claim a free request slot and fill it in; NULL when all are taken.
+ * With wait, this backend waits on its latch for the answer; without, the
+ * worker frees the slot once it has served it.
+ */
+static DtTokenSlot *
+PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wait)
+{
+	CallsShared *cs = CallsGetShared();
+	DtTokenSlot *slot = NULL;
+	int			i;
+
+	LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
+		if (cs->tokens[i].state == TOKEN_FREE)
+			slot = &cs->tokens[i];
+	if (slot)
+	{
+		memset(slot, 0, offsetof(DtTokenSlot, blob));
+		slot->state = TOKEN_PENDING;
+		slot->abandoned = !wait;
+		slot->dbid = MyDatabaseId;
+		if (wait)
+		{
+			slot->requester = MyProcPid;
+			slot->latch = MyLatch;
+		}
+		strlcpy(slot->product, b->product, sizeof(slot->product));
+		strlcpy(slot->app, app->tag, sizeof(slot->app));
+		strlcpy(slot->env, b->env, sizeof(slot->env));
+		slot->force = force;
+		slot->seen_updated_at = seen;
+	}
+	LWLockRelease(cs->lock);
+	return slot;
+}
+
+/*
  * The access token for app under binding b.  force: the caller got a 401
  * with the token stored at seen; refresh unless someone already has.
  * *updated_at receives the version of the token returned.
@@ -184,7 +221,6 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	CallsShared *cs = CallsGetShared();
 	DtTokenSlot *slot = NULL;
 	DtTokenSlot result;
-	int			i;
 	int64		waited_ms = 0;
 	int64		limit_ms = (int64) ductape_default_timeout_ms * 4 + 10000;
 
@@ -204,47 +240,14 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	 */
 	if (IsBackgroundWorker && CallsWorkerPid(MyDatabaseId) == MyProcPid)
 	{
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
-		for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
-			if (cs->tokens[i].state == TOKEN_FREE)
-				slot = &cs->tokens[i];
-		if (slot)
-		{
-			memset(slot, 0, offsetof(DtTokenSlot, blob));
-			slot->state = TOKEN_PENDING;
-			slot->abandoned = true; /* nobody waits: free it when served */
-			slot->dbid = MyDatabaseId;
-			strlcpy(slot->product, b->product, sizeof(slot->product));
-			strlcpy(slot->app, app->tag, sizeof(slot->app));
-			strlcpy(slot->env, b->env, sizeof(slot->env));
-			slot->force = force;
-			slot->seen_updated_at = seen;
-		}
-		LWLockRelease(cs->lock);
+		(void) PostTokenRequest(app, b, force, seen, false);
 		ereport(ERROR,
 				(errcode(ERRCODE_DT_SECRET),
 				 errmsg(DT_TOKEN_PENDING_MSG)));
 	}
 
 	/* ask the worker */
-	LWLockAcquire(cs->lock, LW_EXCLUSIVE);
-	for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
-		if (cs->tokens[i].state == TOKEN_FREE)
-			slot = &cs->tokens[i];
-	if (slot)
-	{
-		memset(slot, 0, offsetof(DtTokenSlot, blob));
-		slot->state = TOKEN_PENDING;
-		slot->dbid = MyDatabaseId;
-		slot->requester = MyProcPid;
-		slot->latch = MyLatch;
-		strlcpy(slot->product, b->product, sizeof(slot->product));
-		strlcpy(slot->app, app->tag, sizeof(slot->app));
-		strlcpy(slot->env, b->env, sizeof(slot->env));
-		slot->force = force;
-		slot->seen_updated_at = seen;
-	}
-	LWLockRelease(cs->lock);
+	slot = PostTokenRequest(app, b, force, seen, true);
 	if (slot == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
