@@ -138,3 +138,46 @@ SELECT expect_error($$INSERT INTO public.orders VALUES (4, 'di', 1)$$);
 DROP TRIGGER orders_bad2 ON public.orders;
 DROP TABLE public.orders;
 SELECT ductape.cancel(id) FROM ductape.jobs WHERE action = 'slow-hook' AND state IN ('queued', 'scheduled');
+
+-- A dispatch without a key writes its row straight into the table and its
+-- indexes.  What a subtransaction rolls back is gone, an index created in
+-- the same transaction gets the later rows, and the row is visible to the
+-- rest of the statement.
+BEGIN;
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "sx-1"}', run_at => now() + interval '1 hour') > 0 AS d1;
+SAVEPOINT s;
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "sx-2"}', run_at => now() + interval '1 hour') > 0 AS d2;
+ROLLBACK TO s;
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "sx-3"}', run_at => now() + interval '1 hour') > 0 AS d3;
+CREATE INDEX jobs_test_key_idx ON ductape.jobs ((input->>'headers:X-Test-Key'));
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "sx-4"}', run_at => now() + interval '1 hour') > 0 AS d4;
+SELECT ductape.job(ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "sx-5"}', run_at => now() + interval '1 hour'))->>'state' AS seen_at_once;
+COMMIT;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM ductape.jobs WHERE input->>'headers:X-Test-Key' IN ('sx-1', 'sx-2', 'sx-3', 'sx-4', 'sx-5');
+SELECT array_agg(input->>'headers:X-Test-Key' ORDER BY id) AS found_through_new_index, array_agg(DISTINCT state) AS states
+  FROM ductape.jobs WHERE input->>'headers:X-Test-Key' IN ('sx-1', 'sx-2', 'sx-3', 'sx-4', 'sx-5');
+RESET enable_seqscan;
+DROP INDEX ductape.jobs_test_key_idx;
+-- a subtransaction per dispatch (an exception block), one of them failing
+DO $$
+BEGIN
+    FOR i IN 1..3 LOOP
+        BEGIN
+            PERFORM ductape.dispatch('bg', 'send', jsonb_build_object('headers:X-Test-Key', 'sx-loop-' || i),
+                                     run_at => now() + interval '1 hour');
+            IF i = 2 THEN RAISE EXCEPTION 'undo the second'; END IF;
+        EXCEPTION WHEN raise_exception THEN NULL;
+        END;
+    END LOOP;
+END$$;
+SELECT array_agg(input->>'headers:X-Test-Key' ORDER BY id) AS kept FROM ductape.jobs WHERE input->>'headers:X-Test-Key' LIKE 'sx-loop-%';
+-- with a trigger on ductape.jobs, dispatch goes through the executor so it fires
+CREATE FUNCTION public.job_seen() RETURNS trigger LANGUAGE plpgsql
+    AS $$BEGIN PERFORM set_config('dt.seen', NEW.id::text, false); RETURN NEW; END$$;
+CREATE TRIGGER jobs_seen AFTER INSERT ON ductape.jobs FOR EACH ROW EXECUTE FUNCTION public.job_seen();
+SELECT ductape.dispatch('bg', 'send', '{"headers:X-Test-Key": "sx-6"}', run_at => now() + interval '1 hour') AS id \gset
+SELECT current_setting('dt.seen')::bigint = :id AS trigger_fired;
+DROP TRIGGER jobs_seen ON ductape.jobs;
+DROP FUNCTION public.job_seen();
+SELECT count(ductape.cancel(id)) AS cancelled FROM ductape.jobs WHERE input->>'headers:X-Test-Key' LIKE 'sx-%';

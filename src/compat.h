@@ -31,6 +31,15 @@
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/* PostgreSQL 16 added ExecInsertIndexTuples' onlySummarizing argument. */
+#if PG_VERSION_NUM >= 160000
+#define DtExecInsertIndexTuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define DtExecInsertIndexTuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
 /* Wait event class for our waits in pg_stat_activity. */
 #define DT_WAIT_EVENT PG_WAIT_EXTENSION
 

@@ -252,6 +252,7 @@ extern void WorkerBeginWork(const char *activity);
 extern void WorkerEndWork(void);
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
+extern void JobsCloseInsertState(void);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 						  const char *env, const char *product, bool has_run_at,
 						  TimestampTz run_at, const char *key, Oid on_success,

@@ -29,13 +29,19 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "catalog/pg_proc.h"
 #include "commands/trigger.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_relation.h"
+#include "rewrite/rewriteHandler.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -46,7 +52,9 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -69,11 +77,21 @@ int			ductape_job_retention_s = 7 * 24 * 3600;
 static bool dispatched_in_xact = false;
 static bool xact_callback_registered = false;
 
+static void JobInserterClose(bool clean);
+
 static void
 JobsXactCallback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			JobInserterClose(true);
+			break;
+		case XACT_EVENT_PREPARE:
+			dispatched_in_xact = false;
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (dispatched_in_xact)
@@ -82,6 +100,7 @@ JobsXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			JobInserterClose(false);
 			dispatched_in_xact = false;
 			break;
 		default:
@@ -93,20 +112,33 @@ JobsXactCallback(XactEvent event, void *arg)
  * Wake this database's worker (or have one started) when the current
  * transaction commits; nothing happens if it aborts.
  */
-void
-WakeAtCommit(void)
+static void
+JobsSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	JobInserterClose(event != SUBXACT_EVENT_ABORT_SUB);
+}
+
+static void
+EnsureXactCallback(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(JobsXactCallback, NULL);
+		RegisterSubXactCallback(JobsSubXactCallback, NULL);
 		xact_callback_registered = true;
 	}
+}
+
+void
+WakeAtCommit(void)
+{
+	EnsureXactCallback();
 	dispatched_in_xact = true;
 }
 
 /* ---- dispatch ---- */
 
-static SPIPlanPtr DispatchPlan = NULL;
 static Oid	RoleNameFor = InvalidOid;
 static NameData RoleName;
 
@@ -139,6 +171,304 @@ CheckCallback(Oid fn, const char *what)
 }
 
 /*
+ * The columns a dispatch writes, in the order of the keyed insert's
+ * parameters; the rest come from the table's defaults.
+ */
+typedef enum JobArg
+{
+	JA_APP,
+	JA_ACTION,
+	JA_INPUT,
+	JA_ENV,
+	JA_PRODUCT,
+	JA_RUN_AT,					/* next_attempt_at; also decides the state */
+	JA_KEY,
+	JA_ON_SUCCESS,
+	JA_ON_FAILURE,
+	JA_OPTIONS,
+	JA_ROLE,
+	JA_COUNT
+} JobArg;
+
+static const char *const JobColumns[JA_COUNT] = {
+	"app", "action", "input", "env", "product", "next_attempt_at",
+	"idempotency_key", "on_success", "on_failure", "options", "role"
+};
+
+/*
+ * A dispatch without an idempotency key writes its row straight into the
+ * heap and the indexes, as COPY does, through an insert state kept until
+ * the next utility statement or the end of the transaction.  An INSERT statement through SPI costs an
+ * executor start-up per row (projections, index predicates, the ModifyTable
+ * node), which made a dispatch three times the cost of the INSERT of the
+ * same row; this way a dispatch costs about what that INSERT costs.
+ *
+ * The state belongs to the current (sub)transaction: its resource owner
+ * holds the relations and its memory context the rest.  It is closed
+ * before any utility statement (DDL checks that the table is not in use),
+ * before a commit, PREPARE, subtransaction start or subtransaction commit,
+ * and simply forgotten on abort, where the aborting resource owner releases
+ * the relations.  A relcache invalidation of ductape.jobs (VACUUM's
+ * statistics, say) makes the next dispatch build it again.
+ */
+typedef struct JobInserter
+{
+	Oid			relid;
+	ResourceOwner owner;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	AttrNumber	attnum[JA_COUNT];	/* where each argument goes */
+	AttrNumber	id_att;
+	AttrNumber	state_att;
+	Oid			scheduled;		/* the job_state labels */
+	Oid			queued;
+	ExprState **defaults;		/* per column not written; NULL if none */
+} JobInserter;
+
+static JobInserter *Inserter = NULL;
+static bool InserterStale = false;
+static bool InserterCallbackRegistered = false;
+
+static void
+JobInserterRelcacheCallback(Datum arg, Oid relid)
+{
+	if (Inserter != NULL && (relid == InvalidOid || relid == Inserter->relid))
+		InserterStale = true;
+}
+
+static AttrNumber
+JobColumn(Relation rel, const char *name)
+{
+	AttrNumber	att = attnameAttNum(rel, name, false);
+
+	if (att == InvalidAttrNumber)
+		elog(ERROR, "ductape.jobs has no column \"%s\"", name);
+	return att;
+}
+
+static void
+JobInserterOpen(void)
+{
+	Oid			relid = get_relname_relid("jobs", get_namespace_oid("ductape", false));
+	ResourceOwner save_owner = CurrentResourceOwner;
+	MemoryContext old;
+	EState	   *estate;
+	JobInserter *ins;
+	Relation	rel;
+	TupleDesc	desc;
+	Oid			state_type;
+	int			i;
+
+	if (!InserterCallbackRegistered)
+	{
+		CacheRegisterRelcacheCallback(JobInserterRelcacheCallback, (Datum) 0);
+		InserterCallbackRegistered = true;
+	}
+	EnsureXactCallback();
+	CurrentResourceOwner = CurTransactionResourceOwner;
+	old = MemoryContextSwitchTo(CurTransactionContext);
+	estate = CreateExecutorState();
+	MemoryContextSwitchTo(estate->es_query_cxt);
+
+	ins = palloc0(sizeof(JobInserter));
+	ins->relid = relid;
+	ins->owner = CurTransactionResourceOwner;
+	ins->estate = estate;
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	ins->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ins->rri, rel, 0, NULL, 0);
+	ExecOpenIndices(ins->rri, false);
+	ins->slot = MakeSingleTupleTableSlot(desc, table_slot_callbacks(rel));
+
+	for (i = 0; i < JA_COUNT; i++)
+		ins->attnum[i] = JobColumn(rel, JobColumns[i]);
+	ins->id_att = JobColumn(rel, "id");
+	ins->state_att = JobColumn(rel, "state");
+	state_type = TupleDescAttr(desc, ins->state_att - 1)->atttypid;
+	ins->scheduled = DatumGetObjectId(DirectFunctionCall2(enum_in, CStringGetDatum("scheduled"),
+														  ObjectIdGetDatum(state_type)));
+	ins->queued = DatumGetObjectId(DirectFunctionCall2(enum_in, CStringGetDatum("queued"),
+													   ObjectIdGetDatum(state_type)));
+
+	/* defaults (the identity's nextval, now(), ...) for every other column */
+	ins->defaults = palloc0(sizeof(ExprState *) * desc->natts);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Node	   *expr;
+		int			a;
+		bool		written = (i + 1 == ins->state_att);
+
+		for (a = 0; a < JA_COUNT; a++)
+			written |= (i + 1 == ins->attnum[a]);
+		if (written || TupleDescAttr(desc, i)->attisdropped)
+			continue;
+		expr = build_column_default(rel, i + 1);
+		if (expr != NULL)
+			ins->defaults[i] = ExecInitExpr(expression_planner((Expr *) expr), NULL);
+	}
+
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = save_owner;
+	Inserter = ins;
+	InserterStale = false;
+}
+
+/* Close the insert state cleanly, or just forget it (abort). */
+static void
+JobInserterClose(bool clean)
+{
+	JobInserter *ins = Inserter;
+
+	Inserter = NULL;
+	InserterStale = false;
+	if (ins != NULL && clean)
+	{
+		ResourceOwner save_owner = CurrentResourceOwner;
+
+		CurrentResourceOwner = ins->owner;
+		ExecDropSingleTupleTableSlot(ins->slot);
+		ExecCloseIndices(ins->rri);
+		table_close(ins->rri->ri_RelationDesc, NoLock);
+		FreeExecutorState(ins->estate);
+		CurrentResourceOwner = save_owner;
+	}
+}
+
+void
+JobsCloseInsertState(void)
+{
+	JobInserterClose(true);
+}
+
+/*
+ * Insert one job row without an idempotency key and set *id; false if the
+ * table has triggers or generated columns, which only the executor honours.
+ */
+static bool
+JobInsert(Datum *args, bool *nulls, int64 *id)
+{
+	JobInserter *ins;
+	Relation	rel;
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			i;
+
+	if (InserterStale)
+		JobInserterClose(true);
+	if (Inserter == NULL)
+		JobInserterOpen();
+	ins = Inserter;
+	rel = ins->rri->ri_RelationDesc;
+	if (rel->trigdesc != NULL ||
+		(rel->rd_att->constr != NULL && rel->rd_att->constr->has_generated_stored))
+		return false;
+	slot = ins->slot;
+	econtext = GetPerTupleExprContext(ins->estate);
+	ResetExprContext(econtext);
+
+	ExecClearTuple(slot);
+	for (i = 0; i < slot->tts_tupleDescriptor->natts; i++)
+	{
+		slot->tts_isnull[i] = true;
+		if (ins->defaults[i] != NULL)
+			slot->tts_values[i] = ExecEvalExprSwitchContext(ins->defaults[i], econtext,
+															&slot->tts_isnull[i]);
+	}
+	for (i = 0; i < JA_COUNT; i++)
+	{
+		slot->tts_values[ins->attnum[i] - 1] = args[i];
+		slot->tts_isnull[ins->attnum[i] - 1] = nulls[i];
+	}
+	/* next_attempt_at = coalesce(run_at, now()); a future run_at is scheduled */
+	if (nulls[JA_RUN_AT])
+	{
+		slot->tts_values[ins->attnum[JA_RUN_AT] - 1] = TimestampTzGetDatum(now);
+		slot->tts_isnull[ins->attnum[JA_RUN_AT] - 1] = false;
+	}
+	slot->tts_values[ins->state_att - 1] =
+		ObjectIdGetDatum(!nulls[JA_RUN_AT] && DatumGetTimestampTz(args[JA_RUN_AT]) > now ?
+						 ins->scheduled : ins->queued);
+	slot->tts_isnull[ins->state_att - 1] = false;
+	*id = DatumGetInt64(slot->tts_values[ins->id_att - 1]);
+	ExecStoreVirtualTuple(slot);
+
+	if (rel->rd_att->constr != NULL)
+		ExecConstraints(ins->rri, slot, ins->estate);
+	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
+	list_free(DtExecInsertIndexTuples(ins->rri, slot, ins->estate));
+	/* as an SPI statement would: later queries of this statement see the row */
+	CommandCounterIncrement();
+	return true;
+}
+
+/*
+ * Insert a job with an idempotency key: INSERT ... ON CONFLICT DO NOTHING,
+ * which waits for a concurrent dispatch of the same key to end; the id is
+ * the new job's or that of the job that already has the key.  Also used
+ * when someone has put triggers on ductape.jobs, so that they fire.
+ */
+static int64
+JobInsertKeyed(Datum *args, bool *nulls)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[JA_COUNT] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+	TEXTOID, OIDOID, OIDOID, JSONBOID, NAMEOID};
+	char		n[JA_COUNT];
+	Oid			save_user;
+	int			save_sec;
+	int64		id;
+	bool		isnull;
+	int			i;
+
+	for (i = 0; i < JA_COUNT; i++)
+		n[i] = nulls[i] ? 'n' : ' ';
+
+	/*
+	 * Insert as the catalog's owner.  Every operator and function in these
+	 * statements is schema-qualified, so neither planning nor a replan
+	 * depends on the caller's search_path.
+	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(CatalogOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	SPI_connect();
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare("INSERT INTO ductape.jobs (app, action, input, env, product, "
+									"  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
+									"VALUES ($1, $2, $3, $4, $5, "
+									"  CASE WHEN $6 OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled'::ductape.job_state ELSE 'queued'::ductape.job_state END, "
+									"  coalesce($6, pg_catalog.now()), $7, $8, $9, $10, $11) "
+									"ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+									"RETURNING id",
+									JA_COUNT, argtypes);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "could not prepare the job insert");
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, args, n, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not insert the job");
+	if (SPI_processed != 1)
+	{
+		/* a job with this idempotency key exists: that job is the answer */
+		Oid			kt[1] = {TEXTOID};
+		Datum		kv[1] = {args[JA_KEY]};
+
+		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key OPERATOR(pg_catalog.=) $1",
+								  1, kt, kv, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not find the job of an idempotency key");
+	}
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	SetUserIdAndSecContext(save_user, save_sec);
+	return id;
+}
+
+/*
  * Validate and queue one job; returns its id (or the id of the job that
  * already has this idempotency key).  Shared by dispatch() and on_row().
  */
@@ -152,14 +482,9 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 	DtAction   *action;
 	DtRequest	probe;
 	ListCell   *lc;
-	Oid			argtypes[11] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-	TEXTOID, OIDOID, OIDOID, JSONBOID, NAMEOID};
-	Datum		args[11];
-	char		nulls[11] = "           ";
-	Oid			save_user;
-	int			save_sec;
+	Datum		args[JA_COUNT];
+	bool		nulls[JA_COUNT] = {0};
 	int64		id;
-	bool		isnull;
 	NameData	role;
 
 	/* validate first: names, binding, input shape, :params, options */
@@ -195,71 +520,31 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 	if (OidIsValid(on_failure))
 		CheckCallback(on_failure, "on_failure");
 
-	/* then write (as the catalog's owner; the row records the caller) */
+	/* then write (the row records the caller) */
 	if (RoleNameFor != GetUserId())
 	{
 		namestrcpy(&RoleName, GetUserNameFromId(GetUserId(), false));
 		RoleNameFor = GetUserId();
 	}
 	role = RoleName;
-	args[0] = CStringGetTextDatum(app_tag);
-	args[1] = CStringGetTextDatum(action_tag);
-	args[2] = JsonbPGetDatum(input);
-	args[3] = CStringGetTextDatum(env);
-	args[4] = CStringGetTextDatum(product);
-	args[5] = TimestampTzGetDatum(run_at);
-	nulls[5] = has_run_at ? ' ' : 'n';
-	args[6] = key ? CStringGetTextDatum(key) : (Datum) 0;
-	nulls[6] = key ? ' ' : 'n';
-	args[7] = ObjectIdGetDatum(on_success);
-	nulls[7] = OidIsValid(on_success) ? ' ' : 'n';
-	args[8] = ObjectIdGetDatum(on_failure);
-	nulls[8] = OidIsValid(on_failure) ? ' ' : 'n';
-	args[9] = JsonbPGetDatum(options);
-	args[10] = NameGetDatum(&role);
+	args[JA_APP] = CStringGetTextDatum(app_tag);
+	args[JA_ACTION] = CStringGetTextDatum(action_tag);
+	args[JA_INPUT] = JsonbPGetDatum(input);
+	args[JA_ENV] = CStringGetTextDatum(env);
+	args[JA_PRODUCT] = CStringGetTextDatum(product);
+	args[JA_RUN_AT] = TimestampTzGetDatum(run_at);
+	nulls[JA_RUN_AT] = !has_run_at;
+	args[JA_KEY] = key ? CStringGetTextDatum(key) : (Datum) 0;
+	nulls[JA_KEY] = (key == NULL);
+	args[JA_ON_SUCCESS] = ObjectIdGetDatum(on_success);
+	nulls[JA_ON_SUCCESS] = !OidIsValid(on_success);
+	args[JA_ON_FAILURE] = ObjectIdGetDatum(on_failure);
+	nulls[JA_ON_FAILURE] = !OidIsValid(on_failure);
+	args[JA_OPTIONS] = JsonbPGetDatum(options);
+	args[JA_ROLE] = NameGetDatum(&role);
 
-	/*
-	 * Insert as the catalog's owner.  Every operator and function in these
-	 * statements is schema-qualified, so neither planning nor a replan
-	 * depends on the caller's search_path: a plain user switch is enough
-	 * (no pinned search_path, which costs a namespace recomputation per row).
-	 */
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(CatalogOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	SPI_connect();
-	if (DispatchPlan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare("INSERT INTO ductape.jobs (app, action, input, env, product, "
-									   "  state, next_attempt_at, idempotency_key, on_success, on_failure, options, role) "
-									   "VALUES ($1, $2, $3, $4, $5, "
-									   "  CASE WHEN $6 OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled'::ductape.job_state ELSE 'queued'::ductape.job_state END, "
-									   "  coalesce($6, pg_catalog.now()), $7, $8, $9, $10, $11) "
-									   "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-									   "RETURNING id",
-									   11, argtypes);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the job insert");
-		DispatchPlan = plan;
-	}
-	if (SPI_execute_plan(DispatchPlan, args, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not insert the job");
-	if (SPI_processed == 1)
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	else
-	{
-		/* a job with this idempotency key exists: that job is the answer */
-		Oid			kt[1] = {TEXTOID};
-		Datum		kv[1] = {args[6]};
-
-		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key OPERATOR(pg_catalog.=) $1",
-								  1, kt, kv, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not find the job of an idempotency key");
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	SPI_finish();
-	SetUserIdAndSecContext(save_user, save_sec);
+	if (key != NULL || !JobInsert(args, nulls, &id))
+		id = JobInsertKeyed(args, nulls);
 	WakeAtCommit();
 	return id;
 }

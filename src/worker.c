@@ -446,6 +446,9 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 {
 	Node	   *stmt = pstmt->utilityStmt;
 
+	/* DDL on ductape.jobs must not find it held open by a dispatch */
+	JobsCloseInsertState();
+
 	/*
 	 * Only for a DROP DATABASE that can succeed: by the owner, outside a
 	 * transaction block (anyone else must not be able to stop the worker or
