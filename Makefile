@@ -18,11 +18,13 @@ OBJS = \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \
+	src/signature.o \
+	src/webhook.o \
 	src/worker.o
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 
@@ -37,7 +39,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare \
 	-Wno-clobbered
-SHLIB_LINK = -lcurl -lcrypto
+SHLIB_LINK = -lcurl -lcrypto -lmicrohttpd
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -487,6 +487,51 @@ BEGIN
 END
 $$;
 
+-- One inbound webhook (DESIGN.md §8): verification and the id/type selectors.
+CREATE FUNCTION ductape._check_webhook(w jsonb, path text, constants jsonb, variables jsonb)
+RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    errs text[] := '{}';
+    v jsonb := w->'verify';
+    k text;
+BEGIN
+    IF jsonb_typeof(w) IS DISTINCT FROM 'object' THEN
+        RETURN ARRAY[path || ': must be an object'];
+    END IF;
+    errs := errs || ductape._check_keys(w, path, '{tag,description,verify,id,type}');
+    errs := errs || ductape._check_tag(w->'tag', path || '/tag');
+    errs := errs || ductape._check_type(w->'description', path || '/description', '{string}');
+    FOREACH k IN ARRAY ARRAY['id', 'type'] LOOP
+        IF w ? k AND (jsonb_typeof(w->k) <> 'string'
+                      OR (w->>k ~ '\$' AND w->>k !~ '^\$(Event|Header)\{[^{}]+\}$')) THEN
+            errs := errs || format('%s/%s: must be a selector such as "$Event{data.id}" or "$Header{X-Event-Id}"', path, k);
+        END IF;
+    END LOOP;
+    IF jsonb_typeof(v) IS DISTINCT FROM 'object' THEN
+        RETURN errs || (path || '/verify: is required: an object such as {"scheme": "standard", "secret": "$Secret{NAME}"}');
+    END IF;
+    errs := errs || ductape._check_keys(v, path || '/verify', '{scheme,secret,tolerance_s,header,encoding,prefix}');
+    IF v->>'scheme' IS NULL OR v->>'scheme' NOT IN ('stripe', 'github', 'standard', 'hmac', 'none') THEN
+        errs := errs || (path || '/verify/scheme: must be stripe, github, standard, hmac or none');
+    ELSIF v->>'scheme' <> 'none' AND jsonb_typeof(v->'secret') IS DISTINCT FROM 'string' THEN
+        errs := errs || format('%s/verify/secret: is required for the %s scheme (a template such as "$Secret{NAME}")', path, v->>'scheme');
+    END IF;
+    IF v->>'scheme' = 'hmac' AND (jsonb_typeof(v->'header') IS DISTINCT FROM 'string'
+                                 OR v->>'header' !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$') THEN
+        errs := errs || (path || '/verify/header: is required for the hmac scheme: the header carrying the signature');
+    END IF;
+    IF v ? 'encoding' AND v->>'encoding' IS DISTINCT FROM 'hex' AND v->>'encoding' IS DISTINCT FROM 'base64' THEN
+        errs := errs || (path || '/verify/encoding: must be hex or base64');
+    END IF;
+    errs := errs || ductape._check_type(v->'prefix', path || '/verify/prefix', '{string}');
+    errs := errs || ductape._check_int(v->'tolerance_s', path || '/verify/tolerance_s', 1, 86400 * 7);
+    IF jsonb_typeof(v->'secret') = 'string' THEN
+        errs := errs || ductape._template_errors(jsonb_build_object('secret', v->'secret'), path || '/verify', constants, variables);
+    END IF;
+    RETURN errs;
+END
+$$;
+
 -- A whole app spec (without running the action checks' template checks twice).
 CREATE FUNCTION ductape._check_app(spec jsonb)
 RETURNS text[] LANGUAGE plpgsql STABLE AS $$
@@ -555,6 +600,18 @@ BEGIN
                 i := i + 1;
             END LOOP;
         END IF;
+    END IF;
+    IF jsonb_typeof(spec->'webhooks') = 'array' THEN
+        tags := '{}';
+        i := 0;
+        FOR e IN SELECT * FROM jsonb_array_elements(spec->'webhooks') LOOP
+            errs := errs || ductape._check_webhook(e, '/webhooks/' || i, constants, variables);
+            IF e->>'tag' = ANY (tags) THEN
+                errs := errs || format('/webhooks/%s/tag: "%s" appears twice', i, e->>'tag');
+            END IF;
+            tags := tags || (e->>'tag');
+            i := i + 1;
+        END LOOP;
     END IF;
     IF spec ? 'actions' THEN
         IF jsonb_typeof(spec->'actions') <> 'array' THEN
@@ -904,6 +961,157 @@ END
 $$;
 
 ---------------------------------------------------------------------------
+-- Inbound webhooks (DESIGN.md §8)
+---------------------------------------------------------------------------
+
+-- The unguessable path token of each (product, app, webhook, env).
+CREATE TABLE ductape._webhook_tokens (
+    token       text PRIMARY KEY,
+    product     text NOT NULL,
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    webhook     text NOT NULL,
+    env         text NOT NULL,
+    role        name NOT NULL,           -- who asked for the URL; events record it
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT webhook_tokens_scope UNIQUE (product, app, webhook, env)
+);
+
+CREATE TYPE ductape.webhook_state AS ENUM ('received', 'handled', 'failed');
+-- Written by the listener in one transaction per batch of requests, before
+-- any of them is answered 200.
+CREATE TABLE ductape.webhook_events (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    app             text NOT NULL,
+    webhook         text NOT NULL,
+    env             text NOT NULL,
+    product         text NOT NULL,
+    event_id        text,                -- from the id selector; a repeat is stored once
+    event_type      text,                -- from the type selector
+    headers         jsonb NOT NULL,      -- as received, sensitive values redacted
+    payload         jsonb,               -- a JSON body
+    body            text,                -- any other body, as text
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    state           ductape.webhook_state NOT NULL DEFAULT 'received',
+    attempts        integer NOT NULL DEFAULT 0,
+    error           text,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    handled_by      bigint[] NOT NULL DEFAULT '{}',  -- subscriptions whose handler succeeded
+    handled_at      timestamptz,
+    role            name NOT NULL
+);
+CREATE UNIQUE INDEX webhook_events_event_id_idx ON ductape.webhook_events (product, app, webhook, env, event_id)
+    WHERE event_id IS NOT NULL;
+CREATE INDEX webhook_events_due_idx ON ductape.webhook_events (next_attempt_at, id) WHERE state = 'received';
+ALTER TABLE ductape.webhook_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY webhook_events_by_role ON ductape.webhook_events FOR SELECT
+    USING (role = current_user
+           OR pg_catalog.has_function_privilege('ductape.secret_get(text)', 'EXECUTE'));
+
+CREATE TABLE ductape.webhook_subscriptions (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    webhook     text NOT NULL,
+    event_type  text NOT NULL,           -- exact, or with * wildcards
+    handler     regprocedure NOT NULL,
+    role        name NOT NULL,           -- the handler runs as this role
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT webhook_subscriptions_unique UNIQUE (app, webhook, event_type, handler)
+);
+
+-- Does an event type match a subscription's pattern (* matches any run)?
+CREATE FUNCTION ductape._type_matches(event_type text, pattern text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pattern = '*' OR event_type LIKE
+        replace(replace(replace(replace(pattern, '\', '\\'), '%', '\%'), '_', '\_'), '*', '%')
+$$;
+
+-- Check a signature as the listener would at time "at" (tests, debugging).
+CREATE FUNCTION ductape._signature_check(verify jsonb, secret text, headers jsonb, body text, at timestamptz DEFAULT now())
+RETURNS text LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_signature_check';
+
+CREATE FUNCTION ductape._webhook_listen_address() RETURNS text
+LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_webhook_listen_address';
+
+-- The webhook's spec in its app, or 42704.
+CREATE FUNCTION ductape._webhook_spec(a ductape.apps, webhook text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    w jsonb;
+BEGIN
+    SELECT e INTO w FROM jsonb_array_elements(coalesce(a.spec->'webhooks', '[]')) e WHERE e->>'tag' = webhook;
+    IF w IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('webhook "%s" of app "%s" does not exist', webhook, a.tag),
+            DETAIL = format('The app defines %s.', coalesce((SELECT string_agg(format('"%s"', e->>'tag'), ', ')
+                                                              FROM jsonb_array_elements(coalesce(a.spec->'webhooks', '[]')) e),
+                                                            'no webhooks')),
+            HINT = 'Add it to the app''s "webhooks" with ductape.app_define.';
+    END IF;
+    RETURN w;
+END
+$$;
+
+CREATE FUNCTION ductape.webhook_url(app text, webhook text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(app);
+    p text := coalesce(product, current_setting('ductape.product'));
+    e text := coalesce(env, current_setting('ductape.env'));
+    listen text := ductape._webhook_listen_address();
+    tok text;
+BEGIN
+    PERFORM ductape._webhook_spec(a, webhook);
+    IF NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(a.spec->'envs', '[]')) x WHERE x->>'slug' = e) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('environment "%s" of app "%s" does not exist', e, a.tag),
+            HINT = 'Pass env => one of the app''s envs, or add it with ductape.app_define.';
+    END IF;
+    IF p <> 'default' AND NOT EXISTS (SELECT FROM ductape.products x WHERE x.tag = p) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('product "%s" does not exist', p),
+            HINT = 'Create it with ductape.product_create.';
+    END IF;
+    INSERT INTO ductape._webhook_tokens (token, product, app, webhook, env, role)
+    VALUES (replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), p, a.tag, webhook, e, current_user)
+    ON CONFLICT ON CONSTRAINT webhook_tokens_scope DO NOTHING;
+    SELECT t.token INTO tok FROM ductape._webhook_tokens t
+     WHERE t.product = p AND t.app = a.tag AND t.webhook = webhook AND t.env = e;
+    RETURN format('http://%s/webhooks/%s', listen, tok);
+END
+$$;
+
+CREATE FUNCTION ductape.webhook_subscribe(app text, webhook text, event_type text, handler regprocedure)
+RETURNS bigint LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(app);
+    sid bigint;
+BEGIN
+    PERFORM ductape._webhook_spec(a, webhook);
+    IF coalesce(event_type, '') = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'event_type cannot be empty',
+            HINT = 'Pass an exact type such as ''charge.succeeded'', a pattern such as ''charge.*'', or ''*''.';
+    END IF;
+    IF handler IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_proc
+                                       WHERE oid = handler AND pronargs = 1 AND proargtypes[0] = 'jsonb'::regtype) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('webhook handler %s must take one jsonb argument', handler),
+            HINT = 'Declare it as function(event jsonb); it receives the ductape.webhook_events row as JSON.';
+    END IF;
+    IF NOT has_function_privilege(handler, 'EXECUTE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied for webhook handler %s', handler);
+    END IF;
+    INSERT INTO ductape.webhook_subscriptions AS s (app, webhook, event_type, handler, role)
+    VALUES (a.tag, webhook, event_type, handler, current_user)
+    ON CONFLICT ON CONSTRAINT webhook_subscriptions_unique DO UPDATE SET role = EXCLUDED.role
+    RETURNING s.id INTO sid;
+    RETURN sid;
+END
+$$;
+
+---------------------------------------------------------------------------
 -- Privileges (DESIGN.md §14)
 ---------------------------------------------------------------------------
 
@@ -921,7 +1129,8 @@ BEGIN
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
         ductape.retry(bigint), ductape.on_row() TO %I', role);
-    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
+        ductape.webhook_events TO %I', role);
 END
 $$;
 
@@ -939,7 +1148,9 @@ BEGIN
         ductape.config(text, jsonb, text, text),
         ductape.secret_set(text, text, text, text[], text[], timestamptz),
         ductape.secret_get(text), ductape.secret_drop(text),
-        ductape.oauth_set_tokens(text, text, text, integer, text, text) TO %I', role);
+        ductape.oauth_set_tokens(text, text, text, integer, text, text),
+        ductape.webhook_url(text, text, text, text),
+        ductape.webhook_subscribe(text, text, text, regprocedure) TO %I', role);
     -- the definition functions are plain SQL run as the caller
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
         (SELECT string_agg(p.oid::regprocedure::text, ', ')
@@ -947,7 +1158,7 @@ BEGIN
           WHERE n.nspname = 'ductape' AND p.proname LIKE '\_%'), role);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
         ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
-        ductape._secrets TO %I', role);
+        ductape._secrets, ductape._webhook_tokens, ductape.webhook_subscriptions TO %I', role);
     EXECUTE format('GRANT SELECT ON ductape.secrets TO %I', role);
 END
 $$;

@@ -59,6 +59,8 @@ CallsShmemInit(void)
 		memset(Calls, 0, sizeof(CallsShared));
 		Calls->lock = &(GetNamedLWLockTranche("ductape"))->lock;
 		pg_atomic_init_u64(&Calls->next_id, (uint64) GetCurrentTimestamp());
+		pg_atomic_init_u32(&Calls->listener_port, 0);
+		pg_atomic_init_u32(&Calls->webhooks_pending, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

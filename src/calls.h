@@ -92,6 +92,8 @@ typedef struct CallsShared
 	uint64		tail;
 	uint64		dropped;
 	Latch	   *launcher_latch;
+	pg_atomic_uint32 listener_port;	/* the webhook listener's bound port */
+	pg_atomic_uint32 webhooks_pending;	/* events stored since the worker looked */
 	DtDbWorker	workers[DT_MAX_DB_WORKERS];
 	Oid			wanted[DT_MAX_DB_WORKERS];	/* databases asking for a worker */
 	DtTokenSlot tokens[DT_TOKEN_SLOTS];

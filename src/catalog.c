@@ -302,6 +302,7 @@ LoadApp(const char *tag)
 	if (app->idempotency_header == NULL)
 		app->idempotency_header = pstrdup("Idempotency-Key");
 	app->declared_variables = JsonbGetJsonb(spec, "variables");
+	app->webhooks = JsonbGetJsonb(spec, "webhooks");
 
 	envs = JsonbGetJsonb(spec, "envs");
 	if (envs && JB_ROOT_IS_ARRAY(envs))

@@ -250,6 +250,25 @@ DefineSettings(void)
 							   PGC_SUSET, 0,
 							   check_ca_file, assign_egress_string, NULL);
 
+	DefineCustomStringVariable("ductape.webhook_listen",
+							   "host:port where the webhook listener serves HTTP; empty means no listener.",
+							   "Port 0 picks a free port (webhook_url shows it).  Put a TLS-terminating proxy in front for the internet.",
+							   &ductape_webhook_listen, "",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("ductape.webhook_database",
+							   "Database whose ductape receives webhook events.",
+							   "A background worker connects to one database; webhook_url works there only.",
+							   &ductape_webhook_database, "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.webhook_max_body",
+							"Largest webhook request body accepted; a larger one is answered 413.",
+							NULL,
+							&ductape_webhook_max_body, 1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("ductape");
 }
 
@@ -296,5 +315,6 @@ _PG_init(void)
 	shmem_startup_hook = ductape_shmem_startup;
 
 	WorkerRegisterLauncher();
+	WebhookRegisterListener();
 	WorkerInstallHooks();
 }

@@ -67,6 +67,7 @@ typedef enum
 	PH_OLD,
 	PH_STEP,
 	PH_EVENT,
+	PH_HEADER,
 	PH_NOW,
 	PH_UUID,
 	PH__COUNT
@@ -128,6 +129,7 @@ typedef struct DtApp
 	char	   *idempotency_header;
 	List	   *actions;		/* DtAction * */
 	Jsonb	   *declared_variables;	/* the spec's "variables", may be NULL */
+	Jsonb	   *webhooks;		/* the spec's "webhooks" array, may be NULL */
 	List	   *bindings;		/* DtBinding *, loaded on demand */
 } DtApp;
 
@@ -217,6 +219,8 @@ extern char *Redact(const char *s, List *sensitive);
 extern bool IsSensitiveHeader(const char *name);
 extern char *RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key,
 									 List **sensitive);
+extern char *RequestResolveField(DtApp *app, DtBinding *b, Jsonb *obj,
+								 const char *key, List **sensitive);
 extern void RequestFormAppend(StringInfo buf, const char *key, const char *value);
 extern void RequestPercentEncode(StringInfo buf, const char *s);
 
@@ -253,6 +257,8 @@ extern void WorkerEndWork(void);
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
 extern void JobsCloseInsertState(void);
+extern bool RunAsRole(Oid fn, Oid role, Jsonb *arg, const char *activity,
+					  char **error);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 						  const char *env, const char *product, bool has_run_at,
 						  TimestampTz run_at, const char *key, Oid on_success,
@@ -298,6 +304,33 @@ typedef struct DtCallInfo
 extern Size CallsShmemSize(void);
 extern void CallsShmemInit(void);
 extern int64 CallsRecord(const DtCallInfo *info);
+
+/* ---- webhook.c ---- */
+extern char *ductape_webhook_listen;
+extern char *ductape_webhook_database;
+extern int	ductape_webhook_max_body;
+extern void WebhookRegisterListener(void);
+extern long WebhooksHandleDue(void);
+
+/* ---- signature.c ---- */
+typedef enum
+{
+	SIG_OK,
+	SIG_MISSING,				/* no signature header, or no secret */
+	SIG_MALFORMED,				/* a header that does not parse */
+	SIG_STALE,					/* timestamp outside the tolerance */
+	SIG_MISMATCH				/* no signature matches */
+} SignatureResult;
+
+typedef const char *(*HeaderLookup) (void *arg, const char *name);
+
+extern SignatureResult SignatureVerify(Jsonb *verify, const char *secret,
+									   HeaderLookup header, void *header_arg,
+									   const char *body, size_t body_len,
+									   int64 now_s);
+extern const char *SignatureResultText(SignatureResult r);
+extern char *SignatureStandard(const char *secret, const char *msg_id,
+							   int64 timestamp, const char *body, size_t len);
 
 /* ---- worker.c ---- */
 extern void WorkerRegisterLauncher(void);

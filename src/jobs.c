@@ -1118,28 +1118,33 @@ typedef struct Callback
 	Jsonb	   *job;
 } Callback;
 
-/* Run fn(job) in its own transaction as role; a failure is logged. */
-static void
-RunCallback(Callback *cb)
+/*
+ * Run fn(arg) in its own transaction as role (job callbacks, webhook
+ * handlers).  Returns false on an error, with its message in *error when
+ * error is not NULL; the transaction is rolled back.
+ */
+bool
+RunAsRole(Oid fn, Oid role, Jsonb *arg, const char *activity, char **error)
 {
 	MemoryContext here = CurrentMemoryContext;
 	Oid			save_user;
 	int			save_sec;
+	bool		ok = true;
 
 	PG_TRY();
 	{
-		WorkerBeginWork("ductape: job callback");
+		WorkerBeginWork(activity);
 		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(cb->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		SPI_connect();
 		{
 			Oid			argtypes[1] = {JSONBOID};
-			Datum		args[1] = {JsonbPGetDatum(cb->job)};
-			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(cb->fn));
+			Datum		args[1] = {JsonbPGetDatum(arg)};
+			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 			char	   *sql;
 
 			if (!HeapTupleIsValid(tup))
-				elog(ERROR, "callback function %u no longer exists", cb->fn);
+				elog(ERROR, "function %u no longer exists", fn);
 			sql = psprintf("SELECT %s($1)",
 						   quote_qualified_identifier(get_namespace_name(((Form_pg_proc) GETSTRUCT(tup))->pronamespace),
 													  NameStr(((Form_pg_proc) GETSTRUCT(tup))->proname)));
@@ -1159,12 +1164,25 @@ RunCallback(Callback *cb)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(here);
-		ereport(WARNING,
-				(errmsg("ductape job callback %s failed: %s", format_procedure(cb->fn), ed->message)));
+		if (error)
+			*error = pstrdup(ed->message);
 		FreeErrorData(ed);
 		pgstat_report_activity(STATE_IDLE, NULL);
+		ok = false;
 	}
 	PG_END_TRY();
+	return ok;
+}
+
+/* Run a job's callback; a failure is logged. */
+static void
+RunCallback(Callback *cb)
+{
+	char	   *error;
+
+	if (!RunAsRole(cb->fn, cb->role, cb->job, "ductape: job callback", &error))
+		ereport(WARNING,
+				(errmsg("ductape job callback (function %u) failed: %s", cb->fn, error)));
 }
 
 /* Write finished attempts back in one transaction, then run callbacks. */

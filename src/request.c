@@ -513,9 +513,13 @@ ResolveString(Jsonb *spec, const char *key, ResolveCtx *ctx, List **sensitive)
 	return text;
 }
 
-/* A field of the app's auth spec, templates resolved (for oauth.c). */
+/*
+ * A string field of a spec object (the app's auth, a webhook's verify),
+ * templates resolved under the binding; resolved secrets are added to
+ * *sensitive.
+ */
 char *
-RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key, List **sensitive)
+RequestResolveField(DtApp *app, DtBinding *b, Jsonb *obj, const char *key, List **sensitive)
 {
 	ResolveCtx	ctx;
 	List	   *scratch = NIL;
@@ -525,7 +529,14 @@ RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key, List **sensit
 	ctx.binding = b;
 	ctx.env = b->env;
 	ctx.sensitive = sensitive ? sensitive : &scratch;
-	return ResolveString(app->auth, key, &ctx, ctx.sensitive);
+	return ResolveString(obj, key, &ctx, ctx.sensitive);
+}
+
+/* A field of the app's auth spec, templates resolved (for oauth.c). */
+char *
+RequestResolveAuthField(DtApp *app, DtBinding *b, const char *key, List **sensitive)
+{
+	return RequestResolveField(app, b, app->auth, key, sensitive);
 }
 
 static JsonbValue *

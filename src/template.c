@@ -50,6 +50,7 @@ static const PhSpec ph_specs[PH__COUNT] = {
 	[PH_OLD] = {"Old", 1, 1},
 	[PH_STEP] = {"Step", 1, PH_MAX_ARGS},
 	[PH_EVENT] = {"Event", 1, PH_MAX_ARGS},
+	[PH_HEADER] = {"Header", 1, 1},
 	[PH_NOW] = {"Now", 0, 0},
 	[PH_UUID] = {"Uuid", 0, 0},
 };

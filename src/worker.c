@@ -304,6 +304,7 @@ ductape_db_worker_main(Datum arg)
 	DtCallSlot *buf;
 	TimestampTz first_pending = 0;
 	TimestampTz next_due = 0;
+	TimestampTz webhooks_at = 0;
 	bool		check_queue = true;
 
 	pqsignal(SIGTERM, die);
@@ -344,6 +345,16 @@ ductape_db_worker_main(Datum arg)
 		/* token requests first: a caller is waiting for each */
 		(void) OAuthServeRequests(dbid);
 		MemoryContextSwitchTo(loopcxt);
+
+		/* webhook handlers: when the listener stored events, and each second for retries */
+		now = GetCurrentTimestamp();
+		if (pg_atomic_exchange_u32(&CallsGetShared()->webhooks_pending, 0) != 0 || now >= webhooks_at)
+		{
+			webhooks_at = now + (TimestampTz) DT_QUEUE_CHECK_MS * 1000;
+			if (WebhooksHandleDue() > 0)
+				webhooks_at = 0;	/* look again at once */
+			MemoryContextSwitchTo(loopcxt);
+		}
 
 		/* jobs: store finished attempts, then claim what is due while there is room */
 		if (JobsHaveResults())

@@ -1,0 +1,1082 @@
+/*-------------------------------------------------------------------------
+ *
+ * webhook.c
+ *	  Inbound webhooks (DESIGN.md §8): the listener background worker that
+ *	  receives, verifies and stores events, and the handlers that the
+ *	  database's worker runs on them.
+ *
+ * The listener serves HTTP on ductape.webhook_listen with libmicrohttpd in
+ * external epoll mode: MHD's epoll descriptor sits in the worker's own
+ * WaitEventSet next to its latch, and every MHD callback runs in this
+ * process's one thread, from MHD_run() in our loop; no libmicrohttpd thread
+ * exists.  A request is refused at once when it can be from its head (405,
+ * 404, 413 by Content-Length); otherwise its body is read (413 as soon as it
+ * grows past ductape.webhook_max_body), and the connection is suspended.
+ * All requests that finished arriving during one MHD_run() form a batch:
+ * one transaction resolves their tokens and secrets, verifies signatures,
+ * inserts the accepted events with ON CONFLICT DO NOTHING (a repeated event
+ * id is stored once), queues NOTIFY ductape_webhook with each new row id, and
+ * commits; only then are the connections resumed and answered 200.  While
+ * one batch commits, the next accumulates: group commit.  If the batch
+ * cannot commit, its requests are answered 503 and the sender retries.
+ *
+ * Events are received in one database, ductape.webhook_database: a
+ * background worker can connect to one database only.
+ *
+ * Handlers (webhook_subscribe) run in the database's ductape worker, each in
+ * its own transaction as the role that subscribed; an event is handled once
+ * every matching handler has succeeded, and is retried with backoff until
+ * then (handlers that already succeeded are not run again), failing after
+ * WEBHOOK_MAX_ATTEMPTS rounds with the error kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <microhttpd.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/dbcommands.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "ductape.h"
+#include "calls.h"
+
+PGDLLEXPORT void ductape_listener_main(Datum arg);
+PG_FUNCTION_INFO_V1(dt_webhook_listen_address);
+
+char	   *ductape_webhook_listen = "";
+char	   *ductape_webhook_database = "postgres";
+int			ductape_webhook_max_body = 1024 * 1024;
+
+#define TOKEN_LEN 64
+#define WEBHOOK_MAX_ATTEMPTS 8
+#define HANDLER_BATCH 100
+
+/* ---- the listener ---- */
+
+typedef struct Header
+{
+	char	   *name;
+	char	   *value;
+} Header;
+
+typedef struct Inbound
+{
+	MemoryContext cxt;			/* everything of this request */
+	struct MHD_Connection *conn;
+	char		token[TOKEN_LEN + 1];
+	StringInfoData body;
+	List	   *headers;		/* Header * */
+	int			status;			/* the answer, once decided */
+	const char *message;
+	bool		stored;			/* 200 once the batch commits */
+	struct Inbound *next;
+} Inbound;
+
+static MemoryContext ListenerContext = NULL;
+static MemoryContext BatchContext = NULL;
+static Inbound *Ready = NULL;	/* received in full, suspended, unbatched */
+
+static enum MHD_Result
+Answer(struct MHD_Connection *conn, unsigned int status, const char *message)
+{
+	struct MHD_Response *resp;
+	char	   *body;
+	enum MHD_Result r;
+
+	if (status == MHD_HTTP_OK)
+		body = pstrdup("{\"ok\": true}\n");
+	else
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"error\": ");
+		escape_json(&buf, message);
+		appendStringInfoString(&buf, "}\n");
+		body = buf.data;
+	}
+	resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
+	pfree(body);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "POST");
+	r = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return r;
+}
+
+static bool
+TokenShaped(const char *s)
+{
+	int			n = 0;
+
+	for (; *s; s++, n++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')) || n >= TOKEN_LEN)
+			return false;
+	return n == TOKEN_LEN;
+}
+
+static enum MHD_Result
+CollectHeader(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	Inbound    *in = cls;
+	Header	   *h = palloc(sizeof(Header));
+
+	h->name = pstrdup(key);
+	h->value = pstrdup(value ? value : "");
+	in->headers = lappend(in->headers, h);
+	return MHD_YES;
+}
+
+static enum MHD_Result
+HandleRequest(struct MHD_Connection *conn, const char *url, const char *method,
+			  const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+	Inbound    *in = *req_cls;
+
+	if (in == NULL)
+	{
+		const char *cl;
+		MemoryContext cxt;
+
+		/* the head: refuse what can be refused without reading the body */
+		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+			return Answer(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "webhooks are delivered with POST");
+		if (strncmp(url, "/webhooks/", 10) != 0 || !TokenShaped(url + 10))
+			return Answer(conn, MHD_HTTP_NOT_FOUND, "unknown webhook URL");
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long) ductape_webhook_max_body)
+			return Answer(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than ductape.webhook_max_body");
+		cxt = AllocSetContextCreate(ListenerContext, "ductape inbound request",
+									ALLOCSET_SMALL_SIZES);
+		in = MemoryContextAllocZero(cxt, sizeof(Inbound));
+		in->cxt = cxt;
+		in->conn = conn;
+		strlcpy(in->token, url + 10, sizeof(in->token));
+		MemoryContextSwitchTo(cxt);
+		initStringInfo(&in->body);
+		*req_cls = in;
+		return MHD_YES;
+	}
+	MemoryContextSwitchTo(in->cxt);
+	if (in->status != 0)
+		return Answer(conn, in->status, in->message);	/* resumed after its batch */
+	if (*upload_data_size > 0)
+	{
+		if ((size_t) in->body.len + *upload_data_size > (size_t) ductape_webhook_max_body)
+		{
+			/* streamed past the limit: stop reading, answer, close */
+			in->status = MHD_HTTP_CONTENT_TOO_LARGE;
+			in->message = "body larger than ductape.webhook_max_body";
+			*upload_data_size = 0;
+			return Answer(conn, in->status, in->message) == MHD_YES ? MHD_YES : MHD_NO;
+		}
+		appendBinaryStringInfo(&in->body, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	/* all of it is in: wait for the batch's commit */
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, CollectHeader, in);
+	MHD_suspend_connection(conn);
+	in->next = Ready;
+	Ready = in;
+	return MHD_YES;
+}
+
+/* MHD's access handler: no PostgreSQL error may unwind through MHD. */
+static enum MHD_Result
+OnRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+		  const char *version, const char *upload_data, size_t *upload_data_size,
+		  void **req_cls)
+{
+	MemoryContext here = CurrentMemoryContext;
+	volatile enum MHD_Result r = MHD_NO;
+
+	PG_TRY();
+	{
+		r = HandleRequest(conn, url, method, upload_data, upload_data_size, req_cls);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(here);
+		EmitErrorReport();
+		FlushErrorState();
+		r = MHD_NO;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(here);
+	return r;
+}
+
+static void
+OnCompleted(void *cls, struct MHD_Connection *conn, void **req_cls,
+			enum MHD_RequestTerminationCode toe)
+{
+	Inbound    *in = *req_cls;
+
+	if (in != NULL)
+		MemoryContextDelete(in->cxt);
+	*req_cls = NULL;
+}
+
+static void
+OnLog(void *cls, const char *fmt, va_list ap)
+{
+	char		buf[512];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	ereport(DEBUG1, (errmsg_internal("ductape webhook listener: %s", buf)));
+}
+
+/* ---- one batch: resolve, verify, store, commit ---- */
+
+typedef struct TokenInfo
+{
+	char	   *token;
+	char	   *product;
+	char	   *app;
+	char	   *webhook;
+	char	   *env;
+	char	   *role;
+	bool		usable;			/* false: could not resolve (503) */
+	Jsonb	   *verify;
+	Jsonb	   *selectors;		/* {"id": ..., "type": ...} */
+	char	   *secret;
+	List	   *sensitive;
+} TokenInfo;
+
+static const char *
+InboundHeader(void *arg, const char *name)
+{
+	Inbound    *in = arg;
+	ListCell   *lc;
+
+	foreach(lc, in->headers)
+	{
+		Header	   *h = lfirst(lc);
+
+		if (pg_strcasecmp(h->name, name) == 0)
+			return h->value;
+	}
+	return NULL;
+}
+
+/* Find a webhook's spec by tag in its app. */
+static Jsonb *
+WebhookSpec(DtApp *app, const char *tag)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken t;
+
+	if (app->webhooks == NULL || !JB_ROOT_IS_ARRAY(app->webhooks))
+		return NULL;
+	it = JsonbIteratorInit(&app->webhooks->root);
+	while ((t = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (t == WJB_ELEM && v.type == jbvBinary)
+		{
+			Jsonb	   *w = JsonbValueToJsonb(&v);
+			char	   *wtag = JsonbGetString(w, "tag");
+
+			if (wtag && strcmp(wtag, tag) == 0)
+				return w;
+		}
+	}
+	return NULL;
+}
+
+/* {"id": ..., "type": ...}: the selectors of a webhook spec, to resolve per event */
+static Jsonb *
+Selectors(Jsonb *spec)
+{
+	JsonbParseState *st = NULL;
+	const char *keys[2] = {"id", "type"};
+	int			i;
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < 2; i++)
+	{
+		JsonbValue *v = JsonbGetField(spec, keys[i]);
+		JsonbValue	k;
+
+		if (v == NULL || v->type != jbvString)
+			continue;
+		k.type = jbvString;
+		k.val.string.val = (char *) keys[i];
+		k.val.string.len = strlen(keys[i]);
+		pushJsonbValue(&st, WJB_KEY, &k);
+		pushJsonbValue(&st, WJB_VALUE, v);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+/* Resolve a token's webhook and secret, in a subtransaction of its own. */
+static void
+ResolveToken(TokenInfo *ti)
+{
+	MemoryContext batch = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(batch);
+	PG_TRY();
+	{
+		DtApp	   *app = CatalogGetApp(ti->app);
+		Jsonb	   *spec = WebhookSpec(app, ti->webhook);
+		DtBinding  *b;
+		char	   *scheme;
+
+		if (spec == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("webhook \"%s\" of app \"%s\" does not exist", ti->webhook, ti->app)));
+		ti->verify = JsonbGetJsonb(spec, "verify");
+		ti->selectors = Selectors(spec);
+		b = CatalogGetBinding(app, ti->product, ti->env);
+		scheme = JsonbGetString(ti->verify, "scheme");
+		if (scheme != NULL && strcmp(scheme, "none") != 0)
+			ti->secret = RequestResolveField(app, b, ti->verify, "secret", &ti->sensitive);
+		ti->usable = true;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(batch);
+		ed = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("ductape webhook listener cannot verify events of %s.%s: %s",
+						ti->app, ti->webhook, ed->message)));
+		ti->usable = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(batch);
+	CurrentResourceOwner = owner;
+}
+
+typedef struct SelectorCtx
+{
+	Inbound    *in;
+	Jsonb	   *payload;
+} SelectorCtx;
+
+/* $Event{a.b} walks the JSON payload; $Header{Name} is a request header. */
+static bool
+ResolveSelector(void *arg, PlaceholderKind kind, int nargs, char **args, JsonbValue *out)
+{
+	SelectorCtx *sc = arg;
+
+	out->type = jbvNull;
+	if (kind == PH_HEADER)
+	{
+		const char *h = InboundHeader(sc->in, args[0]);
+
+		if (h != NULL)
+		{
+			out->type = jbvString;
+			out->val.string.val = pstrdup(h);
+			out->val.string.len = strlen(h);
+		}
+		return true;
+	}
+	if (kind == PH_EVENT && sc->payload != NULL)
+	{
+		JsonbValue	cur;
+		int			i;
+
+		cur.type = jbvBinary;
+		cur.val.binary.data = &sc->payload->root;
+		cur.val.binary.len = VARSIZE(sc->payload) - VARHDRSZ;
+		for (i = 0; i < nargs; i++)
+		{
+			char	   *seg;
+			char	   *save = NULL;
+			char	   *path = pstrdup(args[i]);
+
+			for (seg = strtok_r(path, ".", &save); seg; seg = strtok_r(NULL, ".", &save))
+			{
+				JsonbValue *next = NULL;
+
+				if (cur.type != jbvBinary)
+					return true;
+				if (JsonContainerIsObject(cur.val.binary.data))
+				{
+					JsonbValue	k;
+
+					k.type = jbvString;
+					k.val.string.val = seg;
+					k.val.string.len = strlen(seg);
+					next = findJsonbValueFromContainer(cur.val.binary.data, JB_FOBJECT, &k);
+				}
+				else if (JsonContainerIsArray(cur.val.binary.data) && strspn(seg, "0123456789") == strlen(seg))
+					next = getIthJsonbValueFromContainer(cur.val.binary.data, atoi(seg));
+				if (next == NULL)
+					return true;
+				cur = *next;
+			}
+		}
+		if (cur.type == jbvString || cur.type == jbvNumeric || cur.type == jbvBool)
+		{
+			char	   *s = JsonbValueAsText(&cur);
+
+			out->type = jbvString;
+			out->val.string.val = s;
+			out->val.string.len = strlen(s);
+		}
+		return true;
+	}
+	return kind == PH_EVENT;
+}
+
+/* Is the body JSON?  Decides 400 for a JSON content type that does not parse. */
+static bool
+ParseBody(Inbound *in, Jsonb **payload)
+{
+	const char *ct = InboundHeader(in, "Content-Type");
+	bool		json_type = ct != NULL && strstr(ct, "json") != NULL;
+	const char *p = in->body.data;
+	JsonLexContext *lex;
+
+	*payload = NULL;
+	if (memchr(in->body.data, '\0', in->body.len) != NULL ||
+		!pg_verifymbstr(in->body.data, in->body.len, true))
+	{
+		in->status = MHD_HTTP_BAD_REQUEST;
+		in->message = "the body is not valid text in the database encoding";
+		return false;
+	}
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	if (!json_type && *p != '{' && *p != '[')
+		return true;			/* kept as text */
+	lex = makeJsonLexContextCstringLen(in->body.data, in->body.len, GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	{
+		if (!json_type)
+			return true;
+		in->status = MHD_HTTP_BAD_REQUEST;
+		in->message = "the body is not valid JSON";
+		return false;
+	}
+	*payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(in->body.data)));
+	return true;
+}
+
+/* The request's headers as a JSON object, sensitive values redacted. */
+static Jsonb *
+HeadersJson(Inbound *in, List *sensitive)
+{
+	JsonbParseState *st = NULL;
+	JsonbValue	k,
+				v;
+	ListCell   *lc;
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	foreach(lc, in->headers)
+	{
+		Header	   *h = lfirst(lc);
+		char	   *value = IsSensitiveHeader(h->name) ? "[redacted]" : Redact(h->value, sensitive);
+
+		k.type = jbvString;
+		k.val.string.val = h->name;
+		k.val.string.len = strlen(h->name);
+		v.type = jbvString;
+		v.val.string.val = value;
+		v.val.string.len = strlen(value);
+		pushJsonbValue(&st, WJB_KEY, &k);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+}
+
+static Datum
+TextArray(List *l, Oid type)
+{
+	int			n = list_length(l);
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i = 0;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	ListCell   *lc;
+
+	foreach(lc, l)
+	{
+		nulls[i] = lfirst(lc) == NULL;
+		d[i] = nulls[i] ? (Datum) 0 : PointerGetDatum(lfirst(lc));
+		i++;
+	}
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, type, typlen, typbyval, typalign));
+}
+
+static void
+StoreBatch(Inbound *batch)
+{
+	List	   *tokens = NIL;
+	TokenInfo **infos;
+	int			ninfos;
+	Inbound    *in;
+	int64		now_s = (int64) time(NULL);
+	List	   *cols[10] = {NIL};
+	Oid			argtypes[10] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[10];
+	uint64		i;
+	int			j;
+
+	/* the tokens of this batch, with their webhook, secret and role */
+	for (in = batch; in; in = in->next)
+		tokens = lappend(tokens, cstring_to_text(in->token));
+	args[0] = TextArray(tokens, TEXTOID);
+	if (SPI_execute_with_args("SELECT token, product, app, webhook, env, role FROM ductape._webhook_tokens "
+							  "WHERE token = ANY ($1)", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read webhook tokens");
+	ninfos = SPI_processed;
+	infos = palloc0(sizeof(TokenInfo *) * Max(ninfos, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		TokenInfo  *ti = palloc0(sizeof(TokenInfo));
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		ti->token = SPI_getvalue(tup, desc, 1);
+		ti->product = SPI_getvalue(tup, desc, 2);
+		ti->app = SPI_getvalue(tup, desc, 3);
+		ti->webhook = SPI_getvalue(tup, desc, 4);
+		ti->env = SPI_getvalue(tup, desc, 5);
+		ti->role = SPI_getvalue(tup, desc, 6);
+		infos[i] = ti;
+	}
+	CatalogBeginCall();
+	for (j = 0; j < ninfos; j++)
+		ResolveToken(infos[j]);
+
+	/* verify and parse each request */
+	for (in = batch; in; in = in->next)
+	{
+		TokenInfo  *ti = NULL;
+		SignatureResult sig;
+		Jsonb	   *payload;
+		Jsonb	   *sel;
+		SelectorCtx sc;
+
+		for (j = 0; j < ninfos && ti == NULL; j++)
+			if (strcmp(infos[j]->token, in->token) == 0)
+				ti = infos[j];
+		if (ti == NULL)
+		{
+			in->status = MHD_HTTP_NOT_FOUND;
+			in->message = "unknown webhook URL";
+			continue;
+		}
+		if (!ti->usable)
+		{
+			in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			in->message = "this webhook cannot verify events now; see the server log";
+			continue;
+		}
+		sig = SignatureVerify(ti->verify, ti->secret, InboundHeader, in,
+							  in->body.data, in->body.len, now_s);
+		if (sig != SIG_OK)
+		{
+			in->status = MHD_HTTP_UNAUTHORIZED;
+			in->message = SignatureResultText(sig);
+			continue;
+		}
+		if (!ParseBody(in, &payload))
+			continue;
+		sc.in = in;
+		sc.payload = payload;
+		sel = TemplateApply(ti->selectors, ResolveSelector, &sc);
+		cols[0] = lappend(cols[0], cstring_to_text(ti->app));
+		cols[1] = lappend(cols[1], cstring_to_text(ti->webhook));
+		cols[2] = lappend(cols[2], cstring_to_text(ti->env));
+		cols[3] = lappend(cols[3], cstring_to_text(ti->product));
+		{
+			char	   *id = JsonbGetString(sel, "id");
+			char	   *type = JsonbGetString(sel, "type");
+
+			cols[4] = lappend(cols[4], id ? cstring_to_text(id) : NULL);
+			cols[5] = lappend(cols[5], type ? cstring_to_text(type) : NULL);
+		}
+		cols[6] = lappend(cols[6], HeadersJson(in, ti->sensitive));
+		cols[7] = lappend(cols[7], payload);
+		cols[8] = lappend(cols[8], payload ? NULL : cstring_to_text_with_len(in->body.data, in->body.len));
+		cols[9] = lappend(cols[9], cstring_to_text(ti->role));
+		in->stored = true;
+	}
+	if (cols[0] == NIL)
+		return;
+
+	/* one statement for the batch; a repeated event id is not stored again */
+	for (j = 0; j < 10; j++)
+		args[j] = TextArray(cols[j], (j == 6 || j == 7) ? JSONBOID : TEXTOID);
+	if (SPI_execute_with_args("INSERT INTO ductape.webhook_events "
+							  "  (app, webhook, env, product, event_id, event_type, headers, payload, body, role) "
+							  "SELECT a, w, e, p, i, t, h, pl, b, r::name "
+							  "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS u(a, w, e, p, i, t, h, pl, b, r) "
+							  "ON CONFLICT (product, app, webhook, env, event_id) WHERE event_id IS NOT NULL DO NOTHING "
+							  "RETURNING id",
+							  10, argtypes, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not store webhook events");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		Async_Notify("ductape_webhook", psprintf(INT64_FORMAT, id));
+	}
+	if (SPI_processed > 0)
+		pg_atomic_write_u32(&CallsGetShared()->webhooks_pending, 1);
+}
+
+static void
+ProcessBatch(void)
+{
+	Inbound    *batch = Ready;
+	Inbound    *in;
+	MemoryContext here = CurrentMemoryContext;
+	volatile bool committed = false;
+
+	Ready = NULL;
+	MemoryContextReset(BatchContext);
+	PG_TRY();
+	{
+		WorkerBeginWork("ductape: storing webhook events");
+		SPI_connect();
+		MemoryContextSwitchTo(BatchContext);
+		if (!OidIsValid(get_namespace_oid("ductape", true)))
+		{
+			for (in = batch; in; in = in->next)
+			{
+				in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+				in->message = "ductape is not installed in the listener's database";
+			}
+		}
+		else
+			StoreBatch(batch);
+		SPI_finish();
+		WorkerEndWork();
+		committed = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(here);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errmsg("ductape webhook listener could not store a batch of events: %s", ed->message)));
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(here);
+	if (committed && pg_atomic_read_u32(&CallsGetShared()->webhooks_pending))
+		CallsWakeWorker(MyDatabaseId);
+
+	for (in = batch; in; in = in->next)
+	{
+		if (!committed)
+		{
+			in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			in->message = "the event could not be stored; try again";
+		}
+		else if (in->stored)
+		{
+			in->status = MHD_HTTP_OK;
+			in->message = "stored";
+		}
+		else if (in->status == 0)
+		{
+			in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			in->message = "the event could not be stored; try again";
+		}
+		MHD_resume_connection(in->conn);
+	}
+}
+
+/* host:port or [v6]:port; the port may be 0 (any free port) */
+static bool
+ParseListen(const char *listen, char **host, char **port)
+{
+	const char *colon = strrchr(listen, ':');
+	const char *h = listen;
+	int			hlen;
+
+	if (colon == NULL || colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+		return false;
+	hlen = colon - listen;
+	if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']')
+	{
+		h++;
+		hlen -= 2;
+	}
+	*host = pnstrdup(h, hlen);
+	*port = pstrdup(colon + 1);
+	return hlen > 0;
+}
+
+static struct MHD_Daemon *
+StartDaemon(void)
+{
+	char	   *host;
+	char	   *port;
+	struct addrinfo hints;
+	struct addrinfo *ai;
+	struct MHD_Daemon *d;
+	int			rc;
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+
+	if (!ParseListen(ductape_webhook_listen, &host, &port))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid ductape.webhook_listen \"%s\"", ductape_webhook_listen),
+				 errhint("Use host:port, such as 0.0.0.0:8080 or [::1]:8080.")));
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("could not resolve ductape.webhook_listen host \"%s\": %s", host, gai_strerror(rc))));
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	d = MHD_start_daemon(flags, 0, NULL, NULL, OnRequest, NULL,
+						 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
+						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 1000,
+						 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int) 1024,
+						 MHD_OPTION_NOTIFY_COMPLETED, OnCompleted, NULL,
+						 MHD_OPTION_EXTERNAL_LOGGER, OnLog, NULL,
+						 MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (d == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("ductape webhook listener could not listen on %s", ductape_webhook_listen),
+				 errhint("Check that the address is local and the port is free.")));
+	return d;
+}
+
+static void
+ListenerExit(int code, Datum arg)
+{
+	pg_atomic_write_u32(&CallsGetShared()->listener_port, 0);
+}
+
+void
+ductape_listener_main(Datum arg)
+{
+	struct MHD_Daemon *d;
+	const union MHD_DaemonInfo *info;
+	WaitEventSet *wes;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(ductape_webhook_database, NULL, 0);
+	pgstat_report_appname("ductape webhook listener");
+
+	ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
+											ALLOCSET_DEFAULT_SIZES);
+	BatchContext = AllocSetContextCreate(TopMemoryContext, "ductape listener batch",
+										 ALLOCSET_DEFAULT_SIZES);
+	d = StartDaemon();
+	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	pg_atomic_write_u32(&CallsGetShared()->listener_port, info ? info->port : 0);
+	before_shmem_exit(ListenerExit, (Datum) 0);
+	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (info == NULL)
+		elog(ERROR, "libmicrohttpd has no epoll descriptor");
+
+	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
+	ereport(LOG, (errmsg("ductape webhook listener serving http://%s in database \"%s\"",
+						 ductape_webhook_listen, ductape_webhook_database)));
+
+	for (;;)
+	{
+		WaitEvent	ev[3];
+		MHD_UNSIGNED_LONG_LONG mhd_timeout;
+		long		timeout = 1000;
+
+		if (MHD_get_timeout(d, &mhd_timeout) == MHD_YES)
+			timeout = Min((long) mhd_timeout, timeout);
+		(void) WaitEventSetWait(wes, timeout, ev, lengthof(ev), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/*
+		 * Serve; every request that arrived in full meanwhile goes into one
+		 * batch, and while it commits the next one gathers.
+		 */
+		MHD_run(d);
+		while (Ready != NULL)
+		{
+			ProcessBatch();
+			MHD_run(d);
+		}
+	}
+}
+
+void
+WebhookRegisterListener(void)
+{
+	BackgroundWorker bgw;
+
+	if (ductape_webhook_listen == NULL || ductape_webhook_listen[0] == '\0')
+		return;
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "ductape");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "ductape_listener_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "ductape webhook listener");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "ductape webhook listener");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* host:port of the listener as senders should use it (webhook_url). */
+Datum
+dt_webhook_listen_address(PG_FUNCTION_ARGS)
+{
+	char	   *host;
+	char	   *port;
+	const char *db = get_database_name(MyDatabaseId);
+	uint32		bound = pg_atomic_read_u32(&CallsGetShared()->listener_port);
+	bool		v6;
+
+	if (ductape_webhook_listen[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the webhook listener is off"),
+				 errdetail("ductape.webhook_listen is empty."),
+				 errhint("Set ductape.webhook_listen (for example '0.0.0.0:8080') in postgresql.conf and restart the server.")));
+	if (db == NULL || strcmp(db, ductape_webhook_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("webhooks are received in database \"%s\", not in \"%s\"",
+						ductape_webhook_database, db ? db : "?"),
+				 errhint("Call webhook_url in that database, or set ductape.webhook_database and restart the server.")));
+	if (!ParseListen(ductape_webhook_listen, &host, &port))
+		elog(ERROR, "invalid ductape.webhook_listen");
+	v6 = strchr(host, ':') != NULL;
+	if (strcmp(port, "0") == 0)
+	{
+		if (bound == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the webhook listener has not started yet"),
+					 errhint("Try again in a moment; the server log says why if it does not start.")));
+		port = psprintf("%u", bound);
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf(v6 ? "[%s]:%s" : "%s:%s", host, port)));
+}
+
+/* ---- handlers, run by the database's worker ---- */
+
+typedef struct DueEvent
+{
+	int64		id;
+	Jsonb	   *event;
+	int			attempts;
+	int			nsubs;
+	int64	   *subs;
+	Oid		   *fns;
+	Oid		   *roles;
+} DueEvent;
+
+static void
+ArrayToInt64s(Datum d, int64 **out, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			i;
+
+	deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, n);
+	*out = palloc(sizeof(int64) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		(*out)[i] = DatumGetInt64(elems[i]);
+}
+
+static void
+ArrayToOids(Datum d, Oid **out, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			i;
+
+	deconstruct_array(DatumGetArrayTypeP(d), OIDOID, 4, true, TYPALIGN_INT, &elems, &nulls, n);
+	*out = palloc(sizeof(Oid) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		(*out)[i] = DatumGetObjectId(elems[i]);
+}
+
+/*
+ * Run the handlers of due events.  Called by the database's worker when the
+ * listener stored events and once a second for retries; returns how many
+ * events it took (HANDLER_BATCH means there may be more).
+ */
+long
+WebhooksHandleDue(void)
+{
+	MemoryContext here = CurrentMemoryContext;
+	List	   *due = NIL;
+	ListCell   *lc;
+	uint64		i;
+
+	WorkerBeginWork("ductape: claiming webhook events");
+	SPI_connect();
+	if (SPI_execute("WITH due AS ("
+					"  SELECT e.* FROM ductape.webhook_events e"
+					"   WHERE e.state = 'received' AND e.next_attempt_at <= now()"
+					"     AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
+					"                  WHERE s.app = e.app AND s.webhook = e.webhook"
+					"                    AND ductape._type_matches(e.event_type, s.event_type)"
+					"                    AND s.id <> ALL (e.handled_by))"
+					"   ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(HANDLER_BATCH)
+					"   FOR UPDATE SKIP LOCKED) "
+					"SELECT d.id, to_jsonb(d) - '{handled_by,next_attempt_at}'::text[], d.attempts, m.ids, m.fns, m.roles"
+					"  FROM due d, LATERAL ("
+					"    SELECT array_agg(s.id ORDER BY s.id) AS ids, array_agg(s.handler::oid ORDER BY s.id) AS fns,"
+					"           array_agg(coalesce(r.oid, 0::oid) ORDER BY s.id) AS roles"
+					"      FROM ductape.webhook_subscriptions s LEFT JOIN pg_catalog.pg_roles r ON r.rolname = s.role"
+					"     WHERE s.app = d.app AND s.webhook = d.webhook"
+					"       AND ductape._type_matches(d.event_type, s.event_type) AND s.id <> ALL (d.handled_by)) m"
+					" ORDER BY d.id", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read due webhook events");
+	MemoryContextSwitchTo(here);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		DueEvent   *ev = palloc0(sizeof(DueEvent));
+		bool		isnull;
+		int			n;
+
+		ev->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		ev->event = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
+		ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		ArrayToInt64s(SPI_getbinval(tup, desc, 4, &isnull), &ev->subs, &ev->nsubs);
+		ArrayToOids(SPI_getbinval(tup, desc, 5, &isnull), &ev->fns, &n);
+		ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
+		due = lappend(due, ev);
+	}
+	SPI_finish();
+	WorkerEndWork();
+	MemoryContextSwitchTo(here);
+
+	foreach(lc, due)
+	{
+		DueEvent   *ev = lfirst(lc);
+		List	   *ok = NIL;
+		char	   *error = NULL;
+		int			failed_fn = -1;
+		int			k;
+
+		for (k = 0; k < ev->nsubs; k++)
+		{
+			char	   *err = NULL;
+
+			if (OidIsValid(ev->roles[k]) &&
+				RunAsRole(ev->fns[k], ev->roles[k], ev->event, "ductape: webhook handler", &err))
+				ok = lappend(ok, &ev->subs[k]);
+			else if (error == NULL)
+			{
+				error = err ? err : pstrdup("the subscribing role no longer exists");
+				failed_fn = k;
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+
+		/* record the round: handled, or retried later, or failed for good */
+		WorkerBeginWork("ductape: recording webhook handlers");
+		SPI_connect();
+		{
+			Oid			types[5] = {INT8OID, INT8ARRAYOID, TEXTOID, INT4OID, INT8OID};
+			Datum		a[5];
+			char		nulls[5] = "     ";
+			ListCell   *c;
+			int			attempts = ev->attempts + 1;
+			int64		delay_ms = Min((int64) 2000 << Min(attempts - 1, 20), (int64) 3600 * 1000);
+
+			a[0] = Int64GetDatum(ev->id);
+			{
+				Datum	   *d = palloc(sizeof(Datum) * Max(list_length(ok), 1));
+				int			m = 0;
+
+				foreach(c, ok)
+					d[m++] = Int64GetDatum(*(int64 *) lfirst(c));
+				a[1] = PointerGetDatum(construct_array(d, m, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			}
+			if (error != NULL)
+				a[2] = CStringGetTextDatum(psprintf("%s: %s", format_procedure(ev->fns[failed_fn]), error));
+			else
+				nulls[2] = 'n';
+			a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
+			a[4] = Int64GetDatum(delay_ms);
+			if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
+									  "  handled_by = handled_by || $2, attempts = attempts + 1, error = $3, "
+									  "  state = CASE WHEN $3 IS NULL THEN 'handled' "
+									  "               WHEN attempts + 1 >= $4 THEN 'failed' "
+									  "               ELSE 'received' END::ductape.webhook_state, "
+									  "  handled_at = CASE WHEN $3 IS NULL THEN now() END, "
+									  "  next_attempt_at = now() + $5 * interval '1 millisecond' "
+									  "WHERE id = $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not record webhook handlers");
+		}
+		SPI_finish();
+		WorkerEndWork();
+		MemoryContextSwitchTo(here);
+	}
+	return list_length(due);
+}
