@@ -257,6 +257,7 @@ extern void WorkerEndWork(void);
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
 extern void JobsCloseInsertState(void);
+extern char *RunInSubtransaction(void (*fn) (void *), void *arg);
 extern bool RunAsRole(Oid fn, Oid role, Jsonb *arg, const char *activity,
 					  char **error);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,

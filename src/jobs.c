@@ -970,6 +970,28 @@ BuildJobRequest(JobRun *run, const char *app_tag, const char *action_tag, Jsonb 
  * Claim up to n due jobs and build their requests; then, with the
  * transaction committed, start their transfers.  Returns how many.
  */
+typedef struct BuildArgs
+{
+	JobRun	   *run;
+	const char *app_tag;
+	const char *action_tag;
+	Jsonb	   *input;
+	const char *env;
+	const char *product;
+	Jsonb	   *options;
+	const char *key;
+	const char *role;
+} BuildArgs;
+
+static void
+BuildJobRequestCall(void *arg)
+{
+	BuildArgs  *a = arg;
+
+	BuildJobRequest(a->run, a->app_tag, a->action_tag, a->input, a->env, a->product,
+					a->options, a->key, a->role);
+}
+
 int
 JobsClaim(int n)
 {
@@ -1032,35 +1054,16 @@ JobsClaim(int n)
 
 		/* a job whose request cannot be built fails, alone */
 		{
-			MemoryContext here = CurrentMemoryContext;
-			ResourceOwner owner = CurrentResourceOwner;
+			BuildArgs	ba = {run, app_tag, action_tag, input, env, product, options, key, role};
+			char	   *error = RunInSubtransaction(BuildJobRequestCall, &ba);
 
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(here);
-			PG_TRY();
+			if (error != NULL)
 			{
-				BuildJobRequest(run, app_tag, action_tag, input, env, product, options, key, role);
-				ReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(here);
-				CurrentResourceOwner = owner;
-			}
-			PG_CATCH();
-			{
-				ErrorData  *ed;
-
-				MemoryContextSwitchTo(here);
-				ed = CopyErrorData();
-				FlushErrorState();
-				RollbackAndReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(here);
-				CurrentResourceOwner = owner;
 				run->verdict = XFER_FAILED;
-				run->error = psprintf("%s", ed->message);
-				if (strcmp(ed->message, DT_TOKEN_PENDING_MSG) == 0)
+				run->error = error;
+				if (strcmp(error, DT_TOKEN_PENDING_MSG) == 0)
 					run->requeue = true;
-				FreeErrorData(ed);
 			}
-			PG_END_TRY();
 		}
 		MemoryContextSwitchTo(old);
 		claimed = RunsAppend(claimed, run);
@@ -1117,6 +1120,44 @@ typedef struct Callback
 	Oid			role;
 	Jsonb	   *job;
 } Callback;
+
+/*
+ * Call fn(arg) in a subtransaction of the current transaction, so that one
+ * item's error does not abort a worker's batch.  Returns NULL, or the
+ * error's message (allocated in the caller's memory context) after rolling
+ * the subtransaction back.  The caller's memory context and resource owner
+ * are current again on return.
+ */
+char *
+RunInSubtransaction(void (*fn) (void *), void *arg)
+{
+	MemoryContext here = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(here);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(here);
+		ed = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		error = pstrdup(ed->message);
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(here);
+	CurrentResourceOwner = owner;
+	return error;
+}
 
 /*
  * Run fn(arg) in its own transaction as role (job callbacks, webhook

@@ -339,51 +339,39 @@ Selectors(Jsonb *spec)
 	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
-/* Resolve a token's webhook and secret, in a subtransaction of its own. */
+/* Resolve a token's webhook spec and secret (errors: see ResolveToken). */
+static void
+ResolveTokenCall(void *arg)
+{
+	TokenInfo  *ti = arg;
+	DtApp	   *app = CatalogGetApp(ti->app);
+	Jsonb	   *spec = WebhookSpec(app, ti->webhook);
+	DtBinding  *b;
+	char	   *scheme;
+
+	if (spec == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("webhook \"%s\" of app \"%s\" does not exist", ti->webhook, ti->app)));
+	ti->verify = JsonbGetJsonb(spec, "verify");
+	ti->selectors = Selectors(spec);
+	b = CatalogGetBinding(app, ti->product, ti->env);
+	scheme = JsonbGetString(ti->verify, "scheme");
+	if (scheme != NULL && strcmp(scheme, "none") != 0)
+		ti->secret = RequestResolveField(app, b, ti->verify, "secret", &ti->sensitive);
+}
+
+/* A token that cannot be resolved (secret missing, ...) answers 503, alone. */
 static void
 ResolveToken(TokenInfo *ti)
 {
-	MemoryContext batch = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	char	   *error = RunInSubtransaction(ResolveTokenCall, ti);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(batch);
-	PG_TRY();
-	{
-		DtApp	   *app = CatalogGetApp(ti->app);
-		Jsonb	   *spec = WebhookSpec(app, ti->webhook);
-		DtBinding  *b;
-		char	   *scheme;
-
-		if (spec == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("webhook \"%s\" of app \"%s\" does not exist", ti->webhook, ti->app)));
-		ti->verify = JsonbGetJsonb(spec, "verify");
-		ti->selectors = Selectors(spec);
-		b = CatalogGetBinding(app, ti->product, ti->env);
-		scheme = JsonbGetString(ti->verify, "scheme");
-		if (scheme != NULL && strcmp(scheme, "none") != 0)
-			ti->secret = RequestResolveField(app, b, ti->verify, "secret", &ti->sensitive);
-		ti->usable = true;
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *ed;
-
-		MemoryContextSwitchTo(batch);
-		ed = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
+	ti->usable = (error == NULL);
+	if (error != NULL)
 		ereport(WARNING,
 				(errmsg("ductape webhook listener cannot verify events of %s.%s: %s",
-						ti->app, ti->webhook, ed->message)));
-		ti->usable = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(batch);
-	CurrentResourceOwner = owner;
+						ti->app, ti->webhook, error)));
 }
 
 typedef struct SelectorCtx
