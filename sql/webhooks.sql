@@ -124,6 +124,20 @@ SELECT event_id, event_type FROM ductape.webhook_events WHERE webhook = 'std' OR
 SELECT count(*) AS rows_with_plaintext FROM ductape.webhook_events WHERE row_to_json(webhook_events)::text LIKE '%gh-hook-plaintext%'
     OR row_to_json(webhook_events)::text LIKE '%not-for-the-table%';
 
+CREATE FUNCTION wait_events(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+  FOR i IN 1..100 LOOP
+    EXECUTE 'SELECT ' || cond || ' FROM ductape.webhook_events' INTO ok;
+    IF ok THEN RETURN true; END IF;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+  RETURN false;
+END $$;
+-- Events no subscription wants are parked (the worker does not scan them
+-- again every second); a later subscription wakes the ones it matches.
+SELECT wait_events($$bool_and(next_attempt_at = 'infinity' AND state = 'received')$$) AS all_parked;
+
 -- Handlers run in the worker, as the subscribing role, with retries.
 CREATE TABLE public.hook_log (event_id text, event_type text, who name);
 CREATE ROLE dt_hooks;
@@ -141,16 +155,6 @@ SET ROLE dt_hooks;
 SELECT ductape.webhook_subscribe('hooks', 'std', 'charge.*', 'public.on_charge(jsonb)') > 0 AS subscribed;
 RESET ROLE;
 SELECT ductape.webhook_subscribe('hooks', 'std', 'charge.failed', 'public.on_failed_charge(jsonb)') > 0 AS subscribed;
-CREATE FUNCTION wait_events(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE ok boolean;
-BEGIN
-  FOR i IN 1..100 LOOP
-    EXECUTE 'SELECT ' || cond || ' FROM ductape.webhook_events' INTO ok;
-    IF ok THEN RETURN true; END IF;
-    PERFORM pg_sleep(0.1);
-  END LOOP;
-  RETURN false;
-END $$;
 SELECT wait_events($$bool_and(state = 'handled') FILTER (WHERE event_id = 'ch_1') AND bool_and(attempts >= 1) FILTER (WHERE event_id = 'ch_2')$$) AS done;
 SELECT * FROM public.hook_log ORDER BY event_id;
 SELECT event_id, state, attempts, error FROM ductape.webhook_events WHERE webhook = 'std' ORDER BY id;

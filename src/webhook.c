@@ -52,6 +52,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -76,6 +77,7 @@ int			ductape_webhook_max_body = 1024 * 1024;
 #define TOKEN_LEN 64
 #define WEBHOOK_MAX_ATTEMPTS 8
 #define HANDLER_BATCH 100
+#define PARK_BATCH 1000			/* events without a subscription parked per pass */
 
 /* ---- the listener ---- */
 
@@ -632,12 +634,24 @@ StoreBatch(Inbound *batch)
 	if (cols[0] == NIL)
 		return;
 
-	/* one statement for the batch; a repeated event id is not stored again */
+	/*
+	 * One statement for the batch; a repeated event id is not stored again.
+	 * An event no subscription wants is stored parked (see
+	 * ParkUnwantedEvents); the ROW EXCLUSIVE lock on the subscriptions keeps
+	 * the worker from matching new subscriptions against parked events until
+	 * this batch is committed, so a subscription that commits after this
+	 * statement's snapshot still wakes the events stored here.
+	 */
+	LockRelationOid(get_relname_relid("webhook_subscriptions", get_namespace_oid("ductape", false)),
+					RowExclusiveLock);
 	for (j = 0; j < 10; j++)
 		args[j] = TextArray(cols[j], (j == 6 || j == 7) ? JSONBOID : TEXTOID);
 	if (SPI_execute_with_args("INSERT INTO ductape.webhook_events "
-							  "  (app, webhook, env, product, event_id, event_type, headers, payload, body, role) "
-							  "SELECT a, w, e, p, i, t, h, pl, b, r::name "
+							  "  (app, webhook, env, product, event_id, event_type, headers, payload, body, role, next_attempt_at) "
+							  "SELECT a, w, e, p, i, t, h, pl, b, r::name, "
+							  "       CASE WHEN EXISTS (SELECT FROM ductape.webhook_subscriptions s "
+							  "                          WHERE s.app = a AND s.webhook = w AND ductape._type_matches(t, s.event_type)) "
+							  "            THEN now() ELSE 'infinity' END "
 							  "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS u(a, w, e, p, i, t, h, pl, b, r) "
 							  "ON CONFLICT (product, app, webhook, env, event_id) WHERE event_id IS NOT NULL DO NOTHING "
 							  "RETURNING id",
@@ -950,6 +964,59 @@ ArrayToOids(Datum d, Oid **out, int *n)
 }
 
 /*
+ * Events that no subscription wants are parked (next_attempt_at = infinity),
+ * so the scan for due events does not walk them again on every pass: the
+ * listener stores them parked, and this parks those whose subscription went
+ * away.  A new subscription wakes the parked events it matches.  Both happen
+ * under a SHARE lock on the subscriptions, so that none can commit in
+ * between and no listener batch is half-way, taken only if it is free: a
+ * session that subscribed and has not yet committed must not hold up
+ * handlers (waking waits for the next pass).
+ */
+static void
+ParkUnwantedEvents(void)
+{
+	static int64 woken_up_to = 0;	/* highest subscription id already matched
+									 * against parked events */
+	Oid			subs = get_relname_relid("webhook_subscriptions",
+										 get_namespace_oid("ductape", false));
+	int64		newest;
+	bool		isnull;
+	Oid			types[1] = {INT8OID};
+	Datum		args[1];
+
+	if (!OidIsValid(subs) || !ConditionalLockRelationOid(subs, ShareLock))
+		return;
+	if (SPI_execute("SELECT coalesce(max(id), 0) FROM ductape.webhook_subscriptions", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read webhook subscriptions");
+	newest = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (newest > woken_up_to)
+	{
+		args[0] = Int64GetDatum(woken_up_to);
+		if (SPI_execute_with_args("UPDATE ductape.webhook_events e SET next_attempt_at = now()"
+								  " WHERE e.state = 'received' AND e.next_attempt_at = 'infinity'"
+								  "   AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
+								  "                WHERE s.id > $1 AND s.app = e.app AND s.webhook = e.webhook"
+								  "                  AND ductape._type_matches(e.event_type, s.event_type))",
+								  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not wake parked webhook events");
+		woken_up_to = newest;
+	}
+	if (SPI_execute("UPDATE ductape.webhook_events SET next_attempt_at = 'infinity'"
+					" WHERE id IN (SELECT e.id FROM ductape.webhook_events e"
+					"               WHERE e.state = 'received' AND e.next_attempt_at <= now()"
+					"                 AND NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s"
+					"                                  WHERE s.app = e.app AND s.webhook = e.webhook"
+					"                                    AND ductape._type_matches(e.event_type, s.event_type)"
+					"                                    AND s.id <> ALL (e.handled_by))"
+					"               ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(PARK_BATCH)
+					"               FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not park webhook events");
+	/* the listener may go on: what needed excluding is done */
+	UnlockRelationOid(subs, ShareLock);
+}
+
+/*
  * Run the handlers of due events.  Called by the database's worker when the
  * listener stored events and once a second for retries; returns how many
  * events it took (HANDLER_BATCH means there may be more).
@@ -964,6 +1031,7 @@ WebhooksHandleDue(void)
 
 	WorkerBeginWork("ductape: claiming webhook events");
 	SPI_connect();
+	ParkUnwantedEvents();
 	if (SPI_execute("WITH due AS ("
 					"  SELECT e.* FROM ductape.webhook_events e"
 					"   WHERE e.state = 'received' AND e.next_attempt_at <= now()"
