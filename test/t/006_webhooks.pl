@@ -1,6 +1,6 @@
 # The webhook listener under abuse: NOTIFY after commit, slow clients,
 # hundreds of connections, malformed and oversized requests, the listener
-# killed, and kill -9 of the postmaster right after a burst of acknowledged
+# killed (SIGTERM, and kill -9), and kill -9 of the postmaster right after a burst of acknowledged
 # events.
 use strict;
 use warnings;
@@ -142,6 +142,22 @@ for (1 .. 50)
 	usleep(200_000);
 }
 ok($back, 'the listener is back after being terminated');
+
+# kill -9 of the listener alone: the postmaster restarts the cluster (any
+# process attached to shared memory may have left it inconsistent), and the
+# listener is back with it; what it acknowledged before is kept.
+my $listener = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape webhook listener'");
+kill 'KILL', $listener;
+$back = 0;
+for (1 .. 150)
+{
+	if (http($signed->('after-kill-9')) eq '200') { $back = 1; last; }
+	usleep(200_000);
+}
+ok($back, 'the listener is back after kill -9');
+ok(poll("SELECT count(*) FROM ductape.webhook_events WHERE event_id IN ('after-kill', 'after-kill-9')", '2'),
+	'events acknowledged before and after the kill -9 are stored');
 
 # kill -9 of the postmaster right after a burst: every acknowledged event survives.
 my @acked;
