@@ -188,6 +188,7 @@ typedef struct DtRequest
 	char	   *body;			/* NULL for none */
 	size_t		body_len;
 	bool		has_idempotency_key;
+	bool		no_redirects;	/* a 3xx is the answer (deliveries) */
 	int			timeout_ms;
 	DtRetryPolicy policy;
 	int		   *success;		/* NULL: any 2xx */
@@ -234,6 +235,17 @@ extern const char *CallResultError(CallResult *cr);
 
 /* many attempts in flight (workers) */
 typedef struct Xfer Xfer;
+
+/*
+ * What a worker's transfer belongs to (a job run, a delivery): the first
+ * member of the owner passed to XferSubmit, so that the worker hands each
+ * finished transfer back to its subsystem.
+ */
+typedef struct XferClient
+{
+	void		(*done) (Xfer *x);
+} XferClient;
+
 extern Xfer *XferSubmit(DtRequest *req, void *owner);
 extern bool XferDone(Xfer *x);
 extern void *XferOwner(Xfer *x);
@@ -246,6 +258,9 @@ typedef enum
 	XFER_RETRY,
 	XFER_FAILED
 } XferVerdict;
+extern void XferResult(Xfer *x, int *status, const char **error,
+					   const char **body, size_t *body_len, double *retry_after_ms);
+extern void HttpCheckUrl(const char *url);
 extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
 							 Jsonb **envelope, char **error, int64 *delay_ms);
 
@@ -270,6 +285,14 @@ extern int	JobsWriteResults(void);
 extern int	JobsInflight(void);
 extern bool JobsHaveResults(void);
 extern long JobsNextDue(long cap);
+
+/* ---- events.c ---- */
+extern int	EventsClaim(int n);
+extern int	EventsWriteResults(void);
+extern int	EventsInflight(void);
+extern bool EventsHaveResults(void);
+extern long EventsNextDue(long cap);
+extern int	EventsReencryptAll(void);
 
 /* ---- oauth.c ---- */
 #define DT_TOKEN_PENDING_MSG "OAuth2 token refresh pending"
@@ -330,6 +353,7 @@ extern SignatureResult SignatureVerify(Jsonb *verify, const char *secret,
 									   const char *body, size_t body_len,
 									   int64 now_s);
 extern const char *SignatureResultText(SignatureResult r);
+extern int	SignatureStandardKeyLength(const char *secret);
 extern char *SignatureStandard(const char *secret, const char *msg_id,
 							   int64 timestamp, const char *body, size_t len);
 

@@ -384,6 +384,33 @@ UrlParts(const char *url, char **scheme, char **host)
 	return ok;
 }
 
+/*
+ * Check a URL that will be called later (endpoint_create): an absolute http
+ * or https URL whose scheme and host the egress policy allows.  The address
+ * is checked again on every connection.
+ */
+void
+HttpCheckUrl(const char *url)
+{
+	char	   *scheme,
+			   *host;
+	const char *reason;
+
+	if (!UrlParts(url, &scheme, &host) ||
+		(strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid endpoint URL \"%s\"", url),
+				 errdetail("An endpoint URL is an absolute http or https URL.")));
+	reason = EgressCheckUrl(scheme, host);
+	if (reason != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DT_EGRESS),
+				 errmsg("request to %s blocked by the egress policy", url),
+				 errdetail("%s.", reason),
+				 errhint("A superuser can allow it with ductape.allowed_hosts or ductape.allow_private_networks.")));
+}
+
 /* Do two URLs share scheme, host and port? */
 static bool
 SameOrigin(const char *a, const char *b)
@@ -632,7 +659,7 @@ XferFinishHop(Xfer *x, CURLcode rc)
 	}
 
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &o->status);
-	if (IsRedirect(o->status))
+	if (IsRedirect(o->status) && !req->no_redirects)
 	{
 		char	   *loc = NULL;
 
@@ -787,6 +814,24 @@ void *
 XferOwner(Xfer *x)
 {
 	return x->owner;
+}
+
+/*
+ * What a finished transfer got, for callers that judge it themselves
+ * (deliveries): the status (0 without a response) or the error, the body and
+ * Retry-After (-1 when absent).
+ */
+void
+XferResult(Xfer *x, int *status, const char **error, const char **body,
+		   size_t *body_len, double *retry_after_ms)
+{
+	Outcome    *o = &x->o;
+
+	*status = o->kind == OUT_RESPONSE ? (int) o->status : 0;
+	*error = o->kind == OUT_RESPONSE ? NULL : (o->error ? o->error : "no response");
+	*body = o->body;
+	*body_len = o->kind == OUT_RESPONSE ? o->body_len : 0;
+	*retry_after_ms = o->retry_after_ms;
 }
 
 /*

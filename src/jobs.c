@@ -833,6 +833,7 @@ dt_retry(PG_FUNCTION_ARGS)
 
 typedef struct JobRun
 {
+	XferClient	client;			/* first: the worker hands transfers back */
 	int64		id;
 	int			attempt;
 	MemoryContext cxt;			/* everything of this run */
@@ -919,7 +920,10 @@ JobsRecover(void)
 	SPI_connect();
 	installed = OidIsValid(get_extension_oid("ductape", true));
 	if (installed)
+	{
 		SPI_execute("UPDATE ductape.jobs SET state = 'queued' WHERE state = 'running'", false, 0);
+		SPI_execute("UPDATE ductape.outbox SET state = 'pending' WHERE state = 'delivering'", false, 0);
+	}
 	SPI_finish();
 	WorkerEndWork();
 	return installed;
@@ -1040,6 +1044,7 @@ JobsClaim(int n)
 
 		old = MemoryContextSwitchTo(cxt);
 		run = palloc0(sizeof(JobRun));
+		run->client.done = JobsAttemptDone;
 		run->cxt = cxt;
 		run->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		run->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
@@ -1375,10 +1380,22 @@ JobsNextDue(long cap)
 		}
 		if (TimestampDifferenceExceeds(LastPurge, GetCurrentTimestamp(), 60000))
 		{
+			/* and what else ductape.job_retention covers */
 			SPI_execute(psprintf("DELETE FROM ductape.jobs WHERE id IN (SELECT id FROM ductape.jobs "
 								 "WHERE state IN ('succeeded', 'failed', 'cancelled') "
-								 "AND finished_at < now() - interval '%d seconds' LIMIT 10000)",
-								 ductape_job_retention_s), false, 0);
+								 "AND finished_at < now() - interval '%d seconds' LIMIT 10000); "
+								 "DELETE FROM ductape.outbox WHERE id IN (SELECT id FROM ductape.outbox "
+								 "WHERE finished_at < now() - interval '%d seconds' LIMIT 10000); "
+								 "DELETE FROM ductape.deliveries WHERE id IN (SELECT id FROM ductape.deliveries "
+								 "WHERE at < now() - interval '%d seconds' LIMIT 10000); "
+								 "DELETE FROM ductape.messages WHERE id IN (SELECT m.id FROM ductape.messages m "
+								 "WHERE m.created_at < now() - interval '%d seconds' AND NOT EXISTS "
+								 "(SELECT FROM ductape.outbox o WHERE o.message_id = m.id) LIMIT 10000); "
+								 "DELETE FROM ductape.webhook_events WHERE id IN (SELECT id FROM ductape.webhook_events "
+								 "WHERE state IN ('handled', 'failed') "
+								 "AND received_at < now() - interval '%d seconds' LIMIT 10000)",
+								 ductape_job_retention_s, ductape_job_retention_s, ductape_job_retention_s,
+								 ductape_job_retention_s, ductape_job_retention_s), false, 0);
 			LastPurge = GetCurrentTimestamp();
 		}
 	}

@@ -656,6 +656,7 @@ dt_rotate_master_key(PG_FUNCTION_ARGS)
 		}
 	}
 	count += OAuthReencryptAll();
+	count += EventsReencryptAll();
 	SPI_finish();
 	PG_RETURN_INT32(count);
 }

@@ -328,6 +328,19 @@ SignatureResultText(SignatureResult r)
 	return "unknown";
 }
 
+/* The key length of a Standard Webhooks secret; -1 if not whsec_ + base64. */
+int
+SignatureStandardKeyLength(const char *secret)
+{
+	char		key[256];
+	int			n;
+
+	if (!StandardKey(secret, key, &n))
+		return -1;
+	explicit_bzero(key, sizeof(key));
+	return n;
+}
+
 /* "v1,<base64>" for an outbound Standard Webhooks delivery (DESIGN.md §9). */
 char *
 SignatureStandard(const char *secret, const char *msg_id, int64 timestamp,
@@ -351,7 +364,22 @@ SignatureStandard(const char *secret, const char *msg_id, int64 timestamp,
 	return psprintf("v1,%.*s", n, b64);
 }
 
-/* ---- SQL: check a signature at a given time (known-answer tests) ---- */
+/* ---- SQL: sign as a delivery would, check as the listener would ---- */
+
+PG_FUNCTION_INFO_V1(dt_signature_standard);
+
+/* _signature_standard(secret, msg_id, timestamp, body): known-answer tests */
+Datum
+dt_signature_standard(PG_FUNCTION_ARGS)
+{
+	text	   *body = PG_GETARG_TEXT_PP(3);
+
+	PG_RETURN_TEXT_P(cstring_to_text(SignatureStandard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+													   text_to_cstring(PG_GETARG_TEXT_PP(1)),
+													   PG_GETARG_INT64(2),
+													   VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body))));
+}
+
 
 PG_FUNCTION_INFO_V1(dt_signature_check);
 

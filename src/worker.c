@@ -306,6 +306,7 @@ ductape_db_worker_main(Datum arg)
 	TimestampTz next_due = 0;
 	TimestampTz webhooks_at = 0;
 	bool		check_queue = true;
+	bool		jobs_first = false;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -356,10 +357,14 @@ ductape_db_worker_main(Datum arg)
 			MemoryContextSwitchTo(loopcxt);
 		}
 
-		/* jobs: store finished attempts, then claim what is due while there is room */
-		if (JobsHaveResults())
+		/*
+		 * Jobs and deliveries: store finished attempts, then claim what is
+		 * due while there is room, the two taking turns at going first.
+		 */
+		if (JobsHaveResults() || EventsHaveResults())
 		{
 			(void) JobsWriteResults();
+			(void) EventsWriteResults();
 			check_queue = true;
 		}
 		now = GetCurrentTimestamp();
@@ -367,11 +372,20 @@ ductape_db_worker_main(Datum arg)
 			check_queue = true;
 		if (check_queue)
 		{
-			int			room = ductape_max_concurrency - JobsInflight();
-			int			want = Min(room, DT_CLAIM_BATCH);
+			int			room = ductape_max_concurrency - JobsInflight() - EventsInflight();
+			bool		full = false;
 
 			check_queue = false;
-			if (want > 0 && JobsClaim(want) == want)
+			jobs_first = !jobs_first;
+			for (int turn = 0; turn < 2 && room > 0; turn++)
+			{
+				int			want = Min(room, DT_CLAIM_BATCH);
+				int			got = (turn == 0) == jobs_first ? JobsClaim(want) : EventsClaim(want);
+
+				full = full || got == want;
+				room -= got;
+			}
+			if (full)
 				check_queue = true; /* there may be more due now */
 			else if (room > 0)
 			{
@@ -383,6 +397,7 @@ ductape_db_worker_main(Datum arg)
 					CallsReleaseWorker(dbid, true);
 					proc_exit(0);
 				}
+				due = Min(due, EventsNextDue(DT_QUEUE_CHECK_MS));
 				next_due = GetCurrentTimestamp() + (TimestampTz) due * 1000;
 				if (due == 0)
 					check_queue = true;
@@ -395,7 +410,7 @@ ductape_db_worker_main(Datum arg)
 		timeout = DT_QUEUE_CHECK_MS;
 		if (next_due != 0)
 			timeout = Min(timeout, Max(0, (long) ((next_due - now) / 1000)));
-		if (check_queue || JobsHaveResults())
+		if (check_queue || JobsHaveResults() || EventsHaveResults())
 			timeout = 0;
 		if (CallsPendingFor(dbid))
 		{
@@ -423,7 +438,11 @@ ductape_db_worker_main(Datum arg)
 		if (DriverPump(Max(timeout, 0), &done))
 			check_queue = true;
 		foreach(lc, done)
-			JobsAttemptDone((Xfer *) lfirst(lc));
+		{
+			Xfer	   *x = lfirst(lc);
+
+			((XferClient *) XferOwner(x))->done(x);
+		}
 	}
 }
 
