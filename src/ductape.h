@@ -11,7 +11,13 @@
  *	  http.c      libcurl driver, retries, run/run_response/http
  *	  egress.c    the egress policy (which hosts and addresses we may reach)
  *	  calls.c     the shared-memory buffer of call records
- *	  worker.c    background workers (launcher, per-database flusher)
+ *	  secrets.c   the encrypted secret store and the master key
+ *	  oauth.c     OAuth2 tokens
+ *	  jobs.c      background jobs
+ *	  signature.c webhook signatures (verify inbound, sign outbound)
+ *	  webhook.c   the inbound webhook listener and handlers
+ *	  events.c    outbound events: publish, endpoints, deliveries
+ *	  worker.c    background workers (launcher, per-database worker)
  *
  *-------------------------------------------------------------------------
  */
