@@ -397,7 +397,11 @@ ductape_db_worker_main(Datum arg)
 					CallsReleaseWorker(dbid, true);
 					proc_exit(0);
 				}
-				due = Min(due, EventsNextDue(DT_QUEUE_CHECK_MS));
+				{
+					long		deliveries_due = EventsNextDue(DT_QUEUE_CHECK_MS);
+
+					due = Min(due, deliveries_due); /* (Min evaluates twice) */
+				}
 				next_due = GetCurrentTimestamp() + (TimestampTz) due * 1000;
 				if (due == 0)
 					check_queue = true;
