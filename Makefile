@@ -12,19 +12,22 @@ OBJS = \
 	src/template.o \
 	src/catalog.o \
 	src/request.o \
+	src/schema.o \
+	src/import.o \
 	src/secrets.o \
 	src/oauth.o \
 	src/jobs.o \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \
-	src/signature.o src/events.o \
+	src/signature.o \
+	src/events.o \
 	src/webhook.o \
 	src/worker.o
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 
@@ -39,7 +42,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare \
 	-Wno-clobbered
-SHLIB_LINK = -lcurl -lcrypto -lmicrohttpd
+SHLIB_LINK = -lcurl -lcrypto -lmicrohttpd -lyaml
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -50,7 +50,9 @@ SELECT expect_error($$SELECT ductape.app_define('{"tag": "Bad_Tag"}')$$);
 SELECT expect_error($$SELECT ductape.app_define('[]')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a/:"}]}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a?b=1"}]}')$$);
-SELECT expect_error($$SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a/:id/:id"}]}')$$);
+-- (a path parameter may appear twice: both take the same value)
+SELECT ductape.app_define('{"tag": "x", "actions": [{"tag": "a", "method": "GET", "resource": "/a/:id/:id"}]}');
+SELECT ductape.app_drop('x');
 
 -- Upsert replaces the set of actions.
 SELECT ductape.app_define('{"tag": "shop", "envs": [{"slug": "dev", "base_url": "http://127.0.0.1:1"}],

@@ -498,9 +498,6 @@ dt_template_errors(PG_FUNCTION_ARGS)
 	Jsonb	   *constants = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	Jsonb	   *variables = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	List	   *errors = NIL;
-	ListCell   *lc;
-	Datum	   *elems;
-	int			i = 0;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
@@ -509,8 +506,18 @@ dt_template_errors(PG_FUNCTION_ARGS)
 
 	TemplateCheck(tpl, path, PH_APP_KINDS, constants, variables, &errors);
 
-	elems = palloc(sizeof(Datum) * (list_length(errors) + 1));
-	foreach(lc, errors)
+	PG_RETURN_DATUM(CStringListToTextArray(errors));
+}
+
+/* A text[] of a list of C strings (problem lists returned to SQL). */
+Datum
+CStringListToTextArray(List *list)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * (list_length(list) + 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, list)
 		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
-	PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+	return PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
 }

@@ -8,6 +8,8 @@
  *	  template.c  $Placeholder{...} parsing, checking and resolution
  *	  catalog.c   the per-backend cache of apps and actions
  *	  request.c   turning (app, action, env, input) into an HTTP request
+ *	  schema.c    JSON Schema validation of inputs, schema checks
+ *	  import.c    reading OpenAPI documents (JSON, YAML) into jsonb
  *	  http.c      libcurl driver, retries, run/run_response/http
  *	  egress.c    the egress policy (which hosts and addresses we may reach)
  *	  calls.c     the shared-memory buffer of call records
@@ -166,6 +168,7 @@ extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
 extern DtBinding *CatalogGetBinding(DtApp *app, const char *product,
 									const char *env);
 extern JsonbValue *JsonbGetField(Jsonb *j, const char *key);
+extern Datum CStringListToTextArray(List *list);
 extern char *JsonbGetString(Jsonb *j, const char *key);
 extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
 extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
@@ -216,6 +219,11 @@ typedef struct DtRequest
 
 extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
 extern void RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what);
+/* ---- schema.c ---- */
+extern bool SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors);
+extern void SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *input);
+extern List *SchemaCheck(Jsonb *schema, const char *path);
+
 extern void RequestBuild(DtRequest *req, DtApp *app, DtAction *action,
 						 DtBinding *binding, Jsonb *input, Jsonb *options);
 extern void RequestApplyOptions(DtRequest *req, Jsonb *options,

@@ -496,6 +496,7 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("input of %s.%s must be a JSON object", app_tag, action_tag)));
+	SchemaValidateInput(app_tag, action_tag, action->input, input);
 	foreach(lc, action->path_params)
 	{
 		const char *p = lfirst(lc);

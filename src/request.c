@@ -890,6 +890,8 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
 				 errmsg("input of %s.%s must be a JSON object", app->tag, action->tag),
 				 errhint("Pass a flat object such as '{\"amount\": 1000}'.")));
 
+	SchemaValidateInput(app->tag, action->tag, action->input, input);
+
 	ctx.app = app;
 	ctx.binding = binding;
 	ctx.env = binding->env;

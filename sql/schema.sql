@@ -1,0 +1,131 @@
+-- JSON Schema validation (DESIGN.md §10): the draft 4 cases of the JSON
+-- Schema Test Suite, then the validator's messages.
+\set suite `sh test/schema_suite.sh`
+CREATE TEMP TABLE suite AS
+SELECT f.key AS file, grp->>'description' AS grp, grp->'schema' AS schema,
+       t->>'description' AS test, t->'data' AS data, (t->>'valid')::boolean AS valid,
+       -- cases that need a document fetched from elsewhere
+       jsonb_path_exists(grp->'schema', 'strict $.**."$ref" ? (!(@ starts with "#"))') AS remote,
+       -- formats the contract does not list (ignored, as the specification allows)
+       coalesce(grp #>> '{schema,format}' NOT IN ('email', 'uuid', 'date-time', 'date', 'uri'), false) AS unsupported
+  FROM jsonb_each(:'suite'::jsonb) f,
+       jsonb_array_elements(f.value) grp,
+       jsonb_array_elements(grp->'tests') t
+ WHERE f.key <> '';
+CREATE TEMP TABLE results AS
+SELECT *, cardinality(ductape._schema_validate(schema, data)) = 0 AS got FROM suite
+ WHERE NOT remote AND NOT unsupported;
+-- the pass count (required cases, then the optional ones)
+SELECT file LIKE 'optional/%' AS optional, count(*) AS cases,
+       count(*) FILTER (WHERE got = valid) AS passed
+  FROM results GROUP BY 1 ORDER BY 1;
+SELECT count(*) FILTER (WHERE remote) AS skipped_remote_refs,
+       count(*) FILTER (WHERE unsupported) AS skipped_unlisted_formats
+  FROM suite;
+-- every case that does not pass, with why
+SELECT file, grp, test, valid FROM results WHERE got <> valid ORDER BY 1, 2, 3;
+
+-- The validator's messages, one keyword at a time: every violation is
+-- "/json/pointer: reason", the pointer locating the value in the input.
+SELECT k, ductape._schema_validate(s::jsonb, i::jsonb) AS violations FROM (VALUES
+  ('type',       '{"type": "integer"}',                              '"7"'),
+  ('type list',  '{"type": ["string", "null"]}',                     '7'),
+  ('nullable',   '{"type": "string", "nullable": true}',             'null'),
+  ('integer',    '{"type": "integer"}',                              '1.0'),
+  ('enum',       '{"enum": ["usd", "eur"]}',                         '"gbp"'),
+  ('const',      '{"const": {"a": 1}}',                              '{"a": 1.0}'),
+  ('minimum',    '{"minimum": 1, "maximum": 10}',                    '0'),
+  ('exclusive',  '{"exclusiveMinimum": 0, "exclusiveMaximum": 5}',   '5'),
+  ('draft 4',    '{"minimum": 0, "exclusiveMinimum": true}',         '0'),
+  ('multipleOf', '{"multipleOf": 0.01}',                             '1.005'),
+  ('lengths',    '{"minLength": 2, "maxLength": 3}',                 '"日本語です"'),
+  ('pattern',    '{"pattern": "^[a-z]+$"}',                          '"abc1"'),
+  ('email',      '{"format": "email"}',                              '"me@@example.com"'),
+  ('uuid',       '{"format": "uuid"}',                               '"6f1c2b3a-0000-4000-8000-00000000000g"'),
+  ('date-time',  '{"format": "date-time"}',                          '"2026-02-29T10:00:00Z"'),
+  ('date',       '{"format": "date"}',                               '"2024-02-29"'),
+  ('uri',        '{"format": "uri"}',                                '"/relative/path"'),
+  ('unknown',    '{"format": "hostname"}',                           '"not a host"'),
+  ('items',      '{"items": {"type": "string"}, "minItems": 3, "uniqueItems": true}', '["a", 1, "a"]'),
+  ('tuple',      '{"items": [{"type": "string"}], "additionalItems": false}', '["a", "b"]'),
+  ('properties', '{"required": ["a", "b"], "properties": {"a": {"type": "object", "properties": {"x/y": {"type": "string"}}}}, "additionalProperties": false}',
+                 '{"a": {"x/y": 1}, "c": true}'),
+  ('patterns',   '{"patternProperties": {"^x-": {"type": "string"}}, "additionalProperties": {"type": "integer"}}',
+                 '{"x-a": 1, "b": "two", "c": 3}'),
+  ('counts',     '{"minProperties": 2, "maxProperties": 3}',         '{"a": 1}'),
+  ('dependencies', '{"dependencies": {"card": ["billing"], "b": {"required": ["c"]}}}', '{"card": 1, "b": 2}'),
+  ('allOf',      '{"allOf": [{"type": "string"}, {"minLength": 3}]}', '"ab"'),
+  ('anyOf',      '{"anyOf": [{"type": "string"}, {"minimum": 3}]}',   '2'),
+  ('oneOf',      '{"oneOf": [{"type": "integer"}, {"minimum": 3}]}',  '5'),
+  ('not',        '{"not": {"type": "null"}}',                         'null'),
+  ('false',      '{"properties": {"a": false}}',                      '{"a": 1}'),
+  ('$ref',       '{"definitions": {"pos": {"type": "integer", "minimum": 1}}, "properties": {"n": {"$ref": "#/definitions/pos"}}}', '{"n": 0}'),
+  ('recursive',  '{"properties": {"name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#"}}}}',
+                 '{"children": [{"name": "a"}, {"children": [{"name": 2}]}]}'),
+  ('circular',   '{"definitions": {"a": {"$ref": "#/definitions/b"}, "b": {"$ref": "#/definitions/a"}}, "$ref": "#/definitions/a"}', '1'),
+  ('dangling',   '{"$ref": "#/definitions/missing"}',                 '1'),
+  ('remote',     '{"$ref": "https://example.com/schema.json"}',        '1')
+) AS t(k, s, i);
+
+-- Define-time: a schema's own problems, each with its path in the spec.
+SELECT unnest(ductape._schema_check(
+  '{"type": "text", "required": "a", "minLength": -1, "pattern": "(", "anyOf": [],
+    "properties": {"a": {"$ref": "#/definitions/nope"}, "b": 3, "c": {"items": {"maxItems": 1.5}}},
+    "patternProperties": {"[": {}}, "multipleOf": 0, "definitions": {"x": {"$ref": "#/definitions/y"}, "y": {"$ref": "#/definitions/x"}}}',
+  '/actions/0/input')) AS problem;
+
+-- An action with an input schema: run, run_response, dispatch and triggers
+-- check the flat input before anything is written or sent.
+SELECT ductape.app_define(jsonb_build_object(
+  'tag', 'shop',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'actions', jsonb_build_array(jsonb_build_object(
+    'tag', 'create-order', 'method', 'POST', 'resource', '/echo/shops/:shop/orders',
+    'headers', jsonb_build_object('X-Test-Key', 'schema'),
+    'input', '{
+      "type": "object", "additionalProperties": false,
+      "required": ["shop", "amount", "currency", "email"],
+      "properties": {
+        "shop":     {"type": "string", "in": "params", "pattern": "^[a-z]+$"},
+        "amount":   {"type": "integer", "minimum": 1},
+        "currency": {"type": "string", "enum": ["usd", "eur"]},
+        "email":    {"type": "string", "format": "email"},
+        "trace":    {"type": "string", "format": "uuid", "in": "headers"},
+        "items":    {"type": "array", "maxItems": 3, "items": {"$ref": "#/definitions/item"}}
+      },
+      "definitions": {"item": {"type": "object", "required": ["sku"],
+                               "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "exclusiveMinimum": 0}}}}
+    }'::jsonb))));
+SELECT api_count('schema') AS requests_before;
+
+-- Good input goes through; a placement prefix names the same property.
+SELECT r->>'path' AS path, (r->>'body')::jsonb AS body, r->'headers'->>'trace' AS trace
+  FROM (SELECT ductape.run('shop', 'create-order',
+          '{"shop": "acme", "amount": 1000, "currency": "usd", "email": "ada@example.com",
+            "headers:trace": "6f1c2b3a-0000-4000-8000-000000000001", "items": [{"sku": "A1", "qty": 2}]}') AS r) s;
+SELECT api_count('schema') AS requests_after_good_call;
+
+-- Bad input: every violation listed, nothing sent.
+SELECT expect_error($$SELECT ductape.run('shop', 'create-order',
+          '{"shop": "Acme", "amount": 0, "currency": "gbp", "email": "ada",
+            "body:coupon": "X", "headers:trace": "nope", "items": [{"qty": 0}, {"sku": 1}]}')$$);
+SELECT expect_error($$SELECT ductape.run_response('shop', 'create-order', '{"shop": "acme", "body:amount": "1000"}')$$);
+SELECT expect_error($$SELECT ductape.dispatch('shop', 'create-order', '{"shop": "acme"}')$$);
+SELECT count(*) AS jobs_written FROM ductape.jobs WHERE app = 'shop';
+CREATE TABLE public.shop_orders (id int PRIMARY KEY, shop text, amount int);
+CREATE TRIGGER shop_orders_created AFTER INSERT ON public.shop_orders
+    FOR EACH ROW EXECUTE FUNCTION ductape.on_row('shop', 'create-order',
+        '{"shop": "$Row{shop}", "amount": "$Row{amount}", "currency": "usd", "email": "ops@example.com"}');
+SELECT expect_error($$INSERT INTO public.shop_orders VALUES (1, 'acme', -5)$$);
+SELECT count(*) AS rows_kept FROM public.shop_orders;
+SELECT count(*) AS jobs_written FROM ductape.jobs WHERE app = 'shop';
+SELECT api_count('schema') AS requests_after_bad_calls;
+-- a good row queues a job that runs
+INSERT INTO public.shop_orders VALUES (2, 'acme', 5);
+SELECT ductape.wait(id)->>'state' AS state FROM ductape.jobs WHERE app = 'shop';
+
+-- A schema with problems is refused at define time, with every path.
+SELECT expect_error($$SELECT ductape.action_define('shop', '{"tag": "bad", "method": "GET", "resource": "/echo",
+    "input": {"properties": {"n": {"type": "int", "pattern": "(["}}, "required": "n"}}')$$);
+DROP TABLE public.shop_orders;
+SELECT ductape.app_drop('shop');

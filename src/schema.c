@@ -1,0 +1,1590 @@
+/*-------------------------------------------------------------------------
+ *
+ * schema.c
+ *	  JSON Schema validation of an action's flat input (DESIGN.md §10),
+ *	  run before anything is sent, and the define-time check of a schema.
+ *
+ * The validator interprets the schema's jsonb directly (no compiled form to
+ * keep in step with the catalog): each keyword is a lookup or one pass of a
+ * JsonbIterator, so a 10-property schema costs a few microseconds.
+ *
+ * Keywords: type, properties, required, additionalProperties,
+ * patternProperties, dependencies, minProperties, maxProperties, items,
+ * additionalItems, minItems, maxItems, uniqueItems, enum, const, minimum,
+ * maximum, exclusiveMinimum and exclusiveMaximum (draft 4 booleans or
+ * draft 6+ numbers), multipleOf, minLength, maxLength (in characters),
+ * pattern (PostgreSQL's regex engine, unanchored like ECMAScript's test),
+ * format (email, uuid, date-time, date, uri; others are ignored, as the
+ * specification allows), allOf, anyOf, oneOf, not, local "$ref" (JSON
+ * pointers into the same schema; a sibling of $ref is ignored, as in
+ * draft 4 and OpenAPI 3.0), boolean schemas, and OpenAPI 3.0's
+ * "nullable".  Numbers compare as numerics, so 1 and 1.0 are equal and
+ * 1.0 is an integer (draft 6+).
+ *
+ * Every violation is reported as "/json/pointer: reason" where the pointer
+ * locates the offending value in the instance; when a result only matters
+ * as true/false (inside anyOf, oneOf and not) validation stops at the first
+ * violation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "catalog/pg_collation.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "regex/regex.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/numeric.h"
+
+#include "ductape.h"
+
+#define MAX_VIOLATIONS 100
+#define MAX_REF_HOPS 64
+
+typedef struct SchemaCtx
+{
+	JsonbContainer *root;		/* the whole schema, for "$ref" */
+	StringInfo	errors;			/* NULL: only the verdict is wanted */
+	int			nerrors;
+	int			hops;			/* $refs followed without descending */
+} SchemaCtx;
+
+/* in a probe (no error buffer) the first violation decides */
+#define GIVE_UP_IF_PROBING() do { if (!ok && cx->errors == NULL) return false; } while (0)
+
+static bool Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path);
+
+/* ---- small jsonb helpers ---- */
+
+static JsonbValue *
+Field(JsonbContainer *obj, const char *key, JsonbValue *res)
+{
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), res);
+}
+
+static bool
+IsObject(JsonbValue *v)
+{
+	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
+}
+
+static bool
+IsArray(JsonbValue *v)
+{
+	return v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data);
+}
+
+static bool
+IsIntegral(Numeric n)
+{
+	return DatumGetInt32(DirectFunctionCall1(numeric_min_scale, NumericGetDatum(n))) == 0;
+}
+
+static int
+NumCmp(Numeric a, Numeric b)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a), NumericGetDatum(b)));
+}
+
+static Numeric
+Zero(void)
+{
+	return int64_to_numeric(0);
+}
+
+static const char *
+TypeOf(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvBool:
+			return "boolean";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return IsIntegral(v->val.numeric) ? "integer" : "number";
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
+		default:
+			return "unknown";
+	}
+}
+
+/* JSON equality: numbers by value, objects by keys, arrays in order. */
+static bool
+JsonEqual(JsonbValue *a, JsonbValue *b)
+{
+	if (a->type != b->type)
+		return false;
+	switch (a->type)
+	{
+		case jbvNull:
+			return true;
+		case jbvBool:
+			return a->val.boolean == b->val.boolean;
+		case jbvString:
+			return a->val.string.len == b->val.string.len &&
+				memcmp(a->val.string.val, b->val.string.val, a->val.string.len) == 0;
+		case jbvNumeric:
+			return NumCmp(a->val.numeric, b->val.numeric) == 0;
+		case jbvBinary:
+			if (JsonContainerIsObject(a->val.binary.data) != JsonContainerIsObject(b->val.binary.data))
+				return false;
+			return compareJsonbContainers(a->val.binary.data, b->val.binary.data) == 0;
+		default:
+			return false;
+	}
+}
+
+/* A value as short JSON text for messages. */
+static char *
+ValueJson(JsonbValue *v)
+{
+	char	   *s;
+
+	if (v->type == jbvBinary)
+		s = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	else
+	{
+		Jsonb	   *j = JsonbValueToJsonb(v);
+
+		s = JsonbToCString(NULL, &j->root, VARSIZE(j));
+	}
+	if (strlen(s) > 60)
+		s = psprintf("%.57s...", s);
+	return s;
+}
+
+/* ---- instance paths (JSON pointers) ---- */
+
+static int
+PathPushKey(StringInfo path, const char *key, int len)
+{
+	int			saved = path->len;
+	int			i;
+
+	appendStringInfoChar(path, '/');
+	for (i = 0; i < len; i++)
+	{
+		if (key[i] == '~')
+			appendStringInfoString(path, "~0");
+		else if (key[i] == '/')
+			appendStringInfoString(path, "~1");
+		else
+			appendStringInfoChar(path, key[i]);
+	}
+	return saved;
+}
+
+static int
+PathPushIndex(StringInfo path, int i)
+{
+	int			saved = path->len;
+
+	appendStringInfo(path, "/%d", i);
+	return saved;
+}
+
+static void
+PathPop(StringInfo path, int saved)
+{
+	path->len = saved;
+	path->data[saved] = '\0';
+}
+
+/*
+ * Record one violation; returns false so callers can "return Fail(...)".
+ * With no error buffer (a probe) nothing is formatted.
+ */
+static bool
+Fail(SchemaCtx *cx, StringInfo path, const char *fmt,...) pg_attribute_printf(3, 4);
+
+static bool
+Fail(SchemaCtx *cx, StringInfo path, const char *fmt,...)
+{
+	va_list		args;
+	char		buf[512];
+
+	if (cx->errors == NULL)
+		return false;
+	cx->nerrors++;
+	if (cx->nerrors > MAX_VIOLATIONS)
+		return false;
+	va_start(args, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, args);
+	va_end(args);
+	if (cx->errors->len > 0)
+		appendStringInfoChar(cx->errors, '\n');
+	appendStringInfo(cx->errors, "%s: %s", path->len > 0 ? path->data : "/", buf);
+	return false;
+}
+
+/* ---- $ref ---- */
+
+static int
+HexValue(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * The decoded segments of a local reference ("#", "#/definitions/a", with
+ * ~0, ~1 and percent escapes); NIL with *why set when it is not local.
+ */
+static List *
+RefSegments(const char *ref, int reflen, const char **why)
+{
+	const char *p = ref + 1;
+	const char *end = ref + reflen;
+	List	   *segs = NIL;
+
+	if (reflen == 0 || ref[0] != '#')
+	{
+		*why = "only local references (\"#/...\") are supported";
+		return NIL;
+	}
+	if (p < end && *p != '/')
+	{
+		*why = "only JSON pointers (\"#/...\") are supported";
+		return NIL;
+	}
+	*why = NULL;
+	while (p < end)
+	{
+		StringInfo	seg = makeStringInfo();
+
+		for (p++; p < end && *p != '/'; p++)
+		{
+			char		c = *p;
+
+			if (c == '%' && end - p > 2 && HexValue(p[1]) >= 0 && HexValue(p[2]) >= 0)
+			{
+				c = (char) (HexValue(p[1]) * 16 + HexValue(p[2]));
+				p += 2;
+			}
+			else if (c == '~' && p + 1 < end && (p[1] == '0' || p[1] == '1'))
+			{
+				c = p[1] == '0' ? '~' : '/';
+				p++;
+			}
+			appendStringInfoChar(seg, c);
+		}
+		segs = lappend(segs, seg);
+	}
+	return segs;
+}
+
+/* Resolve a local reference against root; NULL with *why set when it cannot be. */
+static JsonbValue *
+ResolveRef(JsonbContainer *root, const char *ref, int reflen, const char **why)
+{
+	JsonbValue *cur = palloc(sizeof(JsonbValue));
+	List	   *segs = RefSegments(ref, reflen, why);
+	ListCell   *lc;
+
+	if (*why != NULL)
+		return NULL;
+	cur->type = jbvBinary;
+	cur->val.binary.data = root;
+	cur->val.binary.len = 0;
+	foreach(lc, segs)
+	{
+		StringInfo	seg = lfirst(lc);
+		JsonbValue *next = NULL;
+
+		if (IsObject(cur))
+			next = getKeyJsonValueFromContainer(cur->val.binary.data, seg->data, seg->len, NULL);
+		else if (IsArray(cur))
+		{
+			char	   *e;
+			long		i = strtol(seg->data, &e, 10);
+
+			if (seg->len > 0 && *e == '\0' && i >= 0 && isdigit((unsigned char) seg->data[0]))
+				next = getIthJsonbValueFromContainer(cur->val.binary.data, (uint32) i);
+		}
+		if (next == NULL)
+		{
+			*why = "it points to nothing";
+			return NULL;
+		}
+		cur = next;
+	}
+	return cur;
+}
+
+/* ---- formats ---- */
+
+static bool
+AllDigits(const char *s, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (!isdigit((unsigned char) s[i]))
+			return false;
+	return true;
+}
+
+static int
+Num(const char *s, int n)
+{
+	int			v = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v;
+}
+
+/* RFC 3339 full-date: YYYY-MM-DD with a real day of the month. */
+static bool
+FormatDate(const char *s, int len)
+{
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int			y, m, d;
+
+	if (len != 10 || s[4] != '-' || s[7] != '-' ||
+		!AllDigits(s, 4) || !AllDigits(s + 5, 2) || !AllDigits(s + 8, 2))
+		return false;
+	y = Num(s, 4);
+	m = Num(s + 5, 2);
+	d = Num(s + 8, 2);
+	if (m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+		return false;
+	if (m == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+		return false;
+	return true;
+}
+
+/* RFC 3339 date-time: full-date "T" HH:MM:SS[.frac] ("Z" / +HH:MM / -HH:MM). */
+static bool
+FormatDateTime(const char *s, int len)
+{
+	const char *t;
+	const char *end = s + len;
+
+	if (len < 20 || !FormatDate(s, 10) || (s[10] != 'T' && s[10] != 't'))
+		return false;
+	t = s + 11;
+	if (end - t < 8 || t[2] != ':' || t[5] != ':' ||
+		!AllDigits(t, 2) || !AllDigits(t + 3, 2) || !AllDigits(t + 6, 2))
+		return false;
+	if (Num(t, 2) > 23 || Num(t + 3, 2) > 59 || Num(t + 6, 2) > 60)
+		return false;
+	t += 8;
+	if (t < end && *t == '.')
+	{
+		const char *f = ++t;
+
+		while (t < end && isdigit((unsigned char) *t))
+			t++;
+		if (t == f)
+			return false;
+	}
+	if (t < end && (*t == 'Z' || *t == 'z'))
+		return t + 1 == end;
+	if (end - t != 6 || (*t != '+' && *t != '-') || t[3] != ':' ||
+		!AllDigits(t + 1, 2) || !AllDigits(t + 4, 2))
+		return false;
+	return Num(t + 1, 2) <= 23 && Num(t + 4, 2) <= 59;
+}
+
+static bool
+FormatUuid(const char *s, int len)
+{
+	int			i;
+
+	if (len != 36)
+		return false;
+	for (i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!isxdigit((unsigned char) s[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * An addr-spec: a dot-atom local part (or a quoted string) "@" a domain of
+ * dot-separated labels (letters, digits, hyphens inside) or an address
+ * literal in brackets.
+ */
+static bool
+FormatEmail(const char *s, int len)
+{
+	const char *at = NULL;
+	const char *p;
+	const char *label;
+	int			i;
+
+	for (i = len - 1; i >= 0; i--)
+		if (s[i] == '@')
+		{
+			at = s + i;
+			break;
+		}
+	if (at == NULL || at == s || at == s + len - 1)
+		return false;
+	if (s[0] == '"')
+	{
+		if (at - s < 2 || at[-1] != '"')
+			return false;
+	}
+	else
+	{
+		if (s[0] == '.' || at[-1] == '.')
+			return false;
+		for (p = s; p < at; p++)
+		{
+			if (*p == '.' && p[1] == '.')
+				return false;
+			if (!(isalnum((unsigned char) *p) || strchr(".!#$%&'*+/=?^_`{|}~-", *p)))
+				return false;
+		}
+	}
+	p = at + 1;
+	if (*p == '[')
+		return s[len - 1] == ']';
+	label = p;
+	for (; p <= s + len; p++)
+	{
+		if (p == s + len || *p == '.')
+		{
+			if (p == label || p - label > 63 || *label == '-' || p[-1] == '-')
+				return false;
+			label = p + 1;
+		}
+		else if (!(isalnum((unsigned char) *p) || *p == '-'))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * An absolute URI (RFC 3986): scheme ":" then only characters a URI may
+ * hold (unreserved, reserved, percent-encoded octets), with a well-formed
+ * authority when it starts with "//".
+ */
+static bool
+FormatUri(const char *s, int len)
+{
+	int			i = 0;
+	int			colon;
+
+	if (len == 0 || !isalpha((unsigned char) s[0]))
+		return false;
+	while (i < len && (isalnum((unsigned char) s[i]) || s[i] == '+' || s[i] == '-' || s[i] == '.'))
+		i++;
+	if (i >= len || s[i] != ':')
+		return false;
+	colon = i;
+	for (i = colon + 1; i < len; i++)
+	{
+		unsigned char c = s[i];
+
+		if (c == '%')
+		{
+			if (i + 2 >= len + 0 || HexValue(s[i + 1]) < 0 || HexValue(s[i + 2]) < 0)
+				return false;
+			i += 2;
+		}
+		else if (!(isalnum(c) || strchr("-._~:/?#[]@!$&'()*+,;=", c)))
+			return false;
+	}
+	/* "[" and "]" only around an IP literal host */
+	for (i = colon + 1; i < len; i++)
+		if (s[i] == '[' || s[i] == ']')
+		{
+			const char *open = memchr(s, '[', len);
+			const char *close = memchr(s, ']', len);
+
+			if (len < colon + 3 || s[colon + 1] != '/' || s[colon + 2] != '/' ||
+				open == NULL || close == NULL || close < open ||
+				memchr(s + colon + 3, '/', open - (s + colon + 3)) != NULL)
+				return false;
+			break;
+		}
+	return true;
+}
+
+static bool
+FormatOk(const char *format, const char *s, int len)
+{
+	if (strcmp(format, "email") == 0)
+		return FormatEmail(s, len);
+	if (strcmp(format, "uuid") == 0)
+		return FormatUuid(s, len);
+	if (strcmp(format, "date-time") == 0)
+		return FormatDateTime(s, len);
+	if (strcmp(format, "date") == 0)
+		return FormatDate(s, len);
+	if (strcmp(format, "uri") == 0)
+		return FormatUri(s, len);
+	return true;				/* unknown formats annotate only */
+}
+
+static const char *
+FormatName(const char *format)
+{
+	if (strcmp(format, "email") == 0)
+		return "an email address";
+	if (strcmp(format, "uuid") == 0)
+		return "a UUID";
+	if (strcmp(format, "date-time") == 0)
+		return "an RFC 3339 date-time";
+	if (strcmp(format, "date") == 0)
+		return "an RFC 3339 date (YYYY-MM-DD)";
+	return "an absolute URI";
+}
+
+/* ---- patterns ---- */
+
+static bool
+PatternMatches(JsonbValue *pattern, const char *s, int len)
+{
+	text	   *re = cstring_to_text_with_len(pattern->val.string.val, pattern->val.string.len);
+
+	return RE_compile_and_execute(re, (char *) s, len, REG_ADVANCED, C_COLLATION_OID, 0, NULL);
+}
+
+/* ---- keywords ---- */
+
+static bool
+CheckType(SchemaCtx *cx, JsonbValue *type, JsonbValue *inst, bool nullable, StringInfo path)
+{
+	const char *actual = TypeOf(inst);
+	StringInfoData want;
+
+	if (nullable && inst->type == jbvNull)
+		return true;
+	if (type->type == jbvString)
+	{
+		const char *t = type->val.string.val;
+		int			n = type->val.string.len;
+
+		if ((n == (int) strlen(actual) && strncmp(t, actual, n) == 0) ||
+			(n == 6 && strncmp(t, "number", 6) == 0 && inst->type == jbvNumeric))
+			return true;
+		return Fail(cx, path, "must be of type %.*s, not %s", n, t, actual);
+	}
+	if (IsArray(type))
+	{
+		JsonbIterator *it = JsonbIteratorInit(type->val.binary.data);
+		JsonbIteratorToken r;
+		JsonbValue	v;
+		bool		ok = false;
+
+		initStringInfo(&want);
+		while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (r != WJB_ELEM || v.type != jbvString)
+				continue;
+			if ((v.val.string.len == (int) strlen(actual) &&
+				 strncmp(v.val.string.val, actual, v.val.string.len) == 0) ||
+				(v.val.string.len == 6 && strncmp(v.val.string.val, "number", 6) == 0 &&
+				 inst->type == jbvNumeric))
+				ok = true;
+			appendStringInfo(&want, "%s%.*s", want.len > 0 ? " or " : "",
+							 v.val.string.len, v.val.string.val);
+		}
+		if (ok)
+			return true;
+		return Fail(cx, path, "must be of type %s, not %s", want.data, actual);
+	}
+	return true;
+}
+
+static bool
+CheckNumber(SchemaCtx *cx, JsonbContainer *s, Numeric n, StringInfo path)
+{
+	JsonbValue	buf, buf2;
+	JsonbValue *v;
+	bool		ok = true;
+
+	if ((v = Field(s, "minimum", &buf)) && v->type == jbvNumeric)
+	{
+		JsonbValue *ex = Field(s, "exclusiveMinimum", &buf2);
+		bool		exclusive = ex && ex->type == jbvBool && ex->val.boolean;
+		int			c = NumCmp(n, v->val.numeric);
+
+		if (c < 0 || (exclusive && c == 0))
+			ok = Fail(cx, path, "must be %s %s", exclusive ? ">" : ">=", ValueJson(v));
+		if (!ok && !cx->errors)
+			return false;
+	}
+	if ((v = Field(s, "exclusiveMinimum", &buf)) && v->type == jbvNumeric &&
+		NumCmp(n, v->val.numeric) <= 0)
+	{
+		ok = Fail(cx, path, "must be > %s", ValueJson(v));
+		if (!cx->errors)
+			return false;
+	}
+	if ((v = Field(s, "maximum", &buf)) && v->type == jbvNumeric)
+	{
+		JsonbValue *ex = Field(s, "exclusiveMaximum", &buf2);
+		bool		exclusive = ex && ex->type == jbvBool && ex->val.boolean;
+		int			c = NumCmp(n, v->val.numeric);
+
+		if (c > 0 || (exclusive && c == 0))
+		{
+			ok = Fail(cx, path, "must be %s %s", exclusive ? "<" : "<=", ValueJson(v));
+			if (!cx->errors)
+				return false;
+		}
+	}
+	if ((v = Field(s, "exclusiveMaximum", &buf)) && v->type == jbvNumeric &&
+		NumCmp(n, v->val.numeric) >= 0)
+	{
+		ok = Fail(cx, path, "must be < %s", ValueJson(v));
+		if (!cx->errors)
+			return false;
+	}
+	if ((v = Field(s, "multipleOf", &buf)) && v->type == jbvNumeric &&
+		NumCmp(v->val.numeric, Zero()) > 0)
+	{
+		Numeric		rem = DatumGetNumeric(DirectFunctionCall2(numeric_mod,
+															  NumericGetDatum(n),
+															  NumericGetDatum(v->val.numeric)));
+
+		if (NumCmp(rem, Zero()) != 0)
+			ok = Fail(cx, path, "must be a multiple of %s", ValueJson(v));
+	}
+	return ok;
+}
+
+static bool
+CheckString(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo path)
+{
+	JsonbValue	buf;
+	JsonbValue *v;
+	const char *str = inst->val.string.val;
+	int			len = inst->val.string.len;
+	int			nchars = -1;
+	bool		ok = true;
+
+	if ((v = Field(s, "minLength", &buf)) && v->type == jbvNumeric)
+	{
+		int64		min = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+
+		nchars = pg_mbstrlen_with_len(str, len);
+		if (nchars < min)
+		{
+			ok = Fail(cx, path, "must be at least " INT64_FORMAT " character%s long", min, min == 1 ? "" : "s");
+			if (!cx->errors)
+				return false;
+		}
+	}
+	if ((v = Field(s, "maxLength", &buf)) && v->type == jbvNumeric)
+	{
+		int64		max = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+
+		if (nchars < 0)
+			nchars = pg_mbstrlen_with_len(str, len);
+		if (nchars > max)
+		{
+			ok = Fail(cx, path, "must be at most " INT64_FORMAT " character%s long", max, max == 1 ? "" : "s");
+			if (!cx->errors)
+				return false;
+		}
+	}
+	if ((v = Field(s, "pattern", &buf)) && v->type == jbvString && !PatternMatches(v, str, len))
+	{
+		ok = Fail(cx, path, "does not match the pattern %s", ValueJson(v));
+		if (!cx->errors)
+			return false;
+	}
+	if ((v = Field(s, "format", &buf)) && v->type == jbvString)
+	{
+		char	   *f = pnstrdup(v->val.string.val, v->val.string.len);
+
+		if (!FormatOk(f, str, len))
+			ok = Fail(cx, path, "is not %s", FormatName(f));
+	}
+	return ok;
+}
+
+static bool
+CheckObject(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *obj, StringInfo path)
+{
+	JsonbValue	pbuf, ppbuf, abuf, buf;
+	JsonbValue *props = Field(s, "properties", &pbuf);
+	JsonbValue *patterns = Field(s, "patternProperties", &ppbuf);
+	JsonbValue *additional = Field(s, "additionalProperties", &abuf);
+	JsonbValue *v;
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	k, val;
+	bool		ok = true;
+	int			saved;
+
+	if ((v = Field(s, "required", &buf)) && IsArray(v))
+	{
+		it = JsonbIteratorInit(v->val.binary.data);
+		while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			if (r != WJB_ELEM || k.type != jbvString)
+				continue;
+			if (getKeyJsonValueFromContainer(obj, k.val.string.val, k.val.string.len, NULL) == NULL)
+			{
+				saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+				ok = Fail(cx, path, "is required");
+				PathPop(path, saved);
+				GIVE_UP_IF_PROBING();
+			}
+		}
+	}
+	if ((v = Field(s, "minProperties", &buf)) && v->type == jbvNumeric &&
+		JsonContainerSize(obj) < DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+	{
+		ok = Fail(cx, path, "must have at least %s properties", ValueJson(v));
+		GIVE_UP_IF_PROBING();
+	}
+	if ((v = Field(s, "maxProperties", &buf)) && v->type == jbvNumeric &&
+		JsonContainerSize(obj) > DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+	{
+		ok = Fail(cx, path, "must have at most %s properties", ValueJson(v));
+		GIVE_UP_IF_PROBING();
+	}
+
+	/* each property of the instance, against properties / patterns / additional */
+	if (props || patterns || additional)
+	{
+		it = JsonbIteratorInit(obj);
+		while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			JsonbValue *sub;
+			bool		declared = false;
+
+			if (r != WJB_KEY)
+				continue;
+			r = JsonbIteratorNext(&it, &val, true);
+			saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+			if (props && IsObject(props) &&
+				(sub = getKeyJsonValueFromContainer(props->val.binary.data, k.val.string.val,
+													k.val.string.len, NULL)) != NULL)
+			{
+				declared = true;
+				if (!Validate(cx, sub, &val, path))
+					ok = false;
+			}
+			if (patterns && IsObject(patterns))
+			{
+				JsonbIterator *pit = JsonbIteratorInit(patterns->val.binary.data);
+				JsonbIteratorToken pr;
+				JsonbValue	pk, ps;
+
+				while ((pr = JsonbIteratorNext(&pit, &pk, true)) != WJB_DONE)
+				{
+					if (pr != WJB_KEY)
+						continue;
+					pr = JsonbIteratorNext(&pit, &ps, true);
+					if (PatternMatches(&pk, k.val.string.val, k.val.string.len))
+					{
+						declared = true;
+						if (!Validate(cx, &ps, &val, path))
+							ok = false;
+					}
+				}
+			}
+			if (!declared && additional)
+			{
+				if (additional->type == jbvBool)
+				{
+					if (!additional->val.boolean)
+						ok = Fail(cx, path, "is not allowed (no such property in the schema)");
+				}
+				else if (!Validate(cx, additional, &val, path))
+					ok = false;
+			}
+			PathPop(path, saved);
+			if (!ok && cx->errors == NULL)
+				return false;
+		}
+	}
+
+	if ((v = Field(s, "dependencies", &buf)) && IsObject(v))
+	{
+		it = JsonbIteratorInit(v->val.binary.data);
+		while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			if (r != WJB_KEY)
+				continue;
+			r = JsonbIteratorNext(&it, &val, true);
+			if (getKeyJsonValueFromContainer(obj, k.val.string.val, k.val.string.len, NULL) == NULL)
+				continue;
+			if (IsArray(&val))
+			{
+				JsonbIterator *dit = JsonbIteratorInit(val.val.binary.data);
+				JsonbIteratorToken dr;
+				JsonbValue	d;
+
+				while ((dr = JsonbIteratorNext(&dit, &d, true)) != WJB_DONE)
+					if (dr == WJB_ELEM && d.type == jbvString &&
+						getKeyJsonValueFromContainer(obj, d.val.string.val, d.val.string.len, NULL) == NULL)
+					{
+						saved = PathPushKey(path, d.val.string.val, d.val.string.len);
+						ok = Fail(cx, path, "is required when \"%.*s\" is present",
+								  k.val.string.len, k.val.string.val);
+						PathPop(path, saved);
+						GIVE_UP_IF_PROBING();
+					}
+			}
+			else
+			{
+				JsonbValue	whole;
+
+				whole.type = jbvBinary;
+				whole.val.binary.data = obj;
+				whole.val.binary.len = 0;
+				if (!Validate(cx, &val, &whole, path))
+					ok = false;
+				GIVE_UP_IF_PROBING();
+			}
+		}
+	}
+	return ok;
+}
+
+static bool
+CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo path)
+{
+	JsonbValue	ibuf, abuf, buf;
+	JsonbValue *items = Field(s, "items", &ibuf);
+	JsonbValue *v;
+	int			n = JsonContainerSize(arr);
+	bool		ok = true;
+	int			i;
+
+	if ((v = Field(s, "minItems", &buf)) && v->type == jbvNumeric &&
+		n < DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+	{
+		ok = Fail(cx, path, "must have at least %s items", ValueJson(v));
+		GIVE_UP_IF_PROBING();
+	}
+	if ((v = Field(s, "maxItems", &buf)) && v->type == jbvNumeric &&
+		n > DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+	{
+		ok = Fail(cx, path, "must have at most %s items", ValueJson(v));
+		GIVE_UP_IF_PROBING();
+	}
+	if (items)
+	{
+		JsonbValue *additional = Field(s, "additionalItems", &abuf);
+		int			positional = IsArray(items) ? JsonContainerSize(items->val.binary.data) : -1;
+
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *elem = getIthJsonbValueFromContainer(arr, i);
+			JsonbValue *sub = NULL;
+			int			saved = PathPushIndex(path, i);
+
+			if (positional < 0)
+				sub = items;
+			else if (i < positional)
+				sub = getIthJsonbValueFromContainer(items->val.binary.data, i);
+			else if (additional && additional->type == jbvBool && !additional->val.boolean)
+				ok = Fail(cx, path, "is not allowed (the array takes at most %d items)", positional);
+			else
+				sub = additional;
+			if (sub && !Validate(cx, sub, elem, path))
+				ok = false;
+			PathPop(path, saved);
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	if ((v = Field(s, "uniqueItems", &buf)) && v->type == jbvBool && v->val.boolean)
+	{
+		int			j;
+
+		for (i = 0; i < n; i++)
+			for (j = i + 1; j < n; j++)
+				if (JsonEqual(getIthJsonbValueFromContainer(arr, i),
+							  getIthJsonbValueFromContainer(arr, j)))
+				{
+					ok = Fail(cx, path, "items %d and %d are equal (items must be unique)", i, j);
+					GIVE_UP_IF_PROBING();
+					i = n;
+					break;
+				}
+	}
+	return ok;
+}
+
+/* allOf, anyOf, oneOf, not */
+static bool
+CheckCombinators(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo path)
+{
+	JsonbValue	buf;
+	JsonbValue *v;
+	bool		ok = true;
+	StringInfo	saved_errors = cx->errors;
+
+	if ((v = Field(s, "allOf", &buf)) && IsArray(v))
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+		int			i;
+
+		for (i = 0; i < n; i++)
+			if (!Validate(cx, getIthJsonbValueFromContainer(v->val.binary.data, i), inst, path))
+			{
+				ok = false;
+				GIVE_UP_IF_PROBING();
+			}
+	}
+	if ((v = Field(s, "anyOf", &buf)) && IsArray(v))
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+		int			i;
+		bool		any = false;
+
+		cx->errors = NULL;
+		for (i = 0; i < n && !any; i++)
+			any = Validate(cx, getIthJsonbValueFromContainer(v->val.binary.data, i), inst, path);
+		cx->errors = saved_errors;
+		if (!any)
+		{
+			ok = Fail(cx, path, "must match at least one of the %d schemas in anyOf", n);
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	if ((v = Field(s, "oneOf", &buf)) && IsArray(v))
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+		int			i;
+		int			matched = 0;
+
+		cx->errors = NULL;
+		for (i = 0; i < n && matched < 2; i++)
+			if (Validate(cx, getIthJsonbValueFromContainer(v->val.binary.data, i), inst, path))
+				matched++;
+		cx->errors = saved_errors;
+		if (matched != 1)
+		{
+			ok = Fail(cx, path, "must match exactly one of the %d schemas in oneOf (it matches %s)",
+					  n, matched == 0 ? "none" : "more than one");
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	if ((v = Field(s, "not", &buf)) != NULL)
+	{
+		bool		matches;
+
+		cx->errors = NULL;
+		matches = Validate(cx, v, inst, path);
+		cx->errors = saved_errors;
+		if (matches)
+			ok = Fail(cx, path, "must not match the schema in \"not\"");
+	}
+	return ok;
+}
+
+/* ---- the validator ---- */
+
+static bool
+Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
+{
+	JsonbContainer *s;
+	JsonbValue	buf, buf2;
+	JsonbValue *v;
+	bool		ok = true;
+	bool		nullable;
+
+	check_stack_depth();
+	CHECK_FOR_INTERRUPTS();
+
+	if (schema->type == jbvBool)
+		return schema->val.boolean ? true : Fail(cx, path, "no value is allowed here");
+	if (!IsObject(schema))
+		return true;			/* the define-time check refuses these */
+	s = schema->val.binary.data;
+
+	/* $ref: the referenced schema replaces this one */
+	if ((v = Field(s, "$ref", &buf)) && v->type == jbvString)
+	{
+		const char *why = NULL;
+		JsonbValue *target = ResolveRef(cx->root, v->val.string.val, v->val.string.len, &why);
+
+		if (target == NULL)
+			return Fail(cx, path, "cannot resolve $ref %s: %s", ValueJson(v), why);
+		if (++cx->hops > MAX_REF_HOPS)
+		{
+			cx->hops--;
+			return Fail(cx, path, "$ref %s is circular", ValueJson(v));
+		}
+		ok = Validate(cx, target, inst, path);
+		cx->hops--;
+		return ok;
+	}
+
+	v = Field(s, "nullable", &buf2);
+	nullable = v && v->type == jbvBool && v->val.boolean;
+	if ((v = Field(s, "type", &buf)) != NULL && !CheckType(cx, v, inst, nullable, path))
+		return false;			/* the other keywords would only repeat it */
+
+	if ((v = Field(s, "enum", &buf)) && IsArray(v))
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+		int			i;
+		bool		found = nullable && inst->type == jbvNull;
+
+		for (i = 0; i < n && !found; i++)
+			found = JsonEqual(getIthJsonbValueFromContainer(v->val.binary.data, i), inst);
+		if (!found)
+		{
+			ok = Fail(cx, path, "must be one of %s", ValueJson(v));
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	if ((v = Field(s, "const", &buf)) != NULL && !JsonEqual(v, inst))
+	{
+		ok = Fail(cx, path, "must be %s", ValueJson(v));
+		GIVE_UP_IF_PROBING();
+	}
+
+	{
+		int			hops = cx->hops;
+
+		/* descending into the instance: a $ref there is not a cycle */
+		cx->hops = 0;
+		switch (inst->type)
+		{
+			case jbvNumeric:
+				if (!CheckNumber(cx, s, inst->val.numeric, path))
+					ok = false;
+				break;
+			case jbvString:
+				if (!CheckString(cx, s, inst, path))
+					ok = false;
+				break;
+			case jbvBinary:
+				if (JsonContainerIsObject(inst->val.binary.data))
+				{
+					if (!CheckObject(cx, s, inst->val.binary.data, path))
+						ok = false;
+				}
+				else if (!CheckArray(cx, s, inst->val.binary.data, path))
+					ok = false;
+				break;
+			default:
+				break;
+		}
+		cx->hops = hops;
+	}
+	GIVE_UP_IF_PROBING();
+	if (!CheckCombinators(cx, s, inst, path))
+		ok = false;
+	return ok;
+}
+
+/*
+ * Validate instance against schema; violations are appended to errors
+ * (one "/pointer: reason" per line) unless errors is NULL.
+ */
+bool
+SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors)
+{
+	SchemaCtx	cx;
+	JsonbValue	root;
+	StringInfoData path;
+	bool		ok;
+
+	cx.root = &schema->root;
+	cx.errors = errors;
+	cx.nerrors = 0;
+	cx.hops = 0;
+	if (JB_ROOT_IS_SCALAR(schema))
+		JsonbExtractScalar(&schema->root, &root);
+	else
+	{
+		root.type = jbvBinary;
+		root.val.binary.data = &schema->root;
+		root.val.binary.len = VARSIZE(schema) - VARHDRSZ;
+	}
+	initStringInfo(&path);
+	ok = Validate(&cx, &root, instance, &path);
+	if (errors && cx.nerrors > MAX_VIOLATIONS)
+		appendStringInfo(errors, "\n... and %d more", cx.nerrors - MAX_VIOLATIONS);
+	return ok;
+}
+
+static void
+JsonbAsValue(Jsonb *j, JsonbValue *v)
+{
+	if (JB_ROOT_IS_SCALAR(j))
+		JsonbExtractScalar(&j->root, v);
+	else
+	{
+		v->type = jbvBinary;
+		v->val.binary.data = &j->root;
+		v->val.binary.len = VARSIZE(j) - VARHDRSZ;
+	}
+}
+
+/* Is "section:" a placement prefix of key?  Returns the name after it. */
+static const char *
+AfterPrefix(const char *key, int len, int *rest)
+{
+	static const char *const prefixes[] = {"body:", "query:", "params:", "headers:"};
+	int			i;
+
+	for (i = 0; i < lengthof(prefixes); i++)
+	{
+		int			n = strlen(prefixes[i]);
+
+		if (len > n && strncmp(key, prefixes[i], n) == 0)
+		{
+			*rest = len - n;
+			return key + n;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The flat input as its schema sees it: "body:amount" is the property
+ * "amount" (unless "body:amount" itself is declared).  Returns the input
+ * unchanged when no key has a placement prefix.
+ */
+static Jsonb *
+FlatInputView(Jsonb *schema, Jsonb *input)
+{
+	JsonbValue	pbuf;
+	JsonbValue *props = JB_ROOT_IS_OBJECT(schema) ? Field(&schema->root, "properties", &pbuf) : NULL;
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	JsonbParseState *state = NULL;
+	JsonbValue *res = NULL;
+	bool		prefixed = false;
+	int			rest;
+
+	it = JsonbIteratorInit(&input->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (r == WJB_KEY && AfterPrefix(v.val.string.val, v.val.string.len, &rest) != NULL)
+			prefixed = true;
+	if (!prefixed)
+		return input;
+
+	it = JsonbIteratorInit(&input->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r == WJB_KEY)
+		{
+			const char *name = AfterPrefix(v.val.string.val, v.val.string.len, &rest);
+
+			if (name != NULL &&
+				!(props && IsObject(props) &&
+				  getKeyJsonValueFromContainer(props->val.binary.data, v.val.string.val,
+											   v.val.string.len, NULL) != NULL))
+			{
+				v.val.string.val = (char *) name;
+				v.val.string.len = rest;
+			}
+		}
+		res = pushJsonbValue(&state, r, (r == WJB_BEGIN_OBJECT || r == WJB_END_OBJECT) ? NULL : &v);
+	}
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * The check run, run_response, dispatch, triggers and workflow steps make
+ * before anything is written or sent: 22023 listing every violation.
+ */
+void
+SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *input)
+{
+	StringInfoData errors;
+	JsonbValue	inst;
+
+	if (schema == NULL)
+		return;
+	JsonbAsValue(FlatInputView(schema, input), &inst);
+	if (SchemaValidate(schema, &inst, NULL))
+		return;
+	initStringInfo(&errors);
+	(void) SchemaValidate(schema, &inst, &errors);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("input of %s.%s does not match the action's input schema", app, action),
+			 errdetail("%s", errors.data),
+			 errhint("Call ductape.describe('%s', '%s') to see what the action takes.", app, action)));
+}
+
+/* ---- define-time check of a schema ---- */
+
+static void CheckSchema(JsonbContainer *root, JsonbValue *s, StringInfo path, List **problems);
+
+static void
+Problem(List **problems, StringInfo path, const char *fmt,...) pg_attribute_printf(3, 4);
+
+static void
+Problem(List **problems, StringInfo path, const char *fmt,...)
+{
+	va_list		args;
+	char		buf[512];
+
+	va_start(args, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, args);
+	va_end(args);
+	*problems = lappend(*problems, psprintf("%s: %s", path->data, buf));
+}
+
+static bool
+IsNonNegativeInteger(JsonbValue *v)
+{
+	return v->type == jbvNumeric && IsIntegral(v->val.numeric) &&
+		NumCmp(v->val.numeric, Zero()) >= 0;
+}
+
+static bool
+PatternCompiles(JsonbValue *v, char **why)
+{
+	regex_t		re;
+	pg_wchar   *w = palloc((v->val.string.len + 1) * sizeof(pg_wchar));
+	int			wlen = pg_mb2wchar_with_len(v->val.string.val, w, v->val.string.len);
+	int			rc = pg_regcomp(&re, w, wlen, REG_ADVANCED, C_COLLATION_OID);
+
+	if (rc != REG_OKAY)
+	{
+		char		msg[100];
+
+		pg_regerror(rc, &re, msg, sizeof(msg));
+		*why = pstrdup(msg);
+		return false;
+	}
+	pg_regfree(&re);
+	return true;
+}
+
+static void
+CheckSchemaMap(JsonbContainer *root, JsonbValue *map, StringInfo path, List **problems, bool keys_are_patterns)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	k, v;
+	char	   *why;
+
+	if (!IsObject(map))
+	{
+		Problem(problems, path, "must be an object of schemas");
+		return;
+	}
+	it = JsonbIteratorInit(map->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		int			saved;
+
+		if (r != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+		if (keys_are_patterns && !PatternCompiles(&k, &why))
+			Problem(problems, path, "invalid regular expression: %s", why);
+		CheckSchema(root, &v, path, problems);
+		PathPop(path, saved);
+	}
+}
+
+static void
+CheckSchemaList(JsonbContainer *root, JsonbValue *list, StringInfo path, List **problems)
+{
+	int			n,
+				i;
+
+	if (!IsArray(list) || JsonContainerSize(list->val.binary.data) == 0)
+	{
+		Problem(problems, path, "must be a non-empty array of schemas");
+		return;
+	}
+	n = JsonContainerSize(list->val.binary.data);
+	for (i = 0; i < n; i++)
+	{
+		int			saved = PathPushIndex(path, i);
+
+		CheckSchema(root, getIthJsonbValueFromContainer(list->val.binary.data, i), path, problems);
+		PathPop(path, saved);
+	}
+}
+
+static void
+CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **problems)
+{
+	static const char *const types[] = {"null", "boolean", "integer", "number", "string", "array", "object"};
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	k, v;
+
+	check_stack_depth();
+	if (schema->type == jbvBool)
+		return;
+	if (!IsObject(schema))
+	{
+		Problem(problems, path, "must be a schema (an object or a boolean)");
+		return;
+	}
+	it = JsonbIteratorInit(schema->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		char	   *key;
+		int			saved;
+		char	   *why;
+
+		if (r != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		key = pnstrdup(k.val.string.val, k.val.string.len);
+		saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+		if (strcmp(key, "type") == 0)
+		{
+			bool		good = v.type == jbvString || (IsArray(&v) && JsonContainerSize(v.val.binary.data) > 0);
+
+			if (good)
+			{
+				JsonbIterator *tit;
+				JsonbValue	t;
+				JsonbIteratorToken tr;
+				int			i;
+
+				if (v.type == jbvString)
+				{
+					good = false;
+					for (i = 0; i < lengthof(types); i++)
+						if ((int) strlen(types[i]) == v.val.string.len &&
+							strncmp(types[i], v.val.string.val, v.val.string.len) == 0)
+							good = true;
+				}
+				else
+				{
+					tit = JsonbIteratorInit(v.val.binary.data);
+					while ((tr = JsonbIteratorNext(&tit, &t, true)) != WJB_DONE)
+					{
+						bool		one = false;
+
+						if (tr != WJB_ELEM)
+							continue;
+						for (i = 0; i < lengthof(types) && t.type == jbvString; i++)
+							if ((int) strlen(types[i]) == t.val.string.len &&
+								strncmp(types[i], t.val.string.val, t.val.string.len) == 0)
+								one = true;
+						good = good && one;
+					}
+				}
+			}
+			if (!good)
+				Problem(problems, path, "must be a type name (null, boolean, integer, number, string, array, object) or an array of them");
+		}
+		else if (strcmp(key, "properties") == 0 || strcmp(key, "definitions") == 0 ||
+				 strcmp(key, "$defs") == 0)
+			CheckSchemaMap(root, &v, path, problems, false);
+		else if (strcmp(key, "patternProperties") == 0)
+			CheckSchemaMap(root, &v, path, problems, true);
+		else if (strcmp(key, "additionalProperties") == 0 || strcmp(key, "additionalItems") == 0 ||
+				 strcmp(key, "not") == 0)
+			CheckSchema(root, &v, path, problems);
+		else if (strcmp(key, "items") == 0)
+		{
+			if (IsArray(&v))
+				CheckSchemaList(root, &v, path, problems);
+			else
+				CheckSchema(root, &v, path, problems);
+		}
+		else if (strcmp(key, "allOf") == 0 || strcmp(key, "anyOf") == 0 || strcmp(key, "oneOf") == 0)
+			CheckSchemaList(root, &v, path, problems);
+		else if (strcmp(key, "required") == 0)
+		{
+			JsonbIterator *rit;
+			JsonbValue	e;
+			JsonbIteratorToken rr;
+			bool		good = IsArray(&v);
+
+			if (good)
+			{
+				rit = JsonbIteratorInit(v.val.binary.data);
+				while ((rr = JsonbIteratorNext(&rit, &e, true)) != WJB_DONE)
+					if (rr == WJB_ELEM && e.type != jbvString)
+						good = false;
+			}
+			if (!good)
+				Problem(problems, path, "must be an array of property names");
+		}
+		else if (strcmp(key, "minLength") == 0 || strcmp(key, "maxLength") == 0 ||
+				 strcmp(key, "minItems") == 0 || strcmp(key, "maxItems") == 0 ||
+				 strcmp(key, "minProperties") == 0 || strcmp(key, "maxProperties") == 0)
+		{
+			if (!IsNonNegativeInteger(&v))
+				Problem(problems, path, "must be a non-negative integer");
+		}
+		else if (strcmp(key, "minimum") == 0 || strcmp(key, "maximum") == 0)
+		{
+			if (v.type != jbvNumeric)
+				Problem(problems, path, "must be a number");
+		}
+		else if (strcmp(key, "exclusiveMinimum") == 0 || strcmp(key, "exclusiveMaximum") == 0)
+		{
+			if (v.type != jbvNumeric && v.type != jbvBool)
+				Problem(problems, path, "must be a number (or a boolean, as in draft 4)");
+		}
+		else if (strcmp(key, "multipleOf") == 0)
+		{
+			if (v.type != jbvNumeric ||
+				NumCmp(v.val.numeric, Zero()) <= 0)
+				Problem(problems, path, "must be a number greater than 0");
+		}
+		else if (strcmp(key, "uniqueItems") == 0 || strcmp(key, "nullable") == 0)
+		{
+			if (v.type != jbvBool)
+				Problem(problems, path, "must be a boolean");
+		}
+		else if (strcmp(key, "enum") == 0)
+		{
+			if (!IsArray(&v))
+				Problem(problems, path, "must be an array");
+		}
+		else if (strcmp(key, "pattern") == 0)
+		{
+			if (v.type != jbvString)
+				Problem(problems, path, "must be a string");
+			else if (!PatternCompiles(&v, &why))
+				Problem(problems, path, "invalid regular expression: %s", why);
+		}
+		else if (strcmp(key, "format") == 0)
+		{
+			if (v.type != jbvString)
+				Problem(problems, path, "must be a string");
+		}
+		else if (strcmp(key, "dependencies") == 0)
+		{
+			if (!IsObject(&v))
+				Problem(problems, path, "must be an object");
+		}
+		else if (strcmp(key, "$ref") == 0)
+		{
+			if (v.type != jbvString)
+				Problem(problems, path, "must be a string");
+			else
+			{
+				JsonbValue *target = ResolveRef(root, v.val.string.val, v.val.string.len, (const char **) &why);
+				int			hops = 0;
+
+				/* a chain of bare $refs that comes back to itself never ends */
+				while (target && IsObject(target) && hops++ <= MAX_REF_HOPS)
+				{
+					JsonbValue	rbuf;
+					JsonbValue *next = Field(target->val.binary.data, "$ref", &rbuf);
+
+					if (next == NULL || next->type != jbvString)
+						break;
+					target = ResolveRef(root, next->val.string.val, next->val.string.len, (const char **) &why);
+				}
+				if (target == NULL)
+					Problem(problems, path, "cannot resolve %s: %s", ValueJson(&v), why);
+				else if (hops > MAX_REF_HOPS)
+					Problem(problems, path, "%s is circular", ValueJson(&v));
+			}
+		}
+		PathPop(path, saved);
+		pfree(key);
+	}
+}
+
+/* Problems with a schema, as "path/to/keyword: reason" strings. */
+List *
+SchemaCheck(Jsonb *schema, const char *path)
+{
+	List	   *problems = NIL;
+	StringInfoData p;
+	JsonbValue	root;
+
+	initStringInfo(&p);
+	appendStringInfoString(&p, path);
+	JsonbAsValue(schema, &root);
+	CheckSchema(&schema->root, &root, &p, &problems);
+	return problems;
+}
+
+/* _schema_check(schema jsonb, path text) -> text[] of problems */
+PG_FUNCTION_INFO_V1(dt_schema_check);
+Datum
+dt_schema_check(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *schema = PG_GETARG_JSONB_P(0);
+	char	   *path = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	PG_RETURN_DATUM(CStringListToTextArray(SchemaCheck(schema, path)));
+}
+
+/* _schema_validate(schema jsonb, instance jsonb) -> text[] of violations */
+PG_FUNCTION_INFO_V1(dt_schema_validate);
+Datum
+dt_schema_validate(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *schema = PG_GETARG_JSONB_P(0);
+	Jsonb	   *instance = PG_GETARG_JSONB_P(1);
+	JsonbValue	inst;
+	StringInfoData errors;
+	List	   *list = NIL;
+	char	   *line;
+
+	JsonbAsValue(instance, &inst);
+	initStringInfo(&errors);
+	if (SchemaValidate(schema, &inst, &errors))
+		PG_RETURN_DATUM(CStringListToTextArray(NIL));
+	for (line = strtok(errors.data, "\n"); line; line = strtok(NULL, "\n"))
+		list = lappend(list, line);
+	PG_RETURN_DATUM(CStringListToTextArray(list));
+}
+
+/* _ref_target(doc jsonb, ref text) -> jsonb: what a local $ref points to, or NULL */
+PG_FUNCTION_INFO_V1(dt_ref_target);
+Datum
+dt_ref_target(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *doc = PG_GETARG_JSONB_P(0);
+	text	   *ref = PG_GETARG_TEXT_PP(1);
+	const char *why;
+	JsonbValue *target;
+
+	if (JB_ROOT_IS_SCALAR(doc))
+		PG_RETURN_NULL();
+	target = ResolveRef(&doc->root, VARDATA_ANY(ref), VARSIZE_ANY_EXHDR(ref), &why);
+	if (target == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(target));
+}
+
+/* _ref_path(ref text) -> text[]: the decoded segments of a local $ref, or NULL */
+PG_FUNCTION_INFO_V1(dt_ref_path);
+Datum
+dt_ref_path(PG_FUNCTION_ARGS)
+{
+	text	   *ref = PG_GETARG_TEXT_PP(0);
+	const char *why;
+	List	   *segs = RefSegments(VARDATA_ANY(ref), VARSIZE_ANY_EXHDR(ref), &why);
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (why != NULL)
+		PG_RETURN_NULL();
+	foreach(lc, segs)
+		names = lappend(names, ((StringInfo) lfirst(lc))->data);
+	PG_RETURN_DATUM(CStringListToTextArray(names));
+}
