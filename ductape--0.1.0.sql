@@ -620,16 +620,17 @@ BEGIN
         IF jsonb_typeof(spec->'actions') <> 'array' THEN
             errs := errs || '/actions: must be an array'::text;
         ELSE
-            tags := '{}';
             i := 0;
             FOR e IN SELECT * FROM jsonb_array_elements(spec->'actions') LOOP
                 errs := errs || ductape._check_action(e, '/actions/' || i, constants, variables);
-                IF e->>'tag' = ANY (tags) THEN
-                    errs := errs || format('/actions/%s/tag: "%s" appears twice', i, e->>'tag');
-                END IF;
-                tags := tags || (e->>'tag');
                 i := i + 1;
             END LOOP;
+            -- (one pass: an app may have thousands of actions)
+            SELECT errs || coalesce(array_agg(format('/actions/%s/tag: "%s" appears twice', x.ord - 1, x.tag) ORDER BY x.ord), '{}')
+              INTO errs
+              FROM (SELECT ord, a->>'tag' AS tag, row_number() OVER (PARTITION BY a->>'tag' ORDER BY ord) AS n
+                      FROM jsonb_array_elements(spec->'actions') WITH ORDINALITY y(a, ord)) x
+             WHERE x.n > 1 AND x.tag IS NOT NULL;
         END IF;
     END IF;
     RETURN errs;
@@ -663,8 +664,6 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     t text := spec->>'tag';
-    a jsonb;
-    pos integer := 0;
 BEGIN
     PERFORM ductape._raise_invalid(format('app definition%s', coalesce(' "' || t || '"', '')),
                                    ductape._check_app(spec));
@@ -676,13 +675,11 @@ BEGIN
     DELETE FROM ductape.actions
      WHERE app = t
        AND tag NOT IN (SELECT e->>'tag' FROM jsonb_array_elements(coalesce(spec->'actions', '[]')) e);
-    FOR a IN SELECT * FROM jsonb_array_elements(coalesce(spec->'actions', '[]')) LOOP
-        INSERT INTO ductape.actions (app, tag, position, spec)
-        VALUES (t, a->>'tag', pos, ductape._action_body(a))
-        ON CONFLICT (app, tag) DO UPDATE
-           SET position = EXCLUDED.position, spec = EXCLUDED.spec, updated_at = now();
-        pos := pos + 1;
-    END LOOP;
+    INSERT INTO ductape.actions (app, tag, position, spec)
+    SELECT t, x.a->>'tag', x.ord - 1, ductape._action_body(x.a)
+      FROM jsonb_array_elements(coalesce(spec->'actions', '[]')) WITH ORDINALITY x(a, ord)
+    ON CONFLICT (app, tag) DO UPDATE
+       SET position = EXCLUDED.position, spec = EXCLUDED.spec, updated_at = now();
     RETURN t;
 END
 $$;
@@ -861,6 +858,34 @@ BEGIN
         t := rtrim(left(coalesce(base, 'action'), 62 - length(n::text)), '-') || '-' || n;
     END LOOP;
     RETURN t;
+END
+$$;
+
+-- The actions' tags made unique: the n-th action with the same tag gets
+-- "-n" (in one pass; the slow way only if a suffixed tag meets a real one).
+CREATE FUNCTION ductape._unique_tags(actions jsonb[]) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    result jsonb;
+    taken text[] := '{}';
+    a jsonb;
+    done jsonb[] := '{}';
+BEGIN
+    SELECT jsonb_agg(jsonb_set(u.a, '{tag}', to_jsonb(CASE WHEN k = 1 THEN base
+                         ELSE rtrim(left(base, 62 - length(k::text)), '-') || '-' || k END)) ORDER BY ord)
+      INTO result
+      FROM (SELECT x.a, x.ord, coalesce(x.a->>'tag', 'action') AS base,
+                   row_number() OVER (PARTITION BY coalesce(x.a->>'tag', 'action') ORDER BY x.ord) AS k
+              FROM unnest(actions) WITH ORDINALITY x(a, ord)) u;
+    IF (SELECT count(DISTINCT x->>'tag') FROM jsonb_array_elements(result) x) < jsonb_array_length(result) THEN
+        FOREACH a IN ARRAY actions LOOP
+            a := jsonb_set(a, '{tag}', to_jsonb(ductape._unique_tag(a->>'tag', taken)));
+            taken := taken || (a->>'tag');
+            done := done || a;
+        END LOOP;
+        result := to_jsonb(done);
+    END IF;
+    RETURN coalesce(result, '[]');
 END
 $$;
 
@@ -1059,18 +1084,22 @@ DECLARE
     bs jsonb;
     input jsonb;
 BEGIN
+    -- (No FOR ... IN SELECT loops here: a cursor copies every variable of
+    -- the function, doc included, each time it opens.)
     -- path-level parameters, then the operation's (which win on name + in)
-    FOR p IN SELECT ductape._deref(doc, e.value, format('%s/parameters/%s', substr(at, 1, length(at) - length(method) - 1), e.ordinality - 1))
-               FROM jsonb_array_elements(coalesce(item->'parameters', '[]')) WITH ORDINALITY e LOOP
+    FOREACH p IN ARRAY ARRAY(
+            SELECT ductape._deref(doc, e.value, format('%s/parameters/%s', substr(at, 1, length(at) - length(method) - 1), e.ordinality - 1))
+              FROM jsonb_array_elements(coalesce(item->'parameters', '[]')) WITH ORDINALITY e) LOOP
         params := params || jsonb_build_array(p);
     END LOOP;
-    FOR p IN SELECT ductape._deref(doc, e.value, format('%s/parameters/%s', at, e.ordinality - 1))
-               FROM jsonb_array_elements(coalesce(op->'parameters', '[]')) WITH ORDINALITY e LOOP
+    FOREACH p IN ARRAY ARRAY(
+            SELECT ductape._deref(doc, e.value, format('%s/parameters/%s', at, e.ordinality - 1))
+              FROM jsonb_array_elements(coalesce(op->'parameters', '[]')) WITH ORDINALITY e) LOOP
         SELECT coalesce(jsonb_agg(x), '[]') INTO params FROM jsonb_array_elements(params) x
          WHERE NOT (x->>'name' = p->>'name' AND x->>'in' = p->>'in');
         params := params || jsonb_build_array(p);
     END LOOP;
-    FOR p IN SELECT * FROM jsonb_array_elements(params) LOOP
+    FOREACH p IN ARRAY ARRAY(SELECT jsonb_array_elements(params)) LOOP
         place := CASE p->>'in' WHEN 'path' THEN 'params' WHEN 'query' THEN 'query' WHEN 'header' THEN 'headers' END;
         CONTINUE WHEN place IS NULL OR p->>'name' IS NULL;      -- cookies are not supported
         name := CASE WHEN place = 'params' THEN regexp_replace(p->>'name', '[^A-Za-z0-9_]', '_', 'g') ELSE p->>'name' END;
@@ -1109,7 +1138,8 @@ BEGIN
               LEFT JOIN LATERAL jsonb_array_elements(coalesce(ductape._deref(doc, a.s, at)->'required', '[]')) rq ON true;
         END IF;
         IF jsonb_typeof(bs->'properties') = 'object' THEN
-            FOR name, prop IN SELECT e.key, e.value FROM jsonb_each(bs->'properties') e LOOP
+            FOREACH name IN ARRAY ARRAY(SELECT jsonb_object_keys(bs->'properties')) LOOP
+                prop := bs->'properties'->name;
                 CONTINUE WHEN jsonb_typeof(prop) = 'object' AND prop->>'readOnly' = 'true';
                 key := CASE WHEN props ? name THEN 'body:' || name ELSE name END;
                 IF jsonb_typeof(prop) <> 'object' THEN prop := '{}'; END IF;
@@ -1146,14 +1176,13 @@ DECLARE
     slugs text[] := '{}';
     s jsonb;
     url text;
-    v record;
-    pth record;
+    paths jsonb;
+    path text;
     item jsonb;
     m text;
     at text;
     a jsonb;
-    actions jsonb := '[]';
-    tags text[] := '{}';
+    actions jsonb[] := '{}';
     t text;
     auth jsonb;
     skipped integer := 0;
@@ -1196,10 +1225,10 @@ BEGIN
         envs := jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', base_url),
                                   jsonb_build_object('slug', 'prd', 'base_url', base_url));
     ELSE
-        FOR s IN SELECT * FROM jsonb_array_elements(coalesce(doc->'servers', '[]')) LOOP
+        FOREACH s IN ARRAY ARRAY(SELECT jsonb_array_elements(coalesce(doc->'servers', '[]'))) LOOP
             url := s->>'url';
-            FOR v IN SELECT key, value FROM jsonb_each(coalesce(s->'variables', '{}')) LOOP
-                url := replace(url, '{' || v.key || '}', coalesce(v.value->>'default', ''));
+            FOREACH t IN ARRAY ARRAY(SELECT jsonb_object_keys(coalesce(s->'variables', '{}'))) LOOP
+                url := replace(url, '{' || t || '}', coalesce(s #>> ARRAY['variables', t, 'default'], ''));
             END LOOP;
             IF url !~* '^https?://' THEN
                 RAISE NOTICE 'server "%" is not an absolute http(s) URL; it is not imported', url
@@ -1219,21 +1248,21 @@ BEGIN
     END IF;
 
     -- operations -> actions, by path then method
-    FOR pth IN SELECT key, value FROM jsonb_each(coalesce(doc->'paths', '{}')) ORDER BY key COLLATE "C" LOOP
-        at := '/paths/' || ductape._pointer_escape(pth.key);
-        item := ductape._deref(doc, pth.value, at);
+    paths := coalesce(doc->'paths', '{}');
+    FOREACH path IN ARRAY ARRAY(SELECT k FROM jsonb_object_keys(paths) k ORDER BY k COLLATE "C") LOOP
+        at := '/paths/' || ductape._pointer_escape(path);
+        item := ductape._deref(doc, paths->path, at);
         CONTINUE WHEN jsonb_typeof(item) IS DISTINCT FROM 'object';
         skipped := skipped + (SELECT count(*) FROM jsonb_object_keys(item) k WHERE k IN ('options', 'trace'));
         FOREACH m IN ARRAY ARRAY['get', 'put', 'post', 'delete', 'patch', 'head'] LOOP
             CONTINUE WHEN jsonb_typeof(item->m) IS DISTINCT FROM 'object';
-            a := ductape._openapi_action(doc, pth.key, item, m, at || '/' || m);
-            t := ductape._unique_tag(ductape._kebab(coalesce(item #>> ARRAY[m, 'operationId'], m || ' ' || pth.key)), tags);
-            tags := tags || t;
+            a := ductape._openapi_action(doc, path, item, m, at || '/' || m);
+            t := coalesce(ductape._kebab(coalesce(item #>> ARRAY[m, 'operationId'], m || ' ' || path)), 'action');
             a := jsonb_build_object('tag', t) || a;
             SELECT d.dropped, jsonb_set(a, '{input}', d.result) INTO dropped, a
               FROM ductape._drop_bad_patterns(a->'input', dropped) d;
             errs := errs || ductape._check_action(a, at || '/' || m, NULL, NULL);
-            actions := actions || jsonb_build_array(a);
+            actions := actions || a;
         END LOOP;
     END LOOP;
     IF cardinality(dropped) > 0 THEN
@@ -1251,7 +1280,7 @@ BEGIN
     app_spec := jsonb_strip_nulls(jsonb_build_object(
         'tag', tag, 'name', doc #> '{info,title}', 'description', doc #> '{info,description}',
         'envs', CASE WHEN jsonb_array_length(envs) > 0 THEN envs END,
-        'auth', auth, 'actions', actions));
+        'auth', auth, 'actions', ductape._unique_tags(actions)));
     RETURN ductape._import_define(app_spec);
 END
 $$;
@@ -1316,8 +1345,7 @@ DECLARE
     e jsonb;
     k text;
     a jsonb;
-    actions jsonb := '[]';
-    tags text[] := '{}';
+    actions jsonb[] := '{}';
     t text;
     auth jsonb;
     skipped integer := 0;
@@ -1345,7 +1373,7 @@ BEGIN
     PERFORM ductape._import_check_exists(tag, update_if_exists);
 
     -- collection variables; credentials never become stored defaults
-    FOR e IN SELECT * FROM jsonb_array_elements(coalesce(collection->'variable', '[]')) LOOP
+    FOREACH e IN ARRAY ARRAY(SELECT jsonb_array_elements(coalesce(collection->'variable', '[]'))) LOOP
         CONTINUE WHEN e->>'key' IS NULL;
         values := values || jsonb_build_object(e->>'key', e->'value');
         vars := vars || jsonb_build_object(e->>'key', jsonb_strip_nulls(jsonb_build_object(
@@ -1389,13 +1417,13 @@ BEGIN
         resource := regexp_replace(resource, '\{\{\s*([A-Za-z0-9_]+)\s*\}\}', ':\1', 'g');
         props := '{}';
         required := '{}';
-        FOR k IN SELECT DISTINCT m[1] FROM regexp_matches(resource, ':([A-Za-z0-9_]+)', 'g') m LOOP
+        FOREACH k IN ARRAY ARRAY(SELECT DISTINCT m[1] FROM regexp_matches(resource, ':([A-Za-z0-9_]+)', 'g') m) LOOP
             props := props || jsonb_build_object(k, jsonb_strip_nulls(jsonb_build_object('type', 'string', 'in', 'params',
                 'description', (SELECT coalesce(v #>> '{description,content}', v->>'description')
                                   FROM jsonb_array_elements(coalesce(url->'variable', '[]')) v WHERE v->>'key' = k LIMIT 1))));
             required := required || k;
         END LOOP;
-        FOR e IN SELECT * FROM jsonb_array_elements(CASE WHEN jsonb_typeof(url->'query') = 'array' THEN url->'query' ELSE '[]' END) LOOP
+        FOREACH e IN ARRAY ARRAY(SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(url->'query') = 'array' THEN url->'query' ELSE '[]' END)) LOOP
             CONTINUE WHEN e->>'key' IS NULL OR (e->>'disabled')::boolean;
             k := CASE WHEN props ? (e->>'key') THEN 'query:' || (e->>'key') ELSE e->>'key' END;
             props := props || jsonb_build_object(k, jsonb_strip_nulls(jsonb_build_object('type', 'string', 'in', 'query',
@@ -1404,7 +1432,7 @@ BEGIN
         END LOOP;
         -- headers are the action's template (Content-Type follows the body)
         headers := '{}';
-        FOR e IN SELECT * FROM jsonb_array_elements(CASE WHEN jsonb_typeof(req->'header') = 'array' THEN req->'header' ELSE '[]' END) LOOP
+        FOREACH e IN ARRAY ARRAY(SELECT jsonb_array_elements(CASE WHEN jsonb_typeof(req->'header') = 'array' THEN req->'header' ELSE '[]' END)) LOOP
             CONTINUE WHEN e->>'key' IS NULL OR (e->>'disabled')::boolean OR lower(e->>'key') = 'content-type';
             headers := headers || jsonb_build_object(e->>'key', ductape._postman_template(coalesce(e->>'value', '')));
         END LOOP;
@@ -1413,7 +1441,7 @@ BEGIN
         body := req->'body';
         IF body->>'mode' IN ('urlencoded', 'formdata') THEN
             request_type := CASE body->>'mode' WHEN 'urlencoded' THEN 'application/x-www-form-urlencoded' ELSE 'multipart/form-data' END;
-            FOR e IN SELECT * FROM jsonb_array_elements(coalesce(body->(body->>'mode'), '[]')) LOOP
+            FOREACH e IN ARRAY ARRAY(SELECT jsonb_array_elements(coalesce(body->(body->>'mode'), '[]'))) LOOP
                 CONTINUE WHEN e->>'key' IS NULL OR (e->>'disabled')::boolean;
                 k := CASE WHEN props ? (e->>'key') THEN 'body:' || (e->>'key') ELSE e->>'key' END;
                 props := props || jsonb_build_object(k, jsonb_strip_nulls(jsonb_build_object(
@@ -1428,7 +1456,8 @@ BEGIN
                 e := NULL;      -- not JSON (or JSON with {{var}} outside strings)
             END;
             IF jsonb_typeof(e) = 'object' THEN
-                FOR k, a IN SELECT key, value FROM jsonb_each(e) LOOP
+                FOREACH k IN ARRAY ARRAY(SELECT jsonb_object_keys(e)) LOOP
+                    a := e->k;
                     props := props || jsonb_build_object(CASE WHEN props ? k THEN 'body:' || k ELSE k END,
                                                          ductape._example_schema(a) || '{"in": "body"}');
                 END LOOP;
@@ -1444,17 +1473,16 @@ BEGIN
             'input', jsonb_build_object('type', 'object', 'properties', props)
                      || CASE WHEN cardinality(required) > 0 THEN jsonb_build_object('required', to_jsonb(required)) ELSE '{}' END));
         IF jsonb_typeof(a->'description') <> 'string' THEN a := a - 'description'; END IF;
-        t := ductape._unique_tag(ductape._kebab(concat_ws(' ', r.folder, r.item->>'name')), tags);
-        tags := tags || t;
+        t := coalesce(ductape._kebab(concat_ws(' ', r.folder, r.item->>'name')), 'action');
         a := jsonb_build_object('tag', t) || a;
         errs := errs || ductape._check_action(a, r.ptr, NULL, vars);
-        actions := actions || jsonb_build_array(a);
+        actions := actions || a;
     END LOOP;
     IF skipped > 0 THEN
         RAISE NOTICE '% request(s) with a method other than GET, POST, PUT, PATCH, DELETE and HEAD not imported', skipped;
     END IF;
     -- undeclared {{var}} used by the requests become variables too
-    FOR k IN SELECT DISTINCT m[1] FROM jsonb_array_elements(actions) x,
+    FOR k IN SELECT DISTINCT m[1] FROM unnest(actions) x,
                     regexp_matches(x::text, '\$Variable\{([^{}]+)\}', 'g') m LOOP
         IF NOT vars ? k THEN vars := vars || jsonb_build_object(k, '{}'::jsonb); END IF;
     END LOOP;
@@ -1491,7 +1519,7 @@ BEGIN
         'envs', CASE WHEN env_base IS NOT NULL THEN jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', env_base),
                                                                      jsonb_build_object('slug', 'prd', 'base_url', env_base)) END,
         'variables', CASE WHEN vars <> '{}' THEN vars END,
-        'auth', auth, 'actions', actions));
+        'auth', auth, 'actions', ductape._unique_tags(actions)));
     RETURN ductape._import_define(app_spec);
 END
 $$;
