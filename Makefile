@@ -22,12 +22,13 @@ OBJS = \
 	src/calls.o \
 	src/signature.o \
 	src/events.o \
+	src/workflow.o \
 	src/webhook.o \
 	src/worker.o
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

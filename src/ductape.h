@@ -19,6 +19,7 @@
  *	  signature.c webhook signatures (verify inbound, sign outbound)
  *	  webhook.c   the inbound webhook listener and handlers
  *	  events.c    outbound events: publish, endpoints, deliveries
+ *	  workflow.c  workflow conditions and step templates
  *	  worker.c    background workers (launcher, per-database worker)
  *
  *-------------------------------------------------------------------------
@@ -82,6 +83,8 @@ typedef enum
 } PlaceholderKind;
 
 #define PH_BIT(k) (1u << (k))
+/* What workflow step inputs, conditions and outputs may use. */
+#define PH_WORKFLOW_KINDS (PH_BIT(PH_INPUT) | PH_BIT(PH_STEP) | PH_BIT(PH_NOW) | PH_BIT(PH_UUID))
 /* What app and action templates may use. */
 #define PH_APP_KINDS (PH_BIT(PH_SECRET) | PH_BIT(PH_CONSTANT) | \
 					  PH_BIT(PH_VARIABLE) | PH_BIT(PH_INPUT) | \
@@ -97,6 +100,9 @@ typedef bool (*TemplateResolver) (void *arg, PlaceholderKind kind,
 
 extern Jsonb *TemplateApply(Jsonb *tpl, TemplateResolver resolver, void *arg);
 extern bool TemplateHasPlaceholders(Jsonb *tpl);
+extern char *TemplateParsePlaceholder(const char *s, int len, PlaceholderKind *kind,
+									  int *nargs, char ***args);
+extern List *TemplateStepRefs(Jsonb *tpl);
 extern void TemplateCheck(Jsonb *tpl, const char *path, uint32 allowed,
 						  Jsonb *constants, Jsonb *variables, List **errors);
 extern char *JsonbValueAsText(JsonbValue *v);
@@ -221,6 +227,7 @@ extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
 extern void RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what);
 /* ---- schema.c ---- */
 extern bool SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors);
+extern bool JsonbValueEqual(JsonbValue *a, JsonbValue *b);
 extern void SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *input);
 extern List *SchemaCheck(Jsonb *schema, const char *path);
 
@@ -282,6 +289,8 @@ extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
 extern int	ductape_max_concurrency;
 extern int	ductape_job_retention_s;
 extern void WorkerBeginWork(const char *activity);
+extern bool WorkerTry(void (*work) (void *arg), void *arg, const char *activity, char **error);
+extern int	WorkflowsTick(void);
 extern void WorkerEndWork(void);
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);

@@ -909,6 +909,42 @@ WorkerEndWork(void)
 }
 
 /*
+ * Run work(arg) as one unit of work that may fail: on an error the
+ * transaction is rolled back and false returned, with the message in *error
+ * when error is not NULL.  (Job callbacks, webhook handlers, workflows.)
+ */
+bool
+WorkerTry(void (*work) (void *arg), void *arg, const char *activity, char **error)
+{
+	MemoryContext here = CurrentMemoryContext;
+	bool		ok = true;
+
+	PG_TRY();
+	{
+		WorkerBeginWork(activity);
+		work(arg);
+		WorkerEndWork();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(here);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(here);
+		if (error)
+			*error = pstrdup(ed->message);
+		FreeErrorData(ed);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * At worker start: jobs a dead worker left running are queued again.
  * Returns false when the extension is not installed in this database.
  */
@@ -1165,6 +1201,39 @@ RunInSubtransaction(void (*fn) (void *), void *arg)
 	return error;
 }
 
+typedef struct RoleCall
+{
+	Oid			fn;
+	Oid			role;
+	Jsonb	   *arg;
+} RoleCall;
+
+static void
+RunAsRoleWork(void *p)
+{
+	RoleCall   *call = p;
+	Oid			save_user;
+	int			save_sec;
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		args[1] = {JsonbPGetDatum(call->arg)};
+	HeapTuple	tup;
+	char	   *sql;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(call->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(call->fn));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "function %u no longer exists", call->fn);
+	sql = psprintf("SELECT %s($1)",
+				   quote_qualified_identifier(get_namespace_name(((Form_pg_proc) GETSTRUCT(tup))->pronamespace),
+											  NameStr(((Form_pg_proc) GETSTRUCT(tup))->proname)));
+	ReleaseSysCache(tup);
+	SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
+	SPI_finish();
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
 /*
  * Run fn(arg) in its own transaction as role (job callbacks, webhook
  * handlers).  Returns false on an error, with its message in *error when
@@ -1173,52 +1242,9 @@ RunInSubtransaction(void (*fn) (void *), void *arg)
 bool
 RunAsRole(Oid fn, Oid role, Jsonb *arg, const char *activity, char **error)
 {
-	MemoryContext here = CurrentMemoryContext;
-	Oid			save_user;
-	int			save_sec;
-	bool		ok = true;
+	RoleCall	call = {fn, role, arg};
 
-	PG_TRY();
-	{
-		WorkerBeginWork(activity);
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		SPI_connect();
-		{
-			Oid			argtypes[1] = {JSONBOID};
-			Datum		args[1] = {JsonbPGetDatum(arg)};
-			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-			char	   *sql;
-
-			if (!HeapTupleIsValid(tup))
-				elog(ERROR, "function %u no longer exists", fn);
-			sql = psprintf("SELECT %s($1)",
-						   quote_qualified_identifier(get_namespace_name(((Form_pg_proc) GETSTRUCT(tup))->pronamespace),
-													  NameStr(((Form_pg_proc) GETSTRUCT(tup))->proname)));
-			ReleaseSysCache(tup);
-			SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
-		}
-		SPI_finish();
-		SetUserIdAndSecContext(save_user, save_sec);
-		WorkerEndWork();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *ed;
-
-		MemoryContextSwitchTo(here);
-		ed = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(here);
-		if (error)
-			*error = pstrdup(ed->message);
-		FreeErrorData(ed);
-		pgstat_report_activity(STATE_IDLE, NULL);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	return WorkerTry(RunAsRoleWork, &call, activity, error);
 }
 
 /* Run a job's callback; a failure is logged. */

@@ -119,8 +119,8 @@ TypeOf(JsonbValue *v)
 }
 
 /* JSON equality: numbers by value, objects by keys, arrays in order. */
-static bool
-JsonEqual(JsonbValue *a, JsonbValue *b)
+bool
+JsonbValueEqual(JsonbValue *a, JsonbValue *b)
 {
 	if (a->type != b->type)
 		return false;
@@ -917,7 +917,7 @@ CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo pat
 
 		for (i = 0; i < n; i++)
 			for (j = i + 1; j < n; j++)
-				if (JsonEqual(getIthJsonbValueFromContainer(arr, i),
+				if (JsonbValueEqual(getIthJsonbValueFromContainer(arr, i),
 							  getIthJsonbValueFromContainer(arr, j)))
 				{
 					ok = Fail(cx, path, "items %d and %d are equal (items must be unique)", i, j);
@@ -1047,14 +1047,14 @@ Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
 		bool		found = nullable && inst->type == jbvNull;
 
 		for (i = 0; i < n && !found; i++)
-			found = JsonEqual(getIthJsonbValueFromContainer(v->val.binary.data, i), inst);
+			found = JsonbValueEqual(getIthJsonbValueFromContainer(v->val.binary.data, i), inst);
 		if (!found)
 		{
 			ok = Fail(cx, path, "must be one of %s", ValueJson(v));
 			GIVE_UP_IF_PROBING();
 		}
 	}
-	if ((v = Field(s, "const", &buf)) != NULL && !JsonEqual(v, inst))
+	if ((v = Field(s, "const", &buf)) != NULL && !JsonbValueEqual(v, inst))
 	{
 		ok = Fail(cx, path, "must be %s", ValueJson(v));
 		GIVE_UP_IF_PROBING();

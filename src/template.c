@@ -486,3 +486,74 @@ TemplateCheck(Jsonb *tpl, const char *path, uint32 allowed,
 	}
 	Walk(&tpl->root, &st.path, NULL, CheckVisitor, &st);
 }
+
+/* ---- single placeholders and $Step references (workflows) ---- */
+
+/*
+ * Parse s (len bytes), which must be exactly one placeholder such as
+ * "$Step{charge}{id}".  Returns NULL and fills kind/nargs/args, or a
+ * palloc'd description of the problem.
+ */
+char *
+TemplateParsePlaceholder(const char *s, int len, PlaceholderKind *kind, int *nargs, char ***args)
+{
+	List	   *parts;
+	char	   *err = ParseTemplateString(s, len, &parts);
+	TplPart    *part;
+
+	if (err)
+		return err;
+	part = linitial(parts);
+	if (list_length(parts) != 1 || !part->is_ph)
+		return psprintf("\"%.*s\" is not a placeholder", len, s);
+	*kind = part->kind;
+	*nargs = part->nargs;
+	*args = palloc(sizeof(char *) * Max(part->nargs, 1));
+	memcpy(*args, part->args, sizeof(char *) * part->nargs);
+	return NULL;
+}
+
+typedef struct StepRefState
+{
+	List	   *refs;			/* step tags named by $Step{...} */
+} StepRefState;
+
+static void
+StepRefVisitor(void *arg, StringInfo path, JsonbValue *in, JsonbValue *out)
+{
+	StepRefState *st = arg;
+	List	   *parts;
+	ListCell   *lc;
+
+	if (memchr(in->val.string.val, '$', in->val.string.len) == NULL ||
+		ParseTemplateString(in->val.string.val, in->val.string.len, &parts) != NULL)
+		return;
+	foreach(lc, parts)
+	{
+		TplPart    *part = lfirst(lc);
+
+		if (part->is_ph && part->kind == PH_STEP)
+			st->refs = lappend(st->refs, part->args[0]);
+	}
+}
+
+/* The step tags a template's $Step{tag}... placeholders name. */
+List *
+TemplateStepRefs(Jsonb *tpl)
+{
+	StepRefState st = {NIL};
+	StringInfoData path;
+
+	initStringInfo(&path);
+	if (JB_ROOT_IS_SCALAR(tpl))
+	{
+		JsonbValue	v;
+
+		JsonbExtractScalar(&tpl->root, &v);
+		if (v.type == jbvString)
+			StepRefVisitor(&st, &path, &v, NULL);
+		return st.refs;
+	}
+	Walk(&tpl->root, &path, NULL, StepRefVisitor, &st);
+	return st.refs;
+}

@@ -305,6 +305,8 @@ ductape_db_worker_main(Datum arg)
 	TimestampTz first_pending = 0;
 	TimestampTz next_due = 0;
 	TimestampTz webhooks_at = 0;
+	TimestampTz workflows_at = 0;
+	bool		tick_workflows;
 	bool		check_queue = true;
 	bool		jobs_first = false;
 
@@ -358,6 +360,14 @@ ductape_db_worker_main(Datum arg)
 		}
 
 		/*
+		 * Workflows move on after jobs finish, when the worker is woken (a
+		 * run started), and each second (sleeping steps; runs a crash left
+		 * mid-way); see after the claim below.
+		 */
+		now = GetCurrentTimestamp();
+		tick_workflows = check_queue || JobsHaveResults() || now >= workflows_at;
+
+		/*
 		 * Jobs and deliveries: store finished attempts, then claim what is
 		 * due while there is room, the two taking turns at going first.
 		 */
@@ -408,6 +418,14 @@ ductape_db_worker_main(Datum arg)
 			}
 		}
 		MemoryContextSwitchTo(loopcxt);
+
+		if (tick_workflows)
+		{
+			workflows_at = GetCurrentTimestamp() + (TimestampTz) DT_QUEUE_CHECK_MS * 1000;
+			if (WorkflowsTick() > 0)
+				check_queue = true; /* steps may have queued jobs */
+			MemoryContextSwitchTo(loopcxt);
+		}
 
 		/* call records: store them once the oldest is a batching window old */
 		now = GetCurrentTimestamp();
