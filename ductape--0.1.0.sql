@@ -2051,9 +2051,12 @@ BEGIN
     FOREACH rid IN ARRAY ARRAY(
         SELECT r.id FROM ductape.workflow_runs r WHERE r.advance
         UNION
-        SELECT s.run_id FROM ductape.workflow_steps s JOIN ductape.jobs j ON j.id = s.job_id
+        -- (a scalar subquery per step: the few steps with a job in flight
+        -- drive, each job found by its key, however large the jobs table)
+        SELECT s.run_id FROM ductape.workflow_steps s
          WHERE (s.state = 'running' OR s.state = 'completed' AND s.job_id IS NOT NULL)
-           AND j.state IN ('succeeded', 'failed', 'cancelled')
+           AND s.job_id IS NOT NULL
+           AND (SELECT j.state FROM ductape.jobs j WHERE j.id = s.job_id) IN ('succeeded', 'failed', 'cancelled')
         UNION
         SELECT s.run_id FROM ductape.workflow_steps s WHERE s.state = 'running' AND s.wake_at <= now()
         LIMIT 1000) LOOP
