@@ -130,7 +130,7 @@ SELECT ductape.publish('fail.redirect', '{}') AS m_redirect, ductape.publish('fa
        ductape.publish('fail.gone', '{}') AS m_gone \gset
 SELECT wait_outbox($$count(*) FILTER (WHERE attempts = 1 AND state <> 'delivering' AND last_status IN (302, 503, 410)) = 3$$) AS attempted;
 SELECT o.endpoint_id = :ep_redirect AS redirect, o.state, o.last_status, o.last_error,
-       extract(epoch FROM o.next_attempt_at - d.at) BETWEEN 4 AND 6.5 AS five_seconds_jittered,
+       extract(epoch FROM o.next_attempt_at - d.at) BETWEEN 3.5 AND 8 AS five_seconds_jittered,
        extract(epoch FROM o.next_attempt_at - d.at) BETWEEN 119 AND 122 AS retry_after_120
   FROM ductape.outbox o JOIN ductape.deliveries d ON d.message_id = o.message_id AND d.endpoint_id = o.endpoint_id
  WHERE o.message_id IN (:'m_redirect', :'m_later', :'m_gone') ORDER BY o.endpoint_id;

@@ -135,6 +135,27 @@ SELECT ductape.workflow_define('{"tag": "tolerant", "steps": [
 SELECT ductape.workflow_start('tolerant') AS run \gset
 SELECT w->>'state' AS state, step_states(w) AS steps FROM wait_workflow(:run) w;
 
+-- Compensations run last completed first, one at a time; a step's own
+-- retries apply (the flaky step fails twice, then succeeds on its 3rd try).
+SELECT ductape.app_define(jsonb_build_object('tag', 'steps',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'actions', '[{"tag": "do", "method": "POST", "resource": "/echo/do"},
+               {"tag": "undo", "method": "POST", "resource": "/echo/undo"},
+               {"tag": "flaky", "method": "POST", "resource": "/flaky/wf-flaky/2", "retries": {"max": 0}},
+               {"tag": "fail", "method": "POST", "resource": "/status/422"}]'::jsonb));
+SELECT ductape.workflow_define('{"tag": "chain", "steps": [
+    {"tag": "s1", "type": "action", "app": "steps", "action": "do", "compensate": {"app": "steps", "action": "undo", "input": {"undo": "s1"}}},
+    {"tag": "s2", "type": "action", "app": "steps", "action": "do", "depends_on": ["s1"],
+     "compensate": {"app": "steps", "action": "undo", "input": {"undo": "s2"}}},
+    {"tag": "s3", "type": "action", "app": "steps", "action": "flaky", "depends_on": ["s2"],
+     "retries": {"max": 3, "initial_delay_ms": 10, "max_delay_ms": 20}},
+    {"tag": "s4", "type": "action", "app": "steps", "action": "fail", "depends_on": ["s3"]}]}');
+SELECT ductape.workflow_start('chain') AS run \gset
+SELECT w->>'state' AS state, step_states(w) AS steps, w->'steps'->2->'attempts' AS s3_attempts, w->>'error' AS error
+  FROM wait_workflow(:run) w;
+SELECT string_agg((response->'body'->>'body')::jsonb->>'undo', ' then ' ORDER BY id) AS compensations
+  FROM ductape.jobs WHERE app = 'steps' AND action = 'undo';
+
 -- Independent steps run at the same time; a sleep wakes at its time.
 SELECT ductape.workflow_define('{"tag": "parallel", "steps": [
     {"tag": "a", "type": "action", "app": "twilio-like", "action": "slow", "input": {"ms": 700}},
