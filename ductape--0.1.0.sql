@@ -2676,6 +2676,25 @@ BEGIN
 END
 $$;
 
+-- pg_dump keeps what users define (apps, credentials, endpoints,
+-- subscriptions, workflows); queues, runs and records are not dumped.
+-- Secrets stay encrypted in the dump and open again with the same master key.
+SELECT pg_catalog.pg_extension_config_dump('ductape.apps', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.actions', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.products', 'WHERE tag <> ''default''');
+SELECT pg_catalog.pg_extension_config_dump('ductape.product_apps', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.configs', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.variables', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape._secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape._oauth_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape._webhook_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.webhook_subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.workflows', '');
+-- (and the counters behind the ids they hand out)
+SELECT pg_catalog.pg_extension_config_dump('ductape.webhook_subscriptions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.endpoints_id_seq', '');
+
 -- Nothing is granted to PUBLIC; revoke the default EXECUTE on functions.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA ductape FROM PUBLIC;

@@ -1,0 +1,74 @@
+# pg_dump / pg_restore keep what users define: apps and actions, products,
+# credentials, secrets (still encrypted in the dump, still opened by the same
+# master key), OAuth tokens, webhook URLs and subscriptions, endpoints and
+# their secrets, workflows; ids handed out after the restore do not collide.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
+my $api = "http://127.0.0.1:$api_port";
+
+my $node = PostgreSQL::Test::Cluster->new('dump');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ductape'
+ductape.allowed_hosts = '127.0.0.1'
+ductape.webhook_listen = '127.0.0.1:0'
+ductape.webhook_database = 'postgres'
+});
+$node->start;
+
+my $plain = 'sk_live_dump_' . int(rand(1e9));
+$node->poll_query_until('postgres', "SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'ductape webhook listener'") or die;
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION ductape;
+SELECT ductape.app_define('{"tag": "shop", "envs": [{"slug": "dev", "base_url": "$api"}],
+  "auth": {"type": "bearer", "token": "\$Secret{API}"},
+  "constants": {"v": "1"},
+  "actions": [{"tag": "echo", "method": "GET", "resource": "/echo/x", "input": {"properties": {"n": {"type": "integer"}}}}],
+  "webhooks": [{"tag": "hooks", "verify": {"scheme": "standard", "secret": "\$Secret{HOOK}"}}]}');
+SELECT ductape.secret_set('API', '$plain');
+SELECT ductape.secret_set('HOOK', 'whsec_dGVzdHNlY3JldA==');
+SELECT ductape.product_create('acme', 'Acme', '{dev,prd}');
+SELECT ductape.webhook_subscribe('shop', 'hooks', '*', 'pg_catalog.jsonb_typeof(jsonb)');
+SELECT ductape.webhook_url('shop', 'hooks');
+SELECT ductape.endpoint_create('$api/echo/hook', '{order.*}');
+SELECT ductape.workflow_define('{"tag": "w", "steps": [{"tag": "a", "type": "sleep", "seconds": 1}]}');
+});
+my $export = $node->safe_psql('postgres', "SELECT ductape.app_export('shop')");
+my $endpoint_secret = $node->safe_psql('postgres', 'SELECT ductape.endpoint_secret(1)');
+my $url = $node->safe_psql('postgres', "SELECT ductape.webhook_url('shop', 'hooks')");
+
+my $dump = $node->basedir . '/postgres.dump';
+# (uncompressed, so that searching it for the plaintext means something)
+command_ok(['pg_dump', '-Fc', '-Z', '0', '-f', $dump, '-d', $node->connstr('postgres')], 'pg_dump of a database using ductape');
+open(my $fh, '<:raw', $dump) or die "cannot read $dump: $!";
+my $bytes = do { local $/; <$fh> };
+close($fh);
+like($bytes, qr/ductape\.app_define|shop/, 'the dump is readable (uncompressed)');
+unlike($bytes, qr/\Q$plain\E/, 'the dump does not hold the secret in plaintext');
+$node->safe_psql('postgres', 'CREATE DATABASE dst');
+command_ok(['pg_restore', '-d', $node->connstr('dst'), $dump], 'pg_restore into a new database');
+
+is($node->safe_psql('dst', "SELECT ductape.app_export('shop')"), $export, 'the app and its actions are back as they were');
+is($node->safe_psql('dst', "SELECT ductape.secret_get('API')"), $plain, 'the secret opens with the same master key');
+is($node->safe_psql('dst', "SELECT ductape.run('shop', 'echo', '{\"n\": 1}')->'headers'->>'authorization'"),
+	"Bearer $plain", 'an action uses the restored secret');
+is($node->safe_psql('dst', "SELECT string_agg(tag, ',' ORDER BY tag) FROM ductape.products"), 'acme,default',
+	'products are back (the default one once)');
+is($node->safe_psql('dst', "SELECT ductape.endpoint_secret(1)"), $endpoint_secret, 'the endpoint secret opens');
+like($url, qr/\Q${\ $node->safe_psql('dst', "SELECT token FROM ductape._webhook_tokens")}\E\z/,
+	'the webhook URL token is back (the URL the provider has keeps working)');
+is($node->safe_psql('dst', "SELECT count(*) FROM ductape.webhook_subscriptions"), '1', 'the subscription is back');
+is($node->safe_psql('dst', "SELECT tag FROM ductape.workflows"), 'w', 'the workflow is back');
+is($node->safe_psql('dst', "SELECT ductape.endpoint_create('$api/echo/hook2', '{order.*}')"), '2',
+	'a new endpoint gets the next id');
+is($node->safe_psql('dst', "SELECT ductape.webhook_subscribe('shop', 'hooks', 'x.*', 'pg_catalog.jsonb_typeof(jsonb)')"), '2',
+	'a new subscription gets the next id');
+is($node->safe_psql('dst', "SELECT count(*) FROM ductape.jobs"), '0', 'queues are not dumped');
+
+$node->stop;
+done_testing();
