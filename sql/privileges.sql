@@ -84,3 +84,32 @@ SELECT count(*) AS public_grants
 SELECT count(*) AS public_table_grants
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v') AND has_table_privilege('public', c.oid, 'SELECT');
+
+-- The whole matrix (DESIGN.md §14): every function, table and view of the
+-- schema, and what an admin role, a usage role and an unrelated role may do.
+-- Any change to a grant shows here.
+SELECT p.oid::regprocedure AS function,
+       has_function_privilege('dt_admin', p.oid, 'EXECUTE') AS admin,
+       has_function_privilege('dt_app', p.oid, 'EXECUTE') AS usage,
+       has_function_privilege('dt_nobody', p.oid, 'EXECUTE') AS unrelated,
+       has_function_privilege('public', p.oid, 'EXECUTE') AS public
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'ductape' AND p.prokind = 'f'
+ ORDER BY p.oid::regprocedure::text;
+SELECT c.oid::regclass AS relation, c.relkind, c.relrowsecurity AS rls,
+       concat_ws(',', CASE WHEN has_table_privilege(r.role, c.oid, 'SELECT') THEN 'select' END,
+                 CASE WHEN has_table_privilege(r.role, c.oid, 'INSERT') THEN 'insert' END,
+                 CASE WHEN has_table_privilege(r.role, c.oid, 'UPDATE') THEN 'update' END,
+                 CASE WHEN has_table_privilege(r.role, c.oid, 'DELETE') THEN 'delete' END) AS privileges,
+       r.role
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+       (VALUES ('dt_admin'), ('dt_app'), ('dt_nobody'), ('public')) r(role)
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v')
+   AND (has_table_privilege(r.role, c.oid, 'SELECT') OR has_table_privilege(r.role, c.oid, 'INSERT')
+        OR has_table_privilege(r.role, c.oid, 'UPDATE') OR has_table_privilege(r.role, c.oid, 'DELETE'))
+ ORDER BY c.oid::regclass::text, r.role;
+SELECT count(*) AS relations_nobody_or_public_can_touch
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, (VALUES ('dt_nobody'), ('public')) r(role)
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v', 'S')
+   AND (has_table_privilege(r.role, c.oid, 'SELECT') OR has_table_privilege(r.role, c.oid, 'INSERT')
+        OR has_table_privilege(r.role, c.oid, 'UPDATE') OR has_table_privilege(r.role, c.oid, 'DELETE'));
