@@ -6,6 +6,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 use IPC::Run;
 use Time::HiRes qw(time usleep);
 
@@ -45,20 +48,8 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape launcher'"),
 	'1', 'the launcher runs and shows in pg_stat_activity');
 
-sub poll
-{
-	my ($db, $sql, $want, $secs) = @_;
-	my $deadline = time + ($secs // 10);
-	my $got;
-	while (time < $deadline)
-	{
-		$got = $node->safe_psql($db, $sql);
-		return 1 if $got eq $want;
-		usleep(50_000);
-	}
-	diag("last result of $sql: $got");
-	return 0;
-}
+# poll($db, $sql, $want, $secs): see DuctapeTest::poll_until
+sub poll { return poll_until($node, @_); }
 
 ok(poll('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'", '1'),

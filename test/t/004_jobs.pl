@@ -6,6 +6,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 use Time::HiRes qw(time usleep);
 
 my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
@@ -21,22 +24,8 @@ restart_after_crash = on
 });
 $node->start;
 
-sub poll
-{
-	my ($db, $sql, $want, $secs) = @_;
-	my $deadline = time + ($secs // 30);
-	my $got = '';
-	while (time < $deadline)
-	{
-		# plain psql: during crash recovery the server refuses connections
-		my ($ret, $out, $err) = $node->psql($db, $sql);
-		$got = $out // '';
-		return 1 if $ret == 0 && $got eq $want;
-		usleep(100_000);
-	}
-	diag("last result of $sql: $got");
-	return 0;
-}
+# poll($db, $sql, $want, $secs): see DuctapeTest::poll_until
+sub poll { return poll_until($node, @_); }
 
 my $workers_in = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = '%s'";
 

@@ -7,6 +7,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 use IO::Socket::INET;
 use IPC::Run;
 use Digest::SHA qw(hmac_sha256_hex);
@@ -23,21 +26,8 @@ restart_after_crash = on
 });
 $node->start;
 
-sub poll
-{
-	my ($sql, $want, $secs) = @_;
-	my $deadline = time + ($secs // 30);
-	my $got = '';
-	while (time < $deadline)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		$got = $out // '';
-		return 1 if $ret == 0 && $got eq $want;
-		usleep(100_000);
-	}
-	diag("last result of $sql: $got");
-	return 0;
-}
+# poll($sql, $want, $secs) in database postgres: see DuctapeTest::poll_until
+sub poll { return poll_until($node, 'postgres', @_); }
 
 # One raw HTTP exchange; returns the status code (0 if the connection closed).
 sub http

@@ -6,6 +6,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 use Time::HiRes qw(time usleep);
 
 my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
@@ -20,21 +23,8 @@ restart_after_crash = on
 });
 $node->start;
 
-sub poll
-{
-	my ($sql, $want, $secs) = @_;
-	my $deadline = time + ($secs // 30);
-	my $got = '';
-	while (time < $deadline)
-	{
-		my ($ret, $out) = $node->psql('postgres', $sql);
-		$got = $out // '';
-		return 1 if $ret == 0 && $got eq $want;
-		usleep(100_000);
-	}
-	diag("last result of $sql: $got");
-	return 0;
-}
+# poll($sql, $want, $secs) in database postgres: see DuctapeTest::poll_until
+sub poll { return poll_until($node, 'postgres', @_); }
 
 $node->safe_psql('postgres', 'CREATE EXTENSION ductape');
 
