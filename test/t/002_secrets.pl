@@ -8,21 +8,18 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 use File::Find;
 
-my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
-my $api = "http://127.0.0.1:$api_port";
+my $api = api_url();
 my $plain = 'sk_live_tapsecret_' . int(rand(1e9));
 
-my $node = PostgreSQL::Test::Cluster->new('secrets');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ductape'
-ductape.allowed_hosts = '127.0.0.1'
+my $node = ductape_node('secrets', qq{
 log_min_messages = debug5
 log_statement = 'none'
 });
-$node->start;
 like(slurp_file($node->logfile), qr/WARNING:  ductape created a master key in ".*ductape_master\.key"/,
 	'the first start creates a master key in PGDATA, with a warning');
 my $keyfile = $node->data_dir . '/ductape_master.key';

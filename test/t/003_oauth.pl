@@ -6,18 +6,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 use IPC::Run;
 
-my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
-my $api = "http://127.0.0.1:$api_port";
+my $api = api_url();
 
-my $node = PostgreSQL::Test::Cluster->new('oauth');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ductape'
-ductape.allowed_hosts = '127.0.0.1'
-});
-$node->start;
+my $node = ductape_node('oauth');
 $node->safe_psql('postgres', qq{
 CREATE EXTENSION ductape;
 SELECT ductape.http('POST', '$api/oauth/reset');

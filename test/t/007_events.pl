@@ -11,17 +11,11 @@ use lib $FindBin::Bin;
 use DuctapeTest;
 use Time::HiRes qw(time usleep);
 
-my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
-my $api = "http://127.0.0.1:$api_port";
+my $api = api_url();
 
-my $node = PostgreSQL::Test::Cluster->new('events');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ductape'
-ductape.allowed_hosts = '127.0.0.1'
+my $node = ductape_node('events', qq{
 restart_after_crash = on
 });
-$node->start;
 
 # poll($sql, $want, $secs) in database postgres: see DuctapeTest::poll_until
 sub poll { return poll_until($node, 'postgres', @_); }

@@ -7,19 +7,16 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
 
-my $api_port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
-my $api = "http://127.0.0.1:$api_port";
+my $api = api_url();
 
-my $node = PostgreSQL::Test::Cluster->new('dump');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ductape'
-ductape.allowed_hosts = '127.0.0.1'
+my $node = ductape_node('dump', qq{
 ductape.webhook_listen = '127.0.0.1:0'
 ductape.webhook_database = 'postgres'
 });
-$node->start;
 
 my $plain = 'sk_live_dump_' . int(rand(1e9));
 $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'ductape webhook listener'") or die;

@@ -5,9 +5,32 @@ use strict;
 use warnings;
 use Exporter 'import';
 use Test::More;
+use PostgreSQL::Test::Cluster;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(poll_until);
+our @EXPORT = qw(ductape_node api_url poll_until);
+
+# A started cluster with ductape preloaded and loopback allowed (where the
+# test API server lives); $extra_conf adds postgresql.conf lines.
+sub ductape_node
+{
+	my ($name, $extra_conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ductape'
+ductape.allowed_hosts = '127.0.0.1'
+} . ($extra_conf // ''));
+	$node->start;
+	return $node;
+}
+
+# The test API server's base URL (scripts/test starts it).
+sub api_url
+{
+	my $port = $ENV{DUCTAPE_API_PORT} or die "DUCTAPE_API_PORT is not set";
+	return "http://127.0.0.1:$port";
+}
 
 # Run $sql in database $db of $node until it returns $want; true if it did
 # within $secs seconds (default 30).  Plain psql, not safe_psql: a server in
