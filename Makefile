@@ -28,7 +28,7 @@ OBJS = \
 
 DATA = ductape--0.1.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows fuzz
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 
@@ -50,3 +50,33 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 $(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h
+
+# make fuzz: the libFuzzer targets of test/fuzz/fuzz.c, built with clang
+# outside the normal build into test/fuzz/ductape_fuzz.so; scripts/fuzz runs
+# them.
+FUZZ_CC = clang
+FUZZ_DIR = test/fuzz/build
+FUZZ_OBJS = $(patsubst src/%.o,$(FUZZ_DIR)/%.o,$(OBJS)) $(FUZZ_DIR)/fuzz.o
+FUZZ_CFLAGS = -g -O1 -fPIC -fsanitize=fuzzer-no-link -DDT_FUZZ \
+	-Wall -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-ignored-attributes -Wno-compound-token-split-by-macro \
+	-I$(srcdir)/src -I$(includedir_server) -D_GNU_SOURCE
+FUZZ_RT = $(shell $(FUZZ_CC) -print-resource-dir)/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a
+
+fuzz: test/fuzz/ductape_fuzz.so
+
+$(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_DIR)/fuzz.o: test/fuzz/fuzz.c src/ductape.h src/calls.h
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+test/fuzz/ductape_fuzz.so: $(FUZZ_OBJS)
+	$(FUZZ_CC) -shared -fsanitize=fuzzer-no-link -Wl,-Bsymbolic -o $@ $(FUZZ_OBJS) \
+		-Wl,--whole-archive $(FUZZ_RT) -Wl,--no-whole-archive \
+		$(SHLIB_LINK) -lstdc++ -lm
+
+.PHONY: fuzz
+EXTRA_CLEAN += $(FUZZ_DIR) test/fuzz/ductape_fuzz.so

@@ -294,6 +294,14 @@ ductape_shmem_startup(void)
 void
 _PG_init(void)
 {
+#ifdef DT_FUZZ
+	/*
+	 * test/fuzz loads a second, instrumented copy next to the preloaded one:
+	 * it defines nothing and attaches to the shared state the first made.
+	 */
+	CallsShmemInit();
+	return;
+#endif
 	if (!process_shared_preload_libraries_in_progress)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

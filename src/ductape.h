@@ -357,6 +357,9 @@ extern char *ductape_webhook_listen;
 extern char *ductape_webhook_database;
 extern int	ductape_webhook_max_body;
 extern void WebhookRegisterListener(void);
+#ifdef DT_FUZZ
+extern char *WebhookFuzzRequest(const char *raw, size_t len);
+#endif
 extern long WebhooksHandleDue(void);
 
 /* ---- signature.c ---- */

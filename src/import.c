@@ -92,8 +92,43 @@ CoreNumber(const char *s)
 	return pstrdup(s[0] == '+' ? s + 1 : s);
 }
 
+/*
+ * A YAML number as a numeric.  numeric_in refuses what numeric cannot hold
+ * (1e999999) with 22003 and no position: say where it is instead.
+ */
+static Numeric
+YamlNumber(YamlCtx *cx, yaml_node_t *node, char *num)
+{
+	MemoryContext mcx = CurrentMemoryContext;
+	volatile Numeric result = NULL;
+
+	PG_TRY();
+	{
+		result = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(num),
+													 ObjectIdGetDatum(InvalidOid),
+													 Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(mcx);
+		e = CopyErrorData();
+		if (e->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not valid: line %lu: the number is out of range",
+						cx->what, (unsigned long) node->start_mark.line + 1),
+				 errdetail("%s", e->message)));
+	}
+	PG_END_TRY();
+	return result;
+}
+
 static void
-YamlScalar(yaml_node_t *node, JsonbValue *v)
+YamlScalar(YamlCtx *cx, yaml_node_t *node, JsonbValue *v)
 {
 	static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
 	static const char *const trues[] = {"true", "True", "TRUE", NULL};
@@ -117,9 +152,7 @@ YamlScalar(yaml_node_t *node, JsonbValue *v)
 	else if (plain && (num = CoreNumber(s)) != NULL)
 	{
 		v->type = jbvNumeric;
-		v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(num),
-															 ObjectIdGetDatum(InvalidOid),
-															 Int32GetDatum(-1)));
+		v->val.numeric = YamlNumber(cx, node, num);
 	}
 	else
 	{
@@ -213,7 +246,7 @@ YamlPush(YamlCtx *cx, JsonbParseState **st, yaml_node_t *node, JsonbIteratorToke
 	switch (node->type)
 	{
 		case YAML_SCALAR_NODE:
-			YamlScalar(node, &v);
+			YamlScalar(cx, node, &v);
 			if (token == WJB_DONE)
 			{
 				/* a scalar document is a one-element raw-scalar array */
@@ -318,13 +351,15 @@ JsonToJsonb(char *text, const char *what)
 
 		MemoryContextSwitchTo(mcx);
 		e = CopyErrorData();
-		if (e->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION)
+		/* a syntax error, or a number numeric cannot hold (1e999999) */
+		if (e->sqlerrcode != ERRCODE_INVALID_TEXT_REPRESENTATION &&
+			e->sqlerrcode != ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE)
 			PG_RE_THROW();
 		FlushErrorState();
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is not valid JSON", what),
-				 e->detail ? errdetail("%s", e->detail) : 0));
+				 errdetail("%s", e->detail ? e->detail : e->message)));
 	}
 	PG_END_TRY();
 	return result;

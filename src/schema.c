@@ -46,6 +46,9 @@
 
 #define MAX_VIOLATIONS 100
 #define MAX_REF_HOPS 64
+/* schemas applied to one value, at most: a guard against a $ref graph that
+ * multiplies (each level referring to the next twice) */
+#define MAX_VALIDATE_STEPS 1000000
 
 typedef struct SchemaCtx
 {
@@ -53,6 +56,7 @@ typedef struct SchemaCtx
 	StringInfo	errors;			/* NULL: only the verdict is wanted */
 	int			nerrors;
 	int			hops;			/* $refs followed without descending */
+	long		steps;			/* Validate calls so far */
 } SchemaCtx;
 
 /* in a probe (no error buffer) the first violation decides */
@@ -1010,6 +1014,13 @@ Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
 
 	check_stack_depth();
 	CHECK_FOR_INTERRUPTS();
+	if (++cx->steps > MAX_VALIDATE_STEPS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the schema needs more than %d steps to validate this value",
+						MAX_VALIDATE_STEPS),
+				 errdetail("Its $refs inside allOf, anyOf or oneOf apply the same schemas over and over."),
+				 errhint("Refer to each shared definition once per level.")));
 
 	if (schema->type == jbvBool)
 		return schema->val.boolean ? true : Fail(cx, path, "no value is allowed here");
@@ -1111,6 +1122,7 @@ SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors)
 	cx.errors = errors;
 	cx.nerrors = 0;
 	cx.hops = 0;
+	cx.steps = 0;
 	if (JB_ROOT_IS_SCALAR(schema))
 		JsonbExtractScalar(&schema->root, &root);
 	else
@@ -1325,6 +1337,80 @@ CheckSchemaList(JsonbContainer *root, JsonbValue *list, StringInfo path, List **
 	}
 }
 
+/*
+ * The schemas already known not to come back to themselves (below), and
+ * whether a loop was reported (once is enough); reset by each SchemaCheck.
+ */
+static List *LoopFree = NIL;
+static bool LoopReported = false;
+
+/*
+ * Does this schema come back to itself through keywords that apply to the
+ * same value ($ref, allOf, anyOf, oneOf, not, if/then/else, schema-valued
+ * dependencies)?  Validating would then never descend into the value and
+ * never finish, so such a schema is refused when defined.  on_path holds the
+ * schemas (their containers) being followed.
+ */
+static bool
+LoopsBack(JsonbContainer *root, JsonbValue *schema, List **on_path)
+{
+	static const char *const lists[] = {"allOf", "anyOf", "oneOf"};
+	static const char *const single[] = {"not", "if", "then", "else"};
+	JsonbContainer *c;
+	JsonbValue	buf;
+	JsonbValue *v;
+	bool		found = false;
+	int			i;
+
+	if (!IsObject(schema))
+		return false;
+	c = schema->val.binary.data;
+	if (list_member_ptr(*on_path, c))
+		return true;
+	if (list_member_ptr(LoopFree, c))
+		return false;
+	check_stack_depth();
+	*on_path = lappend(*on_path, c);
+	if ((v = Field(c, "$ref", &buf)) != NULL)
+	{
+		/* the validator follows $ref alone */
+		const char *why;
+		JsonbValue *target = v->type == jbvString ?
+			ResolveRef(root, v->val.string.val, v->val.string.len, &why) : NULL;
+
+		found = target != NULL && LoopsBack(root, target, on_path);
+	}
+	else
+	{
+		for (i = 0; i < lengthof(lists) && !found; i++)
+			if ((v = Field(c, lists[i], &buf)) != NULL && IsArray(v))
+			{
+				JsonbContainer *arr = v->val.binary.data;
+				int			j;
+
+				for (j = 0; j < JsonContainerSize(arr) && !found; j++)
+					found = LoopsBack(root, getIthJsonbValueFromContainer(arr, j), on_path);
+			}
+		for (i = 0; i < lengthof(single) && !found; i++)
+			if ((v = Field(c, single[i], &buf)) != NULL)
+				found = LoopsBack(root, v, on_path);
+		if (!found && (v = Field(c, "dependencies", &buf)) != NULL && IsObject(v))
+		{
+			JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
+			JsonbIteratorToken r;
+			JsonbValue	dv;
+
+			while ((r = JsonbIteratorNext(&it, &dv, true)) != WJB_DONE && !found)
+				if (r == WJB_VALUE)
+					found = LoopsBack(root, &dv, on_path);
+		}
+	}
+	*on_path = list_delete_last(*on_path);
+	if (!found)
+		LoopFree = lappend(LoopFree, c);
+	return found;
+}
+
 static void
 CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **problems)
 {
@@ -1340,6 +1426,15 @@ CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **pr
 	{
 		Problem(problems, path, "must be a schema (an object or a boolean)");
 		return;
+	}
+	{
+		List	   *on_path = NIL;
+
+		if (!LoopReported && LoopsBack(root, schema, &on_path))
+		{
+			Problem(problems, path, "applies itself to the same value again (through $ref), so validating would never end");
+			LoopReported = true;
+		}
 	}
 	it = JsonbIteratorInit(schema->val.binary.data);
 	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
@@ -1495,10 +1590,9 @@ CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **pr
 						break;
 					target = ResolveRef(root, next->val.string.val, next->val.string.len, (const char **) &why);
 				}
+				/* (a chain that comes back is a loop: LoopsBack reports it) */
 				if (target == NULL)
 					Problem(problems, path, "cannot resolve %s: %s", ValueJson(&v), why);
-				else if (hops > MAX_REF_HOPS)
-					Problem(problems, path, "%s is circular", ValueJson(&v));
 			}
 		}
 		PathPop(path, saved);
@@ -1517,7 +1611,10 @@ SchemaCheck(Jsonb *schema, const char *path)
 	initStringInfo(&p);
 	appendStringInfoString(&p, path);
 	JsonbAsValue(schema, &root);
+	LoopFree = NIL;
+	LoopReported = false;
 	CheckSchema(&schema->root, &root, &p, &problems);
+	LoopFree = NIL;
 	return problems;
 }
 

@@ -298,7 +298,7 @@ SecretEncrypt(const char *plain, int len, const char *aad, int *version)
 	bytea	   *out = palloc(VARHDRSZ + DT_NONCE_LEN + len + DT_TAG_LEN);
 	unsigned char *nonce = (unsigned char *) VARDATA(out);
 	unsigned char *ct = nonce + DT_NONCE_LEN;
-	int			n,
+	int			n = 0,
 				total = 0;
 	bool		ok;
 
@@ -334,7 +334,7 @@ SecretDecrypt(bytea *blob, int version, const char *aad, const char *what)
 	int			clen = blen - DT_NONCE_LEN - DT_TAG_LEN;
 	EVP_CIPHER_CTX *ctx;
 	char	   *plain;
-	int			n,
+	int			n = 0,
 				total;
 	bool		ok;
 

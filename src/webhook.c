@@ -34,6 +34,8 @@
 #include "postgres.h"
 
 #include <netdb.h>
+#include <netinet/in.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
 
@@ -230,6 +232,9 @@ OnRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 	{
 		MemoryContextSwitchTo(here);
 		EmitErrorReport();
+#ifdef DT_FUZZ
+		abort();				/* test/fuzz: no request may raise an error */
+#endif
 		FlushErrorState();
 		r = MHD_NO;
 	}
@@ -668,51 +673,14 @@ StoreBatch(Inbound *batch)
 		pg_atomic_write_u32(&CallsGetShared()->webhooks_pending, 1);
 }
 
+/*
+ * Once the batch's transaction has ended: the answer to each request, and
+ * its connection resumed so that MHD sends it.
+ */
 static void
-ProcessBatch(void)
+AnswerBatch(Inbound *batch, bool committed)
 {
-	Inbound    *batch = Ready;
 	Inbound    *in;
-	MemoryContext here = CurrentMemoryContext;
-	volatile bool committed = false;
-
-	Ready = NULL;
-	MemoryContextReset(BatchContext);
-	PG_TRY();
-	{
-		WorkerBeginWork("ductape: storing webhook events");
-		SPI_connect();
-		MemoryContextSwitchTo(BatchContext);
-		if (!OidIsValid(get_namespace_oid("ductape", true)))
-		{
-			for (in = batch; in; in = in->next)
-			{
-				in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-				in->message = "ductape is not installed in the listener's database";
-			}
-		}
-		else
-			StoreBatch(batch);
-		SPI_finish();
-		WorkerEndWork();
-		committed = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *ed;
-
-		MemoryContextSwitchTo(here);
-		ed = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING,
-				(errmsg("ductape webhook listener could not store a batch of events: %s", ed->message)));
-		FreeErrorData(ed);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(here);
-	if (committed && pg_atomic_read_u32(&CallsGetShared()->webhooks_pending))
-		CallsWakeWorker(MyDatabaseId);
 
 	for (in = batch; in; in = in->next)
 	{
@@ -733,6 +701,62 @@ ProcessBatch(void)
 		}
 		MHD_resume_connection(in->conn);
 	}
+}
+
+/* Store what is ready, or refuse it all when ductape is not installed here. */
+static void
+StoreOrRefuse(Inbound *batch)
+{
+	Inbound    *in;
+
+	if (OidIsValid(get_namespace_oid("ductape", true)))
+	{
+		StoreBatch(batch);
+		return;
+	}
+	for (in = batch; in; in = in->next)
+	{
+		in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+		in->message = "ductape is not installed in the listener's database";
+	}
+}
+
+static void
+ProcessBatch(void)
+{
+	Inbound    *batch = Ready;
+	MemoryContext here = CurrentMemoryContext;
+	volatile bool committed = false;
+
+	Ready = NULL;
+	MemoryContextReset(BatchContext);
+	PG_TRY();
+	{
+		WorkerBeginWork("ductape: storing webhook events");
+		SPI_connect();
+		MemoryContextSwitchTo(BatchContext);
+		StoreOrRefuse(batch);
+		SPI_finish();
+		WorkerEndWork();
+		committed = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(here);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errmsg("ductape webhook listener could not store a batch of events: %s", ed->message)));
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(here);
+	if (committed && pg_atomic_read_u32(&CallsGetShared()->webhooks_pending))
+		CallsWakeWorker(MyDatabaseId);
+	AnswerBatch(batch, committed);
 }
 
 /* host:port or [v6]:port; the port may be 0 (any free port) */
@@ -799,6 +823,84 @@ StartDaemon(void)
 				 errhint("Check that the address is local and the port is free.")));
 	return d;
 }
+
+#ifdef DT_FUZZ
+/*
+ * test/fuzz only: one raw HTTP request through libmicrohttpd and the
+ * listener's own callbacks, over a socket pair instead of a listening socket,
+ * its batch stored by StoreBatch inside the caller's transaction (the fuzz
+ * harness wraps each call in a subtransaction that it rolls back).  Returns
+ * the bytes MHD answered, NULL when the request never completed.
+ */
+char *
+WebhookFuzzRequest(const char *raw, size_t len)
+{
+	static struct MHD_Daemon *d = NULL;
+	struct sockaddr_in sa;
+	int			sv[2];
+	StringInfoData out;
+	int			idle;
+	size_t		sent = 0;
+
+	if (d == NULL)
+	{
+		ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
+												ALLOCSET_DEFAULT_SIZES);
+		BatchContext = AllocSetContextCreate(TopMemoryContext, "ductape listener batch",
+											 ALLOCSET_DEFAULT_SIZES);
+		d = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME, 0,
+							 NULL, NULL, OnRequest, NULL,
+							 MHD_OPTION_NOTIFY_COMPLETED, OnCompleted, NULL,
+							 MHD_OPTION_EXTERNAL_LOGGER, OnLog, NULL,
+							 MHD_OPTION_END);
+		if (d == NULL)
+			elog(ERROR, "could not start libmicrohttpd");
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+		elog(ERROR, "socketpair: %m");
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (MHD_add_connection(d, sv[0], (struct sockaddr *) &sa, sizeof(sa)) != MHD_YES)
+		elog(ERROR, "MHD_add_connection failed");
+	initStringInfo(&out);
+	for (idle = 0; idle < 4; idle++)
+	{
+		char		buf[8192];
+		ssize_t		n;
+
+		if (sent < len)
+		{
+			n = write(sv[1], raw + sent, len - sent);
+			if (n > 0)
+			{
+				sent += n;
+				idle = 0;
+			}
+		}
+		MHD_run(d);
+		if (Ready != NULL)
+		{
+			Inbound    *batch = Ready;
+
+			Ready = NULL;
+			MemoryContextReset(BatchContext);
+			StoreOrRefuse(batch);
+			AnswerBatch(batch, true);
+			MHD_run(d);
+			idle = 0;
+		}
+		while ((n = read(sv[1], buf, sizeof(buf))) > 0)
+		{
+			appendBinaryStringInfo(&out, buf, n);
+			idle = 0;
+		}
+	}
+	close(sv[1]);
+	MHD_run(d);					/* sees the close, completes the request */
+	return out.len > 0 ? out.data : NULL;
+}
+#endif
 
 static void
 ListenerExit(int code, Datum arg)
