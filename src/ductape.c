@@ -11,12 +11,16 @@
 
 #include <unistd.h>
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 #include "ductape.h"
@@ -25,6 +29,7 @@
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+PG_FUNCTION_INFO_V1(dt_version);
 
 char	   *ductape_env = NULL;
 char	   *ductape_product = NULL;
@@ -289,6 +294,35 @@ ductape_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	CallsShmemInit();
+}
+
+/*
+ * version() -> {"extension": "0.2.0", "library": "0.2.0"}: the installed
+ * SQL objects' version and the loaded library's.  New binaries run the old
+ * SQL until ALTER EXTENSION ductape UPDATE; the library supports every
+ * version it ships an upgrade script for.
+ */
+Datum
+dt_version(PG_FUNCTION_ARGS)
+{
+	char	   *ext = NULL;
+	StringInfoData buf;
+
+	SPI_connect();
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'ductape'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		ext = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"extension\": ");
+	if (ext)
+		escape_json(&buf, ext);
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoString(&buf, ", \"library\": ");
+	escape_json(&buf, DUCTAPE_VERSION);
+	appendStringInfoChar(&buf, '}');
+	SPI_finish();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
 void

@@ -35,7 +35,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define DUCTAPE_VERSION "0.1.0"
+#define DUCTAPE_VERSION "0.2.0"
 
 /* Project SQLSTATEs (DESIGN.md §0). */
 #define ERRCODE_DT_HTTP_STATUS	MAKE_SQLSTATE('D','T','0','0','0')

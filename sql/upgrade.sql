@@ -1,0 +1,76 @@
+-- The upgrade path (DESIGN.md §16): 0.1.0, the first release, through
+-- every upgrade script to the current version, with what was made under
+-- 0.1.0 checked afterwards; a fresh install must end up with the same
+-- objects.  (In a database of its own: the suite's has the current version.)
+SELECT api() AS api_url, current_database() AS suite_db \gset
+SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E'\n' ORDER BY 1)) AS fresh_objects
+  FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ductape') \gset
+SELECT extversion AS fresh_version FROM pg_extension WHERE extname = 'ductape' \gset
+CREATE DATABASE ductape_upgrade;
+\c ductape_upgrade
+SET ductape_test.api = :'api_url';
+
+CREATE EXTENSION ductape VERSION '0.1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'ductape';
+
+-- Under 0.1.0: an app with a secret in its headers, a usage role, an
+-- outbound endpoint, a queued job.
+SELECT ductape.secret_set('UP_TOKEN', 'up-plaintext-5c2e');
+SELECT ductape.app_define(jsonb_build_object('tag', 'up',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', current_setting('ductape_test.api'))),
+  'actions', jsonb_build_array(
+    jsonb_build_object('tag', 'echo', 'method', 'POST', 'resource', '/echo/up',
+                       'headers', jsonb_build_object('X-Token', '$Secret{UP_TOKEN}')),
+    jsonb_build_object('tag', 'loop', 'method', 'POST', 'resource', '/echo/loop',
+                       'input', jsonb_build_object('properties', jsonb_build_object('n', jsonb_build_object('type', 'integer')))))));
+-- a schema the 0.1.0 library stored but 0.2.0 refuses: it applies itself to
+-- the same value through $ref (validating it never ended)
+UPDATE ductape.actions
+   SET spec = jsonb_set(spec, '{input,properties,n}', '{"anyOf": [{"$ref": "#/properties/n"}, {"$ref": "#/properties/n"}]}')
+ WHERE app = 'up' AND tag = 'loop';
+CREATE ROLE dt_up_user;
+SELECT ductape.grant_usage('dt_up_user');
+SELECT ductape.endpoint_create(current_setting('ductape_test.api') || '/echo/hook', description => 'from 0.1.0') AS endpoint_id \gset
+SELECT ductape.dispatch('up', 'echo', '{"n": 1}', run_at => now() + interval '1 hour') AS job_id \gset
+SELECT ductape.run('up', 'echo', '{"n": 1}')->>'path' AS path_under_0_1_0;
+SELECT ductape.version();
+\echo :LAST_ERROR_SQLSTATE
+
+-- The update: a warning names the stored schema 0.2.0 refuses.
+ALTER EXTENSION ductape UPDATE;
+SELECT extversion = :'fresh_version' AS current_version FROM pg_extension WHERE extname = 'ductape';
+SELECT ductape.version() = jsonb_build_object('extension', :'fresh_version', 'library', :'fresh_version') AS version;
+
+-- What 0.1.0 made still works: the secret opens and is sent, the role
+-- granted under 0.1.0 can call (and has what 0.2.0 added), the job and the
+-- endpoint are there.
+SELECT ductape.secret_get('UP_TOKEN') = 'up-plaintext-5c2e' AS secret_opens;
+SELECT r->'body'->'headers'->>'x-token' = 'up-plaintext-5c2e' AS secret_sent, r->>'status' AS status
+  FROM (SELECT ductape.run_response('up', 'echo', '{"n": 2}') AS r) s;
+SET ROLE dt_up_user;
+SELECT ductape.run('up', 'echo', '{"n": 3}')->>'path' AS path_as_usage_role,
+       ductape.version()->>'library' = :'fresh_version' AS version_as_usage_role;
+RESET ROLE;
+SELECT state, input FROM ductape.jobs WHERE id = :job_id;
+SELECT url LIKE '%/echo/hook' AS endpoint_kept, description FROM ductape.endpoints WHERE id = :endpoint_id;
+-- the stored looping schema now stops at the step limit instead of never ending
+SELECT ductape.run('up', 'loop', '{"n": "x"}');
+\echo :LAST_ERROR_SQLSTATE
+-- and cannot be defined again
+SELECT ductape.action_define('up', '{"tag": "loop", "method": "POST", "resource": "/echo/loop",
+  "input": {"properties": {"n": {"anyOf": [{"$ref": "#/properties/n"}, {"type": "integer"}]}}}}');
+\echo :LAST_ERROR_SQLSTATE
+
+-- Updated and fresh installs have the same objects.
+SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E'\n' ORDER BY 1)) = :'fresh_objects' AS same_objects
+  FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ductape');
+-- and nothing granted to PUBLIC
+SELECT count(*) AS public_function_grants
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'ductape' AND has_function_privilege('public', p.oid, 'EXECUTE');
+
+\c :suite_db
+DROP DATABASE ductape_upgrade WITH (FORCE);
+DROP ROLE dt_up_user;
