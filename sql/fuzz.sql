@@ -30,3 +30,19 @@ SELECT expect_error(format($q$SELECT ductape._schema_validate(%L, '1')$q$,
                    jsonb_build_object('$ref', '#/definitions/d' || (i + 1)),
                    jsonb_build_object('$ref', '#/definitions/d' || (i + 1)))) END)
        FROM generate_series(0, 20) i))));
+
+-- openapi: "$ref": "#" (the whole document) made _ref_target build a jsonb
+-- from a value without a length, reading past the document ("invalid jsonb
+-- container type", XX000); "#" is now the document itself.
+SELECT ductape._ref_target('{"a": [1, {"b": 2}]}', '#') AS whole,
+       ductape._ref_target('{"a": [1, {"b": 2}]}', '#/a/1') AS part;
+SELECT ductape.import_openapi(E'openapi: 3.0.n}\npaths:\n  /a/{i, tru, schema: {$ref: "#"}#&####"}#&###}]\ncom  Id:\t\tid\n', 'fuzz-ref-root');
+SELECT tag, spec->'input' AS input FROM ductape.actions WHERE app = 'fuzz-ref-root';
+SELECT ductape.app_drop('fuzz-ref-root');
+
+-- schema: a count keyword past int64 (maxLength 1e40) is a non-negative
+-- integer the define-time check accepts, but validation failed with
+-- "bigint out of range" (22003); it now counts as the largest int64.
+SELECT ductape._schema_check('{"properties": {"b": {"maxLength": 4222222222222222222222222222222222222222222222}}}', '');
+SELECT ductape._schema_validate('{"properties": {"b": {"maxLength": 1e40}, "c": {"minItems": 1e30}}, "minProperties": 1e30}',
+                                '{"b": "", "c": [1]}');

@@ -102,6 +102,23 @@ Zero(void)
 	return int64_to_numeric(0);
 }
 
+/*
+ * The value of a count keyword (minLength, maxItems, ...) as an int64.  The
+ * define-time check wants a non-negative integer, but an integer past int64
+ * (a maxLength of 1e40) is one: it counts as int64's largest, which no
+ * string, array or object reaches, instead of failing numeric_int8 at call
+ * time (found by the fuzzer).
+ */
+static int64
+CountLimit(Numeric n)
+{
+	if (NumCmp(n, int64_to_numeric(PG_INT64_MAX)) > 0)
+		return PG_INT64_MAX;
+	if (NumCmp(n, int64_to_numeric(PG_INT64_MIN)) < 0)
+		return PG_INT64_MIN;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(n)));
+}
+
 static const char *
 TypeOf(JsonbValue *v)
 {
@@ -687,7 +704,7 @@ CheckString(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo path)
 
 	if ((v = Field(s, "minLength", &buf)) && v->type == jbvNumeric)
 	{
-		int64		min = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+		int64		min = CountLimit(v->val.numeric);
 
 		nchars = pg_mbstrlen_with_len(str, len);
 		if (nchars < min)
@@ -699,7 +716,7 @@ CheckString(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo path)
 	}
 	if ((v = Field(s, "maxLength", &buf)) && v->type == jbvNumeric)
 	{
-		int64		max = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+		int64		max = CountLimit(v->val.numeric);
 
 		if (nchars < 0)
 			nchars = pg_mbstrlen_with_len(str, len);
@@ -757,13 +774,13 @@ CheckObject(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *obj, StringInfo pa
 		}
 	}
 	if ((v = Field(s, "minProperties", &buf)) && v->type == jbvNumeric &&
-		JsonContainerSize(obj) < DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+		JsonContainerSize(obj) < CountLimit(v->val.numeric))
 	{
 		ok = Fail(cx, path, "must have at least %s properties", ValueJson(v));
 		GIVE_UP_IF_PROBING();
 	}
 	if ((v = Field(s, "maxProperties", &buf)) && v->type == jbvNumeric &&
-		JsonContainerSize(obj) > DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+		JsonContainerSize(obj) > CountLimit(v->val.numeric))
 	{
 		ok = Fail(cx, path, "must have at most %s properties", ValueJson(v));
 		GIVE_UP_IF_PROBING();
@@ -879,13 +896,13 @@ CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo pat
 	int			i;
 
 	if ((v = Field(s, "minItems", &buf)) && v->type == jbvNumeric &&
-		n < DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+		n < CountLimit(v->val.numeric))
 	{
 		ok = Fail(cx, path, "must have at least %s items", ValueJson(v));
 		GIVE_UP_IF_PROBING();
 	}
 	if ((v = Field(s, "maxItems", &buf)) && v->type == jbvNumeric &&
-		n > DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric))))
+		n > CountLimit(v->val.numeric))
 	{
 		ok = Fail(cx, path, "must have at most %s items", ValueJson(v));
 		GIVE_UP_IF_PROBING();
@@ -1665,6 +1682,9 @@ dt_ref_target(PG_FUNCTION_ARGS)
 	target = ResolveRef(&doc->root, VARDATA_ANY(ref), VARSIZE_ANY_EXHDR(ref), &why);
 	if (target == NULL)
 		PG_RETURN_NULL();
+	/* "#" is the whole document (ResolveRef's root value has no length) */
+	if (target->type == jbvBinary && target->val.binary.data == &doc->root)
+		PG_RETURN_JSONB_P(doc);
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(target));
 }
 

@@ -178,7 +178,7 @@ FuzzPlacement(const uint8_t *data, size_t size)
 
 typedef struct SigFields
 {
-	const char *f[4];			/* header value, webhook-id, timestamp, unused */
+	const char *f[3];			/* the signature header, webhook-id, webhook-timestamp */
 } SigFields;
 
 static const char *
@@ -203,7 +203,7 @@ FuzzSignature(const uint8_t *data, size_t size)
 		"{\"scheme\": \"hmac\", \"header\": \"X-Sig\", \"prefix\": \"v1=\"}",
 		"{\"scheme\": \"hmac\", \"header\": \"X-Sig\", \"encoding\": \"base64\"}",
 	};
-	SigFields	sf = {{NULL, NULL, NULL, NULL}};
+	SigFields	sf = {{NULL, NULL, NULL}};
 	const char *secret;
 	char	   *s;
 	char	   *body;
@@ -344,14 +344,13 @@ OneInput(const uint8_t *data, size_t size)
 		ErrorData  *ed;
 		const char *code;
 
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(InputContext);	/* reset below */
 		failed = true;
 		ed = CopyErrorData();
 		FlushErrorState();
 		code = unpack_sql_state(ed->sqlerrcode);
 		if (!Preparing && strstr(Target->allowed, code) == NULL)
 			Finding(psprintf("error %s: %s", code, ed->message));
-		FreeErrorData(ed);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller);
@@ -365,6 +364,13 @@ OneInput(const uint8_t *data, size_t size)
 	}
 	MemoryContextReset(InputContext);
 	return 0;
+}
+
+/* at exit (libFuzzer's): where the backend's memory is, for the log */
+static void
+ReportMemory(void)
+{
+	MemoryContextStats(TopMemoryContext);
 }
 
 /*
@@ -406,5 +412,6 @@ fuzz_run(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode_for_file_access(), errmsg("could not open \"%s\": %m", log)));
 	dup2(fd, 2);
 	close(fd);
+	atexit(ReportMemory);
 	PG_RETURN_INT32(LLVMFuzzerRunDriver(&argc, &argv, OneInput));
 }
