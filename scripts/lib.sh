@@ -70,6 +70,36 @@ dt_workdir() {
     echo "$dir"
 }
 
+# dt_api_start WORK NAME [api_server options]: the test API server
+# (test/api_server, built by dt_build) on a free loopback port, its pid in
+# WORK/NAME.pid and log in WORK/NAME.log; prints the port.
+dt_api_start() {
+    local work=$1 name=$2
+    shift 2
+    dt_run_as_user bash -c "'$work/test/api_server' --port 0 --port-file '$work/$name.port' $* </dev/null >'$work/$name.log' 2>&1 & echo \$! >'$work/$name.pid'"
+    for _ in $(seq 50); do [ -s "$work/$name.port" ] && { cat "$work/$name.port"; return 0; }; sleep 0.1; done
+    echo "test API server ($name) did not start" >&2
+    cat "$work/$name.log" >&2
+    return 1
+}
+
+# dt_post_webhooks URL SECRET FIRST LAST [PAUSE]: Standard Webhooks events
+# evt_FIRST..evt_LAST ({"type": "order.created", "data": {"n": N}}), each
+# signed at the moment it is sent with SECRET (whsec_...), posted with curl,
+# PAUSE seconds apart; prints each answer's HTTP status, one per line.
+dt_post_webhooks() {
+    local url=$1 secret=$2 first=$3 last=$4 pause=${5:-0} keyhex i ts body sig
+    keyhex=$(printf '%s' "${secret#whsec_}" | base64 -d | od -An -tx1 | tr -d ' \n')
+    for i in $(seq "$first" "$last"); do
+        ts=$(date +%s)
+        body="{\"type\": \"order.created\", \"data\": {\"n\": $i}}"
+        sig=$(printf '%s' "evt_$i.$ts.$body" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$keyhex" -binary | base64)
+        curl -s -o /dev/null -w '%{http_code}\n' -X POST "$url" -H 'Content-Type: application/json' \
+            -H "webhook-id: evt_$i" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig" --data "$body"
+        [ "$pause" = 0 ] || sleep "$pause"
+    done
+}
+
 # ---- benchmarks: nginx serving a fixed JSON, and a throwaway cluster ----
 
 # dt_nginx_start WORK PORT: nginx on 127.0.0.1:PORT, /ping and /status.

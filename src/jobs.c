@@ -889,10 +889,19 @@ JobsEnsureContext(void)
  * A unit of SQL work in a background worker (worker_spi's idiom): its own
  * transaction and snapshot, reported to pg_stat_activity.  Used by every
  * worker-side subsystem (jobs, OAuth2 token requests, call records).
+ *
+ * The commit leaves CurrentMemoryContext at TopMemoryContext; WorkerEndWork
+ * returns to the caller's context instead, so that what the caller
+ * allocates next goes into its per-iteration context and not, for the life
+ * of the process, into TopMemoryContext (bench/soak saw the worker grow by
+ * 200 kB a minute that way).  (Units do not nest.)
  */
+static MemoryContext WorkCallerContext = NULL;
+
 void
 WorkerBeginWork(const char *activity)
 {
+	WorkCallerContext = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -904,6 +913,7 @@ WorkerEndWork(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(WorkCallerContext);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }

@@ -50,6 +50,8 @@
  *						is <= n answers ?status=S (default 503, with
  *						"Retry-After" from ?retry_after=V if given), then 200;
  *						the echo JSON either way
+ *	  /chaos/<pct>		answers 503 to a random pct% of requests (0-100),
+ *						200 to the rest; the echo JSON either way (bench/soak)
  *	  /count/<key>		200, {"key": "<key>", "count": N}
  *	  /reset			clears all counters; 200, {"reset": true}
  *	  /redirect			?to=URL (required) [&status=S, default 302]: that
@@ -381,6 +383,7 @@ typedef enum Route
 	R_FLAKY,
 	R_COUNT,
 	R_RESET,
+	R_CHAOS,
 	R_REDIRECT,
 	R_HEADERS,
 	R_CLOSE,
@@ -409,6 +412,7 @@ static const struct
 	{"/flaky", R_FLAKY},
 	{"/count", R_COUNT},
 	{"/reset", R_RESET},
+	{"/chaos", R_CHAOS},
 	{"/redirect", R_REDIRECT},
 	{"/headers", R_HEADERS},
 	{"/close", R_CLOSE},
@@ -1825,6 +1829,21 @@ dispatch(struct MHD_Connection *conn, Request *req, const char *url,
 								 query_arg(conn, "retry_after"));
 			}
 			return send_echo(conn, req, url, method, MHD_HTTP_OK, NULL);
+
+		case R_CHAOS:
+			{
+				char	   *end;
+				long		pct = strtol(req->arg ? req->arg : "", &end, 10);
+				static __thread unsigned int seed = 0;
+
+				if (req->arg == NULL || *end != '\0' || pct < 0 || pct > 100)
+					return send_error(conn, 400, "expected /chaos/<pct>, 0 to 100");
+				if (seed == 0)
+					seed = (unsigned int) time(NULL) ^ (unsigned int) (uintptr_t) &seed;
+				status = (long) (rand_r(&seed) % 100) < pct ?
+					MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
+				return send_echo(conn, req, url, method, status, NULL);
+			}
 
 		case R_COUNT:
 			{
