@@ -744,7 +744,8 @@ ProcessBatch(void)
 	{
 		ErrorData  *ed;
 
-		MemoryContextSwitchTo(here);
+		/* (into the batch's context: here is the listener's long-lived one) */
+		MemoryContextSwitchTo(BatchContext);
 		ed = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
