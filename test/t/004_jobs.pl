@@ -105,12 +105,9 @@ SELECT count(*) FROM ductape.jobs
 burst('kill', 3000);
 ok(poll('postgres', "SELECT count(*) > 300 FROM ductape.jobs WHERE state = 'succeeded' AND input->>'headers:X-Test-Key' LIKE 'kill-%'", 't', 30),
 	'the burst is under way');
-my $pid = $node->safe_psql('postgres', sprintf("SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'"));
 my $left = $node->safe_psql('postgres', "SELECT count(*) FROM ductape.jobs WHERE state <> 'succeeded' AND input->>'headers:X-Test-Key' LIKE 'kill-%'");
 cmp_ok($left, '>', 500, "jobs still to do at the kill: $left");
-kill 'KILL', $pid;
-# the postmaster resets every process after a crash; wait until it is back
-ok(poll('postgres', 'SELECT 1', '1', 60), 'the server recovered from the kill');
+ok(kill_worker($node), 'the server recovered from the kill');
 check_after_crash('kill', 3000, 'after kill -9 of the worker');
 
 # 2. immediate shutdown and restart with a burst in flight.

@@ -81,10 +81,7 @@ SELECT count(DISTINCT s.output) FROM ductape.workflow_steps s JOIN ductape.workf
 }
 
 round('kill', sub {
-	my $pid = $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'");
-	kill 'KILL', $pid;
-	ok(poll('SELECT 1', '1', 60), 'kill: the server recovered from kill -9 of the worker');
+	ok(kill_worker($node), 'kill: the server recovered from kill -9 of the worker');
 });
 round('stop', sub {
 	$node->stop('immediate');

@@ -8,7 +8,7 @@ use Test::More;
 use PostgreSQL::Test::Cluster;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(ductape_node api_url poll_until);
+our @EXPORT = qw(ductape_node api_url poll_until kill_worker);
 
 # A started cluster with ductape preloaded and loopback allowed (where the
 # test API server lives); $extra_conf adds postgresql.conf lines.
@@ -49,6 +49,17 @@ sub poll_until
 	}
 	diag("last result of $sql: $got");
 	return 0;
+}
+
+# kill -9 the ductape worker of database postgres; the postmaster then
+# resets every process.  True once the server answers again (within 60 s).
+sub kill_worker
+{
+	my ($node) = @_;
+	my $pid = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'");
+	kill 'KILL', $pid;
+	return poll_until($node, 'postgres', 'SELECT 1', '1', 60);
 }
 
 1;
