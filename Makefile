@@ -17,6 +17,7 @@ OBJS = \
 	src/secrets.o \
 	src/oauth.o \
 	src/jobs.o \
+	src/gate.o \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \
@@ -26,9 +27,9 @@ OBJS = \
 	src/webhook.o \
 	src/worker.o
 
-DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql
+DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows fuzz upgrade
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows boundary fuzz upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

@@ -4,7 +4,9 @@
 set -euo pipefail
 
 DT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DT_PG_BIN=/usr/lib/postgresql/15/bin
+# PG_CONFIG=/path/to/pg_config builds and runs against that PostgreSQL
+# (a private copy, say, so that two checkouts can test at once).
+if [ -n "${PG_CONFIG:-}" ]; then DT_PG_BIN=$("$PG_CONFIG" --bindir); else DT_PG_BIN=/usr/lib/postgresql/15/bin; fi
 DT_USER=${DT_USER:-ductape_test}     # the non-root OS user that runs clusters
 
 dt_log() { printf '== %s\n' "$*" >&2; }

@@ -113,3 +113,18 @@ SELECT count(*) AS relations_nobody_or_public_can_touch
  WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v', 'S')
    AND (has_table_privilege(r.role, c.oid, 'SELECT') OR has_table_privilege(r.role, c.oid, 'INSERT')
         OR has_table_privilege(r.role, c.oid, 'UPDATE') OR has_table_privilege(r.role, c.oid, 'DELETE'));
+
+-- Columns that say whom something runs as, or what runs (a role, a
+-- handler, a callback): nobody may write them directly, admins included;
+-- only ductape's functions do.  Every such column of the schema is listed,
+-- with any role that could insert or update it (none).
+SELECT c.oid::regclass AS relation, a.attname AS column_name,
+       string_agg(r.role, ', ' ORDER BY r.role) FILTER (WHERE has_column_privilege(r.role, c.oid, a.attnum, 'INSERT')
+                                                   OR has_column_privilege(r.role, c.oid, a.attnum, 'UPDATE')) AS writable_by
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ CROSS JOIN (VALUES ('dt_admin'), ('dt_app'), ('dt_nobody'), ('public')) r(role)
+ WHERE n.nspname = 'ductape' AND c.relkind = 'r'
+   AND (a.attname IN ('role', 'handler', 'on_success', 'on_failure') OR a.atttypid IN ('regrole'::regtype, 'regprocedure'::regtype))
+ GROUP BY c.oid, a.attname
+ ORDER BY 1, 2;

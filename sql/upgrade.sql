@@ -10,6 +10,17 @@ SELECT extversion AS fresh_version FROM pg_extension WHERE extname = 'ductape' \
 CREATE DATABASE ductape_upgrade;
 \c ductape_upgrade
 SET ductape_test.api = :'api_url';
+CREATE FUNCTION public.expect_error(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text; msg text;
+BEGIN
+    EXECUTE sql;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    RETURN st || ': ' || msg;
+END
+$$;
 
 CREATE EXTENSION ductape VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'ductape';
@@ -37,7 +48,26 @@ SELECT ductape.run('up', 'echo', '{"n": 1}')->>'path' AS path_under_0_1_0;
 SELECT ductape.version();
 \echo :LAST_ERROR_SQLSTATE
 
--- The update: a warning names the stored schema 0.2.0 refuses.
+-- To 0.2.0 first: a warning names the stored schema 0.2.0 refuses.
+ALTER EXTENSION ductape UPDATE TO '0.2.0';
+SELECT extversion FROM pg_extension WHERE extname = 'ductape';
+
+-- Under 0.2.0, idempotency keys were unique across roles: one role's job
+-- and message hold the key 'order-7'.  While the SQL objects are 0.2.0's
+-- (new library, no ALTER EXTENSION UPDATE yet), another role's dispatch
+-- with that key is refused instead of answered with the first role's job.
+CREATE ROLE dt_up_other;
+SELECT ductape.grant_usage('dt_up_other');
+SET ROLE dt_up_user;
+SELECT ductape.dispatch('up', 'echo', '{"n": 7}', run_at => now() + interval '1 hour', idempotency_key => 'order-7') AS keyed_job \gset
+SELECT ductape.publish('up.order', '{"n": 7}', idempotency_key => 'order-7') AS keyed_msg \gset
+RESET ROLE;
+SET ROLE dt_up_other;
+SELECT expect_error($$SELECT ductape.dispatch('up', 'echo', '{"n": 8}', idempotency_key => 'order-7')$$);
+SELECT expect_error($$SELECT ductape.publish('up.order', '{"n": 8}', idempotency_key => 'order-7')$$);
+RESET ROLE;
+
+-- The update to the current version.
 ALTER EXTENSION ductape UPDATE;
 SELECT extversion = :'fresh_version' AS current_version FROM pg_extension WHERE extname = 'ductape';
 SELECT ductape.version() = jsonb_build_object('extension', :'fresh_version', 'library', :'fresh_version') AS version;
@@ -54,6 +84,17 @@ SELECT ductape.run('up', 'echo', '{"n": 3}')->>'path' AS path_as_usage_role,
 RESET ROLE;
 SELECT state, input FROM ductape.jobs WHERE id = :job_id;
 SELECT url LIKE '%/echo/hook' AS endpoint_kept, description FROM ductape.endpoints WHERE id = :endpoint_id;
+-- keys are per role now: the other role gets its own job and message, the
+-- first role still gets its own back
+SET ROLE dt_up_other;
+SELECT ductape.dispatch('up', 'echo', '{"n": 8}', run_at => now() + interval '1 hour', idempotency_key => 'order-7') <> :keyed_job AS other_role_own_job;
+SELECT ductape.publish('up.order', '{"n": 8}', idempotency_key => 'order-7') <> :'keyed_msg' AS other_role_own_message;
+RESET ROLE;
+SET ROLE dt_up_user;
+SELECT ductape.dispatch('up', 'echo', '{"n": 9}', idempotency_key => 'order-7') = :keyed_job AS first_role_same_job;
+SELECT ductape.publish('up.order', '{"n": 9}', idempotency_key => 'order-7') = :'keyed_msg' AS first_role_same_message;
+RESET ROLE;
+SELECT role, count(*) FROM ductape.jobs WHERE idempotency_key = 'order-7' GROUP BY role ORDER BY role;
 -- the stored looping schema now stops at the step limit instead of never ending
 SELECT ductape.run('up', 'loop', '{"n": "x"}');
 \echo :LAST_ERROR_SQLSTATE
@@ -73,4 +114,4 @@ SELECT count(*) AS public_function_grants
 
 \c :suite_db
 DROP DATABASE ductape_upgrade WITH (FORCE);
-DROP ROLE dt_up_user;
+DROP ROLE dt_up_user, dt_up_other;

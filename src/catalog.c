@@ -212,42 +212,133 @@ CatalogBeginCall(void)
 
 /* ---- loading ---- */
 
+/*
+ * What the loader reads back from the catalog tables is checked before use:
+ * administrators may edit ductape.apps and ductape.actions directly, and a
+ * field of the wrong type must give a clear error, never a crash or a
+ * misreading (a "resource" that is not a string, a "success" entry that is a
+ * string).  Only the shape the request builder relies on is checked here;
+ * app_define checks the whole definition.
+ */
+static void
+StoredInvalid(const char *app, const char *pointer, const char *problem)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("the stored definition of app \"%s\" is invalid", app),
+			 errdetail("%s: %s.", pointer, problem),
+			 errhint("Define the app again with ductape.app_define (or ductape.action_define); "
+					 "edit the catalog tables only through ductape's functions.")));
+}
+
+/* A string field (NULL when absent and not required). */
+static char *
+StoredString(Jsonb *spec, const char *key, const char *app, const char *at, bool required)
+{
+	JsonbValue *v = JsonbGetField(spec, key);
+
+	if (v == NULL || v->type == jbvNull)
+	{
+		if (required)
+			StoredInvalid(app, psprintf("%s/%s", at, key), "is required");
+		return NULL;
+	}
+	if (v->type != jbvString || memchr(v->val.string.val, '\0', v->val.string.len) != NULL)
+		StoredInvalid(app, psprintf("%s/%s", at, key), "must be a string");
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* An object (or, with array, an array) field as its own Jsonb, or NULL. */
+static Jsonb *
+StoredContainer(Jsonb *spec, const char *key, bool array, const char *app, const char *at)
+{
+	JsonbValue *v = JsonbGetField(spec, key);
+	Jsonb	   *j;
+
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	j = v->type == jbvBinary ? JsonbValueToJsonb(v) : NULL;
+	if (j == NULL || (array ? !JB_ROOT_IS_ARRAY(j) : !JB_ROOT_IS_OBJECT(j)) || JB_ROOT_IS_SCALAR(j))
+		StoredInvalid(app, psprintf("%s/%s", at, key), array ? "must be an array" : "must be an object");
+	return j;
+}
+
+/* A number within [lo, hi] as an int, or false. */
+static bool
+NumberIn(JsonbValue *v, int lo, int hi, int *out)
+{
+	if (v->type != jbvNumeric ||
+		DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(v->val.numeric),
+										 NumericGetDatum(int64_to_numeric(lo)))) ||
+		DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(v->val.numeric),
+										 NumericGetDatum(int64_to_numeric(hi)))))
+		return false;
+	*out = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+	return true;
+}
+
+/* An integer field within [lo, hi], or dflt when absent. */
+static int
+StoredInt(Jsonb *spec, const char *key, int dflt, int lo, int hi, const char *app, const char *at)
+{
+	JsonbValue *v = JsonbGetField(spec, key);
+	int			n;
+
+	if (v == NULL || v->type == jbvNull)
+		return dflt;
+	if (!NumberIn(v, lo, hi, &n))
+		StoredInvalid(app, psprintf("%s/%s", at, key), psprintf("must be a number from %d to %d", lo, hi));
+	return n;
+}
+
 static DtAction *
-ParseAction(const char *tag, Jsonb *spec)
+ParseAction(const char *app, const char *tag, Jsonb *spec)
 {
 	DtAction   *a = palloc0(sizeof(DtAction));
 	Jsonb	   *success;
 	const char *p;
+	char	   *at = psprintf("/actions/%s", tag);
 
+	if (!JB_ROOT_IS_OBJECT(spec) || JB_ROOT_IS_SCALAR(spec))
+		StoredInvalid(app, at, "an action must be an object");
 	a->tag = pstrdup(tag);
-	a->method = JsonbGetString(spec, "method");
-	a->resource = JsonbGetString(spec, "resource");
-	a->request_type = JsonbGetString(spec, "request_type");
-	a->headers = JsonbGetJsonb(spec, "headers");
-	a->query = JsonbGetJsonb(spec, "query");
-	a->body = JsonbGetJsonb(spec, "body");
-	a->input = JsonbGetJsonb(spec, "input");
-	a->retries = JsonbGetJsonb(spec, "retries");
-	a->timeout_ms = JsonbGetInt(spec, "timeout_ms", -1);
+	a->method = StoredString(spec, "method", app, at, true);
+	if (pg_strcasecmp(a->method, "GET") != 0 && pg_strcasecmp(a->method, "POST") != 0 &&
+		pg_strcasecmp(a->method, "PUT") != 0 && pg_strcasecmp(a->method, "PATCH") != 0 &&
+		pg_strcasecmp(a->method, "DELETE") != 0 && pg_strcasecmp(a->method, "HEAD") != 0)
+		StoredInvalid(app, psprintf("%s/method", at), "must be GET, POST, PUT, PATCH, DELETE or HEAD");
+	a->resource = StoredString(spec, "resource", app, at, true);
+	if (a->resource[0] != '/')
+		StoredInvalid(app, psprintf("%s/resource", at), "must be a path starting with \"/\"");
+	a->request_type = StoredString(spec, "request_type", app, at, false);
+	a->headers = StoredContainer(spec, "headers", false, app, at);
+	a->query = StoredContainer(spec, "query", false, app, at);
+	a->body = StoredContainer(spec, "body", false, app, at);
+	a->input = StoredContainer(spec, "input", false, app, at);
+	a->retries = StoredContainer(spec, "retries", false, app, at);
+	a->timeout_ms = StoredInt(spec, "timeout_ms", -1, 1, INT_MAX, app, at);
 
-	success = JsonbGetJsonb(spec, "success");
-	if (success && JB_ROOT_IS_ARRAY(success))
+	success = StoredContainer(spec, "success", true, app, at);
+	if (success)
 	{
 		int			n = JB_ROOT_COUNT(success);
 		int			i;
 
-		a->success = palloc(sizeof(int) * n);
+		a->success = palloc(sizeof(int) * Max(n, 1));
 		for (i = 0; i < n; i++)
 		{
 			JsonbValue *v = getIthJsonbValueFromContainer(&success->root, i);
+			char	   *pointer = psprintf("%s/success/%d", at, i);
+			int			status;
 
-			a->success[a->nsuccess++] = DatumGetInt32(DirectFunctionCall1(numeric_int4,
-																		  NumericGetDatum(v->val.numeric)));
+			if (!NumberIn(v, 100, 599, &status))
+				StoredInvalid(app, pointer, "must be an HTTP status (a number from 100 to 599)");
+			a->success[a->nsuccess++] = status;
 		}
 	}
 
 	/* :params of the resource, in order */
-	for (p = a->resource ? a->resource : ""; *p; p++)
+	for (p = a->resource; *p; p++)
 	{
 		if (*p == ':')
 		{
@@ -294,18 +385,20 @@ LoadApp(const char *tag)
 											SPI_tuptable->tupdesc, 1, &isnull));
 	app = palloc0(sizeof(DtApp));
 	app->tag = pstrdup(tag);
-	app->constants = JsonbGetJsonb(spec, "constants");
-	app->auth = JsonbGetJsonb(spec, "auth");
-	app->retries = JsonbGetJsonb(spec, "retries");
-	app->timeout_ms = JsonbGetInt(spec, "timeout_ms", -1);
-	app->idempotency_header = JsonbGetString(spec, "idempotency_header");
+	if (!JB_ROOT_IS_OBJECT(spec) || JB_ROOT_IS_SCALAR(spec))
+		StoredInvalid(tag, "/", "an app must be an object");
+	app->constants = StoredContainer(spec, "constants", false, tag, "");
+	app->auth = StoredContainer(spec, "auth", false, tag, "");
+	app->retries = StoredContainer(spec, "retries", false, tag, "");
+	app->timeout_ms = StoredInt(spec, "timeout_ms", -1, 1, INT_MAX, tag, "");
+	app->idempotency_header = StoredString(spec, "idempotency_header", tag, "", false);
 	if (app->idempotency_header == NULL)
 		app->idempotency_header = pstrdup("Idempotency-Key");
-	app->declared_variables = JsonbGetJsonb(spec, "variables");
-	app->webhooks = JsonbGetJsonb(spec, "webhooks");
+	app->declared_variables = StoredContainer(spec, "variables", false, tag, "");
+	app->webhooks = StoredContainer(spec, "webhooks", true, tag, "");
 
-	envs = JsonbGetJsonb(spec, "envs");
-	if (envs && JB_ROOT_IS_ARRAY(envs))
+	envs = StoredContainer(spec, "envs", true, tag, "");
+	if (envs)
 	{
 		int			n = JB_ROOT_COUNT(envs);
 
@@ -314,10 +407,13 @@ LoadApp(const char *tag)
 			JsonbValue *v = getIthJsonbValueFromContainer(&envs->root, i);
 			Jsonb	   *e = JsonbValueToJsonb(v);
 			DtEnv	   *env = palloc0(sizeof(DtEnv));
+			char	   *at = psprintf("/envs/%d", (int) i);
 
-			env->slug = JsonbGetString(e, "slug");
-			env->base_url = JsonbGetString(e, "base_url");
-			env->request_type = JsonbGetString(e, "request_type");
+			if (!JB_ROOT_IS_OBJECT(e) || JB_ROOT_IS_SCALAR(e))
+				StoredInvalid(tag, at, "an environment must be an object");
+			env->slug = StoredString(e, "slug", tag, at, true);
+			env->base_url = StoredString(e, "base_url", tag, at, true);
+			env->request_type = StoredString(e, "request_type", tag, at, false);
 			app->envs = lappend(app->envs, env);
 		}
 	}
@@ -333,7 +429,7 @@ LoadApp(const char *tag)
 		Jsonb	   *aspec = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[i],
 														 SPI_tuptable->tupdesc, 2, &isnull));
 
-		app->actions = lappend(app->actions, ParseAction(atag, aspec));
+		app->actions = lappend(app->actions, ParseAction(tag, atag, aspec));
 	}
 	CachedApps = lappend(CachedApps, app);
 	MemoryContextSwitchTo(oldcxt);

@@ -16,6 +16,7 @@
  *	  secrets.c   the encrypted secret store and the master key
  *	  oauth.c     OAuth2 tokens
  *	  jobs.c      background jobs
+ *	  gate.c      the one gate for user code; the caller proxy
  *	  signature.c webhook signatures (verify inbound, sign outbound)
  *	  webhook.c   the inbound webhook listener and handlers
  *	  events.c    outbound events: publish, endpoints, deliveries
@@ -35,7 +36,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define DUCTAPE_VERSION "0.2.0"
+#define DUCTAPE_VERSION "0.3.0"
 
 /* Project SQLSTATEs (DESIGN.md §0). */
 #define ERRCODE_DT_HTTP_STATUS	MAKE_SQLSTATE('D','T','0','0','0')
@@ -296,12 +297,13 @@ extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
 extern void JobsCloseInsertState(void);
 extern char *RunInSubtransaction(void (*fn) (void *), void *arg);
-extern bool RunAsRole(Oid fn, Oid role, Jsonb *arg, const char *activity,
+extern bool RunAsRole(Oid fn, const char *what, Oid role, Jsonb *arg, const char *activity,
 					  char **error);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 						  const char *env, const char *product, bool has_run_at,
 						  TimestampTz run_at, const char *key, Oid on_success,
 						  Oid on_failure, Jsonb *options);
+extern void IdempotencyKeyTaken(const char *what);
 extern int	JobsClaim(int n);
 extern void JobsAttemptDone(Xfer *x);
 extern int	JobsWriteResults(void);
@@ -382,6 +384,22 @@ extern const char *SignatureResultText(SignatureResult r);
 extern int	SignatureStandardKeyLength(const char *secret);
 extern char *SignatureStandard(const char *secret, const char *msg_id,
 							   int64 timestamp, const char *body, size_t len);
+
+/* ---- gate.c ---- */
+typedef struct DtGate
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} DtGate;
+
+extern void GateEnter(DtGate *g, Oid role);
+extern void GateLeave(DtGate *g);
+extern Oid	GateCheckFunction(Oid fn, const char *what);
+extern void GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg);
+extern Jsonb *GateSelect(Oid role, const char *sql);
+extern void GateMarkEngineProcess(void);
+extern void RethrowHidingStatement(MemoryContext cxt);
 
 /* ---- worker.c ---- */
 extern void WorkerRegisterLauncher(void);

@@ -150,7 +150,7 @@ dt_endpoint_secret(PG_FUNCTION_ARGS)
 	MemoryContext here = CurrentMemoryContext;
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT secret, key_version FROM ductape.endpoints WHERE id = $1",
+	if (SPI_execute_with_args("SELECT secret, key_version FROM ductape.endpoints WHERE id OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape.endpoints");
 	if (SPI_processed == 1)
@@ -216,7 +216,7 @@ EventsReencryptAll(void)
 			explicit_bzero(plain, strlen(plain));
 		}
 		if (SPI_execute_with_args("UPDATE ductape.endpoints SET secret = $2, key_version = $3, "
-								  "previous_secret = $4, previous_key_version = $5 WHERE id = $1",
+								  "previous_secret = $4, previous_key_version = $5 WHERE id OPERATOR(pg_catalog.=) $1",
 								  5, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not re-encrypt the secret of endpoint " INT64_FORMAT, id);
 		count++;
@@ -318,18 +318,27 @@ dt_publish(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(KeptPlan(&InsertMessagePlan,
 									  "INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
 									  "VALUES ($1, $2, $3, $4, $5) "
-									  "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+									  "ON CONFLICT DO NOTHING",
 									  5, types),
 							 args, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not store the message");
 		if (SPI_processed == 0)
 		{
-			/* the key was used: that message's id, nothing more */
+			/*
+			 * this role used the key: that message's id, nothing more (keys
+			 * are scoped per role: another role's never matches)
+			 */
+			Oid			key_types[2] = {TEXTOID, NAMEOID};
+			Datum		key_args[2] = {args[3], args[4]};
+
 			if (SPI_execute_plan(KeptPlan(&ExistingMessagePlan,
-										  "SELECT id FROM ductape.messages WHERE idempotency_key = $1",
-										  1, &types[3]),
-								 &args[3], NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+										  "SELECT id FROM ductape.messages "
+										  "WHERE idempotency_key OPERATOR(pg_catalog.=) $1 AND role OPERATOR(pg_catalog.=) $2",
+										  2, key_types),
+								 key_args, NULL, true, 1) != SPI_OK_SELECT)
 				elog(ERROR, "could not read the message of idempotency key \"%s\"", key);
+			if (SPI_processed != 1)
+				IdempotencyKeyTaken("message");
 			result = MemoryContextStrdup(here, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 		}
 		else
@@ -340,7 +349,7 @@ dt_publish(PG_FUNCTION_ARGS)
 			if (SPI_execute_plan(KeptPlan(&FanOutPlan,
 										  "INSERT INTO ductape.outbox (message_id, endpoint_id, role) "
 										  "SELECT $1, e.id, $3 FROM ductape.endpoints e "
-										  " WHERE e.enabled AND EXISTS (SELECT FROM unnest(e.event_types) t "
+										  " WHERE e.enabled AND EXISTS (SELECT FROM pg_catalog.unnest(e.event_types) t "
 										  "                              WHERE ductape._type_matches($2, t))",
 										  3, fan_types),
 								 fan_args, NULL, false, 0) != SPI_OK_INSERT)
@@ -568,25 +577,30 @@ EventsClaim(int n)
 	args[0] = Int32GetDatum(n);
 	LoadArrays(&args[1], &args[2]);
 	args[3] = Int32GetDatum(PerEndpointCap());
-	if (SPI_execute_with_args("WITH busy AS (SELECT * FROM unnest($2::bigint[], $3::int[]) AS b(eid, n)), "
+	if (SPI_execute_with_args("WITH busy AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), "
+							  "  pg_catalog.unnest($3::pg_catalog.int4[])) AS b(eid, n)), "
 							  "picked AS ("
 							  "  SELECT x.id FROM ductape.endpoints e CROSS JOIN LATERAL ("
 							  "    SELECT o.id FROM ductape.outbox o"
-							  "     WHERE o.endpoint_id = e.id AND o.state = 'pending' AND o.next_attempt_at <= now()"
+							  "     WHERE o.endpoint_id OPERATOR(pg_catalog.=) e.id"
+							  "       AND o.state OPERATOR(pg_catalog.=) 'pending'::ductape.outbox_state"
+							  "       AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 							  "     ORDER BY o.next_attempt_at, o.id"
-							  "     LIMIT greatest(0, $4 - coalesce((SELECT b.n FROM busy b WHERE b.eid = e.id), 0))"
+							  "     LIMIT greatest(0, $4 OPERATOR(pg_catalog.-) coalesce((SELECT b.n FROM busy b"
+							  "                                     WHERE b.eid OPERATOR(pg_catalog.=) e.id), 0))"
 							  "     FOR UPDATE SKIP LOCKED) x"
 							  "   WHERE e.enabled LIMIT $1), "
 							  "claimed AS ("
-							  "  UPDATE ductape.outbox o SET state = 'delivering', attempts = o.attempts + 1"
-							  "    FROM picked WHERE o.id = picked.id"
+							  "  UPDATE ductape.outbox o SET state = 'delivering', attempts = o.attempts OPERATOR(pg_catalog.+) 1"
+							  "    FROM picked WHERE o.id OPERATOR(pg_catalog.=) picked.id"
 							  "  RETURNING o.id, o.message_id, o.endpoint_id, o.attempts) "
-							  "SELECT c.id, c.message_id, c.endpoint_id, c.attempts, m.payload::text, e.url, e.headers,"
+							  "SELECT c.id, c.message_id, c.endpoint_id, c.attempts, m.payload::pg_catalog.text, e.url, e.headers,"
 							  "       e.secret, e.key_version,"
-							  "       CASE WHEN e.rotated_at > now() - interval '24 hours' THEN e.previous_secret END,"
+							  "       CASE WHEN e.rotated_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) "
+							  "         pg_catalog.make_interval(hours => 24)) THEN e.previous_secret END,"
 							  "       e.previous_key_version"
-							  "  FROM claimed c JOIN ductape.messages m ON m.id = c.message_id"
-							  "  JOIN ductape.endpoints e ON e.id = c.endpoint_id"
+							  "  FROM claimed c JOIN ductape.messages m ON m.id OPERATOR(pg_catalog.=) c.message_id"
+							  "  JOIN ductape.endpoints e ON e.id OPERATOR(pg_catalog.=) c.endpoint_id"
 							  " ORDER BY c.endpoint_id, c.id",
 							  4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries");
@@ -795,20 +809,28 @@ EventsWriteResults(void)
 													 typlen, typbyval, typalign));
 	}
 
-	if (SPI_execute_with_args("WITH r AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+	if (SPI_execute_with_args("WITH r AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+							  "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+							  "  pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
+							  "  pg_catalog.unnest($11))"
 							  "  AS r(oid, msg, eid, attempt, at, status, ms, resp, err, state, delay)), "
 							  "o AS (UPDATE ductape.outbox o SET state = r.state::ductape.outbox_state,"
 							  "        last_status = r.status, last_error = r.err,"
 							  "        next_attempt_at = CASE WHEN r.delay IS NOT NULL"
-							  "          THEN clock_timestamp() + r.delay * interval '1 ms' ELSE o.next_attempt_at END,"
-							  "        finished_at = CASE WHEN r.state <> 'pending' THEN clock_timestamp() END"
-							  "       FROM r WHERE o.id = r.oid AND o.state = 'delivering'"
+							  "          THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+							  "               pg_catalog.make_interval(secs => r.delay OPERATOR(pg_catalog./) 1000.0)"
+							  "          ELSE o.next_attempt_at END,"
+							  "        finished_at = CASE WHEN r.state OPERATOR(pg_catalog.<>) 'pending'"
+							  "          THEN pg_catalog.clock_timestamp() END"
+							  "       FROM r WHERE o.id OPERATOR(pg_catalog.=) r.oid"
+							  "         AND o.state OPERATOR(pg_catalog.=) 'delivering'::ductape.outbox_state"
 							  "     RETURNING o.id, o.role, o.next_attempt_at) "
 							  "INSERT INTO ductape.deliveries (message_id, endpoint_id, attempt, at, status, duration_ms,"
 							  "  response, error, succeeded, next_attempt_at, role) "
-							  "SELECT r.msg, r.eid, r.attempt, r.at, r.status, r.ms, r.resp, r.err, r.state = 'succeeded',"
-							  "       CASE WHEN r.state = 'pending' THEN o.next_attempt_at END, o.role"
-							  "  FROM r JOIN o ON o.id = r.oid",
+							  "SELECT r.msg, r.eid, r.attempt, r.at, r.status, r.ms, r.resp, r.err,"
+							  "       r.state OPERATOR(pg_catalog.=) 'succeeded',"
+							  "       CASE WHEN r.state OPERATOR(pg_catalog.=) 'pending' THEN o.next_attempt_at END, o.role"
+							  "  FROM r JOIN o ON o.id OPERATOR(pg_catalog.=) r.oid",
 							  11, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store deliveries");
 	{
@@ -817,16 +839,20 @@ EventsWriteResults(void)
 
 		/* a success ends a failing streak; failures start one; 410 or 5 days of it disable */
 		if (SPI_execute_with_args("UPDATE ductape.endpoints SET failing_since = NULL"
-								  " WHERE id = ANY ($1) AND failing_since IS NOT NULL",
+								  " WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND failing_since IS NOT NULL",
 								  1, at, a, NULL, false, 0) != SPI_OK_UPDATE ||
-			SPI_execute_with_args("UPDATE ductape.endpoints SET failing_since = now()"
-								  " WHERE id = ANY ($2 || $3) AND NOT id = ANY ($1) AND failing_since IS NULL",
+			SPI_execute_with_args("UPDATE ductape.endpoints SET failing_since = pg_catalog.now()"
+								  " WHERE id OPERATOR(pg_catalog.=) ANY ($2 OPERATOR(pg_catalog.||) $3)"
+								  "   AND NOT id OPERATOR(pg_catalog.=) ANY ($1) AND failing_since IS NULL",
 								  3, at, a, NULL, false, 0) != SPI_OK_UPDATE ||
-			SPI_execute_with_args("UPDATE ductape.endpoints SET enabled = false, disabled_at = now(),"
-								  "  disabled_reason = CASE WHEN id = ANY ($3) THEN 'the endpoint answered 410 Gone'"
-								  "    ELSE 'failing continuously since ' || failing_since END"
-								  " WHERE enabled AND (id = ANY ($3) OR (id = ANY ($2) AND NOT id = ANY ($1)"
-								  "                    AND failing_since < now() - interval '5 days'))",
+			SPI_execute_with_args("UPDATE ductape.endpoints SET enabled = false, disabled_at = pg_catalog.now(),"
+								  "  disabled_reason = CASE WHEN id OPERATOR(pg_catalog.=) ANY ($3)"
+								  "    THEN 'the endpoint answered 410 Gone'"
+								  "    ELSE 'failing continuously since ' OPERATOR(pg_catalog.||) failing_since::pg_catalog.text END"
+								  " WHERE enabled AND (id OPERATOR(pg_catalog.=) ANY ($3)"
+								  "   OR (id OPERATOR(pg_catalog.=) ANY ($2) AND NOT id OPERATOR(pg_catalog.=) ANY ($1)"
+								  "       AND failing_since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-)"
+								  "           pg_catalog.make_interval(days => 5))))",
 								  3, at, a, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update endpoint health");
 	}
@@ -857,14 +883,17 @@ EventsNextDue(long cap)
 	SPI_connect();
 	LoadArrays(&args[0], &args[1]);
 	args[2] = Int32GetDatum(PerEndpointCap());
-	if (SPI_execute_with_args("SELECT extract(epoch FROM min(x.at) - clock_timestamp()) * 1000"
+	if (SPI_execute_with_args("SELECT extract(epoch FROM pg_catalog.min(x.at) OPERATOR(pg_catalog.-)"
+							  "  pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000"
 							  "  FROM ductape.endpoints e CROSS JOIN LATERAL ("
 							  "    SELECT o.next_attempt_at AS at FROM ductape.outbox o"
-							  "     WHERE o.endpoint_id = e.id AND o.state = 'pending'"
+							  "     WHERE o.endpoint_id OPERATOR(pg_catalog.=) e.id"
+							  "       AND o.state OPERATOR(pg_catalog.=) 'pending'::ductape.outbox_state"
 							  "     ORDER BY o.next_attempt_at LIMIT 1) x"
 							  " WHERE e.enabled"
-							  "   AND NOT EXISTS (SELECT FROM unnest($1::bigint[], $2::int[]) AS b(eid, n)"
-							  "                    WHERE b.eid = e.id AND b.n >= $3)",
+							  "   AND NOT EXISTS (SELECT FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+							  "                                      pg_catalog.unnest($2::pg_catalog.int4[])) AS b(eid, n)"
+							  "                    WHERE b.eid OPERATOR(pg_catalog.=) e.id AND b.n OPERATOR(pg_catalog.>=) $3)",
 							  3, argtypes, args, NULL, true, 1) == SPI_OK_SELECT)
 	{
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

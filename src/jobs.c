@@ -142,32 +142,15 @@ WakeAtCommit(void)
 static Oid	RoleNameFor = InvalidOid;
 static NameData RoleName;
 
+/* A callback named at dispatch: the right shape, and the caller may execute it. */
 static void
 CheckCallback(Oid fn, const char *what)
 {
-	HeapTuple	tup;
-	Form_pg_proc proc;
-
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("%s function %u does not exist", what, fn)));
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID)
-	{
-		ReleaseSysCache(tup);
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s function %s must take one jsonb argument", what,
-						format_procedure(fn)),
-				 errhint("Declare it as function(job jsonb).")));
-	}
-	ReleaseSysCache(tup);
+	(void) GateCheckFunction(fn, what);
 	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for %s function %s", what, format_procedure(fn))));
+				 errmsg("permission denied for %s %s", what, format_procedure(fn))));
 }
 
 /*
@@ -405,9 +388,27 @@ JobInsert(Datum *args, bool *nulls, int64 *id)
 }
 
 /*
+ * A key in use by another role: only possible while the SQL objects are
+ * older than the library (0.2.0 made keys unique across roles).
+ */
+void
+IdempotencyKeyTaken(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("this idempotency key is in use by another role's %s", what),
+			 errdetail("Idempotency keys are scoped per role from ductape 0.3.0 on, "
+					   "but this database still has the SQL objects of an older version."),
+			 errhint("Run ALTER EXTENSION ductape UPDATE.")));
+}
+
+/*
  * Insert a job with an idempotency key: INSERT ... ON CONFLICT DO NOTHING,
  * which waits for a concurrent dispatch of the same key to end; the id is
- * the new job's or that of the job that already has the key.  Also used
+ * the new job's or that of the caller's job that already has the key (the
+ * unique index is on role and key: another role's key never matches; the
+ * conflict target is left out so that this also works, refusing, while the
+ * SQL objects are still 0.2.0's, whose index is on the key alone).  Also used
  * when someone has put triggers on ductape.jobs, so that they fire.
  */
 static int64
@@ -442,7 +443,7 @@ JobInsertKeyed(Datum *args, bool *nulls)
 									"VALUES ($1, $2, $3, $4, $5, "
 									"  CASE WHEN $6 OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'scheduled'::ductape.job_state ELSE 'queued'::ductape.job_state END, "
 									"  coalesce($6, pg_catalog.now()), $7, $8, $9, $10, $11) "
-									"ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+									"ON CONFLICT DO NOTHING "
 									"RETURNING id",
 									JA_COUNT, argtypes);
 
@@ -454,13 +455,19 @@ JobInsertKeyed(Datum *args, bool *nulls)
 		elog(ERROR, "could not insert the job");
 	if (SPI_processed != 1)
 	{
-		/* a job with this idempotency key exists: that job is the answer */
-		Oid			kt[1] = {TEXTOID};
-		Datum		kv[1] = {args[JA_KEY]};
+		/*
+		 * this role has a job with this idempotency key: that job is the
+		 * answer (keys are scoped per role: another role's never matches)
+		 */
+		Oid			kt[2] = {TEXTOID, NAMEOID};
+		Datum		kv[2] = {args[JA_KEY], args[JA_ROLE]};
 
-		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key OPERATOR(pg_catalog.=) $1",
-								  1, kt, kv, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		if (SPI_execute_with_args("SELECT id FROM ductape.jobs WHERE idempotency_key OPERATOR(pg_catalog.=) $1 "
+								  "AND role OPERATOR(pg_catalog.=) $2",
+								  2, kt, kv, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not find the job of an idempotency key");
+		if (SPI_processed != 1)
+			IdempotencyKeyTaken("job");
 	}
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
@@ -517,9 +524,9 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("idempotency_key cannot be empty")));
 	if (OidIsValid(on_success))
-		CheckCallback(on_success, "on_success");
+		CheckCallback(on_success, "on_success function");
 	if (OidIsValid(on_failure))
-		CheckCallback(on_failure, "on_failure");
+		CheckCallback(on_failure, "on_failure function");
 
 	/* then write (the row records the caller) */
 	if (RoleNameFor != GetUserId())
@@ -694,13 +701,24 @@ dt_on_row(PG_FUNCTION_ARGS)
 /* ---- job, wait, cancel, retry ---- */
 
 #define JOB_JSON \
-	"jsonb_build_object('id', id, 'app', app, 'action', action, 'env', env, 'product', product, " \
+	"pg_catalog.jsonb_build_object('id', id, 'app', app, 'action', action, 'env', env, 'product', product, " \
 	"'state', state, 'attempts', attempts, 'next_attempt_at', next_attempt_at, " \
 	"'response', response, 'error', error, 'created_at', created_at, 'finished_at', finished_at)"
 
+/*
+ * Every function and operator in ductape's own SQL is named with its schema
+ * (and the worker's search_path is pinned besides): a database owner can
+ * create, say, an operator public.= on ductape.job_state, and nothing of
+ * the kind may run with the worker's rights.  (OPERATOR() binds all alike,
+ * left to right: a chain of them needs parentheses.)
+ */
+#define JOB_DUE "'{queued,scheduled}'::ductape.job_state[]"
+#define JOB_FINISHED "'{succeeded,failed,cancelled}'::ductape.job_state[]"
+#define RETAINED "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => %d))"
+
 /* A role sees its own jobs; administrators see all. */
 #define JOB_VISIBLE \
-	"(role = $2 OR pg_catalog.has_function_privilege($3, 'ductape.secret_get(text)', 'EXECUTE'))"
+	"(role OPERATOR(pg_catalog.=) $2 OR pg_catalog.has_function_privilege($3, 'ductape.secret_get(text)', 'EXECUTE'))"
 
 static Jsonb *
 FetchJob(int64 id, bool *finished, bool *mine)
@@ -718,8 +736,8 @@ FetchJob(int64 id, bool *finished, bool *mine)
 	args[2] = ObjectIdGetDatum(GetUserId());
 	ElevateBegin(&elevated);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT " JOB_JSON ", state IN ('succeeded', 'failed', 'cancelled'), xmin "
-							  "FROM ductape.jobs WHERE id = $1 AND " JOB_VISIBLE,
+	if (SPI_execute_with_args("SELECT " JOB_JSON ", state OPERATOR(pg_catalog.=) ANY (" JOB_FINISHED "), xmin "
+							  "FROM ductape.jobs WHERE id OPERATOR(pg_catalog.=) $1 AND " JOB_VISIBLE,
 							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape.jobs");
 	if (SPI_processed == 1)
@@ -797,7 +815,8 @@ UpdateJob(int64 id, const char *set, const char *from_states)
 	args[2] = ObjectIdGetDatum(GetUserId());
 	ElevateBegin(&elevated);
 	SPI_connect();
-	if (SPI_execute_with_args(psprintf("UPDATE ductape.jobs SET %s WHERE id = $1 AND state IN (%s) AND " JOB_VISIBLE,
+	if (SPI_execute_with_args(psprintf("UPDATE ductape.jobs SET %s WHERE id OPERATOR(pg_catalog.=) $1 "
+									   "AND state OPERATOR(pg_catalog.=) ANY (%s) AND " JOB_VISIBLE,
 									   set, from_states),
 							  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update job %lld", (long long) id);
@@ -812,8 +831,8 @@ Datum
 dt_cancel(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(UpdateJob(PG_GETARG_INT64(0),
-							 "state = 'cancelled', finished_at = now()",
-							 "'scheduled', 'queued'"));
+							 "state = 'cancelled', finished_at = pg_catalog.now()",
+							 "'{scheduled,queued}'::ductape.job_state[]"));
 }
 
 /* retry(id): a failed or cancelled job goes back to queued; true if it did. */
@@ -821,9 +840,9 @@ Datum
 dt_retry(PG_FUNCTION_ARGS)
 {
 	bool		done = UpdateJob(PG_GETARG_INT64(0),
-								 "state = 'queued', next_attempt_at = now(), attempts = 0, "
+								 "state = 'queued', next_attempt_at = pg_catalog.now(), attempts = 0, "
 								 "error = NULL, finished_at = NULL",
-								 "'failed', 'cancelled'");
+								 "'{failed,cancelled}'::ductape.job_state[]");
 
 	if (done)
 		WakeAtCommit();
@@ -968,8 +987,10 @@ JobsRecover(void)
 	installed = OidIsValid(get_extension_oid("ductape", true));
 	if (installed)
 	{
-		SPI_execute("UPDATE ductape.jobs SET state = 'queued' WHERE state = 'running'", false, 0);
-		SPI_execute("UPDATE ductape.outbox SET state = 'pending' WHERE state = 'delivering'", false, 0);
+		SPI_execute("UPDATE ductape.jobs SET state = 'queued' "
+					"WHERE state OPERATOR(pg_catalog.=) 'running'::ductape.job_state", false, 0);
+		SPI_execute("UPDATE ductape.outbox SET state = 'pending' "
+					"WHERE state OPERATOR(pg_catalog.=) 'delivering'::ductape.outbox_state", false, 0);
 	}
 	SPI_finish();
 	WorkerEndWork();
@@ -1063,10 +1084,11 @@ JobsClaim(int n)
 		WorkerEndWork();
 		return 0;
 	}
-	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = 'running', attempts = j.attempts + 1 "
-							  "WHERE j.id IN (SELECT id FROM ductape.jobs "
-							  "  WHERE state IN ('queued', 'scheduled') AND next_attempt_at <= now() "
-							  "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = 'running', attempts = j.attempts OPERATOR(pg_catalog.+) 1 "
+							  "WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM ductape.jobs "
+							  "  WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_DUE ") "
+							  "    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+							  "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)) "
 							  "RETURNING j.id, j.app, j.action, j.input, j.env, j.product, j.options, "
 							  "  j.idempotency_key, j.attempts, j.role",
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
@@ -1214,6 +1236,7 @@ RunInSubtransaction(void (*fn) (void *), void *arg)
 typedef struct RoleCall
 {
 	Oid			fn;
+	const char *what;
 	Oid			role;
 	Jsonb	   *arg;
 } RoleCall;
@@ -1222,37 +1245,20 @@ static void
 RunAsRoleWork(void *p)
 {
 	RoleCall   *call = p;
-	Oid			save_user;
-	int			save_sec;
-	Oid			argtypes[1] = {JSONBOID};
-	Datum		args[1] = {JsonbPGetDatum(call->arg)};
-	HeapTuple	tup;
-	char	   *sql;
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(call->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
-	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(call->fn));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "function %u no longer exists", call->fn);
-	sql = psprintf("SELECT %s($1)",
-				   quote_qualified_identifier(get_namespace_name(((Form_pg_proc) GETSTRUCT(tup))->pronamespace),
-											  NameStr(((Form_pg_proc) GETSTRUCT(tup))->proname)));
-	ReleaseSysCache(tup);
-	SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
-	SPI_finish();
-	SetUserIdAndSecContext(save_user, save_sec);
+	GateCallFunction(call->fn, call->what, call->role, call->arg);
 }
 
 /*
- * Run fn(arg) in its own transaction as role (job callbacks, webhook
- * handlers).  Returns false on an error, with its message in *error when
- * error is not NULL; the transaction is rolled back.
+ * Run fn(arg) in its own transaction as role, through the user-code gate
+ * (gate.c): job callbacks, webhook handlers.  Returns false on an error,
+ * with its message in *error when error is not NULL; the transaction is
+ * rolled back.
  */
 bool
-RunAsRole(Oid fn, Oid role, Jsonb *arg, const char *activity, char **error)
+RunAsRole(Oid fn, const char *what, Oid role, Jsonb *arg, const char *activity, char **error)
 {
-	RoleCall	call = {fn, role, arg};
+	RoleCall	call = {fn, what, role, arg};
 
 	return WorkerTry(RunAsRoleWork, &call, activity, error);
 }
@@ -1263,7 +1269,7 @@ RunCallback(Callback *cb)
 {
 	char	   *error;
 
-	if (!RunAsRole(cb->fn, cb->role, cb->job, "ductape: job callback", &error))
+	if (!RunAsRole(cb->fn, "job callback", cb->role, cb->job, "ductape: job callback", &error))
 		ereport(WARNING,
 				(errmsg("ductape job callback (function %u) failed: %s", cb->fn, error)));
 }
@@ -1336,21 +1342,28 @@ JobsWriteResults(void)
 		/* one statement for the whole batch; the job JSON only for callbacks */
 		if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state::ductape.job_state, "
 								  "  response = coalesce(r.response, j.response), error = r.error, "
-								  "  attempts = CASE WHEN r.delay = -2 THEN j.attempts - 1 ELSE j.attempts END, "
-								  "  next_attempt_at = CASE WHEN r.delay >= 0 THEN clock_timestamp() + r.delay * interval '1 ms' "
-								  "    WHEN r.delay = -2 THEN clock_timestamp() + interval '50 ms' ELSE j.next_attempt_at END, "
-								  "  finished_at = CASE WHEN r.state IN ('succeeded', 'failed') THEN clock_timestamp() END "
-								  "FROM unnest($1, $2, $3, $4, $5) AS r(id, state, response, error, delay) "
-								  "WHERE j.id = r.id AND j.state = 'running' "
-								  "RETURNING CASE WHEN r.state = 'succeeded' THEN j.on_success "
-								  "  WHEN r.state = 'failed' THEN j.on_failure END, "
-								  "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = j.role), "
-								  "  CASE WHEN (r.state = 'succeeded' AND j.on_success IS NOT NULL) "
-								  "    OR (r.state = 'failed' AND j.on_failure IS NOT NULL) THEN "
-								  "  jsonb_build_object('id', j.id, 'app', j.app, 'action', j.action, 'env', j.env, "
+								  "  attempts = CASE WHEN r.delay OPERATOR(pg_catalog.=) -2 "
+								  "    THEN j.attempts OPERATOR(pg_catalog.-) 1 ELSE j.attempts END, "
+								  "  next_attempt_at = CASE WHEN r.delay OPERATOR(pg_catalog.>=) 0 "
+								  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => r.delay OPERATOR(pg_catalog./) 1000.0) "
+								  "    WHEN r.delay OPERATOR(pg_catalog.=) -2 "
+								  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => 0.05) "
+								  "    ELSE j.next_attempt_at END, "
+								  "  finished_at = CASE WHEN r.state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed}'::pg_catalog.text[]) "
+								  "    THEN pg_catalog.clock_timestamp() END "
+								  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+								  "  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r(id, state, response, error, delay) "
+								  "WHERE j.id OPERATOR(pg_catalog.=) r.id "
+								  "  AND j.state OPERATOR(pg_catalog.=) 'running'::ductape.job_state "
+								  "RETURNING CASE WHEN r.state OPERATOR(pg_catalog.=) 'succeeded' THEN j.on_success "
+								  "  WHEN r.state OPERATOR(pg_catalog.=) 'failed' THEN j.on_failure END, "
+								  "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) j.role), "
+								  "  CASE WHEN (r.state OPERATOR(pg_catalog.=) 'succeeded' AND j.on_success IS NOT NULL) "
+								  "    OR (r.state OPERATOR(pg_catalog.=) 'failed' AND j.on_failure IS NOT NULL) THEN "
+								  "  pg_catalog.jsonb_build_object('id', j.id, 'app', j.app, 'action', j.action, 'env', j.env, "
 								  "    'product', j.product, 'state', r.state, 'attempts', j.attempts, "
 								  "    'next_attempt_at', j.next_attempt_at, 'response', coalesce(r.response, j.response), "
-								  "    'error', r.error, 'created_at', j.created_at, 'finished_at', clock_timestamp()) END",
+								  "    'error', r.error, 'created_at', j.created_at, 'finished_at', pg_catalog.clock_timestamp()) END",
 								  5, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not store job results");
 		for (uint64 r = 0; r < SPI_processed; r++)
@@ -1407,8 +1420,9 @@ JobsNextDue(long cap)
 		ms = -1;
 	else
 	{
-		if (SPI_execute("SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp()) * 1000 "
-						"FROM ductape.jobs WHERE state IN ('queued', 'scheduled')",
+		if (SPI_execute("SELECT extract(epoch FROM pg_catalog.min(next_attempt_at) "
+						"  OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000 "
+						"FROM ductape.jobs WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_DUE ")",
 						true, 1) == SPI_OK_SELECT)
 		{
 			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -1418,19 +1432,24 @@ JobsNextDue(long cap)
 		if (TimestampDifferenceExceeds(LastPurge, GetCurrentTimestamp(), 60000))
 		{
 			/* and what else ductape.job_retention covers */
-			SPI_execute(psprintf("DELETE FROM ductape.jobs WHERE id IN (SELECT id FROM ductape.jobs "
-								 "WHERE state IN ('succeeded', 'failed', 'cancelled') "
-								 "AND finished_at < now() - interval '%d seconds' LIMIT 10000); "
-								 "DELETE FROM ductape.outbox WHERE id IN (SELECT id FROM ductape.outbox "
-								 "WHERE finished_at < now() - interval '%d seconds' LIMIT 10000); "
-								 "DELETE FROM ductape.deliveries WHERE id IN (SELECT id FROM ductape.deliveries "
-								 "WHERE at < now() - interval '%d seconds' LIMIT 10000); "
-								 "DELETE FROM ductape.messages WHERE id IN (SELECT m.id FROM ductape.messages m "
-								 "WHERE m.created_at < now() - interval '%d seconds' AND NOT EXISTS "
-								 "(SELECT FROM ductape.outbox o WHERE o.message_id = m.id) LIMIT 10000); "
-								 "DELETE FROM ductape.webhook_events WHERE id IN (SELECT id FROM ductape.webhook_events "
-								 "WHERE state IN ('handled', 'failed') "
-								 "AND received_at < now() - interval '%d seconds' LIMIT 10000)",
+			SPI_execute(psprintf("DELETE FROM ductape.jobs WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
+								 "SELECT id FROM ductape.jobs WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_FINISHED ") "
+								 "AND finished_at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000)); "
+								 "DELETE FROM ductape.outbox WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
+								 "SELECT id FROM ductape.outbox "
+								 "WHERE finished_at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000)); "
+								 "DELETE FROM ductape.deliveries WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
+								 "SELECT id FROM ductape.deliveries "
+								 "WHERE at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000)); "
+								 "DELETE FROM ductape.messages WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
+								 "SELECT m.id FROM ductape.messages m "
+								 "WHERE m.created_at OPERATOR(pg_catalog.<) " RETAINED " AND NOT EXISTS "
+								 "(SELECT FROM ductape.outbox o WHERE o.message_id OPERATOR(pg_catalog.=) m.id) "
+								 "LIMIT 10000)); "
+								 "DELETE FROM ductape.webhook_events WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
+								 "SELECT id FROM ductape.webhook_events "
+								 "WHERE state OPERATOR(pg_catalog.=) ANY ('{handled,failed}'::ductape.webhook_state[]) "
+								 "AND received_at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000))",
 								 ductape_job_retention_s, ductape_job_retention_s, ductape_job_retention_s,
 								 ductape_job_retention_s, ductape_job_retention_s), false, 0);
 			LastPurge = GetCurrentTimestamp();

@@ -1187,7 +1187,7 @@ WebhooksHandleDue(void)
 			char	   *err = NULL;
 
 			if (OidIsValid(ev->roles[k]) &&
-				RunAsRole(ev->fns[k], ev->roles[k], ev->event, "ductape: webhook handler", &err))
+				RunAsRole(ev->fns[k], "webhook handler", ev->roles[k], ev->event, "ductape: webhook handler", &err))
 				ok = lappend(ok, &ev->subs[k]);
 			else if (error == NULL)
 			{

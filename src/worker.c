@@ -49,6 +49,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -286,7 +287,10 @@ FlushCalls(DtCallSlot *recs, int n)
 		SPI_connect();
 		if (SPI_execute_with_args("INSERT INTO ductape.calls (id, at, app, action, env, product, method, url, "
 								  "status, attempts, duration_ms, error, job_id, role) "
-								  "SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::name[]) "
+								  "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+								  "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
+								  "  pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11), "
+								  "  pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14::pg_catalog.name[])) "
 								  "ON CONFLICT (id) DO NOTHING",
 								  14, (Oid *) argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not store call records");
@@ -314,6 +318,16 @@ ductape_db_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	/*
+	 * This session is the bootstrap superuser's.  Its own SQL names every
+	 * object with its schema, and its search_path is pinned besides (as the
+	 * reset value too): nothing a user creates in public or elsewhere is
+	 * picked up by it.  User code runs only through the gate (gate.c), whose
+	 * settings never outlive it.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	GateMarkEngineProcess();
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
 	CallsAttachWorker(dbid);

@@ -1,0 +1,503 @@
+-- ductape 0.2.0 -> 0.3.0: the privilege boundary.  User code that the
+-- worker runs goes through one gate (the library's); the workflow engine
+-- runs sql steps and dispatches through it; functions that record who
+-- called them learn it from the library's caller proxy instead of
+-- session_user; idempotency keys are scoped per role; nobody, admins
+-- included, writes the columns that say whom something runs as.
+\echo Use "ALTER EXTENSION ductape UPDATE TO '0.3.0'" to load this file. \quit
+
+---------------------------------------------------------------------------
+-- The library's entry points for the gate and the caller proxy
+---------------------------------------------------------------------------
+
+-- Who called the ductape function being run (current_user at the call);
+-- fails anywhere else.  Used by the SECURITY DEFINER implementations below.
+CREATE FUNCTION ductape._caller() RETURNS name
+    AS 'MODULE_PATHNAME', 'dt_caller' LANGUAGE c STABLE;
+
+-- The workflow engine's helpers: a sql step, and a step's dispatch, each as
+-- the run's role through the gate.  Refused outside the database worker.
+CREATE FUNCTION ductape._workflow_sql(role name, sql text) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'dt_workflow_sql' LANGUAGE c VOLATILE;
+CREATE FUNCTION ductape._workflow_dispatch_as(role name, app text, action text, input jsonb,
+                                              env text, product text, key text, options jsonb)
+RETURNS bigint AS 'MODULE_PATHNAME', 'dt_workflow_dispatch_as' LANGUAGE c VOLATILE;
+
+---------------------------------------------------------------------------
+-- Idempotency keys are scoped per role: another role's key never matches,
+-- never reveals, never blocks.  (The new unique indexes are looser than the
+-- old ones, so existing rows always fit.)
+---------------------------------------------------------------------------
+
+DROP INDEX ductape.jobs_idempotency_key_idx;
+CREATE UNIQUE INDEX jobs_idempotency_key_idx ON ductape.jobs (role, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+DROP INDEX ductape.messages_idempotency_key_idx;
+CREATE UNIQUE INDEX messages_idempotency_key_idx ON ductape.messages (role, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+ALTER TABLE ductape.workflow_runs DROP CONSTRAINT workflow_runs_idempotency_key;
+ALTER TABLE ductape.workflow_runs ADD CONSTRAINT workflow_runs_idempotency_key UNIQUE (role, idempotency_key);
+
+---------------------------------------------------------------------------
+-- The workflow engine: sql steps and dispatches through the gate, its own
+-- SQL with search_path pinned
+---------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION ductape._workflow_dispatch(r ductape.workflow_runs, call jsonb, context jsonb, key text, retries jsonb)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN ductape._workflow_dispatch_as(r.role, call->>'app', call->>'action',
+               ductape._workflow_apply(coalesce(call->'input', '{}'), context), r.env, r.product, key,
+               CASE WHEN retries IS NOT NULL THEN jsonb_build_object('retries', retries) ELSE '{}' END);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape._workflow_advance(rid bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r ductape.workflow_runs;
+    s record;
+    step jsonb;
+    context jsonb;
+    progress boolean := true;
+    failed record;
+    out jsonb;
+BEGIN
+    SELECT * INTO r FROM ductape.workflow_runs x WHERE x.id = rid FOR UPDATE;
+    IF NOT FOUND OR r.state <> 'running' THEN
+        RETURN;
+    END IF;
+    UPDATE ductape.workflow_runs x SET advance = false WHERE x.id = rid;
+
+    -- what finished since last time: jobs (steps, or compensations) and sleeps
+    FOR s IN SELECT x.tag, x.state, x.job_id, j.state AS job_state, j.response, j.error AS job_error, j.attempts
+               FROM ductape.workflow_steps x JOIN ductape.jobs j ON j.id = x.job_id
+              WHERE x.run_id = rid AND x.state IN ('running', 'completed')
+                AND j.state IN ('succeeded', 'failed', 'cancelled') LOOP
+        IF s.state = 'running' THEN
+            UPDATE ductape.workflow_steps x
+               SET state = CASE WHEN s.job_state = 'succeeded' THEN 'completed' ELSE 'failed' END::ductape.workflow_step_state,
+                   output = s.response->'body', attempts = s.attempts, error = s.job_error,
+                   job_id = NULL, finished_at = now()
+             WHERE x.run_id = rid AND x.tag = s.tag;
+        ELSIF r.compensating AND s.job_id IS NOT NULL THEN
+            -- a compensation finished
+            IF s.job_state = 'succeeded' THEN
+                UPDATE ductape.workflow_steps x SET state = 'rolled_back', job_id = NULL
+                 WHERE x.run_id = rid AND x.tag = s.tag;
+            ELSE
+                UPDATE ductape.workflow_runs x SET state = 'failed', finished_at = now(),
+                       error = format('compensation of step %s failed: %s', s.tag, s.job_error)
+                 WHERE x.id = rid;
+                RETURN;
+            END IF;
+        END IF;
+    END LOOP;
+    UPDATE ductape.workflow_steps x SET state = 'completed', finished_at = now(), wake_at = NULL
+     WHERE x.run_id = rid AND x.state = 'running' AND x.wake_at <= now();
+
+    -- a failure that is not allowed turns the run around
+    SELECT x.tag, x.error INTO failed FROM ductape.workflow_steps x
+     WHERE x.run_id = rid AND x.state = 'failed'
+       AND NOT coalesce((SELECT (e->>'allow_fail')::boolean FROM jsonb_array_elements(r.spec->'steps') e
+                          WHERE e->>'tag' = x.tag), false)
+     ORDER BY x.finished_at LIMIT 1;
+    IF failed.tag IS NOT NULL AND NOT r.compensating THEN
+        UPDATE ductape.workflow_runs x SET compensating = true, error = format('step %s failed: %s', failed.tag, failed.error)
+         WHERE x.id = rid RETURNING * INTO r;
+        UPDATE ductape.workflow_steps x SET state = 'skipped', finished_at = now()
+         WHERE x.run_id = rid AND x.state = 'pending';
+    END IF;
+
+    IF r.compensating THEN
+        -- wait for steps still in flight, then undo completed steps, last first, one at a time
+        IF EXISTS (SELECT 1 FROM ductape.workflow_steps x WHERE x.run_id = rid
+                      AND (x.state = 'running' OR (x.state = 'completed' AND x.job_id IS NOT NULL
+                           AND EXISTS (SELECT 1 FROM ductape.jobs j WHERE j.id = x.job_id AND j.state IN ('queued', 'scheduled', 'running'))))) THEN
+            RETURN;
+        END IF;
+        context := ductape._workflow_context(r);
+        FOR s IN SELECT x.tag FROM ductape.workflow_steps x
+                  WHERE x.run_id = rid AND x.state = 'completed'
+                  ORDER BY x.finished_at DESC, x.position DESC LOOP
+            step := (SELECT e FROM jsonb_array_elements(r.spec->'steps') e WHERE e->>'tag' = s.tag);
+            IF step ? 'compensate' THEN
+                UPDATE ductape.workflow_steps x
+                   SET job_id = ductape._workflow_dispatch(r, step->'compensate', context,
+                                                           format('ductape-wf-%s-%s-undo', rid, s.tag), NULL)
+                 WHERE x.run_id = rid AND x.tag = s.tag;
+                RETURN;         -- one compensation at a time
+            END IF;
+            UPDATE ductape.workflow_steps x SET state = 'rolled_back' WHERE x.run_id = rid AND x.tag = s.tag;
+        END LOOP;
+        UPDATE ductape.workflow_runs x SET state = 'rolled_back', finished_at = now() WHERE x.id = rid;
+        RETURN;
+    END IF;
+
+    -- start every step whose dependencies are done, until nothing changes
+    WHILE progress LOOP
+        progress := false;
+        context := ductape._workflow_context(r);
+        FOR s IN SELECT x.tag FROM ductape.workflow_steps x
+                  WHERE x.run_id = rid AND x.state = 'pending'
+                  ORDER BY x.position LOOP
+            step := (SELECT e FROM jsonb_array_elements(r.spec->'steps') e WHERE e->>'tag' = s.tag);
+            CONTINUE WHEN EXISTS (
+                SELECT 1 FROM jsonb_array_elements_text(coalesce(step->'depends_on', '[]')) d
+                  JOIN ductape.workflow_steps x ON x.run_id = rid AND x.tag = d
+                 WHERE x.state IN ('pending', 'running')
+                    OR (x.state = 'failed' AND NOT coalesce((SELECT (e->>'allow_fail')::boolean
+                                                               FROM jsonb_array_elements(r.spec->'steps') e
+                                                              WHERE e->>'tag' = x.tag), false)));
+            progress := true;
+            IF step ? 'condition' AND NOT ductape._condition_eval(step->>'condition', context) THEN
+                UPDATE ductape.workflow_steps x SET state = 'skipped', finished_at = now()
+                 WHERE x.run_id = rid AND x.tag = s.tag;
+                CONTINUE;
+            END IF;
+            BEGIN
+                CASE step->>'type'
+                WHEN 'action' THEN
+                    UPDATE ductape.workflow_steps x
+                       SET state = 'running',
+                           job_id = ductape._workflow_dispatch(r, step, context, format('ductape-wf-%s-%s', rid, s.tag), step->'retries')
+                     WHERE x.run_id = rid AND x.tag = s.tag;
+                WHEN 'sql' THEN
+                    -- one SELECT, as the run's role, through the user-code gate
+                    out := ductape._workflow_sql(r.role, step->>'sql');
+                    UPDATE ductape.workflow_steps x SET state = 'completed', output = out, attempts = 1, finished_at = now()
+                     WHERE x.run_id = rid AND x.tag = s.tag;
+                WHEN 'sleep' THEN
+                    UPDATE ductape.workflow_steps x
+                       SET state = 'running', wake_at = now() + make_interval(secs => (step->>'seconds')::float8)
+                     WHERE x.run_id = rid AND x.tag = s.tag;
+                END CASE;
+            EXCEPTION WHEN OTHERS THEN
+                UPDATE ductape.workflow_steps x SET state = 'failed', error = SQLERRM, attempts = x.attempts + 1, finished_at = now()
+                 WHERE x.run_id = rid AND x.tag = s.tag;
+                UPDATE ductape.workflow_runs x SET advance = true WHERE x.id = rid;
+                RETURN;         -- the next tick turns the run around
+            END;
+        END LOOP;
+    END LOOP;
+
+    -- done when no step is pending or running
+    IF NOT EXISTS (SELECT 1 FROM ductape.workflow_steps x WHERE x.run_id = rid AND x.state IN ('pending', 'running')) THEN
+        BEGIN
+            out := CASE WHEN r.spec ? 'output' THEN ductape._workflow_apply(r.spec->'output', ductape._workflow_context(r)) END;
+            UPDATE ductape.workflow_runs x SET state = 'completed', output = out, finished_at = now() WHERE x.id = rid;
+        EXCEPTION WHEN OTHERS THEN
+            UPDATE ductape.workflow_runs x SET state = 'failed', error = 'output: ' || SQLERRM, finished_at = now() WHERE x.id = rid;
+        END;
+    END IF;
+END
+$$;
+
+ALTER FUNCTION ductape._workflow_tick() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ductape._workflow_context(ductape.workflow_runs) SET search_path = pg_catalog, pg_temp;
+
+---------------------------------------------------------------------------
+-- Functions that record their caller: a C proxy (the public name) notes
+-- current_user and calls the SECURITY DEFINER implementation (the same name
+-- with a leading underscore), which reads it with ductape._caller().  The
+-- implementations are granted to nobody.
+---------------------------------------------------------------------------
+
+CREATE FUNCTION ductape._workflow_start(tag text, input jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL,
+                                       env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    w ductape.workflows := ductape._workflow_row(tag);
+    errs text[];
+    run_id bigint;
+    caller name := ductape._caller();
+BEGIN
+    IF jsonb_typeof(input) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('input of workflow %s must be a JSON object', tag);
+    END IF;
+    IF w.spec ? 'input' THEN
+        errs := ductape._schema_validate(w.spec->'input', input);
+        IF cardinality(errs) > 0 THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('input of workflow %s does not match its input schema', tag),
+                DETAIL = array_to_string(errs, E'\n');
+        END IF;
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        SELECT r.id INTO run_id FROM ductape.workflow_runs r
+         WHERE r.role = caller AND r.idempotency_key = idempotency_key;
+        IF FOUND THEN RETURN run_id; END IF;
+    END IF;
+    -- the run records its caller: current_user where workflow_start was
+    -- called (inside a job callback, the callback's role)
+    INSERT INTO ductape.workflow_runs (tag, spec, input, env, product, idempotency_key, role)
+    VALUES (tag, w.spec, input, coalesce(env, current_setting('ductape.env')),
+            coalesce(product, current_setting('ductape.product')), idempotency_key,
+            caller)
+    ON CONFLICT ON CONSTRAINT workflow_runs_idempotency_key DO NOTHING
+    RETURNING id INTO run_id;
+    IF run_id IS NULL THEN
+        SELECT r.id INTO run_id FROM ductape.workflow_runs r
+         WHERE r.role = caller AND r.idempotency_key = idempotency_key;
+        RETURN run_id;
+    END IF;
+    INSERT INTO ductape.workflow_steps (run_id, tag, position)
+    SELECT run_id, s.value->>'tag', s.ordinality - 1
+      FROM jsonb_array_elements(w.spec->'steps') WITH ORDINALITY s;
+    PERFORM ductape._wake_worker();
+    RETURN run_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape.workflow_start(tag text, input jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL,
+                                                  env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS bigint LANGUAGE c VOLATILE SECURITY INVOKER AS 'MODULE_PATHNAME', 'dt_as_caller';
+ALTER FUNCTION ductape.workflow_start(text, jsonb, text, text, text) RESET ALL;
+
+CREATE FUNCTION ductape._workflow_cancel(id bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+    caller name := ductape._caller();
+BEGIN
+    UPDATE ductape.workflow_runs r SET state = 'cancelled', finished_at = now(), advance = false
+     WHERE r.id = _workflow_cancel.id AND r.state = 'running' AND r.role = caller;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    FOR s IN SELECT job_id FROM ductape.workflow_steps x WHERE x.run_id = _workflow_cancel.id AND x.state = 'running' AND x.job_id IS NOT NULL LOOP
+        PERFORM ductape.cancel(s.job_id);
+    END LOOP;
+    UPDATE ductape.workflow_steps x
+       SET state = CASE WHEN x.state = 'pending' THEN 'skipped' ELSE 'failed' END::ductape.workflow_step_state,
+           error = CASE WHEN x.state = 'running' THEN 'the run was cancelled' END, finished_at = now()
+     WHERE x.run_id = _workflow_cancel.id AND x.state IN ('pending', 'running');
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape.workflow_cancel(id bigint) RETURNS boolean
+LANGUAGE c VOLATILE SECURITY INVOKER AS 'MODULE_PATHNAME', 'dt_as_caller';
+ALTER FUNCTION ductape.workflow_cancel(bigint) RESET ALL;
+
+CREATE FUNCTION ductape._webhook_url(app text, webhook text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(app);
+    p text := coalesce(product, current_setting('ductape.product'));
+    e text := coalesce(env, current_setting('ductape.env'));
+    listen text := ductape._webhook_listen_address();
+    tok text;
+BEGIN
+    PERFORM ductape._webhook_spec(a, webhook);
+    IF NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(a.spec->'envs', '[]')) x WHERE x->>'slug' = e) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('environment "%s" of app "%s" does not exist', e, a.tag),
+            HINT = 'Pass env => one of the app''s envs, or add it with ductape.app_define.';
+    END IF;
+    IF p <> 'default' AND NOT EXISTS (SELECT FROM ductape.products x WHERE x.tag = p) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('product "%s" does not exist', p),
+            HINT = 'Create it with ductape.product_create.';
+    END IF;
+    INSERT INTO ductape._webhook_tokens (token, product, app, webhook, env, role)
+    VALUES (replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), p, a.tag, webhook, e, ductape._caller())
+    ON CONFLICT ON CONSTRAINT webhook_tokens_scope DO NOTHING;
+    SELECT t.token INTO tok FROM ductape._webhook_tokens t
+     WHERE t.product = p AND t.app = a.tag AND t.webhook = webhook AND t.env = e;
+    RETURN format('http://%s/webhooks/%s', listen, tok);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape.webhook_url(app text, webhook text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS text LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+
+CREATE FUNCTION ductape._webhook_subscribe(app text, webhook text, event_type text, handler regprocedure)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(app);
+    sid bigint;
+    caller name := ductape._caller();
+BEGIN
+    PERFORM ductape._webhook_spec(a, webhook);
+    IF coalesce(event_type, '') = '' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'event_type cannot be empty',
+            HINT = 'Pass an exact type such as ''charge.succeeded'', a pattern such as ''charge.*'', or ''*''.';
+    END IF;
+    IF handler IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_proc
+                                       WHERE oid = handler AND pronargs = 1 AND proargtypes[0] = 'jsonb'::regtype) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('webhook handler %s must take one jsonb argument', handler),
+            HINT = 'Declare it as function(event jsonb); it receives the ductape.webhook_events row as JSON.';
+    END IF;
+    IF NOT has_function_privilege(caller, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied for webhook handler %s', handler);
+    END IF;
+    INSERT INTO ductape.webhook_subscriptions AS s (app, webhook, event_type, handler, role)
+    VALUES (a.tag, webhook, event_type, handler, caller)
+    ON CONFLICT ON CONSTRAINT webhook_subscriptions_unique DO UPDATE SET role = EXCLUDED.role
+    RETURNING s.id INTO sid;
+    RETURN sid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape.webhook_subscribe(app text, webhook text, event_type text, handler regprocedure)
+RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+
+-- (its errors never log the statement: the arguments may hold the secret)
+CREATE FUNCTION ductape._endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}')
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    eid bigint;
+    sealed record;
+BEGIN
+    PERFORM ductape._endpoint_check(url, event_types, headers);
+    eid := nextval(pg_get_serial_sequence('ductape.endpoints', 'id'));
+    sealed := ductape._endpoint_seal(eid, secret);
+    INSERT INTO ductape.endpoints (id, url, event_types, description, headers, secret, key_version, role)
+    VALUES (eid, url, event_types, description, headers, sealed.value, sealed.key_version, ductape._caller());
+    RETURN eid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape.endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
+                                                   description text DEFAULT NULL, headers jsonb DEFAULT '{}')
+RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller_hidden';
+
+---------------------------------------------------------------------------
+-- Tables that say whom something runs as, or what the worker acts on, are
+-- written only through ductape's functions: admins keep SELECT on them
+-- (and UPDATE of an endpoint's url, event types, description and headers),
+-- the functions that write them run as the extension's owner.
+---------------------------------------------------------------------------
+
+ALTER FUNCTION ductape.endpoint_rotate_secret(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ductape.endpoint_enable(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION ductape.message_retry(text, bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- endpoint_disable names who disabled it: its caller, through the proxy
+CREATE FUNCTION ductape._endpoint_disable(id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM ductape._endpoint_row(id);
+    UPDATE ductape.endpoints SET enabled = false, disabled_reason = 'disabled by ' || ductape._caller(),
+           disabled_at = now() WHERE endpoints.id = id;
+END
+$$;
+CREATE OR REPLACE FUNCTION ductape.endpoint_disable(id bigint) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+
+-- Stop handling events of a subscription (events already handled stay so).
+CREATE FUNCTION ductape.webhook_unsubscribe(id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+BEGIN
+    DELETE FROM ductape.webhook_subscriptions s WHERE s.id = id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('webhook subscription %s does not exist', id),
+            HINT = 'See ductape.webhook_subscriptions for the subscriptions there are.';
+    END IF;
+END
+$$;
+
+-- Remove an endpoint; its pending deliveries are dropped (the attempts made
+-- stay in ductape.deliveries until the retention purge).
+CREATE FUNCTION ductape.endpoint_delete(id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM ductape._endpoint_row(id);
+    DELETE FROM ductape.outbox o WHERE o.endpoint_id = id AND o.state IN ('pending', 'delivering');
+    DELETE FROM ductape.endpoints e WHERE e.id = id;
+END
+$$;
+
+-- Definitions: ductape's own checks never pay for JIT (a recursive CTE in
+-- the workflow checker cost 0.3-0.5 s of LLVM compilation per call).
+ALTER FUNCTION ductape.app_define(jsonb) SET jit = off;
+ALTER FUNCTION ductape.action_define(text, jsonb) SET jit = off;
+ALTER FUNCTION ductape.workflow_define(jsonb) SET jit = off;
+ALTER FUNCTION ductape.import_openapi(text, text, boolean, text) SET jit = off;
+ALTER FUNCTION ductape.import_postman(jsonb, text, boolean) SET jit = off;
+
+---------------------------------------------------------------------------
+-- Privileges
+---------------------------------------------------------------------------
+
+-- Usage plus defining apps, products, config, variables, secrets, webhooks,
+-- endpoints and workflows.  (rotate_master_key writes the key file and
+-- stays with superusers.)
+CREATE OR REPLACE FUNCTION ductape.grant_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape.grant_usage(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.app_define(jsonb), ductape.app_create(text, text, text),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
+        ductape.workflow_define(jsonb),
+        ductape.variable_set(text, text, jsonb, text, text),
+        ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
+        ductape.config(text, jsonb, text, text),
+        ductape.secret_set(text, text, text, text[], text[], timestamptz),
+        ductape.secret_get(text), ductape.secret_drop(text),
+        ductape.oauth_set_tokens(text, text, text, integer, text, text),
+        ductape.webhook_url(text, text, text, text),
+        ductape.webhook_subscribe(text, text, text, regprocedure), ductape.webhook_unsubscribe(bigint),
+        ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
+        ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
+        ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
+        ductape.message_retry(text, bigint) TO %I', role);
+    -- the definition checks are plain SQL run as the caller; not the
+    -- implementations behind the caller proxy, nor the workflow engine
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+        (SELECT string_agg(p.oid::regprocedure::text, ', ')
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'ductape' AND p.proname LIKE '\_%' AND NOT p.prosecdef
+            AND p.proname NOT IN ('_caller', '_workflow_sql', '_workflow_dispatch_as', '_workflow_dispatch',
+                                  '_workflow_advance', '_workflow_tick', '_workflow_context')), role);
+    -- (secret_set writes _secrets as its caller, in C, encrypting first;
+    -- a row there says nothing about who runs what)
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
+        ductape.variables, ductape.products, ductape.product_apps, ductape.configs, ductape.workflows,
+        ductape._secrets TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
+        ductape.endpoints, ductape.secrets TO %I', role);
+    EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
+END
+$$;
+
+-- Roles granted admin under 0.2.0: take back what the new grant_admin does
+-- not give, and give what it adds.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT p.grantee::regrole::name AS role
+               FROM pg_class c, aclexplode(c.relacl) p
+              WHERE c.oid = 'ductape.webhook_subscriptions'::regclass
+                AND p.privilege_type IN ('INSERT', 'UPDATE', 'DELETE') AND p.grantee <> 0
+                AND p.grantee <> c.relowner
+    LOOP
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON ductape._webhook_tokens,
+            ductape.webhook_subscriptions, ductape.endpoints, ductape.outbox FROM %I', r.role);
+        EXECUTE format('REVOKE USAGE ON SEQUENCE ductape.endpoints_id_seq FROM %I', r.role);
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION ductape._workflow_dispatch(ductape.workflow_runs, jsonb, jsonb, text, jsonb),
+            ductape._workflow_advance(bigint), ductape._workflow_tick(),
+            ductape._workflow_context(ductape.workflow_runs) FROM %I', r.role);
+        PERFORM ductape.grant_admin(r.role);
+    END LOOP;
+END
+$$;
+
+-- The admin-only write policy on the outbox is not needed any more.
+DROP POLICY outbox_admin ON ductape.outbox;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;

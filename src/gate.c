@@ -1,0 +1,419 @@
+/*-------------------------------------------------------------------------
+ *
+ * gate.c
+ *	  The one gate through which ductape runs user code, and the caller
+ *	  proxy through which ductape's own SQL functions learn who called them.
+ *
+ * The database worker's session belongs to the bootstrap superuser.  Every
+ * piece of code a user can name and the worker runs -- job callbacks,
+ * webhook handlers, workflow sql steps -- goes through GateEnter/GateLeave:
+ *
+ *	- a new GUC nest level that is always rolled back, so that nothing the
+ *	  code sets (search_path, statement_timeout, ductape.env, ...) outlives
+ *	  it, not even with set_config(..., false);
+ *	- SetUserIdAndSecContext(role, SECURITY_LOCAL_USERID_CHANGE |
+ *	  SECURITY_RESTRICTED_OPERATION): the code runs as its owner, and
+ *	  PostgreSQL refuses SET ROLE, SET SESSION AUTHORIZATION, temporary
+ *	  objects, LISTEN and cursors WITH HOLD inside it;
+ *	- search_path is PostgreSQL's default ("$user", public) inside, whatever
+ *	  the worker's is (pinned to pg_catalog, pg_temp outside);
+ *	- on the way out, what a restricted operation still lets outlive a
+ *	  transaction is dropped: session advisory locks and prepared
+ *	  statements.
+ *
+ * The worker's own SQL runs outside the gate with search_path pinned to
+ * pg_catalog, pg_temp (worker.c) and names every object with its schema.
+ *
+ * The caller proxy: a SECURITY DEFINER function cannot see who called it
+ * (current_user is its owner), yet functions such as workflow_start must
+ * record the caller -- current_user at the call, which inside a callback is
+ * the callback's role, not session_user.  Such a function is declared in SQL
+ * as LANGUAGE c 'dt_as_caller'; the proxy notes GetUserId() and calls the
+ * SECURITY DEFINER function of the same name with a leading underscore and
+ * the same arguments, which reads the caller with ductape._caller().  The
+ * implementation is granted to nobody and _caller() fails outside a proxied
+ * call, so the recorded role cannot be chosen by anyone.
+ *
+ * May call: utilities, SPI, fmgr, the parser (to check that a sql step is
+ * one SELECT), jobs.c's JobsDispatch (dispatch on a workflow's behalf).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "commands/prepare.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parse_func.h"
+#include "parser/parser.h"
+#include "storage/lock.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+
+#include "ductape.h"
+
+PG_FUNCTION_INFO_V1(dt_as_caller);
+PG_FUNCTION_INFO_V1(dt_as_caller_hidden);
+PG_FUNCTION_INFO_V1(dt_caller);
+PG_FUNCTION_INFO_V1(dt_workflow_sql);
+PG_FUNCTION_INFO_V1(dt_workflow_dispatch_as);
+
+/* ---- the gate ---- */
+
+void
+GateEnter(DtGate *g, Oid role)
+{
+	GetUserIdAndSecContext(&g->save_userid, &g->save_sec_context);
+	g->save_nestlevel = NewGUCNestLevel();
+	SetUserIdAndSecContext(role, g->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	(void) set_config_option("search_path", "\"$user\", public",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+/* Also on the error path (PG_FINALLY): none of this depends on the transaction. */
+void
+GateLeave(DtGate *g)
+{
+	AtEOXact_GUC(false, g->save_nestlevel);
+	SetUserIdAndSecContext(g->save_userid, g->save_sec_context);
+	LockReleaseSession(USER_LOCKMETHOD);
+	DropAllPreparedStatements();
+}
+
+/*
+ * fn is a function ductape may call with one jsonb (a job callback, a
+ * webhook handler): it exists, is a plain function, takes one jsonb and
+ * returns one value.  what names it in the error ("on_success function").
+ * Checked when it is named and again each time it is called.  Returns its
+ * schema.
+ */
+Oid
+GateCheckFunction(Oid fn, const char *what)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			nsp;
+	bool		ok;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s %u does not exist", what, fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	nsp = proc->pronamespace;
+	ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
+		proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID;
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s must take one jsonb argument", what, format_procedure(fn)),
+				 errhint("Declare it as a function of one jsonb argument returning one value (not a set, not a procedure).")));
+	return nsp;
+}
+
+/*
+ * Call fn(arg) as role through the gate (a job callback, a webhook
+ * handler).  The function is called by its oid through fmgr, never by a
+ * name put back together from the catalog.  The role needs EXECUTE on it
+ * and USAGE on its schema, as a SELECT would.
+ */
+void
+GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
+{
+	Oid			nsp = GateCheckFunction(fn, what);
+	DtGate		gate;
+
+	GateEnter(&gate, role);
+	PG_TRY();
+	{
+		FmgrInfo	flinfo;
+		LOCAL_FCINFO(fcinfo, 1);
+
+		if (pg_namespace_aclcheck(nsp, role, ACL_USAGE) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for schema %s", get_namespace_name(nsp))));
+		if (pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for %s %s", what, format_procedure(fn))));
+		fmgr_info(fn, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = JsonbPGetDatum(arg);
+		fcinfo->args[0].isnull = false;
+		(void) FunctionCallInvoke(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		GateLeave(&gate);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Run sql as role through the gate and return its first row as a JSON
+ * object (NULL when it returns no row).  sql must be exactly one SELECT
+ * statement: it is parsed alone, checked, and run as written -- never
+ * pasted into a statement of ductape's.
+ */
+Jsonb *
+GateSelect(Oid role, const char *sql)
+{
+	MemoryContext here = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+	DtGate		gate;
+
+	GateEnter(&gate, role);
+	PG_TRY();
+	{
+		List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
+		Node	   *stmt = list_length(parsed) == 1 ? ((RawStmt *) linitial(parsed))->stmt : NULL;
+
+		if (stmt == NULL || !IsA(stmt, SelectStmt) || ((SelectStmt *) stmt)->intoClause != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a workflow sql step must be exactly one SELECT statement"),
+					 errdetail_plural("The step holds %d statement.", "The step holds %d statements.",
+									  list_length(parsed), list_length(parsed))));
+		SPI_connect();
+		if (SPI_execute(sql, false, 1) != SPI_OK_SELECT)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a workflow sql step must be exactly one SELECT statement")));
+		if (SPI_processed > 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(here);
+			TupleDesc	desc = BlessTupleDesc(CreateTupleDescCopy(SPI_tuptable->tupdesc));
+			Datum		row = heap_copy_tuple_as_datum(SPI_tuptable->vals[0], desc);
+			text	   *json = DatumGetTextPP(DirectFunctionCall1(row_to_json, row));
+
+			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+														CStringGetDatum(text_to_cstring(json))));
+			MemoryContextSwitchTo(old);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		GateLeave(&gate);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* ---- entry points of the workflow engine ---- */
+
+static bool EngineProcess = false;
+
+/* The database worker says so at start: only it runs the workflow engine. */
+void
+GateMarkEngineProcess(void)
+{
+	EngineProcess = true;
+}
+
+/*
+ * The engine's helpers act as a run's role; they are refused anywhere but
+ * at the top of the database worker (not inside user code it runs, not in
+ * any other session, whoever holds EXECUTE).
+ */
+static void
+EngineOnly(const char *what)
+{
+	if (!EngineProcess || InLocalUserIdChange() || InSecurityRestrictedOperation() ||
+		!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s is for ductape's workflow engine only", what),
+				 errdetail("It runs in the database worker, as the role that started the run.")));
+}
+
+static Oid
+RunRole(Name role)
+{
+	Oid			oid = get_role_oid(NameStr(*role), true);
+
+	if (!OidIsValid(oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" that started the run no longer exists", NameStr(*role))));
+	return oid;
+}
+
+/* _workflow_sql(role name, sql text) returns jsonb: a sql step, as the run's role. */
+Datum
+dt_workflow_sql(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *out;
+
+	EngineOnly("ductape._workflow_sql");
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a workflow sql step needs a role and a statement")));
+	out = GateSelect(RunRole(PG_GETARG_NAME(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	if (out == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(out);
+}
+
+/*
+ * _workflow_dispatch_as(role, app, action, input, env, product, key, options)
+ * returns bigint: dispatch a step's job as the run's role (the job records
+ * that role; its callbacks, none here, and its rows are that role's).
+ */
+Datum
+dt_workflow_dispatch_as(PG_FUNCTION_ARGS)
+{
+	DtGate		gate;
+	int64		id = 0;
+	int			i;
+
+	EngineOnly("ductape._workflow_dispatch_as");
+	for (i = 0; i < 6; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a workflow step's dispatch needs a role, app, action, input, env and product")));
+	GateEnter(&gate, RunRole(PG_GETARG_NAME(0)));
+	PG_TRY();
+	{
+		id = JobsDispatch(text_to_cstring(PG_GETARG_TEXT_PP(1)),
+						  text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						  PG_GETARG_JSONB_P(3),
+						  text_to_cstring(PG_GETARG_TEXT_PP(4)),
+						  text_to_cstring(PG_GETARG_TEXT_PP(5)),
+						  false, 0,
+						  PG_ARGISNULL(6) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6)),
+						  InvalidOid, InvalidOid,
+						  PG_ARGISNULL(7) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
+						  : PG_GETARG_JSONB_P(7));
+	}
+	PG_FINALLY();
+	{
+		GateLeave(&gate);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64(id);
+}
+
+/* ---- the caller proxy ---- */
+
+static Oid	Caller = InvalidOid;
+
+/*
+ * Rethrow the error being handled with its STATEMENT line hidden from the
+ * server log: for functions whose arguments hold a secret's plaintext.
+ * Call in PG_CATCH with a memory context that is not ErrorContext.
+ */
+void
+RethrowHidingStatement(MemoryContext cxt)
+{
+	ErrorData  *ed;
+
+	MemoryContextSwitchTo(cxt);
+	ed = CopyErrorData();
+	FlushErrorState();
+	ed->hide_stmt = true;
+	ReThrowError(ed);
+}
+
+static Datum
+CallerProxy(FunctionCallInfo fcinfo, bool hide_statement)
+{
+	FmgrInfo   *impl = fcinfo->flinfo->fn_extra;
+	MemoryContext here = CurrentMemoryContext;
+	Oid			save = Caller;
+	Datum		result;
+	LOCAL_FCINFO(inner, FUNC_MAX_ARGS);
+
+	if (impl == NULL)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+		Form_pg_proc proc;
+		char	   *name;
+		Oid			implid;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+		proc = (Form_pg_proc) GETSTRUCT(tup);
+		name = psprintf("_%s", NameStr(proc->proname));
+		implid = LookupFuncName(list_make2(makeString(get_namespace_name(proc->pronamespace)),
+										   makeString(name)),
+								proc->pronargs, proc->proargtypes.values, false);
+		ReleaseSysCache(tup);
+		tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(implid));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", implid);
+		if (!((Form_pg_proc) GETSTRUCT(tup))->prosecdef)
+			elog(ERROR, "%s must be SECURITY DEFINER", format_procedure(implid));
+		ReleaseSysCache(tup);
+		impl = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(FmgrInfo));
+		fmgr_info_cxt(implid, impl, fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = impl;
+	}
+	InitFunctionCallInfoData(*inner, impl, fcinfo->nargs, fcinfo->fncollation, NULL, NULL);
+	memcpy(inner->args, fcinfo->args, sizeof(NullableDatum) * fcinfo->nargs);
+
+	Caller = GetUserId();
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(inner);
+	}
+	PG_CATCH();
+	{
+		Caller = save;
+		if (hide_statement)
+			RethrowHidingStatement(here);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	Caller = save;
+	fcinfo->isnull = inner->isnull;
+	return result;
+}
+
+Datum
+dt_as_caller(PG_FUNCTION_ARGS)
+{
+	return CallerProxy(fcinfo, false);
+}
+
+/* The same, for functions whose arguments may hold a plaintext secret. */
+Datum
+dt_as_caller_hidden(PG_FUNCTION_ARGS)
+{
+	return CallerProxy(fcinfo, true);
+}
+
+/* _caller() returns name: who called the proxied function being run. */
+Datum
+dt_caller(PG_FUNCTION_ARGS)
+{
+	Name		name;
+
+	if (!OidIsValid(Caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("ductape._caller() can only be used by ductape's own functions")));
+	name = palloc0(NAMEDATALEN);
+	namestrcpy(name, GetUserNameFromId(Caller, false));
+	PG_RETURN_NAME(name);
+}
