@@ -356,6 +356,8 @@ extern int64 CallsRecord(const DtCallInfo *info);
 extern char *ductape_webhook_listen;
 extern char *ductape_webhook_database;
 extern int	ductape_webhook_max_body;
+extern int	ductape_webhook_request_timeout_ms;
+extern int	ductape_webhook_max_connections_per_address;
 extern void WebhookRegisterListener(void);
 #ifdef DT_FUZZ
 extern char *WebhookFuzzRequest(const char *raw, size_t len);
