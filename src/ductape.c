@@ -260,7 +260,7 @@ DefineSettings(void)
 							   "Port 0 picks a free port (webhook_url shows it).  Put a TLS-terminating proxy in front for the internet.",
 							   &ductape_webhook_listen, "",
 							   PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+							   webhook_check_listen, NULL, NULL);
 	DefineCustomStringVariable("ductape.webhook_database",
 							   "Database whose ductape receives webhook events.",
 							   "A background worker connects to one database; webhook_url works there only.",

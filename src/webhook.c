@@ -48,6 +48,7 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <time.h>
@@ -1005,6 +1006,101 @@ ParseListen(const char *listen, char **host, char **port)
 	*host = pnstrdup(h, hlen);
 	*port = pstrdup(colon + 1);
 	return hlen > 0;
+}
+
+/*
+ * ductape.webhook_listen's check: empty (no listener), or host:port where
+ * host is an IPv4 address, an IPv6 address in brackets or a host name, and
+ * port is 0 to 65535 (0: any free port, which webhook_url reports).  Host
+ * names are not resolved here: a name may resolve only later, and the
+ * listener resolves it when it starts.
+ */
+bool
+webhook_check_listen(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	const char *colon;
+	const char *p;
+	char		host[256];	/* a name or [IPv6] */
+	size_t		hlen;
+	long		port = 0;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	colon = strrchr(v, ':');
+	if (colon == NULL)
+	{
+		GUC_check_errdetail("The address has no port.");
+		goto bad;
+	}
+	if (colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+		strlen(colon + 1) > 5 || (port = strtol(colon + 1, NULL, 10)) > 65535)
+	{
+		GUC_check_errdetail("The port \"%s\" is not a number from 0 to 65535.", colon + 1);
+		goto bad;
+	}
+	hlen = colon - v;
+	if (hlen == 0)
+	{
+		GUC_check_errdetail("The host is empty.");
+		goto bad;
+	}
+	if (hlen > 255)
+	{
+		GUC_check_errdetail("The host is longer than 255 characters.");
+		goto bad;
+	}
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	if (host[0] == '[')
+	{
+		if (hlen < 3 || host[hlen - 1] != ']')
+		{
+			GUC_check_errdetail("An IPv6 address in brackets must end with \"]\" before the port.");
+			goto bad;
+		}
+		host[hlen - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &a6) != 1)
+		{
+			GUC_check_errdetail("\"%s\" is not an IPv6 address.", host + 1);
+			goto bad;
+		}
+		return true;
+	}
+	if (strchr(host, ':') != NULL)
+	{
+		GUC_check_errdetail("An IPv6 address must be written in brackets, such as [::1]:8080.");
+		goto bad;
+	}
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return true;
+	if (strspn(host, "0123456789.") == hlen)
+	{
+		GUC_check_errdetail("\"%s\" is not an IPv4 address.", host);
+		goto bad;
+	}
+	/* a host name: at most 253 characters, labels of letters, digits and "-" */
+	for (p = host; *p;)
+	{
+		size_t		len = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-");
+
+		if (len == 0 || len > 63 || p[0] == '-' || p[len - 1] == '-' ||
+			(p[len] != '.' && p[len] != '\0') || hlen > 253)
+		{
+			GUC_check_errdetail("\"%s\" is not a valid host name.", host);
+			goto bad;
+		}
+		p += len;
+		if (*p == '.')
+			p++;
+	}
+	return true;
+
+bad:
+	GUC_check_errhint("Use host:port, such as 0.0.0.0:8080, [::1]:8080 or hooks.example.com:8080, or an empty value for no listener.");
+	return false;
 }
 
 /*
