@@ -35,6 +35,13 @@
  * a prompt sender out either.  A request that has arrived is never closed
  * by these limits while its batch commits.
  *
+ * The listener runs as the bootstrap superuser with search_path pinned to
+ * pg_catalog, pg_temp, and its SQL names every function and operator with
+ * its schema: a database owner can create objects in schema public (an
+ * operator "=" that matches more exactly than pg_catalog's, say) that
+ * would otherwise run with the listener's rights.  The same holds for the
+ * SQL the database's worker runs here to dispatch handlers.
+ *
  * Events are received in one database, ductape.webhook_database: a
  * background worker can connect to one database only.
  *
@@ -787,7 +794,8 @@ StoreBatch(Inbound *batch)
 		tokens = lappend(tokens, cstring_to_text(in->token));
 	args[0] = TextArray(tokens, TEXTOID);
 	if (SPI_execute_with_args("SELECT token, product, app, webhook, env, role FROM ductape._webhook_tokens "
-							  "WHERE token = ANY ($1)", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+							  "WHERE token OPERATOR(pg_catalog.=) ANY ($1)",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook tokens");
 	ninfos = SPI_processed;
 	infos = palloc0(sizeof(TokenInfo *) * Max(ninfos, 1));
@@ -872,7 +880,9 @@ StoreBatch(Inbound *batch)
 	 * ParkUnwantedEvents); the ROW EXCLUSIVE lock on the subscriptions keeps
 	 * the worker from matching new subscriptions against parked events until
 	 * this batch is committed, so a subscription that commits after this
-	 * statement's snapshot still wakes the events stored here.
+	 * statement's snapshot still wakes the events stored here.  (ROWS FROM
+	 * with one unnest per column: the multi-argument unnest is expanded so
+	 * only when it is written without its schema.)
 	 */
 	LockRelationOid(get_relname_relid("webhook_subscriptions", get_namespace_oid("ductape", false)),
 					RowExclusiveLock);
@@ -880,11 +890,16 @@ StoreBatch(Inbound *batch)
 		args[j] = TextArray(cols[j], (j == 6 || j == 7) ? JSONBOID : TEXTOID);
 	if (SPI_execute_with_args("INSERT INTO ductape.webhook_events "
 							  "  (app, webhook, env, product, event_id, event_type, headers, payload, body, role, next_attempt_at) "
-							  "SELECT a, w, e, p, i, t, h, pl, b, r::name, "
+							  "SELECT a, w, e, p, i, t, h, pl, b, r::pg_catalog.name, "
 							  "       CASE WHEN EXISTS (SELECT FROM ductape.webhook_subscriptions s "
-							  "                          WHERE s.app = a AND s.webhook = w AND ductape._type_matches(t, s.event_type)) "
-							  "            THEN now() ELSE 'infinity' END "
-							  "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS u(a, w, e, p, i, t, h, pl, b, r) "
+							  "                          WHERE s.app OPERATOR(pg_catalog.=) a "
+							  "                            AND s.webhook OPERATOR(pg_catalog.=) w "
+							  "                            AND ductape._type_matches(t, s.event_type)) "
+							  "            THEN pg_catalog.now() ELSE 'infinity' END "
+							  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+							  "                  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+							  "                  pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), "
+							  "                  pg_catalog.unnest($10)) AS u(a, w, e, p, i, t, h, pl, b, r) "
 							  "ON CONFLICT (product, app, webhook, env, event_id) WHERE event_id IS NOT NULL DO NOTHING "
 							  "RETURNING id",
 							  10, argtypes, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
@@ -1310,6 +1325,13 @@ ductape_listener_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(ductape_webhook_database, NULL, 0);
 
+	/*
+	 * This session is the bootstrap superuser's: nothing a database owner
+	 * can create (in schema public, say) may be found by name.  At session
+	 * level, above the configuration file and ALTER DATABASE/ROLE settings,
+	 * and below a function's own SET clause.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	pgstat_report_appname("ductape webhook listener");
 
 	ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
@@ -1490,33 +1512,65 @@ ParkUnwantedEvents(void)
 
 	if (!OidIsValid(subs) || !ConditionalLockRelationOid(subs, ShareLock))
 		return;
-	if (SPI_execute("SELECT coalesce(max(id), 0) FROM ductape.webhook_subscriptions", true, 1) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT coalesce(pg_catalog.max(id), 0) FROM ductape.webhook_subscriptions",
+					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook subscriptions");
 	newest = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (newest > woken_up_to)
 	{
 		args[0] = Int64GetDatum(woken_up_to);
-		if (SPI_execute_with_args("UPDATE ductape.webhook_events e SET next_attempt_at = now()"
-								  " WHERE e.state = 'received' AND e.next_attempt_at = 'infinity'"
+		if (SPI_execute_with_args("UPDATE ductape.webhook_events e SET next_attempt_at = pg_catalog.now()"
+								  " WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+								  "   AND e.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'"
 								  "   AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-								  "                WHERE s.id > $1 AND s.app = e.app AND s.webhook = e.webhook"
+								  "                WHERE s.id OPERATOR(pg_catalog.>) $1"
+								  "                  AND s.app OPERATOR(pg_catalog.=) e.app"
+								  "                  AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
 								  "                  AND ductape._type_matches(e.event_type, s.event_type))",
 								  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not wake parked webhook events");
 		woken_up_to = newest;
 	}
 	if (SPI_execute("UPDATE ductape.webhook_events SET next_attempt_at = 'infinity'"
-					" WHERE id IN (SELECT e.id FROM ductape.webhook_events e"
-					"               WHERE e.state = 'received' AND e.next_attempt_at <= now()"
-					"                 AND NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                                  WHERE s.app = e.app AND s.webhook = e.webhook"
-					"                                    AND ductape._type_matches(e.event_type, s.event_type)"
-					"                                    AND s.id <> ALL (e.handled_by))"
-					"               ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(PARK_BATCH)
-					"               FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
+					" WHERE id OPERATOR(pg_catalog.=) ANY ("
+					"         SELECT e.id FROM ductape.webhook_events e"
+					"          WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+					"            AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+					"            AND NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s"
+					"                             WHERE s.app OPERATOR(pg_catalog.=) e.app"
+					"                               AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
+					"                               AND ductape._type_matches(e.event_type, s.event_type)"
+					"                               AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
+					"          ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(PARK_BATCH)
+					"          FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not park webhook events");
 	/* the listener may go on: what needed excluding is done */
 	UnlockRelationOid(subs, ShareLock);
+}
+
+/*
+ * The worker's session has the database's search_path, which its owner can
+ * set (ALTER DATABASE ... SET search_path = public, pg_catalog); the
+ * statements below name their functions and operators with their schema,
+ * but ductape._type_matches, inlined into them, does not.  So they run with
+ * search_path pinned to pg_catalog, pg_temp, restored by UnpinSearchPath or
+ * by the transaction's end.  The handlers are not run under it.
+ */
+static int
+PinSearchPath(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return nest;
+}
+
+static void
+UnpinSearchPath(int nest)
+{
+	AtEOXact_GUC(true, nest);
 }
 
 /*
@@ -1531,26 +1585,34 @@ WebhooksHandleDue(void)
 	List	   *due = NIL;
 	ListCell   *lc;
 	uint64		i;
+	int			nest;
 
 	WorkerBeginWork("ductape: claiming webhook events");
 	SPI_connect();
+	nest = PinSearchPath();
 	ParkUnwantedEvents();
 	if (SPI_execute("WITH due AS ("
 					"  SELECT e.* FROM ductape.webhook_events e"
-					"   WHERE e.state = 'received' AND e.next_attempt_at <= now()"
+					"   WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+					"     AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 					"     AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                  WHERE s.app = e.app AND s.webhook = e.webhook"
+					"                  WHERE s.app OPERATOR(pg_catalog.=) e.app"
+					"                    AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
 					"                    AND ductape._type_matches(e.event_type, s.event_type)"
-					"                    AND s.id <> ALL (e.handled_by))"
+					"                    AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
 					"   ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(HANDLER_BATCH)
 					"   FOR UPDATE SKIP LOCKED) "
-					"SELECT d.id, to_jsonb(d) - '{handled_by,next_attempt_at}'::text[], d.attempts, m.ids, m.fns, m.roles"
+					"SELECT d.id, pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.-) '{handled_by,next_attempt_at}'::pg_catalog.text[],"
+					"       d.attempts, m.ids, m.fns, m.roles"
 					"  FROM due d, LATERAL ("
-					"    SELECT array_agg(s.id ORDER BY s.id) AS ids, array_agg(s.handler::oid ORDER BY s.id) AS fns,"
-					"           array_agg(coalesce(r.oid, 0::oid) ORDER BY s.id) AS roles"
-					"      FROM ductape.webhook_subscriptions s LEFT JOIN pg_catalog.pg_roles r ON r.rolname = s.role"
-					"     WHERE s.app = d.app AND s.webhook = d.webhook"
-					"       AND ductape._type_matches(d.event_type, s.event_type) AND s.id <> ALL (d.handled_by)) m"
+					"    SELECT pg_catalog.array_agg(s.id ORDER BY s.id) AS ids,"
+					"           pg_catalog.array_agg(s.handler::pg_catalog.oid ORDER BY s.id) AS fns,"
+					"           pg_catalog.array_agg(coalesce(r.oid, 0::pg_catalog.oid) ORDER BY s.id) AS roles"
+					"      FROM ductape.webhook_subscriptions s"
+					"      LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) s.role"
+					"     WHERE s.app OPERATOR(pg_catalog.=) d.app AND s.webhook OPERATOR(pg_catalog.=) d.webhook"
+					"       AND ductape._type_matches(d.event_type, s.event_type)"
+					"       AND s.id OPERATOR(pg_catalog.<>) ALL (d.handled_by)) m"
 					" ORDER BY d.id", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read due webhook events");
 	MemoryContextSwitchTo(here);
@@ -1570,6 +1632,7 @@ WebhooksHandleDue(void)
 		ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
 		due = lappend(due, ev);
 	}
+	UnpinSearchPath(nest);
 	SPI_finish();
 	WorkerEndWork();
 	MemoryContextSwitchTo(here);
@@ -1623,16 +1686,21 @@ WebhooksHandleDue(void)
 				nulls[2] = 'n';
 			a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
 			a[4] = Int64GetDatum(delay_ms);
+			/* (after format_procedure, which names the handler as the session sees it) */
+			nest = PinSearchPath();
 			if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
-									  "  handled_by = handled_by || $2, attempts = attempts + 1, error = $3, "
+									  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "
+									  "  attempts = attempts OPERATOR(pg_catalog.+) 1, error = $3, "
 									  "  state = CASE WHEN $3 IS NULL THEN 'handled' "
-									  "               WHEN attempts + 1 >= $4 THEN 'failed' "
+									  "               WHEN (attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $4 THEN 'failed' "
 									  "               ELSE 'received' END::ductape.webhook_state, "
-									  "  handled_at = CASE WHEN $3 IS NULL THEN now() END, "
-									  "  next_attempt_at = now() + $5 * interval '1 millisecond' "
-									  "WHERE id = $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
+									  "  handled_at = CASE WHEN $3 IS NULL THEN pg_catalog.now() END, "
+									  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+									  "                    ($5 OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
+									  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record webhook handlers");
 		}
+		UnpinSearchPath(nest);
 		SPI_finish();
 		WorkerEndWork();
 		MemoryContextSwitchTo(here);
