@@ -260,7 +260,7 @@ DefineSettings(void)
 							   "Port 0 picks a free port (webhook_url shows it).  Put a TLS-terminating proxy in front for the internet.",
 							   &ductape_webhook_listen, "",
 							   PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+							   webhook_check_listen, NULL, NULL);
 	DefineCustomStringVariable("ductape.webhook_database",
 							   "Database whose ductape receives webhook events.",
 							   "A background worker connects to one database; webhook_url works there only.",
@@ -272,6 +272,18 @@ DefineSettings(void)
 							NULL,
 							&ductape_webhook_max_body, 1024 * 1024, 1024, 64 * 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.webhook_request_timeout",
+							"Time a webhook request may take to arrive in full, head and body; a slower one is answered 408 and closed.",
+							"Counted from the connection opening, or from the previous answer on a kept-alive connection.  Bounds how long slow clients can hold the listener's connections.",
+							&ductape_webhook_request_timeout_ms, 5000, 100, 600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.webhook_max_connections_per_address",
+							"Connections the webhook listener accepts at once from one client address; 0 means no cap.",
+							"Further connections from that address are closed at once.  Behind a proxy every connection comes from the proxy's address: raise this or set 0, and limit clients in the proxy.",
+							&ductape_webhook_max_connections_per_address, 512, 0, 100000,
+							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ductape");

@@ -33,6 +33,7 @@
 #include "compat.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -358,6 +359,9 @@ extern int64 CallsRecord(const DtCallInfo *info);
 extern char *ductape_webhook_listen;
 extern char *ductape_webhook_database;
 extern int	ductape_webhook_max_body;
+extern int	ductape_webhook_request_timeout_ms;
+extern int	ductape_webhook_max_connections_per_address;
+extern bool webhook_check_listen(char **newval, void **extra, GucSource source);
 extern void WebhookRegisterListener(void);
 #ifdef DT_FUZZ
 extern char *WebhookFuzzRequest(const char *raw, size_t len);

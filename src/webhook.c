@@ -20,6 +20,28 @@
  * one batch commits, the next accumulates: group commit.  If the batch
  * cannot commit, its requests are answered 503 and the sender retries.
  *
+ * Limits, so that clients without credentials cannot starve the listener
+ * (slowloris): a request must arrive in full, head and body, within
+ * ductape.webhook_request_timeout of the connection opening (or of the
+ * previous answer on a kept-alive connection); libmicrohttpd only knows an
+ * idle timeout, so every connection is tracked from MHD's connection
+ * notifications, and the wait loop closes those past the deadline (a 408
+ * written to the socket, then shutdown(2)); a chunk that arrives late gets
+ * its 408 from the access handler.  One address may hold at most
+ * ductape.webhook_max_connections_per_address connections; the total is
+ * sized from RLIMIT_NOFILE (see ListenerConnectionLimit), and when it is
+ * nearly reached the connection that has been receiving longest is closed
+ * to make room, so a flood of slow clients from many addresses cannot keep
+ * a prompt sender out either.  A request that has arrived is never closed
+ * by these limits while its batch commits.
+ *
+ * The listener runs as the bootstrap superuser with search_path pinned to
+ * pg_catalog, pg_temp, and its SQL names every function and operator with
+ * its schema: a database owner can create objects in schema public (an
+ * operator "=" that matches more exactly than pg_catalog's, say) that
+ * would otherwise run with the listener's rights.  The same holds for the
+ * SQL the database's worker runs here to dispatch handlers.
+ *
  * Events are received in one database, ductape.webhook_database: a
  * background worker can connect to one database only.
  *
@@ -33,9 +55,12 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
 
@@ -47,6 +72,7 @@
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/ilist.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -58,6 +84,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -75,6 +102,8 @@ PG_FUNCTION_INFO_V1(dt_webhook_listen_address);
 char	   *ductape_webhook_listen = "";
 char	   *ductape_webhook_database = "postgres";
 int			ductape_webhook_max_body = 1024 * 1024;
+int			ductape_webhook_request_timeout_ms = 5000;
+int			ductape_webhook_max_connections_per_address = 512;
 
 #define TOKEN_LEN 64
 #define WEBHOOK_MAX_ATTEMPTS 8
@@ -105,6 +134,185 @@ typedef struct Inbound
 static MemoryContext ListenerContext = NULL;
 static MemoryContext BatchContext = NULL;
 static Inbound *Ready = NULL;	/* received in full, suspended, unbatched */
+
+/*
+ * Every open connection, from MHD's connection notifications.  "since" is
+ * when the request now arriving began (the connection opened, or the
+ * previous request on it was answered); while it is set, the connection is
+ * in Receiving, which is therefore ordered by it, oldest first.  It is
+ * cleared once the request's answer is decided (queued, or waiting for its
+ * batch), so the deadline covers receiving only.
+ */
+typedef struct Conn
+{
+	dlist_node	node;			/* in Receiving while since != 0 */
+	MHD_socket	fd;
+	int64		since;			/* ms on the monotonic clock; 0: not receiving */
+} Conn;
+
+static dlist_head Receiving = DLIST_STATIC_INIT(Receiving);
+static int	OpenConns = 0;		/* connections MHD has open */
+static int	EvictAt = INT_MAX;	/* open connections that make room by closing
+								 * the oldest receiving one */
+
+/*
+ * What a connection that did not send its request in time gets, written
+ * straight to its socket by the sweep: MHD can queue a response only from
+ * the access handler, which a client still sending its head never reached.
+ * Made once by StartDaemon.
+ */
+#define TIMEOUT_MESSAGE "the request did not arrive within ductape.webhook_request_timeout"
+#define TIMEOUT_BODY "{\"error\": \"" TIMEOUT_MESSAGE "\"}\n"
+static char TimeoutAnswer[256];
+static size_t TimeoutAnswerLen = 0;
+
+static int64
+NowMs(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+ArmDeadline(Conn *c)
+{
+	if (c->since != 0)
+		dlist_delete(&c->node);
+	c->since = NowMs();
+	dlist_push_tail(&Receiving, &c->node);
+}
+
+static void
+DisarmDeadline(Conn *c)
+{
+	if (c == NULL || c->since == 0)
+		return;
+	dlist_delete(&c->node);
+	c->since = 0;
+}
+
+static Conn *
+ConnOf(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? (Conn *) ci->socket_context : NULL;
+}
+
+static bool
+PastDeadline(Conn *c, int64 now)
+{
+	return c != NULL && c->since != 0 &&
+		now - c->since >= ductape_webhook_request_timeout_ms;
+}
+
+/*
+ * Close a connection whose request did not arrive in time (or that makes
+ * room): the 408 if the socket takes it at once, then shutdown(2), which MHD
+ * sees as the client's end of file at its next run and closes the
+ * connection (calling OnCompleted and OnConnection).  Nothing else is
+ * written to a receiving connection, so the 408 cannot interleave with an
+ * answer of MHD's.
+ */
+static void
+CloseLate(Conn *c)
+{
+	DisarmDeadline(c);
+	if (TimeoutAnswerLen > 0)
+		(void) send(c->fd, TimeoutAnswer, TimeoutAnswerLen, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void) shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Close every connection past the deadline; returns how many. */
+static int
+SweepLate(void)
+{
+	int64		now = NowMs();
+	int			n = 0;
+
+	while (!dlist_is_empty(&Receiving))
+	{
+		Conn	   *c = dlist_head_element(Conn, node, &Receiving);
+
+		if (!PastDeadline(c, now))
+			break;
+		CloseLate(c);
+		n++;
+	}
+	if (n > 0)
+		ereport(DEBUG1,
+				(errmsg_internal("ductape webhook listener closed %d connections past ductape.webhook_request_timeout", n)));
+	return n;
+}
+
+/* ms until the oldest receiving connection is due (-1: none) */
+static long
+NextDeadline(void)
+{
+	Conn	   *c;
+	int64		left;
+
+	if (dlist_is_empty(&Receiving))
+		return -1;
+	c = dlist_head_element(Conn, node, &Receiving);
+	left = c->since + ductape_webhook_request_timeout_ms - NowMs();
+	return (long) Max(left, 0);
+}
+
+/*
+ * MHD's connection notifications: track each connection.  No PostgreSQL
+ * error may unwind through MHD, so the allocation cannot fail with one; a
+ * connection that cannot be tracked is closed at once.
+ */
+static void
+OnConnection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			 enum MHD_ConnectionNotificationCode toe)
+{
+	Conn	   *c;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		OpenConns++;
+		c = MemoryContextAllocExtended(ListenerContext, sizeof(Conn),
+									   MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+		if (c == NULL || ci == NULL)
+		{
+			if (ci != NULL)
+				(void) shutdown(ci->connect_fd, SHUT_RDWR);
+			if (c != NULL)
+				pfree(c);
+			*socket_context = NULL;
+			return;
+		}
+		c->fd = ci->connect_fd;
+		ArmDeadline(c);
+		*socket_context = c;
+
+		/*
+		 * Nearly full: make room by closing the connection that has been
+		 * receiving longest.  A sender that sends its request at once is
+		 * never the oldest for long, however many slow clients there are.
+		 */
+		if (OpenConns >= EvictAt)
+			CloseLate(dlist_head_element(Conn, node, &Receiving));
+		return;
+	}
+	/* MHD_CONNECTION_NOTIFY_CLOSED */
+	OpenConns--;
+	c = *socket_context;
+	if (c != NULL)
+	{
+		DisarmDeadline(c);
+		pfree(c);
+	}
+	*socket_context = NULL;
+}
 
 static enum MHD_Result
 Answer(struct MHD_Connection *conn, unsigned int status, const char *message)
@@ -160,11 +368,20 @@ CollectHeader(void *cls, enum MHD_ValueKind kind, const char *key, const char *v
 	return MHD_YES;
 }
 
+/* Queue an answer decided before the request was stored: it stops receiving. */
+static enum MHD_Result
+Refuse(struct MHD_Connection *conn, unsigned int status, const char *message)
+{
+	DisarmDeadline(ConnOf(conn));
+	return Answer(conn, status, message);
+}
+
 static enum MHD_Result
 HandleRequest(struct MHD_Connection *conn, const char *url, const char *method,
 			  const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
 	Inbound    *in = *req_cls;
+	Conn	   *c = ConnOf(conn);
 
 	if (in == NULL)
 	{
@@ -172,13 +389,15 @@ HandleRequest(struct MHD_Connection *conn, const char *url, const char *method,
 		MemoryContext cxt;
 
 		/* the head: refuse what can be refused without reading the body */
+		if (PastDeadline(c, NowMs()))
+			return Refuse(conn, MHD_HTTP_REQUEST_TIMEOUT, TIMEOUT_MESSAGE);
 		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-			return Answer(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "webhooks are delivered with POST");
+			return Refuse(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "webhooks are delivered with POST");
 		if (strncmp(url, "/webhooks/", 10) != 0 || !TokenShaped(url + 10))
-			return Answer(conn, MHD_HTTP_NOT_FOUND, "unknown webhook URL");
+			return Refuse(conn, MHD_HTTP_NOT_FOUND, "unknown webhook URL");
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long) ductape_webhook_max_body)
-			return Answer(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than ductape.webhook_max_body");
+			return Refuse(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than ductape.webhook_max_body");
 		cxt = AllocSetContextCreate(ListenerContext, "ductape inbound request",
 									ALLOCSET_SMALL_SIZES);
 		in = MemoryContextAllocZero(cxt, sizeof(Inbound));
@@ -195,19 +414,29 @@ HandleRequest(struct MHD_Connection *conn, const char *url, const char *method,
 		return Answer(conn, in->status, in->message);	/* resumed after its batch */
 	if (*upload_data_size > 0)
 	{
-		if ((size_t) in->body.len + *upload_data_size > (size_t) ductape_webhook_max_body)
+		if (PastDeadline(c, NowMs()))
+		{
+			/* a chunk after the deadline: stop reading, answer, close */
+			in->status = MHD_HTTP_REQUEST_TIMEOUT;
+			in->message = TIMEOUT_MESSAGE;
+		}
+		else if ((size_t) in->body.len + *upload_data_size > (size_t) ductape_webhook_max_body)
 		{
 			/* streamed past the limit: stop reading, answer, close */
 			in->status = MHD_HTTP_CONTENT_TOO_LARGE;
 			in->message = "body larger than ductape.webhook_max_body";
+		}
+		if (in->status != 0)
+		{
 			*upload_data_size = 0;
-			return Answer(conn, in->status, in->message) == MHD_YES ? MHD_YES : MHD_NO;
+			return Refuse(conn, in->status, in->message);
 		}
 		appendBinaryStringInfo(&in->body, upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	/* all of it is in: wait for the batch's commit */
+	/* all of it is in: wait for the batch's commit, however long it takes */
+	DisarmDeadline(c);
 	MHD_get_connection_values(conn, MHD_HEADER_KIND, CollectHeader, in);
 	MHD_suspend_connection(conn);
 	in->next = Ready;
@@ -248,10 +477,15 @@ OnCompleted(void *cls, struct MHD_Connection *conn, void **req_cls,
 			enum MHD_RequestTerminationCode toe)
 {
 	Inbound    *in = *req_cls;
+	Conn	   *c;
 
 	if (in != NULL)
 		MemoryContextDelete(in->cxt);
 	*req_cls = NULL;
+
+	/* answered: the next request on a kept-alive connection has its own deadline */
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && (c = ConnOf(conn)) != NULL)
+		ArmDeadline(c);
 }
 
 static void
@@ -560,7 +794,8 @@ StoreBatch(Inbound *batch)
 		tokens = lappend(tokens, cstring_to_text(in->token));
 	args[0] = TextArray(tokens, TEXTOID);
 	if (SPI_execute_with_args("SELECT token, product, app, webhook, env, role FROM ductape._webhook_tokens "
-							  "WHERE token = ANY ($1)", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+							  "WHERE token OPERATOR(pg_catalog.=) ANY ($1)",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook tokens");
 	ninfos = SPI_processed;
 	infos = palloc0(sizeof(TokenInfo *) * Max(ninfos, 1));
@@ -645,7 +880,9 @@ StoreBatch(Inbound *batch)
 	 * ParkUnwantedEvents); the ROW EXCLUSIVE lock on the subscriptions keeps
 	 * the worker from matching new subscriptions against parked events until
 	 * this batch is committed, so a subscription that commits after this
-	 * statement's snapshot still wakes the events stored here.
+	 * statement's snapshot still wakes the events stored here.  (ROWS FROM
+	 * with one unnest per column: the multi-argument unnest is expanded so
+	 * only when it is written without its schema.)
 	 */
 	LockRelationOid(get_relname_relid("webhook_subscriptions", get_namespace_oid("ductape", false)),
 					RowExclusiveLock);
@@ -653,11 +890,16 @@ StoreBatch(Inbound *batch)
 		args[j] = TextArray(cols[j], (j == 6 || j == 7) ? JSONBOID : TEXTOID);
 	if (SPI_execute_with_args("INSERT INTO ductape.webhook_events "
 							  "  (app, webhook, env, product, event_id, event_type, headers, payload, body, role, next_attempt_at) "
-							  "SELECT a, w, e, p, i, t, h, pl, b, r::name, "
+							  "SELECT a, w, e, p, i, t, h, pl, b, r::pg_catalog.name, "
 							  "       CASE WHEN EXISTS (SELECT FROM ductape.webhook_subscriptions s "
-							  "                          WHERE s.app = a AND s.webhook = w AND ductape._type_matches(t, s.event_type)) "
-							  "            THEN now() ELSE 'infinity' END "
-							  "  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS u(a, w, e, p, i, t, h, pl, b, r) "
+							  "                          WHERE s.app OPERATOR(pg_catalog.=) a "
+							  "                            AND s.webhook OPERATOR(pg_catalog.=) w "
+							  "                            AND ductape._type_matches(t, s.event_type)) "
+							  "            THEN pg_catalog.now() ELSE 'infinity' END "
+							  "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+							  "                  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+							  "                  pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), "
+							  "                  pg_catalog.unnest($10)) AS u(a, w, e, p, i, t, h, pl, b, r) "
 							  "ON CONFLICT (product, app, webhook, env, event_id) WHERE event_id IS NOT NULL DO NOTHING "
 							  "RETURNING id",
 							  10, argtypes, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
@@ -781,8 +1023,150 @@ ParseListen(const char *listen, char **host, char **port)
 	return hlen > 0;
 }
 
+/*
+ * ductape.webhook_listen's check: empty (no listener), or host:port where
+ * host is an IPv4 address, an IPv6 address in brackets or a host name, and
+ * port is 0 to 65535 (0: any free port, which webhook_url reports).  Host
+ * names are not resolved here: a name may resolve only later, and the
+ * listener resolves it when it starts.
+ */
+bool
+webhook_check_listen(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	const char *colon;
+	const char *p;
+	char		host[256];	/* a name or [IPv6] */
+	size_t		hlen;
+	long		port = 0;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	colon = strrchr(v, ':');
+	if (colon == NULL)
+	{
+		GUC_check_errdetail("The address has no port.");
+		goto bad;
+	}
+	if (colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+		strlen(colon + 1) > 5 || (port = strtol(colon + 1, NULL, 10)) > 65535)
+	{
+		GUC_check_errdetail("The port \"%s\" is not a number from 0 to 65535.", colon + 1);
+		goto bad;
+	}
+	hlen = colon - v;
+	if (hlen == 0)
+	{
+		GUC_check_errdetail("The host is empty.");
+		goto bad;
+	}
+	if (hlen > 255)
+	{
+		GUC_check_errdetail("The host is longer than 255 characters.");
+		goto bad;
+	}
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	if (host[0] == '[')
+	{
+		if (hlen < 3 || host[hlen - 1] != ']')
+		{
+			GUC_check_errdetail("An IPv6 address in brackets must end with \"]\" before the port.");
+			goto bad;
+		}
+		host[hlen - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &a6) != 1)
+		{
+			GUC_check_errdetail("\"%s\" is not an IPv6 address.", host + 1);
+			goto bad;
+		}
+		return true;
+	}
+	if (strchr(host, ':') != NULL)
+	{
+		GUC_check_errdetail("An IPv6 address must be written in brackets, such as [::1]:8080.");
+		goto bad;
+	}
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return true;
+	if (strspn(host, "0123456789.") == hlen)
+	{
+		GUC_check_errdetail("\"%s\" is not an IPv4 address.", host);
+		goto bad;
+	}
+	/* a host name: at most 253 characters, labels of letters, digits and "-" */
+	for (p = host; *p;)
+	{
+		size_t		len = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-");
+
+		if (len == 0 || len > 63 || p[0] == '-' || p[len - 1] == '-' ||
+			(p[len] != '.' && p[len] != '\0') || hlen > 253)
+		{
+			GUC_check_errdetail("\"%s\" is not a valid host name.", host);
+			goto bad;
+		}
+		p += len;
+		if (*p == '.')
+			p++;
+	}
+	return true;
+
+bad:
+	GUC_check_errhint("Use host:port, such as 0.0.0.0:8080, [::1]:8080 or hooks.example.com:8080, or an empty value for no listener.");
+	return false;
+}
+
+/*
+ * How many connections the listener holds at once.  libmicrohttpd runs on
+ * epoll here, so FD_SETSIZE is no bound; the process's RLIMIT_NOFILE is.
+ * The soft limit is raised towards the hard one, as far as needed (su and
+ * systemd start PostgreSQL with 1024 soft and far more hard; the listener
+ * has no children and never select(2)s, so descriptors past 1023 are
+ * safe), and LISTENER_RESERVED_FDS stay for what the listener opens as a
+ * backend: relation and WAL files (a batch touches a few dozen), the latch,
+ * the wait set and MHD's own descriptors.
+ *
+ * LISTENER_MAX_CONNECTIONS bounds memory: a connection that has sent its
+ * head and part of a body costs the listener about 8 kB (3,000 of them
+ * added 25 MB to its RssAnon), so 10,000 cost about 80 MB besides the
+ * kernel's socket buffers; senders need far fewer.  The table's size is not
+ * what keeps a prompt sender from being starved: that is the deadline, the
+ * per-address cap, and closing the longest-receiving connection when the
+ * table is nearly full (EvictAt), which holds however many addresses a
+ * flood comes from.  Under a hard limit of 1024 the listener takes 768.
+ */
+#define LISTENER_MAX_CONNECTIONS 10000
+#define LISTENER_RESERVED_FDS 256
+#define LISTENER_MIN_CONNECTIONS 32
+
+static int
+ListenerConnectionLimit(void)
+{
+	struct rlimit rl;
+	rlim_t		want = LISTENER_MAX_CONNECTIONS + LISTENER_RESERVED_FDS;
+	int			limit;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return LISTENER_MIN_CONNECTIONS;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+	{
+		struct rlimit raised = rl;
+
+		raised.rlim_cur = (rl.rlim_max == RLIM_INFINITY) ? want : Min(want, rl.rlim_max);
+		if (raised.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			rl = raised;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		limit = LISTENER_MAX_CONNECTIONS;
+	else
+		limit = (int) rl.rlim_cur - LISTENER_RESERVED_FDS;
+	return Max(limit, LISTENER_MIN_CONNECTIONS);
+}
+
 static struct MHD_Daemon *
-StartDaemon(void)
+StartDaemon(int *limit)
 {
 	char	   *host;
 	char	   *port;
@@ -808,12 +1192,30 @@ StartDaemon(void)
 				 errmsg("could not resolve ductape.webhook_listen host \"%s\": %s", host, gai_strerror(rc))));
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	*limit = ListenerConnectionLimit();
+	EvictAt = *limit - Min(64, *limit / 4);
+	snprintf(TimeoutAnswer, sizeof(TimeoutAnswer),
+			 "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+			 "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+			 strlen(TIMEOUT_BODY), TIMEOUT_BODY);
+	TimeoutAnswerLen = strlen(TimeoutAnswer);
+
+	/*
+	 * The idle timeout (10 s) now matters only for a client that does not
+	 * read its answer: receiving is bounded by the deadline, which is
+	 * shorter.  The backlog is as long as the kernel allows by default
+	 * (somaxconn): a full one drops SYNs, and a sender's retry waits a
+	 * second.
+	 */
 	d = MHD_start_daemon(flags, 0, NULL, NULL, OnRequest, NULL,
 						 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
-						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 1000,
-						 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int) 1024,
+						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) *limit,
+						 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+						 (unsigned int) ductape_webhook_max_connections_per_address,
+						 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int) 4096,
 						 MHD_OPTION_NOTIFY_COMPLETED, OnCompleted, NULL,
+						 MHD_OPTION_NOTIFY_CONNECTION, OnConnection, NULL,
 						 MHD_OPTION_EXTERNAL_LOGGER, OnLog, NULL,
 						 MHD_OPTION_END);
 	freeaddrinfo(ai);
@@ -852,6 +1254,7 @@ WebhookFuzzRequest(const char *raw, size_t len)
 		d = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME, 0,
 							 NULL, NULL, OnRequest, NULL,
 							 MHD_OPTION_NOTIFY_COMPLETED, OnCompleted, NULL,
+							 MHD_OPTION_NOTIFY_CONNECTION, OnConnection, NULL,
 							 MHD_OPTION_EXTERNAL_LOGGER, OnLog, NULL,
 							 MHD_OPTION_END);
 		if (d == NULL)
@@ -915,18 +1318,27 @@ ductape_listener_main(Datum arg)
 	struct MHD_Daemon *d;
 	const union MHD_DaemonInfo *info;
 	WaitEventSet *wes;
+	int			limit;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(ductape_webhook_database, NULL, 0);
+
+	/*
+	 * This session is the bootstrap superuser's: nothing a database owner
+	 * can create (in schema public, say) may be found by name.  At session
+	 * level, above the configuration file and ALTER DATABASE/ROLE settings,
+	 * and below a function's own SET clause.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	pgstat_report_appname("ductape webhook listener");
 
 	ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
 											ALLOCSET_DEFAULT_SIZES);
 	BatchContext = AllocSetContextCreate(TopMemoryContext, "ductape listener batch",
 										 ALLOCSET_DEFAULT_SIZES);
-	d = StartDaemon();
+	d = StartDaemon(&limit);
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	pg_atomic_write_u32(&CallsGetShared()->listener_port, info ? info->port : 0);
 	before_shmem_exit(ListenerExit, (Datum) 0);
@@ -938,17 +1350,24 @@ ductape_listener_main(Datum arg)
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
-	ereport(LOG, (errmsg("ductape webhook listener serving http://%s in database \"%s\"",
-						 ductape_webhook_listen, ductape_webhook_database)));
+	ereport(LOG,
+			(errmsg("ductape webhook listener serving http://%s in database \"%s\"",
+					ductape_webhook_listen, ductape_webhook_database),
+			 errdetail("At most %d connections at once, %d from one address (0: no cap); a request must arrive within %d ms.",
+					   limit, ductape_webhook_max_connections_per_address,
+					   ductape_webhook_request_timeout_ms)));
 
 	for (;;)
 	{
 		WaitEvent	ev[3];
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 1000;
+		long		deadline = NextDeadline();
 
 		if (MHD_get_timeout(d, &mhd_timeout) == MHD_YES)
 			timeout = Min((long) mhd_timeout, timeout);
+		if (deadline >= 0)
+			timeout = Min(deadline, timeout);
 		(void) WaitEventSetWait(wes, timeout, ev, lengthof(ev), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -959,13 +1378,16 @@ ductape_listener_main(Datum arg)
 		}
 
 		/*
-		 * Serve; every request that arrived in full meanwhile goes into one
-		 * batch, and while it commits the next one gathers.
+		 * Close what is past the deadline (MHD sees it at once), serve;
+		 * every request that arrived in full meanwhile goes into one batch,
+		 * and while it commits the next one gathers.
 		 */
+		SweepLate();
 		MHD_run(d);
 		while (Ready != NULL)
 		{
 			ProcessBatch();
+			SweepLate();
 			MHD_run(d);
 		}
 	}
@@ -1090,33 +1512,65 @@ ParkUnwantedEvents(void)
 
 	if (!OidIsValid(subs) || !ConditionalLockRelationOid(subs, ShareLock))
 		return;
-	if (SPI_execute("SELECT coalesce(max(id), 0) FROM ductape.webhook_subscriptions", true, 1) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT coalesce(pg_catalog.max(id), 0) FROM ductape.webhook_subscriptions",
+					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook subscriptions");
 	newest = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (newest > woken_up_to)
 	{
 		args[0] = Int64GetDatum(woken_up_to);
-		if (SPI_execute_with_args("UPDATE ductape.webhook_events e SET next_attempt_at = now()"
-								  " WHERE e.state = 'received' AND e.next_attempt_at = 'infinity'"
+		if (SPI_execute_with_args("UPDATE ductape.webhook_events e SET next_attempt_at = pg_catalog.now()"
+								  " WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+								  "   AND e.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'"
 								  "   AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-								  "                WHERE s.id > $1 AND s.app = e.app AND s.webhook = e.webhook"
+								  "                WHERE s.id OPERATOR(pg_catalog.>) $1"
+								  "                  AND s.app OPERATOR(pg_catalog.=) e.app"
+								  "                  AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
 								  "                  AND ductape._type_matches(e.event_type, s.event_type))",
 								  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not wake parked webhook events");
 		woken_up_to = newest;
 	}
 	if (SPI_execute("UPDATE ductape.webhook_events SET next_attempt_at = 'infinity'"
-					" WHERE id IN (SELECT e.id FROM ductape.webhook_events e"
-					"               WHERE e.state = 'received' AND e.next_attempt_at <= now()"
-					"                 AND NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                                  WHERE s.app = e.app AND s.webhook = e.webhook"
-					"                                    AND ductape._type_matches(e.event_type, s.event_type)"
-					"                                    AND s.id <> ALL (e.handled_by))"
-					"               ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(PARK_BATCH)
-					"               FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
+					" WHERE id OPERATOR(pg_catalog.=) ANY ("
+					"         SELECT e.id FROM ductape.webhook_events e"
+					"          WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+					"            AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+					"            AND NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s"
+					"                             WHERE s.app OPERATOR(pg_catalog.=) e.app"
+					"                               AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
+					"                               AND ductape._type_matches(e.event_type, s.event_type)"
+					"                               AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
+					"          ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(PARK_BATCH)
+					"          FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not park webhook events");
 	/* the listener may go on: what needed excluding is done */
 	UnlockRelationOid(subs, ShareLock);
+}
+
+/*
+ * The worker's session has the database's search_path, which its owner can
+ * set (ALTER DATABASE ... SET search_path = public, pg_catalog); the
+ * statements below name their functions and operators with their schema,
+ * but ductape._type_matches, inlined into them, does not.  So they run with
+ * search_path pinned to pg_catalog, pg_temp, restored by UnpinSearchPath or
+ * by the transaction's end.  The handlers are not run under it.
+ */
+static int
+PinSearchPath(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return nest;
+}
+
+static void
+UnpinSearchPath(int nest)
+{
+	AtEOXact_GUC(true, nest);
 }
 
 /*
@@ -1131,26 +1585,34 @@ WebhooksHandleDue(void)
 	List	   *due = NIL;
 	ListCell   *lc;
 	uint64		i;
+	int			nest;
 
 	WorkerBeginWork("ductape: claiming webhook events");
 	SPI_connect();
+	nest = PinSearchPath();
 	ParkUnwantedEvents();
 	if (SPI_execute("WITH due AS ("
 					"  SELECT e.* FROM ductape.webhook_events e"
-					"   WHERE e.state = 'received' AND e.next_attempt_at <= now()"
+					"   WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+					"     AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 					"     AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                  WHERE s.app = e.app AND s.webhook = e.webhook"
+					"                  WHERE s.app OPERATOR(pg_catalog.=) e.app"
+					"                    AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
 					"                    AND ductape._type_matches(e.event_type, s.event_type)"
-					"                    AND s.id <> ALL (e.handled_by))"
+					"                    AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
 					"   ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(HANDLER_BATCH)
 					"   FOR UPDATE SKIP LOCKED) "
-					"SELECT d.id, to_jsonb(d) - '{handled_by,next_attempt_at}'::text[], d.attempts, m.ids, m.fns, m.roles"
+					"SELECT d.id, pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.-) '{handled_by,next_attempt_at}'::pg_catalog.text[],"
+					"       d.attempts, m.ids, m.fns, m.roles"
 					"  FROM due d, LATERAL ("
-					"    SELECT array_agg(s.id ORDER BY s.id) AS ids, array_agg(s.handler::oid ORDER BY s.id) AS fns,"
-					"           array_agg(coalesce(r.oid, 0::oid) ORDER BY s.id) AS roles"
-					"      FROM ductape.webhook_subscriptions s LEFT JOIN pg_catalog.pg_roles r ON r.rolname = s.role"
-					"     WHERE s.app = d.app AND s.webhook = d.webhook"
-					"       AND ductape._type_matches(d.event_type, s.event_type) AND s.id <> ALL (d.handled_by)) m"
+					"    SELECT pg_catalog.array_agg(s.id ORDER BY s.id) AS ids,"
+					"           pg_catalog.array_agg(s.handler::pg_catalog.oid ORDER BY s.id) AS fns,"
+					"           pg_catalog.array_agg(coalesce(r.oid, 0::pg_catalog.oid) ORDER BY s.id) AS roles"
+					"      FROM ductape.webhook_subscriptions s"
+					"      LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) s.role"
+					"     WHERE s.app OPERATOR(pg_catalog.=) d.app AND s.webhook OPERATOR(pg_catalog.=) d.webhook"
+					"       AND ductape._type_matches(d.event_type, s.event_type)"
+					"       AND s.id OPERATOR(pg_catalog.<>) ALL (d.handled_by)) m"
 					" ORDER BY d.id", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read due webhook events");
 	MemoryContextSwitchTo(here);
@@ -1170,6 +1632,7 @@ WebhooksHandleDue(void)
 		ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
 		due = lappend(due, ev);
 	}
+	UnpinSearchPath(nest);
 	SPI_finish();
 	WorkerEndWork();
 	MemoryContextSwitchTo(here);
@@ -1223,16 +1686,21 @@ WebhooksHandleDue(void)
 				nulls[2] = 'n';
 			a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
 			a[4] = Int64GetDatum(delay_ms);
+			/* (after format_procedure, which names the handler as the session sees it) */
+			nest = PinSearchPath();
 			if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
-									  "  handled_by = handled_by || $2, attempts = attempts + 1, error = $3, "
+									  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "
+									  "  attempts = attempts OPERATOR(pg_catalog.+) 1, error = $3, "
 									  "  state = CASE WHEN $3 IS NULL THEN 'handled' "
-									  "               WHEN attempts + 1 >= $4 THEN 'failed' "
+									  "               WHEN (attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $4 THEN 'failed' "
 									  "               ELSE 'received' END::ductape.webhook_state, "
-									  "  handled_at = CASE WHEN $3 IS NULL THEN now() END, "
-									  "  next_attempt_at = now() + $5 * interval '1 millisecond' "
-									  "WHERE id = $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
+									  "  handled_at = CASE WHEN $3 IS NULL THEN pg_catalog.now() END, "
+									  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+									  "                    ($5 OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
+									  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record webhook handlers");
 		}
+		UnpinSearchPath(nest);
 		SPI_finish();
 		WorkerEndWork();
 		MemoryContextSwitchTo(here);
