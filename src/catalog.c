@@ -370,7 +370,7 @@ LoadApp(const char *tag)
 	args[0] = CStringGetTextDatum(tag);
 	ElevateBegin(&elevated);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT spec FROM ductape.apps WHERE tag = $1",
+	if (SPI_execute_with_args("SELECT spec FROM ductape.apps WHERE tag OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape.apps");
 	if (SPI_processed == 0)
@@ -419,7 +419,7 @@ LoadApp(const char *tag)
 	}
 	MemoryContextSwitchTo(oldcxt);
 
-	if (SPI_execute_with_args("SELECT tag, spec FROM ductape.actions WHERE app = $1 ORDER BY position",
+	if (SPI_execute_with_args("SELECT tag, spec FROM ductape.actions WHERE app OPERATOR(pg_catalog.=) $1 ORDER BY position",
 							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape.actions");
 	oldcxt = MemoryContextSwitchTo(CatalogContext);
@@ -536,15 +536,19 @@ CatalogGetBinding(DtApp *app, const char *product, const char *env)
 	args[2] = CStringGetTextDatum(env);
 	ElevateBegin(&elevated);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT $3 = ANY (p.envs), pa.env_map IS NOT NULL, pa.env_map->>$3, "
-							  "  (SELECT coalesce(jsonb_object_agg(v.key, v.value), '{}') FROM ductape.variables v "
-							  "    WHERE v.product = $1 AND v.app = $2 AND v.env = $3), "
+	if (SPI_execute_with_args("SELECT $3 OPERATOR(pg_catalog.=) ANY (p.envs), pa.env_map IS NOT NULL, "
+							  "  pa.env_map OPERATOR(pg_catalog.->>) $3, "
+							  "  (SELECT coalesce(pg_catalog.jsonb_object_agg(v.key, v.value), '{}') FROM ductape.variables v "
+							  "    WHERE v.product OPERATOR(pg_catalog.=) $1 AND v.app OPERATOR(pg_catalog.=) $2 "
+							  "      AND v.env OPERATOR(pg_catalog.=) $3), "
 							  "  (SELECT c.credentials FROM ductape.configs c "
-							  "    WHERE c.product = $1 AND c.app = $2 AND c.env = $3), "
-							  "  array_to_string(p.envs, ', ') "
+							  "    WHERE c.product OPERATOR(pg_catalog.=) $1 AND c.app OPERATOR(pg_catalog.=) $2 "
+							  "      AND c.env OPERATOR(pg_catalog.=) $3), "
+							  "  pg_catalog.array_to_string(p.envs, ', ') "
 							  "FROM ductape.products p "
-							  "LEFT JOIN ductape.product_apps pa ON pa.product = p.tag AND pa.app = $2 "
-							  "WHERE p.tag = $1",
+							  "LEFT JOIN ductape.product_apps pa ON pa.product OPERATOR(pg_catalog.=) p.tag "
+							  "  AND pa.app OPERATOR(pg_catalog.=) $2 "
+							  "WHERE p.tag OPERATOR(pg_catalog.=) $1",
 							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the product binding");
 	if (SPI_processed == 0)
