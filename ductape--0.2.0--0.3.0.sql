@@ -43,6 +43,65 @@ ALTER TABLE ductape.workflow_runs ADD CONSTRAINT workflow_runs_idempotency_key U
 -- SQL with search_path pinned
 ---------------------------------------------------------------------------
 
+-- A workflow's sql steps run as the role that defined it (the code is
+-- theirs), never as whoever starts a run: otherwise whoever may define a
+-- workflow could run SQL with the rights of every role that starts it.
+-- Action steps are dispatched as the starter (the jobs are theirs).
+ALTER TABLE ductape.workflows ADD COLUMN role name;      -- NULL: defined before 0.3.0
+ALTER TABLE ductape.workflow_runs ADD COLUMN definer name;
+
+-- Definitions are written only by workflow_define, which records its
+-- caller (through the caller proxy below).
+CREATE FUNCTION ductape._workflow_define(spec jsonb) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM ductape._raise_invalid(format('workflow definition%s', coalesce(' "' || (spec->>'tag') || '"', '')),
+                                   ductape._check_workflow(spec));
+    INSERT INTO ductape.workflows AS w (tag, spec, role) VALUES (spec->>'tag', spec, ductape._caller())
+    ON CONFLICT (tag) DO UPDATE SET spec = EXCLUDED.spec, role = EXCLUDED.role, updated_at = now();
+    RETURN spec->>'tag';
+END
+$$;
+CREATE OR REPLACE FUNCTION ductape.workflow_define(spec jsonb) RETURNS text
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+ALTER FUNCTION ductape.workflow_define(jsonb) RESET ALL;
+
+-- Remove a workflow; refused while runs of it are active.
+CREATE FUNCTION ductape.workflow_drop(workflow text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM ductape._workflow_row(workflow);
+    SELECT count(*) INTO n FROM ductape.workflow_runs r WHERE r.tag = workflow AND r.state = 'running';
+    IF n > 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('workflow "%s" has active runs', workflow),
+            DETAIL = format('%s run(s) of it are running.', n),
+            HINT = 'Cancel them with ductape.workflow_cancel, or wait until they end.';
+    END IF;
+    DELETE FROM ductape.workflows w WHERE w.tag = workflow;
+END
+$$;
+
+-- Definitions made before 0.3.0 do not say who made them: their sql steps
+-- fail until they are defined again.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT w.tag FROM ductape.workflows w
+              WHERE EXISTS (SELECT FROM jsonb_array_elements(w.spec->'steps') e WHERE e->>'type' = 'sql')
+    LOOP
+        RAISE WARNING 'the sql steps of workflow % will not run until it is defined again', r.tag
+            USING DETAIL = 'From ductape 0.3.0 on, sql steps run as the role that defined the workflow, '
+                           'and definitions made before do not record it.',
+                  HINT = 'Run ductape.workflow_define again with its definition (ductape.workflows.spec), as the role whose rights its SQL needs.';
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ductape._workflow_dispatch(r ductape.workflow_runs, call jsonb, context jsonb, key text, retries jsonb)
 RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -163,8 +222,13 @@ BEGIN
                            job_id = ductape._workflow_dispatch(r, step, context, format('ductape-wf-%s-%s', rid, s.tag), step->'retries')
                      WHERE x.run_id = rid AND x.tag = s.tag;
                 WHEN 'sql' THEN
-                    -- one SELECT, as the run's role, through the user-code gate
-                    out := ductape._workflow_sql(r.role, step->>'sql');
+                    -- one SELECT, as the role that defined the workflow, through
+                    -- the user-code gate
+                    IF r.definer IS NULL THEN
+                        RAISE EXCEPTION USING ERRCODE = '55000',
+                            MESSAGE = format('workflow "%s" was defined before ductape 0.3.0: define it again to run its sql steps', r.tag);
+                    END IF;
+                    out := ductape._workflow_sql(r.definer, step->>'sql');
                     UPDATE ductape.workflow_steps x SET state = 'completed', output = out, attempts = 1, finished_at = now()
                      WHERE x.run_id = rid AND x.tag = s.tag;
                 WHEN 'sleep' THEN
@@ -231,10 +295,10 @@ BEGIN
     END IF;
     -- the run records its caller: current_user where workflow_start was
     -- called (inside a job callback, the callback's role)
-    INSERT INTO ductape.workflow_runs (tag, spec, input, env, product, idempotency_key, role)
+    INSERT INTO ductape.workflow_runs (tag, spec, input, env, product, idempotency_key, role, definer)
     VALUES (tag, w.spec, input, coalesce(env, current_setting('ductape.env')),
             coalesce(product, current_setting('ductape.product')), idempotency_key,
-            caller)
+            caller, w.role)
     ON CONFLICT ON CONSTRAINT workflow_runs_idempotency_key DO NOTHING
     RETURNING id INTO run_id;
     IF run_id IS NULL THEN
@@ -339,8 +403,15 @@ BEGIN
     END IF;
     INSERT INTO ductape.webhook_subscriptions AS s (app, webhook, event_type, handler, role)
     VALUES (a.tag, webhook, event_type, handler, caller)
-    ON CONFLICT ON CONSTRAINT webhook_subscriptions_unique DO UPDATE SET role = EXCLUDED.role
+    ON CONFLICT ON CONSTRAINT webhook_subscriptions_unique DO UPDATE SET created_at = s.created_at
+       WHERE s.role = EXCLUDED.role
     RETURNING s.id INTO sid;
+    IF sid IS NULL THEN
+        -- the same handler is subscribed by another role: it runs as that role
+        RAISE EXCEPTION USING ERRCODE = '42710',
+            MESSAGE = format('%s is already subscribed to %s.%s events "%s" by another role', handler, a.tag, webhook, event_type),
+            HINT = 'A subscription runs its handler as the role that made it; unsubscribe it first (ductape.webhook_unsubscribe).';
+    END IF;
     RETURN sid;
 END
 $$;
@@ -423,7 +494,6 @@ $$;
 -- the workflow checker cost 0.3-0.5 s of LLVM compilation per call).
 ALTER FUNCTION ductape.app_define(jsonb) SET jit = off;
 ALTER FUNCTION ductape.action_define(text, jsonb) SET jit = off;
-ALTER FUNCTION ductape.workflow_define(jsonb) SET jit = off;
 ALTER FUNCTION ductape.import_openapi(text, text, boolean, text) SET jit = off;
 ALTER FUNCTION ductape.import_postman(jsonb, text, boolean) SET jit = off;
 
@@ -442,7 +512,7 @@ BEGIN
         ductape.app_define(jsonb), ductape.app_create(text, text, text),
         ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
         ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
-        ductape.workflow_define(jsonb),
+        ductape.workflow_define(jsonb), ductape.workflow_drop(text),
         ductape.variable_set(text, text, jsonb, text, text),
         ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
         ductape.config(text, jsonb, text, text),
@@ -463,13 +533,14 @@ BEGIN
           WHERE n.nspname = 'ductape' AND p.proname LIKE '\_%' AND NOT p.prosecdef
             AND p.proname NOT IN ('_caller', '_workflow_sql', '_workflow_dispatch_as', '_workflow_dispatch',
                                   '_workflow_advance', '_workflow_tick', '_workflow_context')), role);
+    -- (the remaining internal C functions are STRICT: NULL in, NULL out)
     -- (secret_set writes _secrets as its caller, in C, encrypting first;
     -- a row there says nothing about who runs what)
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
-        ductape.variables, ductape.products, ductape.product_apps, ductape.configs, ductape.workflows,
+        ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
         ductape._secrets TO %I', role);
     EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
-        ductape.endpoints, ductape.secrets TO %I', role);
+        ductape.endpoints, ductape.workflows, ductape.secrets TO %I', role);
     EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
 END
 $$;
@@ -487,7 +558,7 @@ BEGIN
                 AND p.grantee <> c.relowner
     LOOP
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON ductape._webhook_tokens,
-            ductape.webhook_subscriptions, ductape.endpoints, ductape.outbox FROM %I', r.role);
+            ductape.webhook_subscriptions, ductape.endpoints, ductape.outbox, ductape.workflows FROM %I', r.role);
         EXECUTE format('REVOKE USAGE ON SEQUENCE ductape.endpoints_id_seq FROM %I', r.role);
         EXECUTE format('REVOKE EXECUTE ON FUNCTION ductape._workflow_dispatch(ductape.workflow_runs, jsonb, jsonb, text, jsonb),
             ductape._workflow_advance(bigint), ductape._workflow_tick(),
@@ -499,5 +570,12 @@ $$;
 
 -- The admin-only write policy on the outbox is not needed any more.
 DROP POLICY outbox_admin ON ductape.outbox;
+
+-- Internal C functions granted to admins with the definition checks: NULL
+-- in, NULL out (a NULL argument used to reach the C code).
+ALTER FUNCTION ductape._schema_check(jsonb, text) STRICT;
+ALTER FUNCTION ductape._document_parse(text, text) STRICT;
+ALTER FUNCTION ductape._condition_check(text, text) STRICT;
+ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;

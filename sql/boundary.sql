@@ -33,7 +33,7 @@ SELECT payload->>'who' AS published FROM ductape.messages WHERE id = :'alice_msg
 SELECT ductape.publish('order.paid', '{"who": "alice again"}', idempotency_key => 'order-42') = :'alice_msg'
        AS alice_repeat_returns_her_message;
 RESET ROLE;
-SELECT role, input->>'who' AS who, state FROM ductape.jobs WHERE idempotency_key = 'order-42' ORDER BY id;
+SELECT role, input->>'who' AS who, state = 'scheduled' AS scheduled FROM ductape.jobs WHERE idempotency_key = 'order-42' ORDER BY id;
 SELECT role, payload->>'who' AS who FROM ductape.messages WHERE idempotency_key = 'order-42' ORDER BY created_at, role;
 
 -- Workflow runs: keys per role as well.
@@ -123,6 +123,17 @@ SELECT ductape.webhook_url('bnd', 'in') LIKE 'http://%/webhooks/%' AS url;
 RESET ROLE;
 SELECT role FROM ductape.webhook_subscriptions WHERE id = :sub;
 SELECT role FROM ductape._webhook_tokens WHERE app = 'bnd';
+-- another admin subscribing the same handler cannot take the subscription over
+CREATE ROLE dt_b_admin3;
+SELECT ductape.grant_admin('dt_b_admin3');
+GRANT USAGE ON SCHEMA dt_b TO dt_b_admin3;
+SET ROLE dt_b_admin3;
+SELECT expect_error($$SELECT ductape.webhook_subscribe('bnd', 'in', '*', 'dt_b.h(jsonb)')$$);
+RESET ROLE;
+SELECT role FROM ductape.webhook_subscriptions WHERE id = :sub;
+SET ROLE dt_b_admin;
+SELECT ductape.webhook_subscribe('bnd', 'in', '*', 'dt_b.h(jsonb)') = :sub AS same_subscriber_same_id;
+RESET ROLE;
 REVOKE EXECUTE ON FUNCTION dt_b.h(jsonb) FROM PUBLIC;
 CREATE ROLE dt_b_admin2;
 SELECT ductape.grant_admin('dt_b_admin2');
@@ -135,6 +146,37 @@ SELECT ductape.webhook_unsubscribe(:sub);
 SELECT expect_error(format('SELECT ductape.webhook_unsubscribe(%s)', :sub));
 RESET ROLE;
 
+-- Workflows: a definition records its definer, whose rights its sql steps
+-- run with; admins cannot rewrite one behind the definer's back.
+SET ROLE dt_b_admin;
+SELECT ductape.workflow_define('{"tag": "bnd-who", "steps": [{"tag": "s", "type": "sql", "sql": "select current_user::text as who"}],
+                                 "output": "$Step{s}{who}"}');
+SELECT expect_error($$UPDATE ductape.workflows SET spec = spec WHERE tag = 'bnd-who'$$);
+SELECT expect_error($$DELETE FROM ductape.workflows WHERE tag = 'bnd-who'$$);
+RESET ROLE;
+SELECT tag, role FROM ductape.workflows WHERE tag = 'bnd-who';
+SET ROLE dt_b_alice;
+SELECT ductape.workflow_start('bnd-who') AS who_run \gset
+RESET ROLE;
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        EXIT WHEN (SELECT state <> 'running' FROM ductape.workflow_runs WHERE tag = 'bnd-who');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT state, role AS started_by, definer, output #>> '{}' AS sql_ran_as FROM ductape.workflow_runs WHERE id = :who_run;
+-- workflow_drop: unknown, active runs, then gone
+SET ROLE dt_b_admin;
+SELECT expect_error($$SELECT ductape.workflow_drop('no-such-flow')$$);
+SELECT ductape.workflow_define('{"tag": "bnd-nap", "steps": [{"tag": "z", "type": "sleep", "seconds": 60}]}');
+SELECT ductape.workflow_start('bnd-nap') AS nap_run \gset
+SELECT expect_error($$SELECT ductape.workflow_drop('bnd-nap')$$);
+SELECT ductape.workflow_cancel(:nap_run);
+SELECT ductape.workflow_drop('bnd-nap');
+SELECT count(*) AS nap_left FROM ductape.workflows WHERE tag = 'bnd-nap';
+RESET ROLE;
+
 -- ---- internals only ductape may call ----
 SELECT expect_error($$SELECT ductape._caller()$$);
 SELECT expect_error($$SELECT ductape._workflow_sql('postgres', 'select 1')$$);
@@ -144,6 +186,31 @@ SELECT expect_error($$SELECT ductape._workflow_sql('postgres', 'select 1')$$);
 SELECT expect_error($$SELECT ductape._workflow_start('bnd-flow', '{}', NULL, NULL, NULL)$$);
 SELECT expect_error($$SELECT ductape._webhook_subscribe('bnd', 'in', '*', 'dt_b.h(jsonb)')$$);
 RESET ROLE;
+
+-- Every C function of the schema called with NULL arguments (those that
+-- take any) answers or raises: none reaches its C code with a NULL.
+-- (rotate_master_key and the workers' wake-up take no arguments; not called.)
+DO $$
+DECLARE
+    f record;
+    n integer := 0;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure AS fn, p.pronargs
+               FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace
+              WHERE s.nspname = 'ductape' AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')
+                AND p.pronargs > 0 AND p.prorettype <> 'trigger'::regtype
+              ORDER BY 1 LOOP
+        BEGIN
+            EXECUTE format('SELECT %s(%s)', regexp_replace(f.fn::text, '\(.*$', ''),
+                           array_to_string(array_fill('NULL'::text, ARRAY[f.pronargs]), ', '));
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+        n := n + 1;
+    END LOOP;
+    RAISE NOTICE 'called % C functions with NULL arguments', n;
+END $$;
+SELECT 'still up' AS server;
 
 -- ---- stored definitions are checked by the loader ----
 -- (an admin may edit ductape.actions directly; a bad field is a clear error)
@@ -158,6 +225,14 @@ UPDATE ductape.actions SET spec = spec - 'success' || '{"method": "TRACE"}' WHER
 SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
 UPDATE ductape.actions SET spec = spec || '{"method": "POST", "headers": ["x"]}' WHERE app = 'bnd' AND tag = 'echo';
 SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
+UPDATE ductape.actions SET spec = spec - 'headers' WHERE app = 'bnd' AND tag = 'echo';
+UPDATE ductape.apps SET spec = spec || '{"auth": {}}' WHERE tag = 'bnd';
+SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
+UPDATE ductape.apps SET spec = spec || '{"auth": {"type": "bearer", "token": ["x"]}}' WHERE tag = 'bnd';
+SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
+UPDATE ductape.apps SET spec = spec || '{"auth": {"type": "magic"}}' WHERE tag = 'bnd';
+SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
+UPDATE ductape.apps SET spec = spec - 'auth' WHERE tag = 'bnd';
 UPDATE ductape.apps SET spec = jsonb_set(spec, '{envs,0,slug}', '7') WHERE tag = 'bnd';
 SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
 UPDATE ductape.apps SET spec = '[]' WHERE tag = 'bnd';
@@ -166,6 +241,6 @@ RESET ROLE;
 SELECT ductape.app_drop('bnd');
 
 DROP SCHEMA dt_b CASCADE;
-REASSIGN OWNED BY dt_b_admin, dt_b_admin2, dt_b_alice, dt_b_mallory TO CURRENT_USER;
-DROP OWNED BY dt_b_admin, dt_b_admin2, dt_b_alice, dt_b_mallory;
-DROP ROLE dt_b_admin, dt_b_admin2, dt_b_alice, dt_b_mallory;
+REASSIGN OWNED BY dt_b_admin, dt_b_admin2, dt_b_admin3, dt_b_alice, dt_b_mallory TO CURRENT_USER;
+DROP OWNED BY dt_b_admin, dt_b_admin2, dt_b_admin3, dt_b_alice, dt_b_mallory;
+DROP ROLE dt_b_admin, dt_b_admin2, dt_b_admin3, dt_b_alice, dt_b_mallory;

@@ -82,15 +82,24 @@ JsonbGetJsonb(Jsonb *j, const char *key)
 	return JsonbValueToJsonb(v);
 }
 
+/*
+ * An integer field, clamped to the int range (a stored 1e20 must not fail
+ * whoever reads it with 22003), or dflt when absent or not a number.
+ */
 int
 JsonbGetInt(Jsonb *j, const char *key, int dflt)
 {
 	JsonbValue *v = JsonbGetField(j, key);
+	Datum		n;
 
-	if (v == NULL || v->type != jbvNumeric)
+	if (v == NULL || v->type != jbvNumeric || numeric_is_nan(v->val.numeric))
 		return dflt;
-	return DatumGetInt32(DirectFunctionCall1(numeric_int4,
-											 NumericGetDatum(v->val.numeric)));
+	n = NumericGetDatum(v->val.numeric);
+	if (DatumGetBool(DirectFunctionCall2(numeric_gt, n, NumericGetDatum(int64_to_numeric(INT_MAX)))))
+		return INT_MAX;
+	if (DatumGetBool(DirectFunctionCall2(numeric_lt, n, NumericGetDatum(int64_to_numeric(INT_MIN)))))
+		return INT_MIN;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, n));
 }
 
 /* ---- reading the catalog as its owner ---- */
@@ -389,6 +398,20 @@ LoadApp(const char *tag)
 		StoredInvalid(tag, "/", "an app must be an object");
 	app->constants = StoredContainer(spec, "constants", false, tag, "");
 	app->auth = StoredContainer(spec, "auth", false, tag, "");
+	if (app->auth)
+	{
+		static const char *const strings[] = {"token", "in", "name", "value", "username", "password",
+			"grant", "token_url", "client_id", "client_secret", "scope", "refresh_token", "client_auth"};
+		char	   *type = StoredString(app->auth, "type", tag, "/auth", true);
+		int			k;
+
+		if (strcmp(type, "bearer") != 0 && strcmp(type, "api_key") != 0 &&
+			strcmp(type, "basic") != 0 && strcmp(type, "oauth2") != 0)
+			StoredInvalid(tag, "/auth/type", "must be bearer, api_key, basic or oauth2");
+		for (k = 0; k < lengthof(strings); k++)
+			(void) StoredString(app->auth, strings[k], tag, "/auth", false);
+		(void) StoredInt(app->auth, "refresh_buffer_s", 0, 0, INT_MAX, tag, "/auth");
+	}
 	app->retries = StoredContainer(spec, "retries", false, tag, "");
 	app->timeout_ms = StoredInt(spec, "timeout_ms", -1, 1, INT_MAX, tag, "");
 	app->idempotency_header = StoredString(spec, "idempotency_header", tag, "", false);

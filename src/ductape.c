@@ -286,6 +286,13 @@ DefineSettings(void)
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("ductape.user_code_timeout",
+							"Time a job callback, webhook handler or workflow sql step may run in a worker before it is cancelled.",
+							"The worker runs user code one piece at a time; this keeps one slow or hostile function from holding it.  Code that keeps catching the cancel is ended with the worker 10 s later (the worker restarts).  0: no limit.",
+							&ductape_user_code_timeout_ms, 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("ductape");
 }
 

@@ -397,6 +397,8 @@ typedef struct DtGate
 	int			save_nestlevel;
 } DtGate;
 
+extern int	ductape_user_code_timeout_ms;
+extern void GatePinSession(void);
 extern void GateEnter(DtGate *g, Oid role);
 extern void GateLeave(DtGate *g);
 extern Oid	GateCheckFunction(Oid fn, const char *what);

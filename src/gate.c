@@ -34,6 +34,14 @@
  * implementation is granted to nobody and _caller() fails outside a proxied
  * call, so the recorded role cannot be chosen by anyone.
  *
+ * User code also has a deadline, ductape.user_code_timeout: past it, it is
+ * cancelled, and if it keeps catching the cancel, the worker ends (and
+ * restarts), since the worker runs user code one piece at a time.
+ *
+ * The worker and the listener also pin their own session here
+ * (GatePinSession): settings a database owner can give the database
+ * (search_path, role, timeouts) do not reach ductape's own SQL.
+ *
  * May call: utilities, SPI, fmgr, the parser (to check that a sql step is
  * one SELECT), jobs.c's JobsDispatch (dispatch on a workflow's behalf).
  *
@@ -53,6 +61,7 @@
 #include "nodes/parsenodes.h"
 #include "parser/parse_func.h"
 #include "parser/parser.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -62,6 +71,8 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
 
 #include "ductape.h"
 
@@ -70,6 +81,106 @@ PG_FUNCTION_INFO_V1(dt_as_caller_hidden);
 PG_FUNCTION_INFO_V1(dt_caller);
 PG_FUNCTION_INFO_V1(dt_workflow_sql);
 PG_FUNCTION_INFO_V1(dt_workflow_dispatch_as);
+
+/* ---- the worker's own session ---- */
+
+/*
+ * Settings a worker or the listener holds whatever the database or a role
+ * says (ALTER DATABASE ... SET is the database owner's): its search_path,
+ * its role (none: the bootstrap superuser it connected as), and no timeout
+ * or read-only default that would fail its own work.  Set as the reset
+ * values too, at a level user code can only override inside the gate,
+ * where it is rolled back.
+ */
+void
+GatePinSession(void)
+{
+	static const char *const pins[][2] = {
+		{"search_path", "pg_catalog, pg_temp"},
+		{"role", "none"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(pins); i++)
+		SetConfigOption(pins[i][0], pins[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/* ---- the time user code may take ---- */
+
+int			ductape_user_code_timeout_ms = 60 * 1000;
+
+#define GATE_KILL_AFTER_FIRINGS 10	/* seconds of cancels ignored: end the worker */
+
+static TimeoutId GateTimeout = MAX_TIMEOUTS;
+static volatile sig_atomic_t GateOverdue = 0;
+
+/*
+ * Past the deadline, once a second: cancel what runs (QueryCancelPending,
+ * so that the next CHECK_FOR_INTERRUPTS raises), and when the code keeps
+ * catching that for GATE_KILL_AFTER_FIRINGS seconds, end the process as
+ * pg_terminate_backend would (the worker restarts and recovers its work).
+ * Runs in a signal handler: flags and the latch only.
+ */
+static void
+GateTimeoutHandler(void)
+{
+	GateOverdue++;
+	if (GateOverdue > GATE_KILL_AFTER_FIRINGS)
+		ProcDiePending = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+static void
+GateArm(void)
+{
+	GateOverdue = 0;
+	if (ductape_user_code_timeout_ms <= 0)
+		return;
+	if (GateTimeout == MAX_TIMEOUTS)
+		GateTimeout = RegisterTimeout(USER_TIMEOUT, GateTimeoutHandler);
+	enable_timeout_every(GateTimeout,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ductape_user_code_timeout_ms),
+						 1000);
+}
+
+static void
+GateDisarm(void)
+{
+	if (GateTimeout != MAX_TIMEOUTS)
+		disable_timeout(GateTimeout, false);
+}
+
+/*
+ * In PG_CATCH of a call through the gate: a cancel caused by the deadline
+ * says so, instead of "canceling statement due to user request".
+ */
+static void
+GateRethrow(MemoryContext cxt, const char *what)
+{
+	ErrorData  *ed;
+
+	if (GateOverdue == 0)
+		PG_RE_THROW();
+	MemoryContextSwitchTo(cxt);
+	ed = CopyErrorData();
+	FlushErrorState();
+	if (ed->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	{
+		ed->message = psprintf("%s ran longer than ductape.user_code_timeout (%d ms) and was cancelled",
+							   what, ductape_user_code_timeout_ms);
+		ed->detail = NULL;
+		ed->hint = pstrdup("Make it faster, or dispatch the slow work as a job of its own.");
+	}
+	GateOverdue = 0;
+	ReThrowError(ed);
+}
 
 /* ---- the gate ---- */
 
@@ -85,7 +196,7 @@ GateEnter(DtGate *g, Oid role)
 							 true, 0, false);
 }
 
-/* Also on the error path (PG_FINALLY): none of this depends on the transaction. */
+/* Also on the error path: none of this depends on the transaction. */
 void
 GateLeave(DtGate *g)
 {
@@ -140,7 +251,10 @@ GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 	Oid			nsp = GateCheckFunction(fn, what);
 	DtGate		gate;
 
+	MemoryContext here = CurrentMemoryContext;
+
 	GateEnter(&gate, role);
+	GateArm();
 	PG_TRY();
 	{
 		FmgrInfo	flinfo;
@@ -160,11 +274,15 @@ GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 		fcinfo->args[0].isnull = false;
 		(void) FunctionCallInvoke(fcinfo);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		GateDisarm();
 		GateLeave(&gate);
+		GateRethrow(here, psprintf("%s %s", what, format_procedure(fn)));
 	}
 	PG_END_TRY();
+	GateDisarm();
+	GateLeave(&gate);
 }
 
 /*
@@ -181,6 +299,7 @@ GateSelect(Oid role, const char *sql)
 	DtGate		gate;
 
 	GateEnter(&gate, role);
+	GateArm();
 	PG_TRY();
 	{
 		List	   *parsed = raw_parser(sql, RAW_PARSE_DEFAULT);
@@ -210,11 +329,15 @@ GateSelect(Oid role, const char *sql)
 		}
 		SPI_finish();
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		GateDisarm();
 		GateLeave(&gate);
+		GateRethrow(here, "a workflow sql step");
 	}
 	PG_END_TRY();
+	GateDisarm();
+	GateLeave(&gate);
 	return result;
 }
 
@@ -242,7 +365,7 @@ EngineOnly(const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("%s is for ductape's workflow engine only", what),
-				 errdetail("It runs in the database worker, as the role that started the run.")));
+				 errdetail("The database worker calls it while it advances a workflow run.")));
 }
 
 static Oid
@@ -253,11 +376,11 @@ RunRole(Name role)
 	if (!OidIsValid(oid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role \"%s\" that started the run no longer exists", NameStr(*role))));
+				 errmsg("role \"%s\" of the workflow run no longer exists", NameStr(*role))));
 	return oid;
 }
 
-/* _workflow_sql(role name, sql text) returns jsonb: a sql step, as the run's role. */
+/* _workflow_sql(role name, sql text) returns jsonb: a sql step, as the workflow's definer. */
 Datum
 dt_workflow_sql(PG_FUNCTION_ARGS)
 {

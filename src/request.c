@@ -560,6 +560,8 @@ ApplyAuth(DtApp *app, ResolveCtx *ctx, List **headers, List **query,
 	if (app->auth == NULL)
 		return;
 	type = JsonbGetString(app->auth, "type");
+	if (type == NULL)			/* (the loader refuses such an app) */
+		return;
 	if (strcmp(type, "bearer") == 0)
 	{
 		char	   *token = ResolveString(app->auth, "token", ctx, sensitive);

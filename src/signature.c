@@ -410,11 +410,19 @@ JsonbHeader(void *arg, const char *name)
 Datum
 dt_signature_check(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *verify = PG_GETARG_JSONB_P(0);
+	Jsonb	   *verify;
 	char	   *secret = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	Jsonb	   *headers = PG_GETARG_JSONB_P(2);
-	text	   *body = PG_GETARG_TEXT_PP(3);
-	TimestampTz at = PG_GETARG_TIMESTAMPTZ(4);
+	Jsonb	   *headers;
+	text	   *body;
+	TimestampTz at;
+
+	/* (no secret is a verdict of its own; the rest must be given) */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		PG_RETURN_NULL();
+	verify = PG_GETARG_JSONB_P(0);
+	headers = PG_GETARG_JSONB_P(2);
+	body = PG_GETARG_TEXT_PP(3);
+	at = PG_GETARG_TIMESTAMPTZ(4);
 
 	PG_RETURN_TEXT_P(cstring_to_text(
 		SignatureResultText(SignatureVerify(verify, secret, JsonbHeader, headers,

@@ -1327,11 +1327,10 @@ ductape_listener_main(Datum arg)
 
 	/*
 	 * This session is the bootstrap superuser's: nothing a database owner
-	 * can create (in schema public, say) may be found by name.  At session
-	 * level, above the configuration file and ALTER DATABASE/ROLE settings,
-	 * and below a function's own SET clause.
+	 * can create (in schema public, say) or set for the database
+	 * (search_path, role, timeouts) may reach its SQL (gate.c).
 	 */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	GatePinSession();
 	pgstat_report_appname("ductape webhook listener");
 
 	ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
@@ -1549,31 +1548,6 @@ ParkUnwantedEvents(void)
 }
 
 /*
- * The worker's session has the database's search_path, which its owner can
- * set (ALTER DATABASE ... SET search_path = public, pg_catalog); the
- * statements below name their functions and operators with their schema,
- * but ductape._type_matches, inlined into them, does not.  So they run with
- * search_path pinned to pg_catalog, pg_temp, restored by UnpinSearchPath or
- * by the transaction's end.  The handlers are not run under it.
- */
-static int
-PinSearchPath(void)
-{
-	int			nest = NewGUCNestLevel();
-
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	return nest;
-}
-
-static void
-UnpinSearchPath(int nest)
-{
-	AtEOXact_GUC(true, nest);
-}
-
-/*
  * Run the handlers of due events.  Called by the database's worker when the
  * listener stored events and once a second for retries; returns how many
  * events it took (HANDLER_BATCH means there may be more).
@@ -1585,11 +1559,9 @@ WebhooksHandleDue(void)
 	List	   *due = NIL;
 	ListCell   *lc;
 	uint64		i;
-	int			nest;
 
 	WorkerBeginWork("ductape: claiming webhook events");
 	SPI_connect();
-	nest = PinSearchPath();
 	ParkUnwantedEvents();
 	if (SPI_execute("WITH due AS ("
 					"  SELECT e.* FROM ductape.webhook_events e"
@@ -1632,7 +1604,6 @@ WebhooksHandleDue(void)
 		ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
 		due = lappend(due, ev);
 	}
-	UnpinSearchPath(nest);
 	SPI_finish();
 	WorkerEndWork();
 	MemoryContextSwitchTo(here);
@@ -1686,8 +1657,6 @@ WebhooksHandleDue(void)
 				nulls[2] = 'n';
 			a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
 			a[4] = Int64GetDatum(delay_ms);
-			/* (after format_procedure, which names the handler as the session sees it) */
-			nest = PinSearchPath();
 			if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
 									  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "
 									  "  attempts = attempts OPERATOR(pg_catalog.+) 1, error = $3, "
@@ -1700,7 +1669,6 @@ WebhooksHandleDue(void)
 									  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record webhook handlers");
 		}
-		UnpinSearchPath(nest);
 		SPI_finish();
 		WorkerEndWork();
 		MemoryContextSwitchTo(here);

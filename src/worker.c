@@ -326,7 +326,7 @@ ductape_db_worker_main(Datum arg)
 	 * picked up by it.  User code runs only through the gate (gate.c), whose
 	 * settings never outlive it.
 	 */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	GatePinSession();
 	GateMarkEngineProcess();
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));

@@ -23,6 +23,7 @@ use Test::More;
 use FindBin;
 use lib $FindBin::Bin;
 use DuctapeTest;
+use Time::HiRes qw(time sleep);
 
 my $api = api_url();
 my $node = ductape_node('boundary');
@@ -84,8 +85,13 @@ SELECT ductape.workflow_define('{"tag": "reset", "steps": [{"tag": "s", "type": 
 SELECT ductape.workflow_define('{"tag": "multi", "steps": [{"tag": "s", "type": "sql", "sql": "SELECT 1; ALTER ROLE adm SUPERUSER"}]}');
 SELECT ductape.workflow_define('{"tag": "who", "steps": [{"tag": "s", "type": "sql",
   "sql": "SELECT current_user::text AS who, session_user::text AS session"}], "output": "$Step{s}{who}"}');
-SELECT ductape.workflow_start('inject') > 0, ductape.workflow_start('reset') > 0, ductape.workflow_start('who') > 0,
+SELECT ductape.workflow_start('inject') > 0, ductape.workflow_start('reset') > 0,
        ductape.workflow_start('multi') > 0;
+RESET ROLE;
+-- (a usage role starts the admin's workflow: its sql step is the admin's code
+-- and runs as the admin, never with the starter's rights)
+SET ROLE app1;
+SELECT ductape.workflow_start('who') > 0;
 });
 ok(poll("SELECT count(*) FROM ductape.workflow_runs WHERE state <> 'running'", '4'), '2: the runs ended');
 is(superuser('adm'), 'f', '2: neither a pasted statement nor RESET ROLE in a step makes the admin a superuser');
@@ -98,8 +104,11 @@ is($node->safe_psql('postgres', "SELECT state || ': ' || coalesce(error, '') FRO
 like($node->safe_psql('postgres', "SELECT error FROM ductape.workflow_runs WHERE tag = 'reset'"),
 	qr/cannot set parameter "role" within security-(restricted operation|definer function)/,
 	'2: RESET ROLE inside a step is refused');
-is($node->safe_psql('postgres', "SELECT output #>> '{}' FROM ductape.workflow_runs WHERE tag = 'who'"), 'adm',
-	'2: a step runs as the role that started the run');
+is($node->safe_psql('postgres', "SELECT role || ' ' || (output #>> '{}') FROM ductape.workflow_runs WHERE tag = 'who'"), 'app1 adm',
+	'2: a run is its starter\'s, its sql step runs as the workflow\'s definer');
+# nobody rewrites a workflow's code behind its definer's back
+my ($wret, $wout, $werr) = $node->psql('postgres', q{SET ROLE adm; UPDATE ductape.workflows SET spec = spec WHERE tag = 'who'});
+like($werr, qr/permission denied for table workflows/, '2: admins cannot edit a definition directly');
 
 # ---- 3: nobody can say whom a handler runs as but ductape ----
 my ($ret, $out, $err) = $node->psql('postgres', q{
@@ -119,8 +128,10 @@ is($node->safe_psql('postgres', "SELECT string_agg(val, ',') FROM public.seen WH
 
 # ---- 4: a workflow started from a callback runs as the callback's role ----
 $node->safe_psql('postgres', q{
+SET ROLE adm;
 SELECT ductape.workflow_define('{"tag": "who2", "steps": [{"tag": "s", "type": "sql",
   "sql": "SELECT current_user::text AS who"}], "output": "$Step{s}{who}"}');
+RESET ROLE;
 GRANT EXECUTE ON FUNCTION ductape.workflow_start(text, jsonb, text, text, text) TO app1;
 SET ROLE app1;
 CREATE FUNCTION app1.starts(job jsonb) RETURNS void LANGUAGE sql AS $$ SELECT ductape.workflow_start('who2') $$;
@@ -129,13 +140,30 @@ SELECT ductape.dispatch('b', 'ping', on_success => 'app1.starts(jsonb)') IS NOT 
 ok(poll("SELECT count(*) FROM ductape.workflow_runs WHERE tag = 'who2' AND state <> 'running'", '1'),
 	'4: the run started by a callback ended');
 is($node->safe_psql('postgres', "SELECT role || ' ' || coalesce(output #>> '{}', error) FROM ductape.workflow_runs WHERE tag = 'who2'"),
-	'app1 app1', '4: it runs as the callback\'s role, not as the worker\'s superuser');
+	'app1 adm', '4: it is the callback\'s role\'s run (and its sql step the definer\'s), not the worker\'s superuser\'s');
 
 # ---- 5: a database owner's operator never runs as the worker ----
 $node->safe_psql('postgres', q{
 CREATE ROLE dbo LOGIN;
 CREATE DATABASE owned OWNER dbo;
 });
+# the owner also gives the database settings the worker connects with
+$node->safe_psql('owned', q{
+SET ROLE dbo;
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_user <> 'dbo' THEN
+        EXECUTE 'ALTER ROLE dbo SUPERUSER';
+    END IF;
+    RETURN pg_catalog.now();
+END $$;
+ALTER DATABASE owned SET search_path = public, pg_catalog;
+ALTER DATABASE owned SET role = 'dbo';
+ALTER DATABASE owned SET statement_timeout = '1ms';
+ALTER DATABASE owned SET default_transaction_read_only = on;
+});
+# (this test's own sessions there override them from the client)
+$ENV{PGOPTIONS} = '-c statement_timeout=0 -c default_transaction_read_only=off -c role=none';
 $node->safe_psql('owned', q{
 CREATE EXTENSION ductape;
 SELECT ductape.grant_usage('dbo');
@@ -157,8 +185,10 @@ END $$;
 CREATE OPERATOR public.= (LEFTARG = ductape.job_state, RIGHTARG = ductape.job_state, FUNCTION = public.state_eq);
 });
 $node->safe_psql('owned', q{SELECT count(ductape.dispatch('b', 'ping')) FROM generate_series(1, 5)});
-ok(poll_until($node, 'owned', "SELECT count(*) FROM ductape.jobs WHERE state = 'succeeded'", '5'), '5: jobs ran');
-is(superuser('dbo'), 'f', '5: an operator in public never runs as the worker');
+ok(poll_until($node, 'owned', "SELECT count(*) FROM ductape.jobs WHERE state::text = 'succeeded'", '5'),
+	'5: jobs ran, whatever the database\'s settings (role, search_path, statement_timeout, read only)');
+is(superuser('dbo'), 'f', '5: neither an operator nor a now() in public runs as the worker');
+delete $ENV{PGOPTIONS};
 
 # ---- a callback cannot leave anything behind in the worker's session ----
 $node->safe_psql('postgres', q{
@@ -233,6 +263,45 @@ like($node->safe_psql('postgres', "SELECT val FROM public.seen WHERE what = 'set
 	qr/cannot set parameter "role" within security-(restricted operation|definer function)/, 'a callback cannot SET ROLE');
 like($node->safe_psql('postgres', "SELECT val FROM public.seen WHERE what = 'temp'"),
 	qr/cannot create temporary table within security-restricted operation/, 'a callback cannot create temp tables');
+
+# ---- user code has a deadline: one slow callback does not hold the worker ----
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET ductape.user_code_timeout = '2s';
+SELECT pg_reload_conf();
+CREATE FUNCTION app1.slow(job jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(600) $$;
+ALTER FUNCTION app1.slow(jsonb) OWNER TO app1;
+CREATE FUNCTION app1.stubborn(job jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM pg_sleep(600);
+        EXCEPTION WHEN query_canceled THEN
+            INSERT INTO public.seen (what, val) VALUES ('stubborn', 'caught a cancel');
+        END;
+    END LOOP;
+END $$;
+ALTER FUNCTION app1.stubborn(jsonb) OWNER TO app1;
+});
+sleep 1;
+my $t0 = time();
+$node->safe_psql('postgres', q{SET ROLE app1; SELECT ductape.dispatch('b', 'ping', on_success => 'app1.slow(jsonb)') IS NOT NULL});
+sleep 0.3;
+$node->safe_psql('postgres', q{SELECT ductape.dispatch('b', 'ping', '{"k": "after-slow"}') IS NOT NULL});
+ok(poll("SELECT count(*) FROM ductape.jobs WHERE input->>'k' = 'after-slow' AND state = 'succeeded'", '1', 30),
+	'another job runs after the slow callback is cancelled');
+my $waited = time() - $t0;
+note(sprintf('the job behind a 600 s callback finished after %.1f s', $waited));
+cmp_ok($waited, '<', 20, 'within the user code timeout, not the callback\'s 600 s');
+my $log = slurp_file($node->logfile);
+like($log, qr/job callback app1\.slow\(jsonb\) ran longer than ductape\.user_code_timeout \(2000 ms\) and was cancelled/,
+	'the log says which callback was cancelled and why');
+# a callback that catches every cancel ends with the worker, which restarts
+$node->safe_psql('postgres', q{SET ROLE app1; SELECT ductape.dispatch('b', 'ping', on_success => 'app1.stubborn(jsonb)') IS NOT NULL});
+sleep 0.3;
+$node->safe_psql('postgres', q{SELECT ductape.dispatch('b', 'ping', '{"k": "after-stubborn"}') IS NOT NULL});
+ok(poll("SELECT count(*) FROM ductape.jobs WHERE input->>'k' = 'after-stubborn' AND state = 'succeeded'", '1', 60),
+	'a callback that keeps catching the cancel does not hold the worker for good');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET ductape.user_code_timeout; SELECT pg_reload_conf()});
 
 $node->stop;
 done_testing();
