@@ -44,6 +44,8 @@ CREATE ROLE dt_up_user;
 SELECT ductape.grant_usage('dt_up_user');
 SELECT ductape.endpoint_create(current_setting('ductape_test.api') || '/echo/hook', description => 'from 0.1.0') AS endpoint_id \gset
 SELECT ductape.dispatch('up', 'echo', '{"n": 1}', run_at => now() + interval '1 hour') AS job_id \gset
+SELECT ductape.workflow_define('{"tag": "up-flow", "steps": [{"tag": "s", "type": "sql", "sql": "select current_user::text as who"}],
+                                 "output": "$Step{s}{who}"}');
 SELECT ductape.run('up', 'echo', '{"n": 1}')->>'path' AS path_under_0_1_0;
 SELECT ductape.version();
 \echo :LAST_ERROR_SQLSTATE
@@ -84,6 +86,27 @@ SELECT ductape.run('up', 'echo', '{"n": 3}')->>'path' AS path_as_usage_role,
 RESET ROLE;
 SELECT state, input FROM ductape.jobs WHERE id = :job_id;
 SELECT url LIKE '%/echo/hook' AS endpoint_kept, description FROM ductape.endpoints WHERE id = :endpoint_id;
+-- a workflow defined before 0.3.0 does not say who defined it: the update
+-- warned, its sql step fails until it is defined again, then runs as the definer
+SELECT ductape.workflow_start('up-flow') AS old_run \gset
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        EXIT WHEN (SELECT state <> 'running' FROM ductape.workflow_runs WHERE tag = 'up-flow');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT state, error FROM ductape.workflow_runs WHERE id = :old_run;
+SELECT ductape.workflow_define(spec) FROM ductape.workflows WHERE tag = 'up-flow';
+SELECT ductape.workflow_start('up-flow') AS new_run \gset
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        EXIT WHEN (SELECT state <> 'running' FROM ductape.workflow_runs WHERE tag = 'up-flow' AND id = (SELECT max(id) FROM ductape.workflow_runs));
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT state, output #>> '{}' = current_user AS ran_as_definer FROM ductape.workflow_runs WHERE id = :new_run;
 -- keys are per role now: the other role gets its own job and message, the
 -- first role still gets its own back
 SET ROLE dt_up_other;
