@@ -14,6 +14,16 @@
  * applied.  A syntax error reports its line and column; either way the
  * error is 22023 and nothing is stored.
  *
+ * Nesting: a document whose arrays and objects (mappings and sequences)
+ * nest more than MAX_DOC_DEPTH levels deep is refused with 22023 and the
+ * line where it goes too deep, before anything recursive sees it: JSON by
+ * a scan of the text ahead of jsonb_in (whose own limit is the stack, with
+ * a message that says nothing about the document), YAML by a pass of
+ * libyaml's event parser ahead of its loader (whose scanner takes time
+ * quadratic in the nesting of [ and {, 50 seconds for 100,000 levels).
+ * Expanding aliases cannot go deeper either, and the walk of _json_refs
+ * has the same limit; every recursive function calls check_stack_depth().
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -30,7 +40,8 @@
 #include "ductape.h"
 
 #define MAX_YAML_VALUES 1000000
-#define MAX_YAML_DEPTH 512
+/* arrays and objects inside one another in a document, at most */
+#define MAX_DOC_DEPTH 512
 
 typedef struct YamlCtx
 {
@@ -232,12 +243,19 @@ YamlPush(YamlCtx *cx, JsonbParseState **st, yaml_node_t *node, JsonbIteratorToke
 
 	check_stack_depth();
 	CHECK_FOR_INTERRUPTS();
-	if (++cx->values > MAX_YAML_VALUES || depth > MAX_YAML_DEPTH)
+	if (++cx->values > MAX_YAML_VALUES)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is not valid: it expands to more than %d values or %d levels",
-						cx->what, MAX_YAML_VALUES, MAX_YAML_DEPTH),
+				 errmsg("%s is not valid: it expands to more than %d values",
+						cx->what, MAX_YAML_VALUES),
 				 errhint("Aliases (*name) that repeat large parts of the document multiply its size.")));
+	/* (YamlCheckNesting saw the document; aliases can nest it deeper) */
+	if (depth > MAX_DOC_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not valid: line %lu: with its aliases expanded, mappings and sequences nest more than %d levels deep",
+						cx->what, (unsigned long) (node ? node->start_mark.line + 1 : 0), MAX_DOC_DEPTH),
+				 errhint("An alias (*name) inside the node it names repeats it without end.")));
 	if (node == NULL)
 	{
 		v.type = jbvNull;
@@ -283,6 +301,60 @@ YamlPush(YamlCtx *cx, JsonbParseState **st, yaml_node_t *node, JsonbIteratorToke
 	return res;
 }
 
+/*
+ * Refuse a YAML document whose mappings and sequences nest more than
+ * MAX_DOC_DEPTH levels deep, with the line where it goes too deep.  The
+ * event parser stops there, before libyaml's loader (which would build the
+ * whole graph, slowly: see the top of the file) and YamlPush.  Syntax
+ * errors are left to the loader, which reports them the same way as ever.
+ */
+static void
+YamlCheckNesting(const char *text, size_t len, const char *what)
+{
+	yaml_parser_t parser;
+	yaml_event_t event;
+	int			depth = 0;
+	bool		done = false;
+	unsigned long too_deep = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		elog(ERROR, "could not initialize the YAML parser");
+	yaml_parser_set_input_string(&parser, (const unsigned char *) text, len);
+	/* no ereport in this loop: the parser and the event are malloc'd */
+	while (!done && yaml_parser_parse(&parser, &event))
+	{
+		switch (event.type)
+		{
+			case YAML_SEQUENCE_START_EVENT:
+			case YAML_MAPPING_START_EVENT:
+				if (++depth > MAX_DOC_DEPTH)
+				{
+					too_deep = (unsigned long) event.start_mark.line + 1;
+					done = true;
+				}
+				break;
+			case YAML_SEQUENCE_END_EVENT:
+			case YAML_MAPPING_END_EVENT:
+				depth--;
+				break;
+			case YAML_DOCUMENT_END_EVENT:	/* the loader reads the first only */
+			case YAML_STREAM_END_EVENT:
+				done = true;
+				break;
+			default:
+				break;
+		}
+		yaml_event_delete(&event);
+	}
+	yaml_parser_delete(&parser);
+	if (too_deep > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is not valid: line %lu: mappings and sequences nest more than %d levels deep",
+						what, too_deep, MAX_DOC_DEPTH),
+				 errhint("ductape reads documents nested at most %d levels deep.", MAX_DOC_DEPTH)));
+}
+
 static Jsonb *
 YamlToJsonb(const char *text, size_t len, const char *what)
 {
@@ -295,6 +367,7 @@ YamlToJsonb(const char *text, size_t len, const char *what)
 	volatile bool loaded = false;
 	Jsonb	   *volatile result = NULL;
 
+	YamlCheckNesting(text, len, what);
 	if (!yaml_parser_initialize(&parser))
 		elog(ERROR, "could not initialize the YAML parser");
 	yaml_parser_set_input_string(&parser, (const unsigned char *) text, len);
@@ -334,6 +407,48 @@ YamlToJsonb(const char *text, size_t len, const char *what)
 	return result;
 }
 
+/*
+ * Refuse JSON text whose arrays and objects nest more than MAX_DOC_DEPTH
+ * levels deep, with the line where it goes too deep, before jsonb_in
+ * recurses into it.  Brackets inside strings do not count; whether the
+ * text is JSON at all is jsonb_in's to say.
+ */
+static void
+JsonCheckNesting(const char *text, const char *what)
+{
+	const char *p;
+	int			depth = 0;
+	unsigned long line = 1;
+	bool		in_string = false;
+
+	for (p = text; *p; p++)
+	{
+		if (*p == '\n')
+			line++;
+		if (in_string)
+		{
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '"')
+				in_string = false;
+			continue;
+		}
+		if (*p == '"')
+			in_string = true;
+		else if (*p == '[' || *p == '{')
+		{
+			if (++depth > MAX_DOC_DEPTH)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s is not valid JSON: line %lu: arrays and objects nest more than %d levels deep",
+								what, line, MAX_DOC_DEPTH),
+						 errhint("ductape reads documents nested at most %d levels deep.", MAX_DOC_DEPTH)));
+		}
+		else if (*p == ']' || *p == '}')
+			depth--;
+	}
+}
+
 /* JSON through jsonb_in; its syntax error becomes our 22023. */
 static Jsonb *
 JsonToJsonb(char *text, const char *what)
@@ -341,6 +456,7 @@ JsonToJsonb(char *text, const char *what)
 	MemoryContext mcx = CurrentMemoryContext;
 	Jsonb	   *volatile result = NULL;
 
+	JsonCheckNesting(text, what);
 	PG_TRY();
 	{
 		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
@@ -391,8 +507,23 @@ typedef struct RefWalk
 	StringInfoData path;
 } RefWalk;
 
+/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
+static char *
+ShortPointer(StringInfo path)
+{
+	int			cut;
+
+	if (path->len == 0)
+		return "/";
+	if (path->len <= 60)
+		return pstrdup(path->data);
+	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
+		;
+	return psprintf("%.*s/...", cut, path->data);
+}
+
 static void
-WalkRefs(RefWalk *w, JsonbContainer *c)
+WalkRefs(RefWalk *w, JsonbContainer *c, int depth)
 {
 	JsonbIterator *it = JsonbIteratorInit(c);
 	JsonbIteratorToken r;
@@ -402,6 +533,13 @@ WalkRefs(RefWalk *w, JsonbContainer *c)
 	bool		is_object = JsonContainerIsObject(c);
 
 	check_stack_depth();
+	if (depth > MAX_DOC_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the document nests more than %d levels deep", MAX_DOC_DEPTH),
+				 errdetail("The array or object at %s is nested %d levels deep.",
+						   ShortPointer(&w->path), depth),
+				 errhint("ductape reads documents nested at most %d levels deep.", MAX_DOC_DEPTH)));
 	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (r == WJB_KEY)
@@ -433,7 +571,7 @@ WalkRefs(RefWalk *w, JsonbContainer *c)
 		if (r != WJB_VALUE && r != WJB_ELEM)
 			continue;
 		if (v.type == jbvBinary)
-			WalkRefs(w, v.val.binary.data);
+			WalkRefs(w, v.val.binary.data, depth + 1);
 		else if (is_object && r == WJB_VALUE && v.type == jbvString &&
 				 w->path.len - saved == 5 && strcmp(w->path.data + saved, "/$ref") == 0)
 		{
@@ -466,6 +604,6 @@ dt_json_refs(PG_FUNCTION_ARGS)
 	w.desc = rsinfo->setDesc;
 	initStringInfo(&w.path);
 	if (!JB_ROOT_IS_SCALAR(doc))
-		WalkRefs(&w, &doc->root);
+		WalkRefs(&w, &doc->root, 1);
 	return (Datum) 0;
 }

@@ -26,6 +26,18 @@
  * as true/false (inside anyOf, oneOf and not) validation stops at the first
  * violation.
  *
+ * Nesting (every recursive function here also calls check_stack_depth()):
+ *	  - at define time, schemas nested in one another more than
+ *		SCHEMA_MAX_NESTING levels deep are a problem listed with the pointer
+ *		of the first one too deep (22023 from app_define and the others, like
+ *		every problem with a schema), and so is a chain of more than
+ *		SCHEMA_MAX_APPLY schemas applied to the same value ($ref, allOf, ...);
+ *	  - when validating, more than SCHEMA_MAX_APPLY schemas applied inside
+ *		one another (a recursive schema and a deep value) stop validation with
+ *		54001 (statement_too_complex) and the instance pointer where it
+ *		happened, like the 54000 of the step limit: the value is not wrong,
+ *		it is too much to check.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -40,6 +52,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
 #include "utils/numeric.h"
 
 #include "ductape.h"
@@ -49,6 +62,10 @@
 /* schemas applied to one value, at most: a guard against a $ref graph that
  * multiplies (each level referring to the next twice) */
 #define MAX_VALIDATE_STEPS 1000000
+/* schemas inside one another in a schema, at most (define time) */
+#define SCHEMA_MAX_NESTING 100
+/* schemas applied inside one another while validating one value, at most */
+#define SCHEMA_MAX_APPLY 1000
 
 typedef struct SchemaCtx
 {
@@ -57,6 +74,7 @@ typedef struct SchemaCtx
 	int			nerrors;
 	int			hops;			/* $refs followed without descending */
 	long		steps;			/* Validate calls so far */
+	int			depth;			/* Validate calls open */
 } SchemaCtx;
 
 /* in a probe (no error buffer) the first violation decides */
@@ -219,6 +237,21 @@ PathPop(StringInfo path, int saved)
 {
 	path->len = saved;
 	path->data[saved] = '\0';
+}
+
+/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
+static char *
+ShortPointer(StringInfo path)
+{
+	int			cut;
+
+	if (path->len == 0)
+		return "/";
+	if (path->len <= 60)
+		return pstrdup(path->data);
+	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
+		;
+	return psprintf("%.*s/...", cut, path->data);
 }
 
 /*
@@ -1020,14 +1053,16 @@ CheckCombinators(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo 
 
 /* ---- the validator ---- */
 
+static bool ValidateOne(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path);
+
+/*
+ * Apply one schema to one value: ValidateOne, within the limits on steps
+ * and on nesting.
+ */
 static bool
 Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
 {
-	JsonbContainer *s;
-	JsonbValue	buf, buf2;
-	JsonbValue *v;
-	bool		ok = true;
-	bool		nullable;
+	bool		ok;
 
 	check_stack_depth();
 	CHECK_FOR_INTERRUPTS();
@@ -1038,6 +1073,27 @@ Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
 						MAX_VALIDATE_STEPS),
 				 errdetail("Its $refs inside allOf, anyOf or oneOf apply the same schemas over and over."),
 				 errhint("Refer to each shared definition once per level.")));
+	if (cx->depth >= SCHEMA_MAX_APPLY)
+		ereport(ERROR,
+				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
+				 errmsg("the value nests too deeply to validate against the schema"),
+				 errdetail("Validating %s applies more than %d schemas inside one another.",
+						   ShortPointer(path), SCHEMA_MAX_APPLY),
+				 errhint("Send a value that nests less deeply, or a schema that does not refer to itself at each level.")));
+	cx->depth++;
+	ok = ValidateOne(cx, schema, inst, path);
+	cx->depth--;
+	return ok;
+}
+
+static bool
+ValidateOne(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
+{
+	JsonbContainer *s;
+	JsonbValue	buf, buf2;
+	JsonbValue *v;
+	bool		ok = true;
+	bool		nullable;
 
 	if (schema->type == jbvBool)
 		return schema->val.boolean ? true : Fail(cx, path, "no value is allowed here");
@@ -1140,6 +1196,7 @@ SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors)
 	cx.nerrors = 0;
 	cx.hops = 0;
 	cx.steps = 0;
+	cx.depth = 0;
 	if (JB_ROOT_IS_SCALAR(schema))
 		JsonbExtractScalar(&schema->root, &root);
 	else
@@ -1260,7 +1317,17 @@ SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *i
 
 /* ---- define-time check of a schema ---- */
 
-static void CheckSchema(JsonbContainer *root, JsonbValue *s, StringInfo path, List **problems);
+/* the state of one define-time check (SchemaCheck) */
+typedef struct CheckCtx
+{
+	JsonbContainer *root;		/* the whole schema, for "$ref" */
+	List	  **problems;
+	HTAB	   *loop_free;		/* schemas known not to come back to themselves */
+	bool		loop_reported;	/* a loop was reported (once is enough) */
+	bool		depth_reported; /* so was nesting too deep */
+} CheckCtx;
+
+static void CheckSchema(CheckCtx *cx, JsonbValue *s, StringInfo path, int depth);
 
 static void
 Problem(List **problems, StringInfo path, const char *fmt,...) pg_attribute_printf(3, 4);
@@ -1305,7 +1372,7 @@ PatternCompiles(JsonbValue *v, char **why)
 }
 
 static void
-CheckSchemaMap(JsonbContainer *root, JsonbValue *map, StringInfo path, List **problems, bool keys_are_patterns)
+CheckSchemaMap(CheckCtx *cx, JsonbValue *map, StringInfo path, int depth, bool keys_are_patterns)
 {
 	JsonbIterator *it;
 	JsonbIteratorToken r;
@@ -1314,7 +1381,7 @@ CheckSchemaMap(JsonbContainer *root, JsonbValue *map, StringInfo path, List **pr
 
 	if (!IsObject(map))
 	{
-		Problem(problems, path, "must be an object of schemas");
+		Problem(cx->problems, path, "must be an object of schemas");
 		return;
 	}
 	it = JsonbIteratorInit(map->val.binary.data);
@@ -1327,21 +1394,21 @@ CheckSchemaMap(JsonbContainer *root, JsonbValue *map, StringInfo path, List **pr
 		(void) JsonbIteratorNext(&it, &v, true);
 		saved = PathPushKey(path, k.val.string.val, k.val.string.len);
 		if (keys_are_patterns && !PatternCompiles(&k, &why))
-			Problem(problems, path, "invalid regular expression: %s", why);
-		CheckSchema(root, &v, path, problems);
+			Problem(cx->problems, path, "invalid regular expression: %s", why);
+		CheckSchema(cx, &v, path, depth + 1);
 		PathPop(path, saved);
 	}
 }
 
 static void
-CheckSchemaList(JsonbContainer *root, JsonbValue *list, StringInfo path, List **problems)
+CheckSchemaList(CheckCtx *cx, JsonbValue *list, StringInfo path, int depth)
 {
 	int			n,
 				i;
 
 	if (!IsArray(list) || JsonContainerSize(list->val.binary.data) == 0)
 	{
-		Problem(problems, path, "must be a non-empty array of schemas");
+		Problem(cx->problems, path, "must be a non-empty array of schemas");
 		return;
 	}
 	n = JsonContainerSize(list->val.binary.data);
@@ -1349,87 +1416,94 @@ CheckSchemaList(JsonbContainer *root, JsonbValue *list, StringInfo path, List **
 	{
 		int			saved = PathPushIndex(path, i);
 
-		CheckSchema(root, getIthJsonbValueFromContainer(list->val.binary.data, i), path, problems);
+		CheckSchema(cx, getIthJsonbValueFromContainer(list->val.binary.data, i), path, depth + 1);
 		PathPop(path, saved);
 	}
 }
 
-/*
- * The schemas already known not to come back to themselves (below), and
- * whether a loop was reported (once is enough); reset by each SchemaCheck.
- */
-static List *LoopFree = NIL;
-static bool LoopReported = false;
+typedef enum LoopResult
+{
+	LOOP_NONE,					/* validating never comes back here */
+	LOOP_FOUND,					/* it comes back to a schema on the way */
+	LOOP_TOO_LONG				/* more than SCHEMA_MAX_APPLY on the way */
+} LoopResult;
 
 /*
  * Does this schema come back to itself through keywords that apply to the
  * same value ($ref, allOf, anyOf, oneOf, not, if/then/else, schema-valued
  * dependencies)?  Validating would then never descend into the value and
- * never finish, so such a schema is refused when defined.  on_path holds the
- * schemas (their containers) being followed.
+ * never finish, so such a schema is refused when defined; so is a chain of
+ * more than SCHEMA_MAX_APPLY of them, which validation would refuse (and
+ * which would take this check as deep).  on_path holds the schemas (their
+ * containers) being followed, depth how many.
  */
-static bool
-LoopsBack(JsonbContainer *root, JsonbValue *schema, List **on_path)
+static LoopResult
+LoopsBack(CheckCtx *cx, JsonbValue *schema, List **on_path, int depth)
 {
 	static const char *const lists[] = {"allOf", "anyOf", "oneOf"};
 	static const char *const single[] = {"not", "if", "then", "else"};
 	JsonbContainer *c;
 	JsonbValue	buf;
 	JsonbValue *v;
-	bool		found = false;
+	LoopResult	found = LOOP_NONE;
+	bool		known;
 	int			i;
 
 	if (!IsObject(schema))
-		return false;
+		return LOOP_NONE;
 	c = schema->val.binary.data;
 	if (list_member_ptr(*on_path, c))
-		return true;
-	if (list_member_ptr(LoopFree, c))
-		return false;
+		return LOOP_FOUND;
+	(void) hash_search(cx->loop_free, &c, HASH_FIND, &known);
+	if (known)
+		return LOOP_NONE;
 	check_stack_depth();
+	if (depth > SCHEMA_MAX_APPLY)
+		return LOOP_TOO_LONG;
 	*on_path = lappend(*on_path, c);
 	if ((v = Field(c, "$ref", &buf)) != NULL)
 	{
 		/* the validator follows $ref alone */
 		const char *why;
 		JsonbValue *target = v->type == jbvString ?
-			ResolveRef(root, v->val.string.val, v->val.string.len, &why) : NULL;
+			ResolveRef(cx->root, v->val.string.val, v->val.string.len, &why) : NULL;
 
-		found = target != NULL && LoopsBack(root, target, on_path);
+		if (target != NULL)
+			found = LoopsBack(cx, target, on_path, depth + 1);
 	}
 	else
 	{
-		for (i = 0; i < lengthof(lists) && !found; i++)
+		for (i = 0; i < lengthof(lists) && found == LOOP_NONE; i++)
 			if ((v = Field(c, lists[i], &buf)) != NULL && IsArray(v))
 			{
 				JsonbContainer *arr = v->val.binary.data;
 				int			j;
 
-				for (j = 0; j < JsonContainerSize(arr) && !found; j++)
-					found = LoopsBack(root, getIthJsonbValueFromContainer(arr, j), on_path);
+				for (j = 0; j < JsonContainerSize(arr) && found == LOOP_NONE; j++)
+					found = LoopsBack(cx, getIthJsonbValueFromContainer(arr, j), on_path, depth + 1);
 			}
-		for (i = 0; i < lengthof(single) && !found; i++)
+		for (i = 0; i < lengthof(single) && found == LOOP_NONE; i++)
 			if ((v = Field(c, single[i], &buf)) != NULL)
-				found = LoopsBack(root, v, on_path);
-		if (!found && (v = Field(c, "dependencies", &buf)) != NULL && IsObject(v))
+				found = LoopsBack(cx, v, on_path, depth + 1);
+		if (found == LOOP_NONE && (v = Field(c, "dependencies", &buf)) != NULL && IsObject(v))
 		{
 			JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
 			JsonbIteratorToken r;
 			JsonbValue	dv;
 
-			while ((r = JsonbIteratorNext(&it, &dv, true)) != WJB_DONE && !found)
+			while (found == LOOP_NONE && (r = JsonbIteratorNext(&it, &dv, true)) != WJB_DONE)
 				if (r == WJB_VALUE)
-					found = LoopsBack(root, &dv, on_path);
+					found = LoopsBack(cx, &dv, on_path, depth + 1);
 		}
 	}
 	*on_path = list_delete_last(*on_path);
-	if (!found)
-		LoopFree = lappend(LoopFree, c);
+	if (found == LOOP_NONE)
+		(void) hash_search(cx->loop_free, &c, HASH_ENTER, NULL);
 	return found;
 }
 
 static void
-CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **problems)
+CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 {
 	static const char *const types[] = {"null", "boolean", "integer", "number", "string", "array", "object"};
 	JsonbIterator *it;
@@ -1437,20 +1511,40 @@ CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **pr
 	JsonbValue	k, v;
 
 	check_stack_depth();
+	if (depth > SCHEMA_MAX_NESTING)
+	{
+		/* (the pointer is shortened: it is hundreds of bytes by now) */
+		if (!cx->depth_reported)
+			*cx->problems = lappend(*cx->problems,
+									psprintf("%s: schemas nest more than %d levels deep here (a schema inside another, and so on)",
+											 ShortPointer(path), SCHEMA_MAX_NESTING));
+		cx->depth_reported = true;
+		return;
+	}
 	if (schema->type == jbvBool)
 		return;
 	if (!IsObject(schema))
 	{
-		Problem(problems, path, "must be a schema (an object or a boolean)");
+		Problem(cx->problems, path, "must be a schema (an object or a boolean)");
 		return;
 	}
+	if (!cx->loop_reported)
 	{
 		List	   *on_path = NIL;
 
-		if (!LoopReported && LoopsBack(root, schema, &on_path))
+		switch (LoopsBack(cx, schema, &on_path, 1))
 		{
-			Problem(problems, path, "applies itself to the same value again (through $ref), so validating would never end");
-			LoopReported = true;
+			case LOOP_FOUND:
+				Problem(cx->problems, path, "applies itself to the same value again (through $ref), so validating would never end");
+				cx->loop_reported = true;
+				break;
+			case LOOP_TOO_LONG:
+				Problem(cx->problems, path, "applies more than %d schemas to the same value, one inside another (through $ref, allOf, anyOf, oneOf, not, ...), more than validating allows",
+						SCHEMA_MAX_APPLY);
+				cx->loop_reported = true;
+				break;
+			case LOOP_NONE:
+				break;
 		}
 	}
 	it = JsonbIteratorInit(schema->val.binary.data);
@@ -1502,25 +1596,25 @@ CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **pr
 				}
 			}
 			if (!good)
-				Problem(problems, path, "must be a type name (null, boolean, integer, number, string, array, object) or an array of them");
+				Problem(cx->problems, path, "must be a type name (null, boolean, integer, number, string, array, object) or an array of them");
 		}
 		else if (strcmp(key, "properties") == 0 || strcmp(key, "definitions") == 0 ||
 				 strcmp(key, "$defs") == 0)
-			CheckSchemaMap(root, &v, path, problems, false);
+			CheckSchemaMap(cx, &v, path, depth, false);
 		else if (strcmp(key, "patternProperties") == 0)
-			CheckSchemaMap(root, &v, path, problems, true);
+			CheckSchemaMap(cx, &v, path, depth, true);
 		else if (strcmp(key, "additionalProperties") == 0 || strcmp(key, "additionalItems") == 0 ||
 				 strcmp(key, "not") == 0)
-			CheckSchema(root, &v, path, problems);
+			CheckSchema(cx, &v, path, depth + 1);
 		else if (strcmp(key, "items") == 0)
 		{
 			if (IsArray(&v))
-				CheckSchemaList(root, &v, path, problems);
+				CheckSchemaList(cx, &v, path, depth);
 			else
-				CheckSchema(root, &v, path, problems);
+				CheckSchema(cx, &v, path, depth + 1);
 		}
 		else if (strcmp(key, "allOf") == 0 || strcmp(key, "anyOf") == 0 || strcmp(key, "oneOf") == 0)
-			CheckSchemaList(root, &v, path, problems);
+			CheckSchemaList(cx, &v, path, depth);
 		else if (strcmp(key, "required") == 0)
 		{
 			JsonbIterator *rit;
@@ -1536,65 +1630,65 @@ CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **pr
 						good = false;
 			}
 			if (!good)
-				Problem(problems, path, "must be an array of property names");
+				Problem(cx->problems, path, "must be an array of property names");
 		}
 		else if (strcmp(key, "minLength") == 0 || strcmp(key, "maxLength") == 0 ||
 				 strcmp(key, "minItems") == 0 || strcmp(key, "maxItems") == 0 ||
 				 strcmp(key, "minProperties") == 0 || strcmp(key, "maxProperties") == 0)
 		{
 			if (!IsNonNegativeInteger(&v))
-				Problem(problems, path, "must be a non-negative integer");
+				Problem(cx->problems, path, "must be a non-negative integer");
 		}
 		else if (strcmp(key, "minimum") == 0 || strcmp(key, "maximum") == 0)
 		{
 			if (v.type != jbvNumeric)
-				Problem(problems, path, "must be a number");
+				Problem(cx->problems, path, "must be a number");
 		}
 		else if (strcmp(key, "exclusiveMinimum") == 0 || strcmp(key, "exclusiveMaximum") == 0)
 		{
 			if (v.type != jbvNumeric && v.type != jbvBool)
-				Problem(problems, path, "must be a number (or a boolean, as in draft 4)");
+				Problem(cx->problems, path, "must be a number (or a boolean, as in draft 4)");
 		}
 		else if (strcmp(key, "multipleOf") == 0)
 		{
 			if (v.type != jbvNumeric ||
 				NumCmp(v.val.numeric, Zero()) <= 0)
-				Problem(problems, path, "must be a number greater than 0");
+				Problem(cx->problems, path, "must be a number greater than 0");
 		}
 		else if (strcmp(key, "uniqueItems") == 0 || strcmp(key, "nullable") == 0)
 		{
 			if (v.type != jbvBool)
-				Problem(problems, path, "must be a boolean");
+				Problem(cx->problems, path, "must be a boolean");
 		}
 		else if (strcmp(key, "enum") == 0)
 		{
 			if (!IsArray(&v))
-				Problem(problems, path, "must be an array");
+				Problem(cx->problems, path, "must be an array");
 		}
 		else if (strcmp(key, "pattern") == 0)
 		{
 			if (v.type != jbvString)
-				Problem(problems, path, "must be a string");
+				Problem(cx->problems, path, "must be a string");
 			else if (!PatternCompiles(&v, &why))
-				Problem(problems, path, "invalid regular expression: %s", why);
+				Problem(cx->problems, path, "invalid regular expression: %s", why);
 		}
 		else if (strcmp(key, "format") == 0)
 		{
 			if (v.type != jbvString)
-				Problem(problems, path, "must be a string");
+				Problem(cx->problems, path, "must be a string");
 		}
 		else if (strcmp(key, "dependencies") == 0)
 		{
 			if (!IsObject(&v))
-				Problem(problems, path, "must be an object");
+				Problem(cx->problems, path, "must be an object");
 		}
 		else if (strcmp(key, "$ref") == 0)
 		{
 			if (v.type != jbvString)
-				Problem(problems, path, "must be a string");
+				Problem(cx->problems, path, "must be a string");
 			else
 			{
-				JsonbValue *target = ResolveRef(root, v.val.string.val, v.val.string.len, (const char **) &why);
+				JsonbValue *target = ResolveRef(cx->root, v.val.string.val, v.val.string.len, (const char **) &why);
 				int			hops = 0;
 
 				/* a chain of bare $refs that comes back to itself never ends */
@@ -1605,11 +1699,11 @@ CheckSchema(JsonbContainer *root, JsonbValue *schema, StringInfo path, List **pr
 
 					if (next == NULL || next->type != jbvString)
 						break;
-					target = ResolveRef(root, next->val.string.val, next->val.string.len, (const char **) &why);
+					target = ResolveRef(cx->root, next->val.string.val, next->val.string.len, (const char **) &why);
 				}
 				/* (a chain that comes back is a loop: LoopsBack reports it) */
 				if (target == NULL)
-					Problem(problems, path, "cannot resolve %s: %s", ValueJson(&v), why);
+					Problem(cx->problems, path, "cannot resolve %s: %s", ValueJson(&v), why);
 			}
 		}
 		PathPop(path, saved);
@@ -1624,14 +1718,23 @@ SchemaCheck(Jsonb *schema, const char *path)
 	List	   *problems = NIL;
 	StringInfoData p;
 	JsonbValue	root;
+	CheckCtx	cx;
+	HASHCTL		hctl;
 
 	initStringInfo(&p);
 	appendStringInfoString(&p, path);
 	JsonbAsValue(schema, &root);
-	LoopFree = NIL;
-	LoopReported = false;
-	CheckSchema(&schema->root, &root, &p, &problems);
-	LoopFree = NIL;
+	hctl.keysize = sizeof(JsonbContainer *);
+	hctl.entrysize = sizeof(JsonbContainer *);
+	hctl.hcxt = CurrentMemoryContext;
+	cx.root = &schema->root;
+	cx.problems = &problems;
+	cx.loop_free = hash_create("ductape schema check", 64, &hctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	cx.loop_reported = false;
+	cx.depth_reported = false;
+	CheckSchema(&cx, &root, &p, 1);
+	hash_destroy(cx.loop_free);
 	return problems;
 }
 

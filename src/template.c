@@ -20,11 +20,18 @@
  * resolver callback supplied by the caller (request.c for actions), so
  * triggers, webhooks and workflows reuse the same code.
  *
+ * Nesting: a template whose arrays and objects nest more than
+ * TPL_MAX_NESTING levels deep is refused with 22023 naming where: listed
+ * as "path: ..." by the define-time check, raised by TemplateApply (so a
+ * template stored before the limit existed fails cleanly).  The walk also
+ * calls check_stack_depth(); placeholders themselves never nest.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "common/jsonapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -32,6 +39,9 @@
 #include "ductape.h"
 
 #define PH_MAX_ARGS 16
+
+/* arrays and objects inside one another in a template, at most */
+#define TPL_MAX_NESTING 100
 
 typedef struct PhSpec
 {
@@ -286,26 +296,64 @@ ApplyString(ApplyState *st, JsonbValue *v, JsonbValue *out)
 	out->val.string.len = buf.len;
 }
 
+/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
+static char *
+ShortPointer(StringInfo path)
+{
+	int			cut;
+
+	if (path->len == 0)
+		return "/";
+	if (path->len <= 60)
+		return pstrdup(path->data);
+	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
+		;
+	return psprintf("%.*s/...", cut, path->data);
+}
+
 /*
  * Does something to every string in a template.  The visitor gets each
- * string scalar with st->path pointing at it (a JSON pointer) and fills
+ * string scalar with the path pointing at it (a JSON pointer) and fills
  * *out with its replacement.  With ps, the walk rebuilds the container
- * with the replacements pushed into *ps; without, it only visits.
+ * with the replacements pushed into *ps; without, it only visits.  A
+ * container nested more than TPL_MAX_NESTING levels deep is not entered:
+ * too_deep (if any) is told its path and may raise an error; if it
+ * returns, the walk stops there (once is enough).
  */
 typedef void (*StringVisitor) (void *st, StringInfo path, JsonbValue *in, JsonbValue *out);
+typedef void (*DepthVisitor) (void *st, StringInfo path);
+
+typedef struct WalkCtx
+{
+	StringInfo	path;
+	JsonbParseState **ps;		/* NULL: only visit */
+	StringVisitor visit;
+	DepthVisitor too_deep;		/* may be NULL */
+	void	   *st;				/* the visitors' state */
+	bool		stopped;		/* something nested too deeply */
+} WalkCtx;
 
 static JsonbValue *
-Walk(JsonbContainer *c, StringInfo path, JsonbParseState **ps,
-	 StringVisitor visit, void *st)
+Walk(WalkCtx *w, JsonbContainer *c, int depth)
 {
-	JsonbIterator *it = JsonbIteratorInit(c);
+	StringInfo	path = w->path;
+	JsonbIterator *it;
 	JsonbIteratorToken r;
 	JsonbValue	v;
 	JsonbValue *res = NULL;
 	int			base = path->len;
 	int			index = 0;
 
-	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	check_stack_depth();
+	if (depth > TPL_MAX_NESTING)
+	{
+		if (w->too_deep)
+			w->too_deep(w->st, path);
+		w->stopped = true;
+		return NULL;
+	}
+	it = JsonbIteratorInit(c);
+	while (!w->stopped && (r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		JsonbValue	out;
 		JsonbValue *push = &v;
@@ -326,16 +374,16 @@ Walk(JsonbContainer *c, StringInfo path, JsonbParseState **ps,
 		}
 		if ((r == WJB_ELEM || r == WJB_VALUE) && v.type == jbvBinary)
 		{
-			res = Walk(v.val.binary.data, path, ps, visit, st);
+			res = Walk(w, v.val.binary.data, depth + 1);
 			continue;
 		}
 		if ((r == WJB_ELEM || r == WJB_VALUE) && v.type == jbvString)
 		{
-			visit(st, path, &v, &out);
+			w->visit(w->st, path, &v, &out);
 			push = &out;
 		}
-		if (ps)
-			res = pushJsonbValue(ps, r,
+		if (w->ps)
+			res = pushJsonbValue(w->ps, r,
 								 (r == WJB_BEGIN_ARRAY || r == WJB_BEGIN_OBJECT ||
 								  r == WJB_END_ARRAY || r == WJB_END_OBJECT) ? NULL : push);
 	}
@@ -344,10 +392,38 @@ Walk(JsonbContainer *c, StringInfo path, JsonbParseState **ps,
 	return res;
 }
 
+/* Walk a whole (non-scalar) template from its root. */
+static JsonbValue *
+WalkTemplate(Jsonb *tpl, StringInfo path, JsonbParseState **ps,
+			 StringVisitor visit, DepthVisitor too_deep, void *st)
+{
+	WalkCtx		w;
+
+	w.path = path;
+	w.ps = ps;
+	w.visit = visit;
+	w.too_deep = too_deep;
+	w.st = st;
+	w.stopped = false;
+	return Walk(&w, &tpl->root, 1);
+}
+
 static void
 ApplyVisitor(void *st, StringInfo path, JsonbValue *in, JsonbValue *out)
 {
 	ApplyString((ApplyState *) st, in, out);
+}
+
+static void
+ApplyTooDeep(void *st, StringInfo path)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("the template nests more than %d levels deep", TPL_MAX_NESTING),
+			 errdetail("The array or object at %s is nested %d levels deep.",
+					   ShortPointer(path), TPL_MAX_NESTING + 1),
+			 errhint("Arrays and objects in a template may nest at most %d levels deep.",
+					 TPL_MAX_NESTING)));
 }
 
 /*
@@ -378,7 +454,7 @@ TemplateApply(Jsonb *tpl, TemplateResolver resolver, void *arg)
 	}
 	if (!TemplateHasPlaceholders(tpl))
 		return tpl;
-	res = Walk(&tpl->root, &st.path, &ps, ApplyVisitor, &st);
+	res = WalkTemplate(tpl, &st.path, &ps, ApplyVisitor, ApplyTooDeep, &st);
 	return JsonbValueToJsonb(res);
 }
 
@@ -458,6 +534,16 @@ CheckVisitor(void *st, StringInfo path, JsonbValue *in, JsonbValue *out)
 	CheckString((CheckState *) st, in);
 }
 
+static void
+CheckTooDeep(void *arg, StringInfo path)
+{
+	CheckState *st = arg;
+
+	*st->errors = lappend(*st->errors,
+						  psprintf("%s: arrays and objects nest more than %d levels deep",
+								   ShortPointer(path), TPL_MAX_NESTING));
+}
+
 /*
  * Check a template at define time.  path is the JSON pointer of tpl in the
  * definition; every problem is appended to *errors as "path: reason".
@@ -484,7 +570,7 @@ TemplateCheck(Jsonb *tpl, const char *path, uint32 allowed,
 			CheckString(&st, &v);
 		return;
 	}
-	Walk(&tpl->root, &st.path, NULL, CheckVisitor, &st);
+	(void) WalkTemplate(tpl, &st.path, NULL, CheckVisitor, CheckTooDeep, &st);
 }
 
 /* ---- single placeholders and $Step references (workflows) ---- */
@@ -554,6 +640,7 @@ TemplateStepRefs(Jsonb *tpl)
 			StepRefVisitor(&st, &path, &v, NULL);
 		return st.refs;
 	}
-	Walk(&tpl->root, &path, NULL, StepRefVisitor, &st);
+	/* (what nests too deeply is the define-time check's to report) */
+	(void) WalkTemplate(tpl, &path, NULL, StepRefVisitor, NULL, &st);
 	return st.refs;
 }

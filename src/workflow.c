@@ -23,6 +23,15 @@
  * The run's context is one jsonb object {"input": {...}, "steps": {tag:
  * output, ...}}; $Input{a}{b} reads input.a.b and $Step{t}{p} steps.t.p.
  *
+ * Nesting: a chain of && or || is one node with a list of operands, however
+ * long, so only parentheses and ! nest.  A condition whose parentheses and
+ * !s nest more than COND_MAX_NESTING levels deep is a syntax problem like
+ * any other (22023, listed with its path by workflow_define, and "invalid
+ * condition" from _condition_eval), as is a JSON literal nested more than
+ * COND_MAX_NESTING levels; the parser and the evaluator also call
+ * check_stack_depth().  (Before this, "!!!...!true" three million times
+ * long crashed the backend with a stack overflow.)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -33,12 +42,20 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+
+/* parentheses and !s inside one another, at most (and JSON literal levels) */
+#define COND_MAX_NESTING 100
+
+/* how much of a condition an error message quotes */
+#define COND_EXCERPT 40
 
 typedef enum
 {
@@ -64,8 +81,9 @@ typedef struct Cond
 {
 	CondKind	kind;
 	CmpOp		op;
-	struct Cond *left;
-	struct Cond *right;
+	struct Cond *left;			/* C_NOT, C_CMP */
+	struct Cond *right;			/* C_CMP */
+	List	   *operands;		/* C_AND, C_OR: two or more Conds */
 	Jsonb	   *literal;
 	PlaceholderKind ph;
 	int			nargs;
@@ -79,9 +97,22 @@ typedef struct Parser
 	int			len;
 	char	   *error;			/* the first problem, with its offset */
 	List	   *steps;			/* tags named by $Step */
+	int			depth;			/* parentheses and !s open around p->pos */
 } Parser;
 
 static Cond *ParseOr(Parser *p);
+
+/* At most COND_EXCERPT bytes of s (len bytes), whole characters, "..." if cut. */
+static char *
+Excerpt(const char *s, int len)
+{
+	int			cut;
+
+	if (len <= COND_EXCERPT)
+		return pnstrdup(s, len);
+	cut = pg_mbcliplen(s, len, COND_EXCERPT);
+	return psprintf("%.*s...", cut, s);
+}
 
 static void
 SkipSpace(Parser *p)
@@ -112,7 +143,35 @@ Accept(Parser *p, const char *tok)
 	return false;
 }
 
-/* Where a JSON literal starting at p->pos ends (strings and brackets aware). */
+/*
+ * One more level of parentheses or !: false (with the problem recorded)
+ * past COND_MAX_NESTING.  Leave() when the level is done.
+ */
+static bool
+Enter(Parser *p)
+{
+	check_stack_depth();
+	if (p->depth >= COND_MAX_NESTING)
+	{
+		(void) Problem(p, psprintf("parentheses and \"!\" nest more than %d levels deep",
+								   COND_MAX_NESTING));
+		return false;
+	}
+	p->depth++;
+	return true;
+}
+
+static void
+Leave(Parser *p)
+{
+	p->depth--;
+}
+
+/*
+ * Where a JSON literal starting at p->pos ends (strings and brackets
+ * aware); -1 when it does not end, -2 when it nests more than
+ * COND_MAX_NESTING levels deep.
+ */
 static int
 LiteralEnd(Parser *p)
 {
@@ -141,7 +200,10 @@ LiteralEnd(Parser *p)
 			else if (c == '"')
 				in_string = true;
 			else if (c == '[' || c == '{')
-				depth++;
+			{
+				if (++depth > COND_MAX_NESTING)
+					return -2;
+			}
 			else if (c == ']' || c == '}')
 			{
 				if (--depth == 0)
@@ -166,7 +228,10 @@ ParsePrimary(Parser *p)
 		return Problem(p, "an operand is missing");
 	if (Accept(p, "("))
 	{
+		if (!Enter(p))
+			return NULL;
 		c = ParseOr(p);
+		Leave(p);
 		if (c == NULL)
 			return NULL;
 		if (!Accept(p, ")"))
@@ -192,8 +257,8 @@ ParsePrimary(Parser *p)
 		if (err)
 			return Problem(p, err);
 		if ((PH_WORKFLOW_KINDS & PH_BIT(c->ph)) == 0)
-			return Problem(p, psprintf("placeholder \"%.*s\" cannot be used in a condition",
-									   end - p->pos, p->s + p->pos));
+			return Problem(p, psprintf("placeholder \"%s\" cannot be used in a condition",
+									   Excerpt(p->s + p->pos, end - p->pos)));
 		if (c->ph == PH_STEP)
 			p->steps = lappend(p->steps, c->args[0]);
 		c->kind = C_PLACEHOLDER;
@@ -206,6 +271,9 @@ ParsePrimary(Parser *p)
 		MemoryContext mcx = CurrentMemoryContext;
 		volatile bool ok = true;
 
+		if (end == -2)
+			return Problem(p, psprintf("a JSON literal nests more than %d levels deep",
+									   COND_MAX_NESTING));
 		if (end < 0)
 			return Problem(p, "an operand (a placeholder or a JSON literal) is expected");
 		text = pnstrdup(p->s + p->pos, end - p->pos);
@@ -215,13 +283,26 @@ ParsePrimary(Parser *p)
 		}
 		PG_CATCH();
 		{
+			ErrorData  *e;
+
+			/*
+			 * jsonb_in refuses the text with a data exception (22xxx: not
+			 * JSON, a number numeric cannot hold, \u0000) or a limit (54xxx).
+			 * Anything else (a cancel, out of memory) is not about the
+			 * text: let it through.
+			 */
 			MemoryContextSwitchTo(mcx);
+			e = CopyErrorData();
+			if (ERRCODE_TO_CATEGORY(e->sqlerrcode) != ERRCODE_DATA_EXCEPTION &&
+				ERRCODE_TO_CATEGORY(e->sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+				PG_RE_THROW();
 			FlushErrorState();
 			ok = false;
 		}
 		PG_END_TRY();
 		if (!ok)
-			return Problem(p, psprintf("%s is not a placeholder or a JSON literal", text));
+			return Problem(p, psprintf("%s is not a placeholder or a JSON literal",
+									   Excerpt(text, end - p->pos)));
 		c->kind = C_LITERAL;
 		p->pos = end;
 		return c;
@@ -264,31 +345,38 @@ ParseUnary(Parser *p)
 	{
 		Cond	   *c = palloc0(sizeof(Cond));
 
+		if (!Enter(p))
+			return NULL;
 		p->pos++;
 		c->kind = C_NOT;
 		c->left = ParseUnary(p);
+		Leave(p);
 		return c->left ? c : NULL;
 	}
 	return ParseComparison(p);
 }
 
+/* a chain "x tok y tok z ..." is one node with its operands in a list */
 static Cond *
 ParseBinary(Parser *p, const char *tok, CondKind kind, Cond *(*next) (Parser *))
 {
-	Cond	   *left = next(p);
+	Cond	   *first = next(p);
+	Cond	   *c;
 
-	while (left && Accept(p, tok))
+	if (first == NULL || !Accept(p, tok))
+		return first;
+	c = palloc0(sizeof(Cond));
+	c->kind = kind;
+	c->operands = list_make1(first);
+	do
 	{
-		Cond	   *c = palloc0(sizeof(Cond));
+		Cond	   *operand = next(p);
 
-		c->kind = kind;
-		c->left = left;
-		c->right = next(p);
-		if (c->right == NULL)
+		if (operand == NULL)
 			return NULL;
-		left = c;
-	}
-	return left;
+		c->operands = lappend(c->operands, operand);
+	} while (Accept(p, tok));
+	return c;
 }
 
 static Cond *
@@ -307,12 +395,12 @@ ParseOr(Parser *p)
 static Cond *
 ConditionParse(const char *s, List **steps, char **error)
 {
-	Parser		p = {s, 0, strlen(s), NULL, NIL};
+	Parser		p = {s, 0, strlen(s), NULL, NIL, 0};
 	Cond	   *c = ParseOr(&p);
 
 	SkipSpace(&p);
 	if (c != NULL && p.pos < p.len)
-		c = Problem(&p, psprintf("unexpected \"%s\"", p.s + p.pos));
+		c = Problem(&p, psprintf("unexpected \"%s\"", Excerpt(p.s + p.pos, p.len - p.pos)));
 	if (c == NULL && p.error == NULL)
 		p.error = pstrdup("the condition is empty");
 	*error = c ? NULL : p.error;
@@ -432,15 +520,24 @@ Evaluate(Cond *c, Jsonb *context)
 	JsonbValue	a,
 				b;
 	int			cmp;
+	ListCell   *lc;
 
+	/* the parser bounds the nesting; this is a second line of defence */
+	check_stack_depth();
 	switch (c->kind)
 	{
 		case C_NOT:
 			return !Evaluate(c->left, context);
 		case C_AND:
-			return Evaluate(c->left, context) && Evaluate(c->right, context);
+			foreach(lc, c->operands)
+				if (!Evaluate(lfirst(lc), context))
+					return false;
+			return true;
 		case C_OR:
-			return Evaluate(c->left, context) || Evaluate(c->right, context);
+			foreach(lc, c->operands)
+				if (Evaluate(lfirst(lc), context))
+					return true;
+			return false;
 		case C_CMP:
 			Operand(c->left, context, &a);
 			Operand(c->right, context, &b);
@@ -515,7 +612,7 @@ dt_condition_eval(PG_FUNCTION_ARGS)
 	if (c == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid condition \"%s\"", cond),
+				 errmsg("invalid condition \"%s\"", Excerpt(cond, strlen(cond))),
 				 errdetail("%s.", error)));
 	PG_RETURN_BOOL(Evaluate(c, context));
 }

@@ -28,8 +28,12 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "access/xact.h"
 #include "executor/spi.h"
@@ -44,6 +48,7 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "egress.h"
 
 /* PG_MODULE_MAGIC comes with src/ductape.c */
 
@@ -300,6 +305,535 @@ FuzzSchema(const uint8_t *data, size_t size)
 		Finding("validation result and its messages disagree");
 }
 
+/* ---- egress: the address classifier and ductape.allowed_hosts ---- */
+
+/*
+ * The oracle is written here again, independently of egress.c: address
+ * ranges as plain 32-bit masks over words from inet_pton, the documented
+ * rules of EgressCheckAddress and EgressCheckUrl, and the list split and
+ * read with inet_pton.  Any disagreement is a finding.
+ */
+typedef struct RefRange
+{
+	uint32		net;
+	uint32		mask;
+	const char *name;
+} RefRange;
+
+/* IPv4 (egress.h: private, special, documentation, benchmarking, reserved) */
+static const RefRange RefV4[] = {
+	{0x00000000, 0xFF000000, "unspecified"},	/* 0/8 */
+	{0x0A000000, 0xFF000000, "private (RFC 1918)"},	/* 10/8 */
+	{0x64400000, 0xFFC00000, "carrier-grade NAT"},	/* 100.64/10 */
+	{0x7F000000, 0xFF000000, "loopback"},	/* 127/8 */
+	{0xA9FE0000, 0xFFFF0000, "link-local"}, /* 169.254/16 */
+	{0xAC100000, 0xFFF00000, "private (RFC 1918)"},	/* 172.16/12 */
+	{0xC0000000, 0xFFFFFF00, "reserved"},	/* 192.0.0/24 */
+	{0xC0000200, 0xFFFFFF00, "documentation"},	/* 192.0.2/24 */
+	{0xC0586300, 0xFFFFFF00, "reserved"},	/* 192.88.99/24 */
+	{0xC0A80000, 0xFFFF0000, "private (RFC 1918)"},	/* 192.168/16 */
+	{0xC6120000, 0xFFFE0000, "benchmarking"},	/* 198.18/15 */
+	{0xC6336400, 0xFFFFFF00, "documentation"},	/* 198.51.100/24 */
+	{0xCB007100, 0xFFFFFF00, "documentation"},	/* 203.0.113/24 */
+	{0xE0000000, 0xF0000000, "multicast"},	/* 224/4 */
+	{0xF0000000, 0xF0000000, "reserved"},	/* 240/4 */
+};
+
+static uint32
+Word(const uint8 *a, int i)
+{
+	return ((uint32) a[4 * i] << 24) | ((uint32) a[4 * i + 1] << 16) |
+		((uint32) a[4 * i + 2] << 8) | (uint32) a[4 * i + 3];
+}
+
+static const char *
+RefClassV4(uint32 w)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(RefV4); i++)
+		if ((w & RefV4[i].mask) == RefV4[i].net)
+			return RefV4[i].name;
+	return NULL;
+}
+
+static const char *
+RefClassV6(const uint8 *a)
+{
+	uint32		w0 = Word(a, 0),
+				w1 = Word(a, 1),
+				w2 = Word(a, 2),
+				w3 = Word(a, 3);
+
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0)
+		return "unspecified";
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 1)
+		return "loopback";
+	if (w0 == 0 && w1 == 0 && (w2 == 0x0000FFFF || w2 == 0))
+		return RefClassV4(w3);	/* IPv4-mapped, IPv4-compatible */
+	if (w0 == 0x0064FF9B && ((w1 == 0 && w2 == 0) || (w1 >> 16) == 0x0001))
+		return RefClassV4(w3);	/* NAT64 64:ff9b::/96, 64:ff9b:1::/48 */
+	if ((w0 >> 16) == 0x2002)
+		return RefClassV4((w0 << 16) | (w1 >> 16));	/* 6to4 */
+	if ((w0 & 0xFE000000) == 0xFC000000)
+		return "unique-local";
+	if ((w0 & 0xFFC00000) == 0xFE800000)
+		return "link-local";
+	if ((w0 & 0xFFC00000) == 0xFEC00000)
+		return "site-local";
+	if ((w0 & 0xFF000000) == 0xFF000000)
+		return "multicast";
+	if (w0 == 0x20010DB8 || (w0 & 0xFFFFF000) == 0x3FFF0000)
+		return "documentation";
+	if (w0 == 0x01000000 && w1 == 0)
+		return "discard";
+	if (w0 == 0x20010002 && (w1 >> 16) == 0)
+		return "benchmarking";
+	if ((w0 & 0xFFFFFE00) == 0x20010000)
+		return "reserved";
+	if ((w0 & 0xE0000000) != 0x20000000)
+		return "reserved";
+	return NULL;
+}
+
+/* the IPv4 address an IPv6 one embeds, as egress.h lists the forms */
+static bool
+RefEmbeddedV4(const uint8 *a, uint32 *v4)
+{
+	uint32		w0 = Word(a, 0),
+				w1 = Word(a, 1),
+				w2 = Word(a, 2),
+				w3 = Word(a, 3);
+
+	if ((w0 == 0 && w1 == 0 && w2 == 0x0000FFFF) ||
+		(w0 == 0x0064FF9B && ((w1 == 0 && w2 == 0) || (w1 >> 16) == 0x0001)) ||
+		(w0 == 0 && w1 == 0 && w2 == 0 && w3 > 1))
+	{
+		*v4 = w3;
+		return true;
+	}
+	if ((w0 >> 16) == 0x2002)
+	{
+		*v4 = (w0 << 16) | (w1 >> 16);
+		return true;
+	}
+	return false;
+}
+
+typedef struct RefAddr
+{
+	int			family;
+	uint8		a[16];
+} RefAddr;
+
+typedef struct RefEntry
+{
+	int			kind;			/* 0 exact, 1 wildcard, 2 net */
+	char	   *name;			/* lower case, no "*." and no trailing dot */
+	RefAddr		net;
+	int			bits;
+} RefEntry;
+
+static bool
+RefPrefixMatch(const uint8 *a, const uint8 *net, int bits)
+{
+	int			i;
+
+	for (i = 0; i < bits; i++)
+	{
+		int			bit = 7 - i % 8;
+
+		if (((a[i / 8] >> bit) & 1) != ((net[i / 8] >> bit) & 1))
+			return false;
+	}
+	return true;
+}
+
+static bool
+RefNetMatch(List *entries, const RefAddr *addr)
+{
+	uint32		v4 = 0;
+	uint8		v4b[4];
+	bool		has_v4 = addr->family == AF_INET6 && RefEmbeddedV4(addr->a, &v4);
+	ListCell   *lc;
+
+	v4b[0] = v4 >> 24;
+	v4b[1] = v4 >> 16;
+	v4b[2] = v4 >> 8;
+	v4b[3] = v4;
+	foreach(lc, entries)
+	{
+		RefEntry   *e = lfirst(lc);
+
+		if (e->kind != 2)
+			continue;
+		if (e->net.family == addr->family && RefPrefixMatch(addr->a, e->net.a, e->bits))
+			return true;
+		if (has_v4 && e->net.family == AF_INET && RefPrefixMatch(v4b, e->net.a, e->bits))
+			return true;
+	}
+	return false;
+}
+
+static void
+RefNameMatch(List *entries, const char *host, bool *exact, bool *wildcard)
+{
+	char	   *h;
+	int			len;
+	int			i;
+	ListCell   *lc;
+
+	*exact = *wildcard = false;
+	if (host == NULL)
+		return;
+	h = pstrdup(host);
+	len = strlen(h);
+	if (len > 0 && h[len - 1] == '.')
+		h[--len] = '\0';
+	if (len == 0)
+		return;
+	for (i = 0; i < len; i++)
+		h[i] = pg_ascii_tolower((unsigned char) h[i]);
+	foreach(lc, entries)
+	{
+		RefEntry   *e = lfirst(lc);
+		int			n;
+
+		if (e->kind == 2)
+			continue;
+		n = strlen(e->name);
+		if (e->kind == 0 && strcmp(h, e->name) == 0)
+			*exact = true;
+		/* *.d: at least one non-empty label before ".d" */
+		if (e->kind == 1 && len >= n + 2 && strcmp(h + len - n, e->name) == 0 &&
+			h[len - n - 1] == '.' && h[len - n - 2] != '.')
+			*wildcard = true;
+	}
+}
+
+/* an IP literal as EgressCheckUrl takes it: [brackets], a %zone (IPv6) */
+static bool
+RefLiteral(const char *s, bool allow_zone, RefAddr *out)
+{
+	char	   *t = pstrdup(s);
+	int			len = strlen(t);
+	bool		bracketed = false;
+	char	   *zone;
+
+	if (len >= 2 && t[0] == '[' && t[len - 1] == ']')
+	{
+		t[len - 1] = '\0';
+		t++;
+		bracketed = true;
+	}
+	zone = strchr(t, '%');
+	if (zone && !allow_zone)
+		return false;
+	if (zone)
+		*zone = '\0';
+	memset(out, 0, sizeof(*out));
+	if (!bracketed && zone == NULL && inet_pton(AF_INET, t, out->a) == 1)
+	{
+		out->family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, t, out->a) == 1)
+	{
+		out->family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+/* the entries of a list egress_check_allowed_hosts accepted; NIL if blank */
+static List *
+RefEntries(const char *list)
+{
+	List	   *entries = NIL;
+	char	   *copy = pstrdup(list);
+	char	   *tok = copy;
+	bool		last = false;
+
+	if (strspn(copy, " \t\n\r\f\v") == strlen(copy))
+		return NIL;
+	while (!last)
+	{
+		char	   *end = strchr(tok, ',');
+		char	   *a = tok;
+		char	   *b;
+		RefEntry   *e = palloc0(sizeof(RefEntry));
+		char	   *slash;
+		int			i;
+
+		if (end)
+			*end = '\0';
+		else
+			last = true;
+		while (*a && strchr(" \t\n\r\f\v", *a))
+			a++;
+		b = a + strlen(a);
+		while (b > a && strchr(" \t\n\r\f\v", b[-1]))
+			*--b = '\0';
+		slash = strchr(a, '/');
+		if (slash || a[0] == '[' || strchr(a, ':') || RefLiteral(a, false, &e->net))
+		{
+			if (slash)
+				*slash = '\0';
+			if (!RefLiteral(a, false, &e->net))
+				Finding(psprintf("allowed_hosts accepted \"%s\", which is no address", a));
+			e->kind = 2;
+			e->bits = e->net.family == AF_INET ? 32 : 128;
+			if (slash)
+				e->bits = atoi(slash + 1);
+			if (e->net.family == AF_INET6 && e->bits >= 96 &&
+				Word(e->net.a, 0) == 0 && Word(e->net.a, 1) == 0 && Word(e->net.a, 2) == 0xFFFF)
+			{
+				memmove(e->net.a, e->net.a + 12, 4);
+				memset(e->net.a + 4, 0, 12);
+				e->net.family = AF_INET;
+				e->bits -= 96;
+			}
+			/* host bits cleared */
+			for (i = e->bits; i < 128; i++)
+				e->net.a[i / 8] &= ~(1 << (7 - i % 8));
+		}
+		else
+		{
+			if (a[0] == '*' && a[1] == '.')
+			{
+				e->kind = 1;
+				a += 2;
+			}
+			b = a + strlen(a);
+			if (b > a && b[-1] == '.')
+				*--b = '\0';
+			for (i = 0; a[i]; i++)
+			{
+				if (!(isalnum((unsigned char) a[i]) || a[i] == '-' || a[i] == '.'))
+					Finding(psprintf("allowed_hosts accepted the host name \"%s\"", a));
+				a[i] = pg_ascii_tolower((unsigned char) a[i]);
+			}
+			if (a[0] == '\0')
+				Finding("allowed_hosts accepted an empty host name");
+			e->name = a;
+		}
+		entries = lappend(entries, e);
+		tok = end + 1;
+	}
+	return entries;
+}
+
+typedef struct RefPolicy
+{
+	List	   *entries;
+	bool		private_ok;
+	bool		https_only;
+} RefPolicy;
+
+/* EgressCheckAddress's rules, from egress.c's header comment */
+static bool
+RefCheck(RefPolicy *rp, const char *host, const RefAddr *addr)
+{
+	bool		listed = RefNetMatch(rp->entries, addr);
+	bool		exact,
+				wildcard;
+	const char *cls = addr->family == AF_INET ? RefClassV4(Word(addr->a, 0)) : RefClassV6(addr->a);
+
+	RefNameMatch(rp->entries, host, &exact, &wildcard);
+	if (cls != NULL && !rp->private_ok && !listed && !exact)
+		return false;
+	if (rp->entries != NIL && !listed && !exact && !wildcard)
+		return false;
+	return true;
+}
+
+/* EgressCheckUrl's, for an https URL */
+static bool
+RefCheckUrl(RefPolicy *rp, const char *host)
+{
+	RefAddr		addr;
+	bool		exact,
+				wildcard;
+	ListCell   *lc;
+
+	if (host[0] == '\0')
+		return false;
+	if (RefLiteral(host, true, &addr))
+		return RefCheck(rp, host, &addr);
+	if (rp->entries == NIL)
+		return true;
+	RefNameMatch(rp->entries, host, &exact, &wildcard);
+	if (exact || wildcard)
+		return true;
+	foreach(lc, rp->entries)
+		if (((RefEntry *) lfirst(lc))->kind == 2)
+			return true;
+	return false;
+}
+
+static void
+SockAddr(const RefAddr *a, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (a->family == AF_INET)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, a->a, 4);
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, a->a, 16);
+	}
+}
+
+static char *
+AddrText(const RefAddr *a)
+{
+	char		buf[INET6_ADDRSTRLEN];
+
+	if (inet_ntop(a->family, a->a, buf, sizeof(buf)) == NULL)
+		return "?";
+	return pstrdup(buf);
+}
+
+/* the classifier against the oracle, and the policy against RefCheck */
+static void
+EgressAgree(RefPolicy *rp, const char *host, const RefAddr *a)
+{
+	struct sockaddr_storage ss;
+	const char *cls;
+	const char *ref;
+	char		reason[256];
+	bool		allowed;
+
+	SockAddr(a, &ss);
+	cls = EgressAddressClass((struct sockaddr *) &ss);
+	ref = a->family == AF_INET ? RefClassV4(Word(a->a, 0)) : RefClassV6(a->a);
+	if ((cls == NULL) != (ref == NULL) || (cls && strcmp(cls, ref) != 0))
+		Finding(psprintf("%s is \"%s\" to the classifier, \"%s\" to the oracle",
+						 AddrText(a), cls ? cls : "public", ref ? ref : "public"));
+	reason[0] = '\0';
+	allowed = EgressCheckAddress(host, (struct sockaddr *) &ss, reason, sizeof(reason));
+	if (allowed != RefCheck(rp, host, a))
+		Finding(psprintf("EgressCheckAddress(%s, %s) %s it (%s); the rules say the opposite",
+						 host ? host : "NULL", AddrText(a), allowed ? "allows" : "refuses", reason));
+	if (!allowed && reason[0] == '\0')
+		Finding("a refusal without a reason");
+}
+
+/*
+ * Input: byte 0 flags (1: allow_private_networks, 2: https_only), bytes
+ * 1..16 an address (IPv6; its first 4 bytes also as IPv4), then text:
+ * ductape.allowed_hosts, a newline, a URL host.
+ */
+static void
+FuzzEgress(const uint8_t *data, size_t size)
+{
+	char	   *text;
+	char	   *list;
+	char	   *host;
+	char	   *nl;
+	void	   *extra = NULL;
+	RefPolicy	rp;
+	RefAddr		a;
+	const char *why;
+	ListCell   *lc;
+
+	if (size < 17 || (text = InputText(data + 17, size - 17)) == NULL)
+		return;
+	list = text;
+	host = "";
+	if ((nl = strchr(text, '\n')) != NULL)
+	{
+		*nl = '\0';
+		host = nl + 1;
+	}
+	ductape_allow_private_networks = rp.private_ok = (data[0] & 1) != 0;
+	ductape_https_only = rp.https_only = (data[0] & 2) != 0;
+
+	/* the classifier alone, and with no list */
+	rp.entries = NIL;
+	ductape_allowed_hosts = "";
+	egress_assign_allowed_hosts("", NULL);
+	a.family = AF_INET;
+	memcpy(a.a, data + 1, 4);
+	EgressAgree(&rp, NULL, &a);
+	a.family = AF_INET6;
+	memcpy(a.a, data + 1, 16);
+	EgressAgree(&rp, NULL, &a);
+
+	/* the list */
+	if (egress_check_allowed_hosts(&list, &extra, PGC_S_TEST))
+	{
+		ductape_allowed_hosts = list;
+		egress_assign_allowed_hosts(list, extra);
+		rp.entries = RefEntries(list);
+
+		/* the address and the host, against the rules */
+		a.family = AF_INET;
+		memcpy(a.a, data + 1, 4);
+		EgressAgree(&rp, host, &a);
+		a.family = AF_INET6;
+		memcpy(a.a, data + 1, 16);
+		EgressAgree(&rp, host, &a);
+		if (RefLiteral(host, true, &a))
+			EgressAgree(&rp, host, &a);
+		why = EgressCheckUrl(rp.https_only ? "http" : "https", host);
+		if (rp.https_only && why == NULL)
+			Finding("http allowed with ductape.https_only on");
+		why = EgressCheckUrl("https", host);
+		if ((why == NULL) != RefCheckUrl(&rp, host))
+			Finding(psprintf("EgressCheckUrl(https, \"%s\") %s it (%s); the rules say the opposite",
+							 host, why ? "refuses" : "allows", why ? why : ""));
+
+		/* every host the list names is allowed */
+		foreach(lc, rp.entries)
+		{
+			RefEntry   *e = lfirst(lc);
+			char	   *h;
+
+			if (e->kind == 2)
+			{
+				RefAddr		last = e->net;
+				int			i;
+
+				for (i = e->bits; i < (e->net.family == AF_INET ? 32 : 128); i++)
+					last.a[i / 8] |= 1 << (7 - i % 8);
+				if (!RefCheck(&rp, NULL, &e->net) || !RefCheck(&rp, NULL, &last))
+					Finding(psprintf("the rules refuse the network %s/%d the list names",
+									 AddrText(&e->net), e->bits));
+				EgressAgree(&rp, NULL, &e->net);
+				EgressAgree(&rp, NULL, &last);
+				h = e->net.family == AF_INET ? AddrText(&last) : psprintf("[%s]", AddrText(&last));
+			}
+			else
+			{
+				RefAddr		pub = {AF_INET, {93, 184, 216, 34}};
+				struct sockaddr_storage ss;
+
+				h = e->kind == 0 ? e->name : psprintf("fz.%s", e->name);
+				SockAddr(&pub, &ss);
+				if (!EgressCheckAddress(h, (struct sockaddr *) &ss, NULL, 0))
+					Finding(psprintf("the list names %s, but a public address of it is refused", h));
+			}
+			if ((why = EgressCheckUrl("https", h)) != NULL)
+				Finding(psprintf("the list names %s, but https://%s/ is refused: %s", h, h, why));
+		}
+		egress_assign_allowed_hosts(NULL, NULL);
+		free(extra);
+	}
+	ductape_allowed_hosts = NULL;
+	ductape_allow_private_networks = false;
+	ductape_https_only = false;
+	/* GUC_check_errdetail formats into ErrorContext */
+	FlushErrorState();
+}
+
 /* ---- listener: raw HTTP through libmicrohttpd and the listener ---- */
 
 static void
@@ -319,6 +853,7 @@ static const FuzzTarget Targets[] = {
 	{"openapi", FuzzOpenapi, true, "22023 22P02 54000 54001 23505"},
 	{"schema", FuzzSchema, false, "22P02 54000 54001"},
 	{"listener", FuzzListener, true, ""},
+	{"egress", FuzzEgress, false, ""},
 };
 
 static int
