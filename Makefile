@@ -9,6 +9,7 @@ EXTENSION = ductape
 MODULE_big = ductape
 OBJS = \
 	src/ductape.o \
+	src/jsonb_util.o \
 	src/template.o \
 	src/catalog.o \
 	src/request.o \

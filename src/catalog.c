@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * catalog.c
- *	  The per-backend cache of app and action definitions.
+ *	  The per-backend cache of app and action definitions, read as the
+ *	  extension's owner (ElevateBegin) and checked as they are loaded.
  *
  * ductape.run must cost microseconds, so definitions are read from
  * ductape.apps/actions/variables once and kept in backend memory.  The
@@ -36,7 +37,6 @@
 #include "ductape.h"
 
 PG_FUNCTION_INFO_V1(dt_catalog_changed);
-PG_FUNCTION_INFO_V1(dt_template_errors);
 
 static MemoryContext CatalogContext = NULL;
 static List *CachedApps = NIL;	/* DtApp * */
@@ -45,62 +45,6 @@ static bool CallbackRegistered = false;
 static const char *const CatalogTables[] = {"apps", "actions", "variables",
 "products", "product_apps", "configs"};
 static Oid	CatalogRelids[lengthof(CatalogTables)];
-
-/* ---- small jsonb accessors, used across the project ---- */
-
-JsonbValue *
-JsonbGetField(Jsonb *j, const char *key)
-{
-	JsonbValue	k;
-
-	if (j == NULL || !JB_ROOT_IS_OBJECT(j))
-		return NULL;
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	return findJsonbValueFromContainer(&j->root, JB_FOBJECT, &k);
-}
-
-char *
-JsonbGetString(Jsonb *j, const char *key)
-{
-	JsonbValue *v = JsonbGetField(j, key);
-
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-/* A container-valued field as its own Jsonb (copied), or NULL. */
-Jsonb *
-JsonbGetJsonb(Jsonb *j, const char *key)
-{
-	JsonbValue *v = JsonbGetField(j, key);
-
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	return JsonbValueToJsonb(v);
-}
-
-/*
- * An integer field, clamped to the int range (a stored 1e20 must not fail
- * whoever reads it with 22003), or dflt when absent or not a number.
- */
-int
-JsonbGetInt(Jsonb *j, const char *key, int dflt)
-{
-	JsonbValue *v = JsonbGetField(j, key);
-	Datum		n;
-
-	if (v == NULL || v->type != jbvNumeric || numeric_is_nan(v->val.numeric))
-		return dflt;
-	n = NumericGetDatum(v->val.numeric);
-	if (DatumGetBool(DirectFunctionCall2(numeric_gt, n, NumericGetDatum(int64_to_numeric(INT_MAX)))))
-		return INT_MAX;
-	if (DatumGetBool(DirectFunctionCall2(numeric_lt, n, NumericGetDatum(int64_to_numeric(INT_MIN)))))
-		return INT_MIN;
-	return DatumGetInt32(DirectFunctionCall1(numeric_int4, n));
-}
 
 /* ---- reading the catalog as its owner ---- */
 
@@ -611,36 +555,3 @@ CatalogGetBinding(DtApp *app, const char *product, const char *env)
 	return b;
 }
 
-/* ---- define-time template check, called from the SQL validators ---- */
-
-Datum
-dt_template_errors(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *tpl;
-	char	   *path;
-	Jsonb	   *constants = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	Jsonb	   *variables = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
-	List	   *errors = NIL;
-
-	if (PG_ARGISNULL(0))
-		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
-	tpl = PG_GETARG_JSONB_P(0);
-	path = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-	TemplateCheck(tpl, path, PH_APP_KINDS, constants, variables, &errors);
-
-	PG_RETURN_DATUM(CStringListToTextArray(errors));
-}
-
-/* A text[] of a list of C strings (problem lists returned to SQL). */
-Datum
-CStringListToTextArray(List *list)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * (list_length(list) + 1));
-	ListCell   *lc;
-	int			i = 0;
-
-	foreach(lc, list)
-		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
-}

@@ -5,6 +5,7 @@
  *
  * Subsystems, one file each:
  *	  ductape.c   module load, settings, shared memory
+ *	  jsonb_util.c small jsonb accessors and arrays (used by all)
  *	  template.c  $Placeholder{...} parsing, checking and resolution
  *	  catalog.c   the per-backend cache of apps and actions
  *	  request.c   turning (app, action, env, input) into an HTTP request
@@ -46,6 +47,13 @@
 #define ERRCODE_DT_SECRET		MAKE_SQLSTATE('D','T','0','0','3')
 
 #define DT_TAG_MAXLEN 63
+
+/* ---- jsonb_util.c ---- */
+extern JsonbValue *JsonbGetField(Jsonb *j, const char *key);
+extern char *JsonbGetString(Jsonb *j, const char *key);
+extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
+extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
+extern Datum CStringListToTextArray(List *list);
 
 /* ---- settings (ductape.c) ---- */
 typedef enum
@@ -175,11 +183,6 @@ extern DtAction *CatalogGetAction(DtApp *app, const char *tag);
 extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
 extern DtBinding *CatalogGetBinding(DtApp *app, const char *product,
 									const char *env);
-extern JsonbValue *JsonbGetField(Jsonb *j, const char *key);
-extern Datum CStringListToTextArray(List *list);
-extern char *JsonbGetString(Jsonb *j, const char *key);
-extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
-extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
 
 /* ---- http.c / request.c ---- */
 typedef struct DtRetryPolicy
@@ -404,8 +407,10 @@ extern void GateLeave(DtGate *g);
 extern Oid	GateCheckFunction(Oid fn, const char *what);
 extern void GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg);
 extern Jsonb *GateSelect(Oid role, const char *sql);
-extern void GateMarkEngineProcess(void);
 extern void RethrowHidingStatement(MemoryContext cxt);
+
+/* ---- workflow.c ---- */
+extern void WorkflowMarkEngineProcess(void);
 
 /* ---- worker.c ---- */
 extern void WorkerRegisterLauncher(void);

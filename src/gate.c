@@ -43,7 +43,7 @@
  * (search_path, role, timeouts) do not reach ductape's own SQL.
  *
  * May call: utilities, SPI, fmgr, the parser (to check that a sql step is
- * one SELECT), jobs.c's JobsDispatch (dispatch on a workflow's behalf).
+ * one SELECT).
  *
  *-------------------------------------------------------------------------
  */
@@ -79,8 +79,6 @@
 PG_FUNCTION_INFO_V1(dt_as_caller);
 PG_FUNCTION_INFO_V1(dt_as_caller_hidden);
 PG_FUNCTION_INFO_V1(dt_caller);
-PG_FUNCTION_INFO_V1(dt_workflow_sql);
-PG_FUNCTION_INFO_V1(dt_workflow_dispatch_as);
 
 /* ---- the worker's own session ---- */
 
@@ -339,102 +337,6 @@ GateSelect(Oid role, const char *sql)
 	GateDisarm();
 	GateLeave(&gate);
 	return result;
-}
-
-/* ---- entry points of the workflow engine ---- */
-
-static bool EngineProcess = false;
-
-/* The database worker says so at start: only it runs the workflow engine. */
-void
-GateMarkEngineProcess(void)
-{
-	EngineProcess = true;
-}
-
-/*
- * The engine's helpers act as a run's role; they are refused anywhere but
- * at the top of the database worker (not inside user code it runs, not in
- * any other session, whoever holds EXECUTE).
- */
-static void
-EngineOnly(const char *what)
-{
-	if (!EngineProcess || InLocalUserIdChange() || InSecurityRestrictedOperation() ||
-		!superuser())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("%s is for ductape's workflow engine only", what),
-				 errdetail("The database worker calls it while it advances a workflow run.")));
-}
-
-static Oid
-RunRole(Name role)
-{
-	Oid			oid = get_role_oid(NameStr(*role), true);
-
-	if (!OidIsValid(oid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role \"%s\" of the workflow run no longer exists", NameStr(*role))));
-	return oid;
-}
-
-/* _workflow_sql(role name, sql text) returns jsonb: a sql step, as the workflow's definer. */
-Datum
-dt_workflow_sql(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *out;
-
-	EngineOnly("ductape._workflow_sql");
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("a workflow sql step needs a role and a statement")));
-	out = GateSelect(RunRole(PG_GETARG_NAME(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	if (out == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(out);
-}
-
-/*
- * _workflow_dispatch_as(role, app, action, input, env, product, key, options)
- * returns bigint: dispatch a step's job as the run's role (the job records
- * that role; its callbacks, none here, and its rows are that role's).
- */
-Datum
-dt_workflow_dispatch_as(PG_FUNCTION_ARGS)
-{
-	DtGate		gate;
-	int64		id = 0;
-	int			i;
-
-	EngineOnly("ductape._workflow_dispatch_as");
-	for (i = 0; i < 6; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("a workflow step's dispatch needs a role, app, action, input, env and product")));
-	GateEnter(&gate, RunRole(PG_GETARG_NAME(0)));
-	PG_TRY();
-	{
-		id = JobsDispatch(text_to_cstring(PG_GETARG_TEXT_PP(1)),
-						  text_to_cstring(PG_GETARG_TEXT_PP(2)),
-						  PG_GETARG_JSONB_P(3),
-						  text_to_cstring(PG_GETARG_TEXT_PP(4)),
-						  text_to_cstring(PG_GETARG_TEXT_PP(5)),
-						  false, 0,
-						  PG_ARGISNULL(6) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6)),
-						  InvalidOid, InvalidOid,
-						  PG_ARGISNULL(7) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
-						  : PG_GETARG_JSONB_P(7));
-	}
-	PG_FINALLY();
-	{
-		GateLeave(&gate);
-	}
-	PG_END_TRY();
-	PG_RETURN_INT64(id);
 }
 
 /* ---- the caller proxy ---- */

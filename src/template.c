@@ -32,6 +32,8 @@
 
 #include "common/jsonapi.h"
 #include "miscadmin.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -643,4 +645,29 @@ TemplateStepRefs(Jsonb *tpl)
 	/* (what nests too deeply is the define-time check's to report) */
 	(void) WalkTemplate(tpl, &path, NULL, StepRefVisitor, NULL, &st);
 	return st.refs;
+}
+
+/* ---- define-time template check, called from the SQL validators ---- */
+
+PG_FUNCTION_INFO_V1(dt_template_errors);
+
+/* _template_errors(tpl, path, constants, variables) -> text[] of problems */
+
+Datum
+dt_template_errors(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *tpl;
+	char	   *path;
+	Jsonb	   *constants = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	Jsonb	   *variables = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	List	   *errors = NIL;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(TEXTOID));
+	tpl = PG_GETARG_JSONB_P(0);
+	path = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	TemplateCheck(tpl, path, PH_APP_KINDS, constants, variables, &errors);
+
+	PG_RETURN_DATUM(CStringListToTextArray(errors));
 }

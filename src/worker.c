@@ -327,7 +327,7 @@ ductape_db_worker_main(Datum arg)
 	 * settings never outlive it.
 	 */
 	GatePinSession();
-	GateMarkEngineProcess();
+	WorkflowMarkEngineProcess();
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
 	CallsAttachWorker(dbid);

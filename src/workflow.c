@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * workflow.c
- *	  Workflows (DESIGN.md §11): step conditions, and the templates of step
- *	  inputs and outputs resolved against a run's context.
+ *	  Workflows: step conditions, the templates of step inputs and outputs
+ *	  resolved against a run's context, and the engine's entry points that
+ *	  act as a role (a sql step as the workflow's definer, a step's dispatch
+ *	  as the run's starter), both through the user-code gate (gate.c).
  *
  * A condition is an expression over placeholders and JSON literals:
  *
@@ -44,6 +46,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
@@ -678,4 +681,103 @@ WorkflowsTick(void)
 	if (!WorkerTry(TickWork, &n, "ductape: workflows", &error))
 		ereport(WARNING, (errmsg("ductape: advancing workflows failed: %s", error)));
 	return n;
+}
+
+/* ---- entry points of the workflow engine: steps as a role, through the gate ---- */
+
+PG_FUNCTION_INFO_V1(dt_workflow_sql);
+PG_FUNCTION_INFO_V1(dt_workflow_dispatch_as);
+
+static bool EngineProcess = false;
+
+/* The database worker says so at start: only it runs the workflow engine. */
+void
+WorkflowMarkEngineProcess(void)
+{
+	EngineProcess = true;
+}
+
+/*
+ * The engine's helpers act as a run's role; they are refused anywhere but
+ * at the top of the database worker (not inside user code it runs, not in
+ * any other session, whoever holds EXECUTE).
+ */
+static void
+EngineOnly(const char *what)
+{
+	if (!EngineProcess || InLocalUserIdChange() || InSecurityRestrictedOperation() ||
+		!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("%s is for ductape's workflow engine only", what),
+				 errdetail("The database worker calls it while it advances a workflow run.")));
+}
+
+static Oid
+RunRole(Name role)
+{
+	Oid			oid = get_role_oid(NameStr(*role), true);
+
+	if (!OidIsValid(oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" of the workflow run no longer exists", NameStr(*role))));
+	return oid;
+}
+
+/* _workflow_sql(role name, sql text) returns jsonb: a sql step, as the workflow's definer. */
+Datum
+dt_workflow_sql(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *out;
+
+	EngineOnly("ductape._workflow_sql");
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a workflow sql step needs a role and a statement")));
+	out = GateSelect(RunRole(PG_GETARG_NAME(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	if (out == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(out);
+}
+
+/*
+ * _workflow_dispatch_as(role, app, action, input, env, product, key, options)
+ * returns bigint: dispatch a step's job as the run's role (the job records
+ * that role; its callbacks, none here, and its rows are that role's).
+ */
+Datum
+dt_workflow_dispatch_as(PG_FUNCTION_ARGS)
+{
+	DtGate		gate;
+	int64		id = 0;
+	int			i;
+
+	EngineOnly("ductape._workflow_dispatch_as");
+	for (i = 0; i < 6; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a workflow step's dispatch needs a role, app, action, input, env and product")));
+	GateEnter(&gate, RunRole(PG_GETARG_NAME(0)));
+	PG_TRY();
+	{
+		id = JobsDispatch(text_to_cstring(PG_GETARG_TEXT_PP(1)),
+						  text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						  PG_GETARG_JSONB_P(3),
+						  text_to_cstring(PG_GETARG_TEXT_PP(4)),
+						  text_to_cstring(PG_GETARG_TEXT_PP(5)),
+						  false, 0,
+						  PG_ARGISNULL(6) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(6)),
+						  InvalidOid, InvalidOid,
+						  PG_ARGISNULL(7) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
+						  : PG_GETARG_JSONB_P(7));
+	}
+	PG_FINALLY();
+	{
+		GateLeave(&gate);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64(id);
 }
