@@ -10,6 +10,7 @@ MODULE_big = ductape
 OBJS = \
 	src/ductape.o \
 	src/jsonb_util.o \
+	src/settings.o \
 	src/template.o \
 	src/catalog.o \
 	src/request.o \

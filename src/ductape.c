@@ -31,22 +31,6 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 PG_FUNCTION_INFO_V1(dt_version);
 
-char	   *ductape_env = NULL;
-char	   *ductape_product = NULL;
-int			ductape_default_timeout_ms = 30000;
-int			ductape_max_response_size = 10 * 1024 * 1024;
-int			ductape_log_requests = DT_LOG_ALL;
-char	   *ductape_proxy = NULL;
-int			ductape_workers = 1;
-char	   *ductape_ca_file = NULL;
-
-/*
- * Bumped whenever a setting that decides what we may connect to changes;
- * http.c drops its pooled connections when it sees a new value, so a
- * connection opened under an older, looser policy is never reused.
- */
-int			ductape_egress_generation = 0;
-
 static const struct config_enum_entry log_requests_options[] = {
 	{"all", DT_LOG_ALL, false},
 	{"errors", DT_LOG_ERRORS, false},
@@ -58,29 +42,6 @@ static const struct config_enum_entry log_requests_options[] = {
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-/*
- * A tag names apps, actions, products, envs: ^[a-z0-9][a-z0-9_.-]{0,62}$
- */
-bool
-DtIsValidTag(const char *tag)
-{
-	int			len;
-
-	if (tag == NULL || tag[0] == '\0')
-		return false;
-	if (!((tag[0] >= 'a' && tag[0] <= 'z') || (tag[0] >= '0' && tag[0] <= '9')))
-		return false;
-	for (len = 1; tag[len]; len++)
-	{
-		char		c = tag[len];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			  c == '_' || c == '.' || c == '-'))
-			return false;
-	}
-	return len <= DT_TAG_MAXLEN;
-}
 
 static bool
 check_tag_guc(char **newval, void **extra, GucSource source)
@@ -347,6 +308,8 @@ dt_version(PG_FUNCTION_ARGS)
 void
 _PG_init(void)
 {
+	/* subsystems above the request builder plug into it */
+	RequestSetTokenProvider(OAuthAccessToken);
 #ifdef DT_FUZZ
 	/*
 	 * test/fuzz loads a second, instrumented copy next to the preloaded one:

@@ -6,6 +6,7 @@
  * Subsystems, one file each:
  *	  ductape.c   module load, settings, shared memory
  *	  jsonb_util.c small jsonb accessors and arrays (used by all)
+ *	  settings.c  the values of the settings, the tag rule
  *	  template.c  $Placeholder{...} parsing, checking and resolution
  *	  catalog.c   the per-backend cache of apps and actions
  *	  request.c   turning (app, action, env, input) into an HTTP request
@@ -55,7 +56,7 @@ extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
 extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
 extern Datum CStringListToTextArray(List *list);
 
-/* ---- settings (ductape.c) ---- */
+/* ---- settings.c (their values; ductape.c defines them) ---- */
 typedef enum
 {
 	DT_LOG_NONE,
@@ -70,6 +71,7 @@ extern int	ductape_max_response_size;
 extern int	ductape_log_requests;
 extern char *ductape_proxy;
 extern char *ductape_ca_file;
+extern int	ductape_workers;
 extern int	ductape_egress_generation;
 
 extern bool DtIsValidTag(const char *tag);
@@ -322,6 +324,11 @@ extern int	EventsInflight(void);
 extern bool EventsHaveResults(void);
 extern long EventsNextDue(long cap);
 extern int	EventsReencryptAll(void);
+
+/* ---- request.c: where OAuth2 tokens come from (oauth.c, set at load) ---- */
+typedef char *(*RequestTokenProvider) (DtApp *app, DtBinding *b, bool force,
+									   TimestampTz seen, TimestampTz *updated_at);
+extern void RequestSetTokenProvider(RequestTokenProvider provider);
 
 /* ---- oauth.c ---- */
 #define DT_TOKEN_PENDING_MSG "OAuth2 token refresh pending"

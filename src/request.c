@@ -374,6 +374,19 @@ FormatUuid(char *out)
 	*p = '\0';
 }
 
+/*
+ * Who gets OAuth2 access tokens: oauth.c, which needs the worker to refresh
+ * them, sits above the request builder, so it is registered at load time
+ * (ductape.c) rather than called by name.
+ */
+static RequestTokenProvider TokenProvider = NULL;
+
+void
+RequestSetTokenProvider(RequestTokenProvider provider)
+{
+	TokenProvider = provider;
+}
+
 /* The OAuth2 access token for this call (fetched once per build). */
 static char *
 OAuthToken(ResolveCtx *ctx)
@@ -382,8 +395,10 @@ OAuthToken(ResolveCtx *ctx)
 	{
 		DtRequest  *req = ctx->req;
 
-		ctx->auth_token = OAuthAccessToken(ctx->app, ctx->binding, req->oauth_force,
-										   req->oauth_force_seen, &req->oauth_token_at);
+		if (TokenProvider == NULL)
+			elog(ERROR, "no OAuth2 token provider is registered");
+		ctx->auth_token = TokenProvider(ctx->app, ctx->binding, req->oauth_force,
+										req->oauth_force_seen, &req->oauth_token_at);
 		req->oauth = true;
 		*ctx->sensitive = lappend(*ctx->sensitive, ctx->auth_token);
 	}
