@@ -31,7 +31,7 @@ dt_apt() {
 dt_build_deps() {
     dt_apt build-essential postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev \
         libssl-dev libmicrohttpd-dev libyaml-dev libipc-run-perl curl openssl \
-        postgresql-15-cron
+        postgresql-15-cron postgresql-15-plpgsql-check
     # Debian's postgresql-15 starts a cluster of its own; we never use it.
 }
 
