@@ -46,6 +46,8 @@
 #define ERRCODE_DT_NETWORK		MAKE_SQLSTATE('D','T','0','0','1')
 #define ERRCODE_DT_EGRESS		MAKE_SQLSTATE('D','T','0','0','2')
 #define ERRCODE_DT_SECRET		MAKE_SQLSTATE('D','T','0','0','3')
+/* internal: the worker's own OAuth2 refresh is pending; the job waits (never shown) */
+#define ERRCODE_DT_TOKEN_PENDING MAKE_SQLSTATE('D','T','P','0','0')
 
 #define DT_TAG_MAXLEN 63
 
@@ -302,7 +304,7 @@ extern void WorkerEndWork(void);
 extern bool JobsRecover(void);
 extern void WakeAtCommit(void);
 extern void JobsCloseInsertState(void);
-extern char *RunInSubtransaction(void (*fn) (void *), void *arg);
+extern char *RunInSubtransaction(void (*fn) (void *), void *arg, int *sqlerrcode);
 extern bool RunAsRole(Oid fn, const char *what, Oid role, Jsonb *arg, const char *activity,
 					  char **error);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,

@@ -629,7 +629,7 @@ EventsClaim(int n)
 		/* a delivery that cannot be prepared fails this attempt, alone */
 		{
 			PrepareArgs pa = {run, tup, desc, cxt, &secret_of, &secret, &previous, here};
-			char	   *error = RunInSubtransaction(PrepareDelivery, &pa);
+			char	   *error = RunInSubtransaction(PrepareDelivery, &pa, NULL);
 
 			if (error != NULL)
 			{

@@ -1129,13 +1129,14 @@ JobsClaim(int n)
 		/* a job whose request cannot be built fails, alone */
 		{
 			BuildArgs	ba = {run, app_tag, action_tag, input, env, product, options, key, role};
-			char	   *error = RunInSubtransaction(BuildJobRequestCall, &ba);
+			int			code;
+			char	   *error = RunInSubtransaction(BuildJobRequestCall, &ba, &code);
 
 			if (error != NULL)
 			{
 				run->verdict = XFER_FAILED;
 				run->error = error;
-				if (strcmp(error, DT_TOKEN_PENDING_MSG) == 0)
+				if (code == ERRCODE_DT_TOKEN_PENDING)
 					run->requeue = true;
 			}
 		}
@@ -1199,11 +1200,12 @@ typedef struct Callback
  * Call fn(arg) in a subtransaction of the current transaction, so that one
  * item's error does not abort a worker's batch.  Returns NULL, or the
  * error's message (allocated in the caller's memory context) after rolling
- * the subtransaction back.  The caller's memory context and resource owner
+ * the subtransaction back, with its SQLSTATE in *sqlerrcode when that is
+ * not NULL (decide on the code, never on the message text).  The caller's memory context and resource owner
  * are current again on return.
  */
 char *
-RunInSubtransaction(void (*fn) (void *), void *arg)
+RunInSubtransaction(void (*fn) (void *), void *arg, int *sqlerrcode)
 {
 	MemoryContext here = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -1225,6 +1227,8 @@ RunInSubtransaction(void (*fn) (void *), void *arg)
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		error = pstrdup(ed->message);
+		if (sqlerrcode)
+			*sqlerrcode = ed->sqlerrcode;
 		FreeErrorData(ed);
 	}
 	PG_END_TRY();

@@ -242,7 +242,7 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	{
 		(void) PostTokenRequest(app, b, force, seen, false);
 		ereport(ERROR,
-				(errcode(ERRCODE_DT_SECRET),
+				(errcode(ERRCODE_DT_TOKEN_PENDING),
 				 errmsg(DT_TOKEN_PENDING_MSG)));
 	}
 

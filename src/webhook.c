@@ -606,7 +606,7 @@ ResolveTokenCall(void *arg)
 static void
 ResolveToken(TokenInfo *ti)
 {
-	char	   *error = RunInSubtransaction(ResolveTokenCall, ti);
+	char	   *error = RunInSubtransaction(ResolveTokenCall, ti, NULL);
 
 	ti->usable = (error == NULL);
 	if (error != NULL)
