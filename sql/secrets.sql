@@ -2,7 +2,9 @@
 
 SELECT ductape.secret_set('STRIPE_KEY', 'sk_test_plaintext_4242', 'Stripe test key', apps => '{pay}', envs => '{dev}');
 SELECT ductape.secret_set('WIDE_OPEN', 'wide+open/value=77');
-SELECT ductape.secret_set('OLD_KEY', 'old_key_value_99', expires_at => now() - interval '1 day');
+SELECT ductape.secret_set('OLD_KEY', 'old_key_value_99', expires_at => now() + interval '1 day');
+-- (secret_set refuses an expires_at in the past: let it expire here)
+UPDATE ductape._secrets SET expires_at = now() - interval '1 day' WHERE name = 'OLD_KEY';
 
 -- The view never shows a value; the table holds only ciphertext.
 SELECT name, description, apps, envs, expires_at IS NOT NULL AS expires FROM ductape.secrets ORDER BY name;
@@ -21,6 +23,8 @@ SELECT ductape.secret_get('STRIPE_KEY');
 SELECT expect_error($$SELECT ductape.secret_set('bad name', 'x')$$);
 SELECT expect_error($$SELECT ductape.secret_set('K', NULL)$$);
 SELECT expect_error($$SELECT ductape.secret_set('K', 'x', apps => '{Bad App}')$$);
+SELECT expect_error($$SELECT ductape.secret_set('K', 'x', expires_at => now() - interval '1 second')$$)
+       ~ '^22023: expires_at \d{4}-\d\d-\d\d [0-9:.+-]+ is in the past\nDETAIL: A secret that has expired cannot be used\.$' AS past_expiry;
 SELECT expect_error($$SELECT ductape.secret_get('NOPE')$$);
 SELECT expect_error($$SELECT ductape.secret_drop('NOPE')$$);
 SELECT count(*) AS secrets FROM ductape._secrets;

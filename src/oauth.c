@@ -319,15 +319,34 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	}
 }
 
-/* oauth_set_tokens(app, access_token, refresh_token, expires_in, env, product) */
-Datum
-dt_oauth_set_tokens(PG_FUNCTION_ARGS)
+/* A token given to oauth_set_tokens: not empty, no line break. */
+static void
+CheckGivenToken(const char *token, const char *what)
+{
+	if (token[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be empty", what)));
+	if (strpbrk(token, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot contain CR or LF", what),
+				 errdetail("Tokens are sent in HTTP headers and form bodies, where a line break would inject other fields.")));
+}
+
+/*
+ * oauth_set_tokens(app, access_token, refresh_token, expires_in, env,
+ * product): the arguments are checked, then the tokens are encrypted and
+ * stored.
+ */
+static Datum
+OAuthSetTokens(PG_FUNCTION_ARGS)
 {
 	char	   *app_tag;
 	char	   *access;
-	char	   *refresh = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	const char *env = PG_ARGISNULL(4) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	const char *product = PG_ARGISNULL(5) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	char	   *refresh;
+	const char *env;
+	const char *product;
 	DtApp	   *app;
 	DtBinding  *b;
 	bytea	   *blob;
@@ -340,6 +359,12 @@ dt_oauth_set_tokens(PG_FUNCTION_ARGS)
 				 errmsg("app and access_token cannot be NULL")));
 	app_tag = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	access = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	refresh = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	env = PG_ARGISNULL(4) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	product = PG_ARGISNULL(5) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	CheckGivenToken(access, "access_token");
+	if (refresh)
+		CheckGivenToken(refresh, "refresh_token");
 	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -358,7 +383,16 @@ dt_oauth_set_tokens(PG_FUNCTION_ARGS)
 			   !PG_ARGISNULL(3),
 			   PG_ARGISNULL(3) ? 0 : GetCurrentTimestamp() + (TimestampTz) PG_GETARG_INT32(3) * USECS_PER_SEC,
 			   &blob, &version);
+	explicit_bzero(access, strlen(access));
+	if (refresh)
+		explicit_bzero(refresh, strlen(refresh));
 	PG_RETURN_VOID();
+}
+
+Datum
+dt_oauth_set_tokens(PG_FUNCTION_ARGS)
+{
+	return RunHidingStatement(OAuthSetTokens, fcinfo);
 }
 
 /* Re-encrypt every stored token under the current key (rotate_master_key). */
