@@ -120,3 +120,29 @@ SELECT ductape.dispatch('oa', 'res') AS oa_job \gset
 SELECT j->>'state' AS state, j->'response'->'body'->>'path' AS path
   FROM (SELECT ductape.wait(:oa_job, '10 s') AS j) s;
 SELECT tokens_issued() AS after, (SELECT count(*) FROM ductape._oauth_tokens) AS tokens_stored;
+
+-- expires_in as providers send it: out of range is clamped, not an error
+-- (1e30 is kept as the longest lifetime, 2^31-1 s, about 68 years; below 0
+-- as 0, expired already, so the next call refreshes), fractions rounded,
+-- a string of digits is a number.
+CREATE FUNCTION public.token_lives(seconds bigint) RETURNS boolean LANGUAGE sql AS $$
+    SELECT extract(epoch FROM expires_at - updated_at) BETWEEN seconds - 5 AND seconds
+      FROM ductape._oauth_tokens
+$$;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=1e30');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(2147483647) AS clamped_to_max;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=-5');
+DELETE FROM ductape._oauth_tokens;
+SELECT tokens_issued() AS before;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(0) AS clamped_to_0;
+SELECT ductape.run('oa', 'res')->>'path' AS path, tokens_issued() AS after_two_calls;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=1.5e3');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(1500) AS fraction;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=%2260%22');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(60) AS digit_string;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=%22%22');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, (SELECT expires_at FROM ductape._oauth_tokens) AS no_expiry;

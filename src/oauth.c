@@ -43,6 +43,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -610,6 +611,58 @@ PrepareTokenCall(DtTokenSlot *req, TokenCall *tc, DtTokenSlot *res)
 	tc->req.product = pstrdup(b->product);
 }
 
+/*
+ * The longest token lifetime kept, in seconds (about 68 years, as long as
+ * oauth_set_tokens' integer expires_in can say).
+ */
+#define DT_TOKEN_MAX_LIFETIME_S ((int64) PG_INT32_MAX)
+
+/*
+ * A token response's expires_in as seconds in [0, DT_TOKEN_MAX_LIFETIME_S]:
+ * a provider's number out of that range (1e30, -5) is clamped instead of
+ * failing the token request (numeric_int8 raised 22003), fractions are
+ * rounded, and a string of digits ("3600", as some providers send it) is
+ * read as a number.  False when there is no usable expires_in (absent,
+ * null, anything else): the token is then kept until an API refuses it.
+ */
+static bool
+TokenLifetime(JsonbValue *v, int64 *seconds)
+{
+	if (v == NULL)
+		return false;
+	if (v->type == jbvNumeric)
+	{
+		Datum		n = NumericGetDatum(v->val.numeric);
+
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, n,
+											  NumericGetDatum(int64_to_numeric(0)))) <= 0)
+			*seconds = 0;
+		else if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, n,
+												   NumericGetDatum(int64_to_numeric(DT_TOKEN_MAX_LIFETIME_S)))) >= 0)
+			*seconds = DT_TOKEN_MAX_LIFETIME_S;
+		else
+			*seconds = DatumGetInt64(DirectFunctionCall1(numeric_int8, n));
+		return true;
+	}
+	if (v->type == jbvString && v->val.string.len > 0)
+	{
+		int64		n = 0;
+		int			i;
+
+		for (i = 0; i < v->val.string.len; i++)
+		{
+			char		c = v->val.string.val[i];
+
+			if (c < '0' || c > '9')
+				return false;
+			n = Min(n * 10 + (c - '0'), DT_TOKEN_MAX_LIFETIME_S);
+		}
+		*seconds = n;
+		return true;
+	}
+	return false;
+}
+
 /* Phase 3, in a transaction: read the token response and store it. */
 static void
 FinishTokenCall(DtTokenSlot *req, TokenCall *tc, int status, Jsonb *body,
@@ -617,16 +670,17 @@ FinishTokenCall(DtTokenSlot *req, TokenCall *tc, int status, Jsonb *body,
 {
 	char	   *access = JsonbGetString(body, "access_token");
 	char	   *refresh = JsonbGetString(body, "refresh_token");
-	JsonbValue *expires = JsonbGetField(body, "expires_in");
+	int64		lifetime = 0;
+	bool		has_expiry = TokenLifetime(JsonbGetField(body, "expires_in"), &lifetime);
 	bytea	   *blob;
 	int			version;
 	TimestampTz updated_at;
-	TimestampTz expires_at = 0;
 
 	if (status < 200 || status >= 300 || access == NULL)
 	{
-		char	   *code = JsonbGetString(body, "error");
-		char	   *desc = JsonbGetString(body, "error_description");
+		/* the provider's words, which might quote what it was sent */
+		char	   *code = Redact(JsonbGetString(body, "error"), tc->req.sensitive);
+		char	   *desc = Redact(JsonbGetString(body, "error_description"), tc->req.sensitive);
 
 		SlotError(res, psprintf("OAuth2 token request for app \"%s\" failed", req->app),
 				  code ? psprintf("The token endpoint answered HTTP %d: %s%s%s.", status, code,
@@ -634,12 +688,10 @@ FinishTokenCall(DtTokenSlot *req, TokenCall *tc, int status, Jsonb *body,
 				  : psprintf("The token endpoint answered HTTP %d without an access_token.", status));
 		return;
 	}
-	if (expires && expires->type == jbvNumeric)
-		expires_at = GetCurrentTimestamp() +
-			(TimestampTz) DatumGetInt64(DirectFunctionCall1(numeric_int8,
-															NumericGetDatum(expires->val.numeric))) * USECS_PER_SEC;
 	updated_at = StoreToken(req->product, req->app, req->env, access, refresh,
-							true, expires != NULL, expires_at, &blob, &version);
+							true, has_expiry,
+							GetCurrentTimestamp() + (TimestampTz) lifetime * USECS_PER_SEC,
+							&blob, &version);
 	explicit_bzero(access, strlen(access));
 	if (refresh)
 		explicit_bzero(refresh, strlen(refresh));
