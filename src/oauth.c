@@ -83,7 +83,8 @@ FetchToken(const char *product, const char *app, const char *env, TokenRow *row)
 	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT access_token, refresh_token, key_version, expires_at, updated_at "
-							  "FROM ductape._oauth_tokens WHERE product = $1 AND app = $2 AND env = $3",
+							  "FROM ductape._oauth_tokens WHERE product OPERATOR(pg_catalog.=) $1 "
+							  "AND app OPERATOR(pg_catalog.=) $2 AND env OPERATOR(pg_catalog.=) $3",
 							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape._oauth_tokens");
 	if (SPI_processed == 1)
@@ -141,7 +142,7 @@ StoreToken(const char *product, const char *app, const char *env,
 	SPI_connect();
 	if (SPI_execute_with_args("INSERT INTO ductape._oauth_tokens AS t "
 							  "(product, app, env, access_token, refresh_token, key_version, expires_at, updated_at) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp()) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, pg_catalog.clock_timestamp()) "
 							  "ON CONFLICT ON CONSTRAINT _oauth_tokens_pkey DO UPDATE SET "
 							  "access_token = EXCLUDED.access_token, "
 							  "refresh_token = CASE WHEN $8 THEN t.refresh_token ELSE EXCLUDED.refresh_token END, "
@@ -447,7 +448,8 @@ OAuthReencryptAll(void)
 			nulls[4] = 'n';
 		args[5] = Int32GetDatum(newv);
 		if (SPI_execute_with_args("UPDATE ductape._oauth_tokens SET access_token = $4, refresh_token = $5, "
-								  "key_version = $6 WHERE product = $1 AND app = $2 AND env = $3",
+								  "key_version = $6 WHERE product OPERATOR(pg_catalog.=) $1 "
+								  "AND app OPERATOR(pg_catalog.=) $2 AND env OPERATOR(pg_catalog.=) $3",
 								  6, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not re-encrypt an OAuth2 token");
 		count++;

@@ -523,7 +523,7 @@ SecretSet(PG_FUNCTION_ARGS)
 							  "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, "
 							  "key_version = EXCLUDED.key_version, description = EXCLUDED.description, "
 							  "apps = EXCLUDED.apps, envs = EXCLUDED.envs, "
-							  "expires_at = EXCLUDED.expires_at, updated_at = now()",
+							  "expires_at = EXCLUDED.expires_at, updated_at = pg_catalog.now()",
 							  7, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store secret \"%s\"", name);
 	SPI_finish();
@@ -559,7 +559,7 @@ FetchSecret(const char *name, SecretRow *row)
 	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT value, key_version, apps, envs, expires_at "
-							  "FROM ductape._secrets WHERE name = $1",
+							  "FROM ductape._secrets WHERE name OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read secret \"%s\"", name);
 	found = SPI_processed == 1;
@@ -711,7 +711,8 @@ dt_rotate_master_key(PG_FUNCTION_ARGS)
 			Datum		args[3] = {CStringGetTextDatum(name), PointerGetDatum(nb), Int32GetDatum(newv)};
 
 			explicit_bzero(plain, strlen(plain));
-			if (SPI_execute_with_args("UPDATE ductape._secrets SET value = $2, key_version = $3 WHERE name = $1",
+			if (SPI_execute_with_args("UPDATE ductape._secrets SET value = $2, key_version = $3 "
+									  "WHERE name OPERATOR(pg_catalog.=) $1",
 									  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not re-encrypt secret \"%s\"", name);
 			count++;
