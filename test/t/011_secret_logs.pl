@@ -11,7 +11,8 @@
 # Then what log_statement = 'all' shows, which no function can hide since
 # the statement is logged before it runs: literals (psql variables too) in
 # full, bind parameters in full by default (log_parameter_max_length = -1),
-# and bind parameters not at all with log_parameter_max_length = 0.
+# and bind parameters not at all with log_parameter_max_length = 0; 'mod'
+# logs no SELECT; log_min_duration_statement logs literals too.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -158,8 +159,16 @@ unlike($log, qr/STATEMENT:  .*(secret_set|oauth_set_tokens)/, 'no STATEMENT line
 is_deeply([ secret_leaks($log, $plain) ], [], 'the plaintext is nowhere in the server log');
 
 # ---- what log_statement = 'all' shows ----
-$node->append_conf('postgresql.conf', "log_statement = 'all'\n");
-$node->reload;
+# Reload with $conf; wait until new sessions see $setting = $value.
+sub reload_with
+{
+	my ($conf, $setting, $value) = @_;
+	$node->append_conf('postgresql.conf', $conf);
+	$node->reload;
+	ok(poll_until($node, 'postgres', "SHOW $setting", $value), "$setting is $value");
+}
+
+reload_with("log_statement = 'all'\n", 'log_statement', 'all');
 my $offset = -s $node->logfile;
 
 my $literal = "L1teral/$run";
@@ -195,6 +204,20 @@ like($log, qr/LOG:  execute <unnamed>: SELECT ductape\.secret_set\('LS_BOUND', \
 like($log, qr/LOG:  execute <unnamed>: SELECT ductape\.secret_set\('LS_HIDDEN', \$1\);?\n/,
 	'with log_parameter_max_length = 0 the statement is logged...');
 is(index($log, $hidden), -1, '... but not the bind parameter');
+
+# log_statement = 'mod' does not log a SELECT, whatever the function it
+# calls does; log_min_duration_statement logs the statement as it ends.
+reload_with("log_statement = 'mod'\n", 'log_statement', 'mod');
+$offset = -s $node->logfile;
+my $mod = "M0d/$run";
+$node->safe_psql('postgres', "SELECT ductape.secret_set('LS_MOD', '$mod')");
+reload_with("log_statement = 'none'\nlog_min_duration_statement = 0\n", 'log_min_duration_statement', '0');
+my $duration = "Dur4tion/$run";
+$node->safe_psql('postgres', "SELECT ductape.secret_set('LS_DURATION', '$duration')");
+$log = substr(slurp_file($node->logfile), $offset);
+is(index($log, $mod), -1, "log_statement = 'mod' does not log SELECT ductape.secret_set(...)");
+like($log, qr/duration: [0-9.]+ ms  statement: SELECT ductape\.secret_set\('LS_DURATION', '\Q$duration\E'\)/,
+	'log_min_duration_statement = 0 logs it in full');
 
 $node->stop;
 done_testing();
