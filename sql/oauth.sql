@@ -120,3 +120,64 @@ SELECT ductape.dispatch('oa', 'res') AS oa_job \gset
 SELECT j->>'state' AS state, j->'response'->'body'->>'path' AS path
   FROM (SELECT ductape.wait(:oa_job, '10 s') AS j) s;
 SELECT tokens_issued() AS after, (SELECT count(*) FROM ductape._oauth_tokens) AS tokens_stored;
+
+-- expires_in as providers send it: out of range is clamped, not an error
+-- (1e30 is kept as the longest lifetime, 2^31-1 s, about 68 years; below 0
+-- as 0, expired already, so the next call refreshes), fractions rounded,
+-- a string of digits is a number.
+CREATE FUNCTION public.token_lives(seconds bigint) RETURNS boolean LANGUAGE sql AS $$
+    SELECT extract(epoch FROM expires_at - updated_at) BETWEEN seconds - 5 AND seconds
+      FROM ductape._oauth_tokens
+$$;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=1e30');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(2147483647) AS clamped_to_max;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=-5');
+DELETE FROM ductape._oauth_tokens;
+SELECT tokens_issued() AS before;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(0) AS clamped_to_0;
+SELECT ductape.run('oa', 'res')->>'path' AS path, tokens_issued() AS after_two_calls;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=1.5e3');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(1500) AS fraction;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=%2260%22');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, token_lives(60) AS digit_string;
+SELECT oa_app('{"refresh_buffer_s": 0}', '?expires_json=%22%22');
+DELETE FROM ductape._oauth_tokens;
+SELECT ductape.run('oa', 'res')->>'path' AS path, (SELECT expires_at FROM ductape._oauth_tokens) AS no_expiry;
+
+-- The SQL behind these functions names its functions and operators with
+-- their schema: a "=", now() or clock_timestamp() that comes first on the
+-- search_path is never called (rotate_master_key runs in a superuser's
+-- session, and a database owner can set the database's search_path).
+CREATE TABLE public.hijacked (what text);
+CREATE FUNCTION public.hijack_eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.hijacked VALUES ('=');
+    RETURN a OPERATOR(pg_catalog.=) b;
+END
+$$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.hijack_eq);
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.hijacked VALUES ('now()');
+    RETURN pg_catalog.now();
+END
+$$;
+CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.hijacked VALUES ('clock_timestamp()');
+    RETURN pg_catalog.clock_timestamp();
+END
+$$;
+SET search_path = public, pg_catalog;
+SELECT ductape.secret_set('OA_SECRET', 's3cret/client:1');
+SELECT ductape.oauth_set_tokens('oa', 'at-search-path', 'rt-search-path', 60);
+SELECT ductape.secret_get('OA_SECRET') IS NOT NULL AS secret_get;
+SELECT ductape.rotate_master_key() >= 3 AS reencrypted;
+RESET search_path;
+SELECT coalesce(string_agg(DISTINCT what, ', '), 'none') AS hijacked FROM public.hijacked;
+DROP OPERATOR public.= (text, text);
+DROP FUNCTION public.hijack_eq(text, text), public.now(), public.clock_timestamp();
+DROP TABLE public.hijacked;

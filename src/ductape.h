@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "compat.h"
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
@@ -345,6 +346,8 @@ extern void SecretsEnsureDefaultKey(void);
 extern bytea *SecretEncrypt(const char *plain, int len, const char *aad, int *version);
 extern char *SecretDecrypt(bytea *blob, int version, const char *aad, const char *what);
 extern char *SecretResolve(const char *name, const char *app, const char *env);
+/* call a SQL function whose arguments carry a secret: see secrets.c */
+extern Datum RunHidingStatement(PGFunction fn, FunctionCallInfo fcinfo);
 
 /* ---- calls.c ---- */
 typedef struct DtCallInfo

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <curl/curl.h>
 
+#include "common/base64.h"
 #include "common/jsonapi.h"
 #include "common/pg_prng.h"
 #include "fmgr.h"
@@ -385,6 +386,87 @@ UrlParts(const char *url, char **scheme, char **host)
 }
 
 /*
+ * A URL as errors and call records show it: Redact replaces the user-info
+ * of "scheme://user:password@host" and the sensitive values.  A URL libcurl
+ * cannot parse may hide a password where that rule does not look
+ * ("http://user:pa/ss@host", or no scheme): then everything before its last
+ * "@" in front of any query or fragment is redacted too.
+ */
+static char *
+UrlForMessage(const char *url, List *sensitive)
+{
+	char	   *scheme,
+			   *host;
+
+	if (url == NULL)
+		return NULL;
+	if (strchr(url, '@') != NULL && !UrlParts(url, &scheme, &host))
+	{
+		size_t		head = strcspn(url, "?#");
+		const char *at = NULL;
+		const char *q;
+
+		for (q = url; q < url + head; q++)
+			if (*q == '@')
+				at = q;
+		if (at != NULL)
+		{
+			const char *sep = strstr(url, "://");
+			const char *start = (sep != NULL && sep < at) ? sep + 3 : url;
+
+			url = psprintf("%.*s[redacted]%s", (int) (start - url), url, at);
+		}
+	}
+	return Redact(url, sensitive);
+}
+
+/*
+ * The credentials in req->url's user-info are sensitive: the password as
+ * written and decoded (the user name instead when there is no password: a
+ * token, as in https://TOKEN@host), and the Basic credential libcurl sends
+ * for them, which an API echoing the request's headers would print.
+ */
+static void
+AddUrlCredentials(DtRequest *req)
+{
+	CURLU	   *u;
+	char	   *user = NULL,
+			   *password = NULL,
+			   *written = NULL;
+
+	if (req->url == NULL || strchr(req->url, '@') == NULL)
+		return;
+	u = curl_url();
+	if (curl_url_set(u, CURLUPART_URL, req->url, 0) == CURLUE_OK)
+	{
+		curl_url_get(u, CURLUPART_USER, &user, CURLU_URLDECODE);
+		curl_url_get(u, CURLUPART_PASSWORD, &password, CURLU_URLDECODE);
+		curl_url_get(u, CURLUPART_PASSWORD, &written, 0);
+	}
+	if (written && written[0])
+		req->sensitive = lappend(req->sensitive, pstrdup(written));
+	if (password && password[0])
+		req->sensitive = lappend(req->sensitive, pstrdup(password));
+	else if (user && user[0])
+		req->sensitive = lappend(req->sensitive, pstrdup(user));
+	if (user || password)
+	{
+		char	   *plain = psprintf("%s:%s", user ? user : "", password ? password : "");
+		int			len = pg_b64_enc_len(strlen(plain));
+		char	   *enc = palloc(len + 1);
+
+		len = pg_b64_encode(plain, strlen(plain), enc, len);
+		enc[len] = '\0';
+		req->sensitive = lappend(req->sensitive, enc);
+		explicit_bzero(plain, strlen(plain));
+	}
+	curl_free(user);
+	curl_free(password);
+	curl_free(written);
+	curl_url_cleanup(u);
+}
+
+/*
  * Check a URL that will be called later (endpoint_create): an absolute http
  * or https URL whose scheme and host the egress policy allows.  The address
  * is checked again on every connection.
@@ -400,13 +482,13 @@ HttpCheckUrl(const char *url)
 		(strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid endpoint URL \"%s\"", url),
+				 errmsg("invalid endpoint URL \"%s\"", UrlForMessage(url, NIL)),
 				 errdetail("An endpoint URL is an absolute http or https URL.")));
 	reason = EgressCheckUrl(scheme, host);
 	if (reason != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DT_EGRESS),
-				 errmsg("request to %s blocked by the egress policy", url),
+				 errmsg("request to %s blocked by the egress policy", UrlForMessage(url, NIL)),
 				 errdetail("%s.", reason),
 				 errhint("A superuser can allow it with ductape.allowed_hosts or ductape.allow_private_networks.")));
 }
@@ -538,14 +620,14 @@ XferStartHop(Xfer *x)
 	{
 		o->kind = OUT_NETWORK;
 		o->final = true;
-		o->error = psprintf("invalid URL \"%s\"", Redact(x->url, req->sensitive));
+		o->error = psprintf("invalid URL \"%s\"", UrlForMessage(x->url, req->sensitive));
 		return false;
 	}
 	reason = EgressCheckUrl(x->scheme, x->host);
 	if (reason != NULL)
 	{
 		o->kind = OUT_EGRESS;
-		o->error = pstrdup(reason);
+		o->error = Redact(reason, req->sensitive);
 		return false;
 	}
 	if (left <= 0)
@@ -702,7 +784,7 @@ XferFinishHop(Xfer *x, CURLcode rc)
 		{
 			o->kind = OUT_EGRESS;
 			o->error = psprintf("redirect from https to http refused (to %s)",
-								Redact(location, req->sensitive));
+								UrlForMessage(location, req->sensitive));
 			return true;
 		}
 		if (!SameOrigin(x->url, location))
@@ -1011,7 +1093,7 @@ RecordCall(DtRequest *req, CallResult *cr, const char *error)
 	info.env = req->env;
 	info.product = req->product;
 	info.method = req->method;
-	info.url = Redact(req->url, req->sensitive);
+	info.url = UrlForMessage(req->url, req->sensitive);
 	info.status = cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0;
 	info.attempts = cr->attempts;
 	info.duration_ms = cr->duration_ms;
@@ -1077,14 +1159,14 @@ Execute(DtRequest *req, CallResult *cr)
 		ereport(ERROR,
 				(errcode(ERRCODE_DT_EGRESS),
 				 errmsg("request to %s blocked by the egress policy",
-						Redact(cr->o.final_url, req->sensitive)),
+						UrlForMessage(cr->o.final_url, req->sensitive)),
 				 errdetail("%s.", cr->o.error),
 				 errhint("A superuser can allow it with ductape.allowed_hosts or ductape.allow_private_networks.")));
 	if (cr->o.kind == OUT_TOO_LARGE)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("response to %s %s exceeds ductape.max_response_size",
-						req->method, Redact(req->url, req->sensitive)),
+						req->method, UrlForMessage(req->url, req->sensitive)),
 				 errdetail("The limit is %d bytes.", ductape_max_response_size),
 				 errhint("A superuser can raise ductape.max_response_size.")));
 }
@@ -1395,6 +1477,7 @@ BuildRunRequest(FunctionCallInfo fcinfo, DtRequest *req, bool oauth_force,
 	req->oauth_force = oauth_force;
 	req->oauth_force_seen = oauth_seen;
 	RequestBuild(req, app, action, CatalogGetBinding(app, product, env), input, options);
+	AddUrlCredentials(req);
 }
 
 /*
@@ -1439,7 +1522,7 @@ RaiseForOutcome(DtRequest *req, CallResult *cr)
 				 errmsg("%s.%s answered HTTP %ld", req->app, req->action, o->status),
 				 errdetail("Status %ld after %d attempt%s from %s %s. Body: %s",
 						   o->status, cr->attempts, cr->attempts == 1 ? "" : "s",
-						   req->method, Redact(req->url, req->sensitive),
+						   req->method, UrlForMessage(req->url, req->sensitive),
 						   excerpt),
 				 errhint("Use ductape.run_response to get the status, headers and body without an error.")));
 	}
@@ -1448,7 +1531,7 @@ RaiseForOutcome(DtRequest *req, CallResult *cr)
 			 errmsg("%s.%s %s: %s", req->app, req->action,
 					o->kind == OUT_TIMEOUT ? "timed out" : "failed", o->error),
 			 errdetail("%s %s, %d attempt%s. Last attempt: DNS %.1f ms, connect %.1f ms, TLS %.1f ms, first byte %.1f ms, total %.1f ms.",
-					   req->method, Redact(req->url, req->sensitive),
+					   req->method, UrlForMessage(req->url, req->sensitive),
 					   cr->attempts, cr->attempts == 1 ? "" : "s",
 					   o->t_dns, o->t_connect, o->t_tls, o->t_first, o->t_total),
 			 errhint(o->kind == OUT_TIMEOUT ?
@@ -1503,22 +1586,13 @@ dt_http(PG_FUNCTION_ARGS)
 	if (!UrlParts(url, &scheme, &host))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid URL \"%s\"", url)));
+				 errmsg("invalid URL \"%s\"", UrlForMessage(url, NIL))));
 
 	memset(&req, 0, sizeof(req));
-	{
-		/* a password in the URL is a credential: never recorded */
-		CURLU	   *u = curl_url();
-		char	   *pw = NULL;
-
-		if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-			curl_url_get(u, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK && pw)
-			req.sensitive = lappend(req.sensitive, pstrdup(pw));
-		curl_free(pw);
-		curl_url_cleanup(u);
-	}
 	req.method = method;
 	req.url = url;
+	/* a password in the URL is a credential: never recorded */
+	AddUrlCredentials(&req);
 	req.env = NULL;
 	req.timeout_ms = ductape_default_timeout_ms;
 	RetryPolicyDefaults(&req.policy, 2);

@@ -43,6 +43,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -82,7 +83,8 @@ FetchToken(const char *product, const char *app, const char *env, TokenRow *row)
 	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT access_token, refresh_token, key_version, expires_at, updated_at "
-							  "FROM ductape._oauth_tokens WHERE product = $1 AND app = $2 AND env = $3",
+							  "FROM ductape._oauth_tokens WHERE product OPERATOR(pg_catalog.=) $1 "
+							  "AND app OPERATOR(pg_catalog.=) $2 AND env OPERATOR(pg_catalog.=) $3",
 							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read ductape._oauth_tokens");
 	if (SPI_processed == 1)
@@ -140,7 +142,7 @@ StoreToken(const char *product, const char *app, const char *env,
 	SPI_connect();
 	if (SPI_execute_with_args("INSERT INTO ductape._oauth_tokens AS t "
 							  "(product, app, env, access_token, refresh_token, key_version, expires_at, updated_at) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp()) "
+							  "VALUES ($1, $2, $3, $4, $5, $6, $7, pg_catalog.clock_timestamp()) "
 							  "ON CONFLICT ON CONSTRAINT _oauth_tokens_pkey DO UPDATE SET "
 							  "access_token = EXCLUDED.access_token, "
 							  "refresh_token = CASE WHEN $8 THEN t.refresh_token ELSE EXCLUDED.refresh_token END, "
@@ -319,15 +321,34 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	}
 }
 
-/* oauth_set_tokens(app, access_token, refresh_token, expires_in, env, product) */
-Datum
-dt_oauth_set_tokens(PG_FUNCTION_ARGS)
+/* A token given to oauth_set_tokens: not empty, no line break. */
+static void
+CheckGivenToken(const char *token, const char *what)
+{
+	if (token[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be empty", what)));
+	if (strpbrk(token, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot contain CR or LF", what),
+				 errdetail("Tokens are sent in HTTP headers and form bodies, where a line break would inject other fields.")));
+}
+
+/*
+ * oauth_set_tokens(app, access_token, refresh_token, expires_in, env,
+ * product): the arguments are checked, then the tokens are encrypted and
+ * stored.
+ */
+static Datum
+OAuthSetTokens(PG_FUNCTION_ARGS)
 {
 	char	   *app_tag;
 	char	   *access;
-	char	   *refresh = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	const char *env = PG_ARGISNULL(4) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	const char *product = PG_ARGISNULL(5) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	char	   *refresh;
+	const char *env;
+	const char *product;
 	DtApp	   *app;
 	DtBinding  *b;
 	bytea	   *blob;
@@ -340,6 +361,12 @@ dt_oauth_set_tokens(PG_FUNCTION_ARGS)
 				 errmsg("app and access_token cannot be NULL")));
 	app_tag = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	access = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	refresh = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	env = PG_ARGISNULL(4) ? ductape_env : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	product = PG_ARGISNULL(5) ? ductape_product : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	CheckGivenToken(access, "access_token");
+	if (refresh)
+		CheckGivenToken(refresh, "refresh_token");
 	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -358,7 +385,16 @@ dt_oauth_set_tokens(PG_FUNCTION_ARGS)
 			   !PG_ARGISNULL(3),
 			   PG_ARGISNULL(3) ? 0 : GetCurrentTimestamp() + (TimestampTz) PG_GETARG_INT32(3) * USECS_PER_SEC,
 			   &blob, &version);
+	explicit_bzero(access, strlen(access));
+	if (refresh)
+		explicit_bzero(refresh, strlen(refresh));
 	PG_RETURN_VOID();
+}
+
+Datum
+dt_oauth_set_tokens(PG_FUNCTION_ARGS)
+{
+	return RunHidingStatement(OAuthSetTokens, fcinfo);
 }
 
 /* Re-encrypt every stored token under the current key (rotate_master_key). */
@@ -412,7 +448,8 @@ OAuthReencryptAll(void)
 			nulls[4] = 'n';
 		args[5] = Int32GetDatum(newv);
 		if (SPI_execute_with_args("UPDATE ductape._oauth_tokens SET access_token = $4, refresh_token = $5, "
-								  "key_version = $6 WHERE product = $1 AND app = $2 AND env = $3",
+								  "key_version = $6 WHERE product OPERATOR(pg_catalog.=) $1 "
+								  "AND app OPERATOR(pg_catalog.=) $2 AND env OPERATOR(pg_catalog.=) $3",
 								  6, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not re-encrypt an OAuth2 token");
 		count++;
@@ -576,6 +613,58 @@ PrepareTokenCall(DtTokenSlot *req, TokenCall *tc, DtTokenSlot *res)
 	tc->req.product = pstrdup(b->product);
 }
 
+/*
+ * The longest token lifetime kept, in seconds (about 68 years, as long as
+ * oauth_set_tokens' integer expires_in can say).
+ */
+#define DT_TOKEN_MAX_LIFETIME_S ((int64) PG_INT32_MAX)
+
+/*
+ * A token response's expires_in as seconds in [0, DT_TOKEN_MAX_LIFETIME_S]:
+ * a provider's number out of that range (1e30, -5) is clamped instead of
+ * failing the token request (numeric_int8 raised 22003), fractions are
+ * rounded, and a string of digits ("3600", as some providers send it) is
+ * read as a number.  False when there is no usable expires_in (absent,
+ * null, anything else): the token is then kept until an API refuses it.
+ */
+static bool
+TokenLifetime(JsonbValue *v, int64 *seconds)
+{
+	if (v == NULL)
+		return false;
+	if (v->type == jbvNumeric)
+	{
+		Datum		n = NumericGetDatum(v->val.numeric);
+
+		if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, n,
+											  NumericGetDatum(int64_to_numeric(0)))) <= 0)
+			*seconds = 0;
+		else if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, n,
+												   NumericGetDatum(int64_to_numeric(DT_TOKEN_MAX_LIFETIME_S)))) >= 0)
+			*seconds = DT_TOKEN_MAX_LIFETIME_S;
+		else
+			*seconds = DatumGetInt64(DirectFunctionCall1(numeric_int8, n));
+		return true;
+	}
+	if (v->type == jbvString && v->val.string.len > 0)
+	{
+		int64		n = 0;
+		int			i;
+
+		for (i = 0; i < v->val.string.len; i++)
+		{
+			char		c = v->val.string.val[i];
+
+			if (c < '0' || c > '9')
+				return false;
+			n = Min(n * 10 + (c - '0'), DT_TOKEN_MAX_LIFETIME_S);
+		}
+		*seconds = n;
+		return true;
+	}
+	return false;
+}
+
 /* Phase 3, in a transaction: read the token response and store it. */
 static void
 FinishTokenCall(DtTokenSlot *req, TokenCall *tc, int status, Jsonb *body,
@@ -583,16 +672,17 @@ FinishTokenCall(DtTokenSlot *req, TokenCall *tc, int status, Jsonb *body,
 {
 	char	   *access = JsonbGetString(body, "access_token");
 	char	   *refresh = JsonbGetString(body, "refresh_token");
-	JsonbValue *expires = JsonbGetField(body, "expires_in");
+	int64		lifetime = 0;
+	bool		has_expiry = TokenLifetime(JsonbGetField(body, "expires_in"), &lifetime);
 	bytea	   *blob;
 	int			version;
 	TimestampTz updated_at;
-	TimestampTz expires_at = 0;
 
 	if (status < 200 || status >= 300 || access == NULL)
 	{
-		char	   *code = JsonbGetString(body, "error");
-		char	   *desc = JsonbGetString(body, "error_description");
+		/* the provider's words, which might quote what it was sent */
+		char	   *code = Redact(JsonbGetString(body, "error"), tc->req.sensitive);
+		char	   *desc = Redact(JsonbGetString(body, "error_description"), tc->req.sensitive);
 
 		SlotError(res, psprintf("OAuth2 token request for app \"%s\" failed", req->app),
 				  code ? psprintf("The token endpoint answered HTTP %d: %s%s%s.", status, code,
@@ -600,12 +690,10 @@ FinishTokenCall(DtTokenSlot *req, TokenCall *tc, int status, Jsonb *body,
 				  : psprintf("The token endpoint answered HTTP %d without an access_token.", status));
 		return;
 	}
-	if (expires && expires->type == jbvNumeric)
-		expires_at = GetCurrentTimestamp() +
-			(TimestampTz) DatumGetInt64(DirectFunctionCall1(numeric_int8,
-															NumericGetDatum(expires->val.numeric))) * USECS_PER_SEC;
 	updated_at = StoreToken(req->product, req->app, req->env, access, refresh,
-							true, expires != NULL, expires_at, &blob, &version);
+							true, has_expiry,
+							GetCurrentTimestamp() + (TimestampTz) lifetime * USECS_PER_SEC,
+							&blob, &version);
 	explicit_bzero(access, strlen(access));
 	if (refresh)
 		explicit_bzero(refresh, strlen(refresh));

@@ -243,6 +243,11 @@ RequestAddHeader(DtRequest *req, const char *name, const char *value)
 
 /* ---- redaction ---- */
 
+#define REDACTED "[redacted]"
+
+/* Values shorter than this are redacted only where they are a whole value. */
+#define REDACT_SUBSTRING_MIN 4
+
 static char *
 ReplaceAll(char *in, const char *find, const char *with)
 {
@@ -263,10 +268,157 @@ ReplaceAll(char *in, const char *find, const char *with)
 	return buf.data;
 }
 
+static bool
+InSet(char c, const char *set)
+{
+	return c != '\0' && strchr(set, c) != NULL;
+}
+
 /*
- * s with every sensitive string replaced by [redacted].  Each value is
- * looked for as it is, percent-encoded (as it appears in a URL or a form
- * body) and JSON-escaped (as an API echoing it would print it).
+ * Does the space at s[sp] follow a lone word that starts a value, as an
+ * auth scheme does ("Bearer value")?  The word starts s, a header line's
+ * value ("Name: Bearer value") or a JSON string ("Bearer value").
+ */
+static bool
+AfterScheme(const char *s, size_t sp)
+{
+	size_t		w = sp;
+
+	while (w > 0 && (isalnum((unsigned char) s[w - 1]) || s[w - 1] == '-' || s[w - 1] == '_'))
+		w--;
+	if (w == sp)
+		return false;
+	return w == 0 || s[w - 1] == '"' ||
+		(w >= 2 && s[w - 1] == ' ' && s[w - 2] == ':');
+}
+
+/*
+ * Are the len bytes at s + i a whole value, by what surrounds them?  That
+ * is where ductape places a value and where an API echoing it prints it:
+ *
+ *	- the whole of s (a header value, an error text);
+ *	- a header line's value, "Name: value";
+ *	- what follows an auth scheme at the start of a value, "Bearer value";
+ *	- a query, form or cookie value, "=value" up to "&", "#", ";", a quote,
+ *	  a space or the end (also inside a JSON string: "body": "k=value");
+ *	- a JSON string, "value" (also escaped inside another: \"value\");
+ *	- a URL path segment, "/value" up to "/", "?", "#", a quote, a space or
+ *	  the end.
+ */
+static bool
+IsWholeValue(const char *s, size_t i, size_t len)
+{
+	const char *after = s + i + len;
+	bool		at_end = *after == '\0';
+	bool		value_end = at_end || *after == '\r' || *after == '\n';
+
+	if (i == 0)
+		return at_end;
+	switch (s[i - 1])
+	{
+		case ' ':
+			if (i >= 2 && s[i - 2] == ':')
+				return value_end;
+			return (value_end || *after == '"' || (after[0] == '\\' && after[1] == '"')) &&
+				AfterScheme(s, i - 1);
+		case '=':
+			return at_end || InSet(*after, "&#;\"' \t\r\n");
+		case '"':
+			return *after == '"' || (after[0] == '\\' && after[1] == '"');
+		case '/':
+			return at_end || InSet(*after, "/?#\"' \t\r\n");
+		default:
+			return false;
+	}
+}
+
+/* in with each occurrence of find that is a whole value replaced by with. */
+static char *
+ReplaceWhole(char *in, const char *find, const char *with)
+{
+	size_t		flen = strlen(find);
+	StringInfoData buf;
+	const char *p;
+	const char *hit;
+	bool		replaced = false;
+
+	if (flen == 0)
+		return in;
+	initStringInfo(&buf);
+	for (p = in; (hit = strstr(p, find)) != NULL; p = hit + flen)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		if (IsWholeValue(in, hit - in, flen))
+		{
+			appendStringInfoString(&buf, with);
+			replaced = true;
+		}
+		else
+			appendBinaryStringInfo(&buf, hit, flen);
+	}
+	if (!replaced)
+	{
+		pfree(buf.data);
+		return in;
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * in with the user-info of every URL in it ("scheme://user:password@host")
+ * replaced by [redacted]: whatever the user-info is, it is a credential
+ * (libcurl sends it as Basic auth).  A URL ends at a space or a quote; its
+ * authority at the first "/", "?" or "#"; the user-info at the authority's
+ * last "@".
+ */
+static char *
+RedactUserInfo(char *in)
+{
+	StringInfoData buf;
+	const char *p = in;
+	const char *sep;
+	bool		replaced = false;
+
+	initStringInfo(&buf);
+	while ((sep = strstr(p, "://")) != NULL)
+	{
+		const char *auth = sep + 3;
+		const char *end = auth + strcspn(auth, "/?#\"' \t\r\n<>");
+		const char *at = NULL;
+		const char *q;
+
+		for (q = auth; q < end; q++)
+			if (*q == '@')
+				at = q;
+		if (at == NULL || at == auth)
+		{
+			appendBinaryStringInfo(&buf, p, auth - p);
+			p = auth;
+			continue;
+		}
+		appendBinaryStringInfo(&buf, p, auth - p);
+		appendStringInfoString(&buf, REDACTED);
+		p = at;
+		replaced = true;
+	}
+	if (!replaced)
+	{
+		pfree(buf.data);
+		return in;
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * s as it may be recorded or shown: URL user-info redacted, and every
+ * sensitive string replaced by [redacted].  Each value is looked for as it
+ * is, percent-encoded (as it appears in a URL or a form body) and
+ * JSON-escaped (as an API echoing it would print it).  A value of 4 bytes
+ * or more is replaced wherever it appears; a shorter one, which could be
+ * part of anything, where it is a whole value (IsWholeValue): a header
+ * value, a query, form or JSON value, a path segment.
  */
 char *
 Redact(const char *s, List *sensitive)
@@ -276,24 +428,36 @@ Redact(const char *s, List *sensitive)
 
 	if (s == NULL)
 		return NULL;
-	out = pstrdup(s);
+	out = RedactUserInfo(pstrdup(s));
 	foreach(lc, sensitive)
 	{
 		const char *secret = lfirst(lc);
+		size_t		len = strlen(secret);
 		StringInfoData enc;
 		StringInfoData json;
+		const char *forms[3];
+		int			i;
 
-		if (strlen(secret) < 4)	/* too short to search for safely */
+		if (len == 0)
 			continue;
-		out = ReplaceAll(out, secret, "[redacted]");
 		initStringInfo(&enc);
-		AppendPercentEncoded(&enc, secret, strlen(secret));
-		out = ReplaceAll(out, enc.data, "[redacted]");
+		AppendPercentEncoded(&enc, secret, len);
 		initStringInfo(&json);
 		escape_json(&json, secret);
 		/* without the quotes escape_json adds */
 		json.data[json.len - 1] = '\0';
-		out = ReplaceAll(out, json.data + 1, "[redacted]");
+		forms[0] = secret;
+		forms[1] = enc.data;
+		forms[2] = json.data + 1;
+		for (i = 0; i < lengthof(forms); i++)
+		{
+			if (len >= REDACT_SUBSTRING_MIN)
+				out = ReplaceAll(out, forms[i], REDACTED);
+			else
+				out = ReplaceWhole(out, forms[i], REDACTED);
+		}
+		pfree(enc.data);
+		pfree(json.data);
 	}
 	return out;
 }

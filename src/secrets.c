@@ -23,7 +23,9 @@
  *
  * The plaintext is encrypted here, in C, before any SQL sees a row: it
  * never reaches a table, WAL or a dead tuple.  Decrypted values live in
- * palloc'd memory of the current call only.
+ * palloc'd memory of the current call only.  The functions that take a
+ * secret as an argument run under RunHidingStatement, so that no error
+ * they raise logs the statement that carries it.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +44,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -369,6 +372,55 @@ SecretDecrypt(bytea *blob, int version, const char *aad, const char *what)
 	return plain;
 }
 
+/* ---- statements that carry a secret ---- */
+
+/*
+ * Call fn(fcinfo), a SQL function whose arguments carry a secret, so that
+ * the server log never shows the statement that called it.
+ *
+ * PostgreSQL logs the statement of an error or FATAL
+ * (log_min_error_statement, default error), and the error's CONTEXT can
+ * quote it too (a PL/pgSQL PERFORM of the call with a literal).  While fn
+ * runs, debug_query_string is NULL, so nothing logged meanwhile prints the
+ * statement (a FATAL when the session is terminated, a WARNING under a
+ * lower log_min_error_statement); an error fn raises is re-thrown with
+ * errhidestmt and errhidecontext set, so the client still gets all of it
+ * (SQLSTATE, message, detail, hint, context) and the log gets the error
+ * without its STATEMENT and CONTEXT lines.  Validate the arguments inside
+ * fn, so that even a bad one is reported this way.
+ *
+ * log_statement and log_min_duration_statement log a statement before or
+ * after any function runs: no function can hide it from them.
+ */
+Datum
+RunHidingStatement(PGFunction fn, FunctionCallInfo fcinfo)
+{
+	const char *saved_query = debug_query_string;
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		result;
+
+	debug_query_string = NULL;
+	PG_TRY();
+	{
+		result = fn(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		debug_query_string = saved_query;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->hide_stmt = true;
+		edata->hide_ctx = true;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	debug_query_string = saved_query;
+	return result;
+}
+
 /* ---- secrets ---- */
 
 static const char *secret_aad_prefix = "ductape:secret:";
@@ -411,16 +463,15 @@ CheckTagArray(ArrayType *arr, const char *what)
 }
 
 /*
- * secret_set(name, value, description, apps, envs, expires_at): the value
- * is encrypted before the row is written.
+ * secret_set(name, value, description, apps, envs, expires_at): every
+ * argument is checked, then the value is encrypted before the row is
+ * written.
  */
-Datum
-dt_secret_set(PG_FUNCTION_ARGS)
+static Datum
+SecretSet(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	text	   *value;
-	char	   *plain;
-	int			plen;
 	bytea	   *blob;
 	int			version;
 	Oid			argtypes[7] = {TEXTOID, BYTEAOID, INT4OID, TEXTOID, TEXTARRAYOID,
@@ -442,11 +493,16 @@ dt_secret_set(PG_FUNCTION_ARGS)
 		CheckTagArray(PG_GETARG_ARRAYTYPE_P(3), "apps");
 	if (!PG_ARGISNULL(4))
 		CheckTagArray(PG_GETARG_ARRAYTYPE_P(4), "envs");
+	if (!PG_ARGISNULL(5) && PG_GETARG_TIMESTAMPTZ(5) <= GetCurrentTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expires_at %s is in the past", timestamptz_to_str(PG_GETARG_TIMESTAMPTZ(5))),
+				 errdetail("A secret that has expired cannot be used."),
+				 errhint("Pass a time in the future, or NULL for a secret that does not expire.")));
 
 	value = PG_GETARG_TEXT_PP(1);
-	plen = VARSIZE_ANY_EXHDR(value);
-	plain = VARDATA_ANY(value);
-	blob = SecretEncrypt(plain, plen, psprintf("%s%s", secret_aad_prefix, name), &version);
+	blob = SecretEncrypt(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+						 psprintf("%s%s", secret_aad_prefix, name), &version);
 
 	args[0] = CStringGetTextDatum(name);
 	args[1] = PointerGetDatum(blob);
@@ -467,11 +523,17 @@ dt_secret_set(PG_FUNCTION_ARGS)
 							  "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, "
 							  "key_version = EXCLUDED.key_version, description = EXCLUDED.description, "
 							  "apps = EXCLUDED.apps, envs = EXCLUDED.envs, "
-							  "expires_at = EXCLUDED.expires_at, updated_at = now()",
+							  "expires_at = EXCLUDED.expires_at, updated_at = pg_catalog.now()",
 							  7, argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store secret \"%s\"", name);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+Datum
+dt_secret_set(PG_FUNCTION_ARGS)
+{
+	return RunHidingStatement(SecretSet, fcinfo);
 }
 
 typedef struct SecretRow
@@ -497,7 +559,7 @@ FetchSecret(const char *name, SecretRow *row)
 	ElevateBegin(&elevated);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT value, key_version, apps, envs, expires_at "
-							  "FROM ductape._secrets WHERE name = $1",
+							  "FROM ductape._secrets WHERE name OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read secret \"%s\"", name);
 	found = SPI_processed == 1;
@@ -649,7 +711,8 @@ dt_rotate_master_key(PG_FUNCTION_ARGS)
 			Datum		args[3] = {CStringGetTextDatum(name), PointerGetDatum(nb), Int32GetDatum(newv)};
 
 			explicit_bzero(plain, strlen(plain));
-			if (SPI_execute_with_args("UPDATE ductape._secrets SET value = $2, key_version = $3 WHERE name = $1",
+			if (SPI_execute_with_args("UPDATE ductape._secrets SET value = $2, key_version = $3 "
+									  "WHERE name OPERATOR(pg_catalog.=) $1",
 									  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not re-encrypt secret \"%s\"", name);
 			count++;

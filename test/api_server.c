@@ -94,6 +94,10 @@
  *						authentication (default either);
  *						?expires_in=E seconds, at most 10^9 (default 3600;
  *						0 makes a token that has already expired);
+ *						?expires_json=J writes J (up to 64 of
+ *						0-9 + - . e E and ", e.g. 1e30, -5 or "60") as the
+ *						answer's expires_in instead of E, to test how
+ *						clients read odd values (the token still lives E);
  *						?rotate=0|1: 0 keeps the refresh token used by a
  *						refresh_token grant valid and answers it again
  *						(default rotate=1: it is replaced by a new one);
@@ -1504,6 +1508,7 @@ send_oauth_token(struct MHD_Connection *conn, Request *req,
 {
 	const char *accept = query_arg(conn, "auth");
 	const char *expires_arg = query_arg(conn, "expires_in");
+	const char *expires_json = query_arg(conn, "expires_json");
 	const char *rotate_arg = query_arg(conn, "rotate");
 	const char *delay_arg = query_arg(conn, "delay_ms");
 	const char *fail = query_arg(conn, "fail");
@@ -1534,6 +1539,10 @@ send_oauth_token(struct MHD_Connection *conn, Request *req,
 	if (expires_arg != NULL &&
 		!parse_uint(expires_arg, OAUTH_MAX_EXPIRES_IN, &expires_in))
 		return send_error(conn, 400, "invalid expires_in");
+	if (expires_json != NULL &&
+		(expires_json[0] == '\0' || strlen(expires_json) > 64 ||
+		 strspn(expires_json, "0123456789+-.eE\"") != strlen(expires_json)))
+		return send_error(conn, 400, "invalid expires_json");
 	if (rotate_arg != NULL)
 	{
 		if (strcmp(rotate_arg, "0") == 0)
@@ -1661,8 +1670,12 @@ send_oauth_token(struct MHD_Connection *conn, Request *req,
 
 	buf_puts(&b, "{\"access_token\": ");
 	json_cstring(&b, access);
-	buf_printf(&b, ", \"token_type\": \"Bearer\", \"expires_in\": %llu",
-			   (unsigned long long) expires_in);
+	if (expires_json != NULL)
+		buf_printf(&b, ", \"token_type\": \"Bearer\", \"expires_in\": %s",
+				   expires_json);
+	else
+		buf_printf(&b, ", \"token_type\": \"Bearer\", \"expires_in\": %llu",
+				   (unsigned long long) expires_in);
 	buf_puts(&b, ", \"refresh_token\": ");
 	json_cstring(&b, refresh);
 	if (p.scope != NULL)

@@ -8,7 +8,7 @@ use Test::More;
 use PostgreSQL::Test::Cluster;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(ductape_node api_url poll_until kill_worker);
+our @EXPORT = qw(ductape_node api_url poll_until kill_worker secret_leaks);
 
 # A started cluster with ductape preloaded and loopback allowed (where the
 # test API server lives); $extra_conf adds postgresql.conf lines.
@@ -60,6 +60,19 @@ sub kill_worker
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'");
 	kill 'KILL', $pid;
 	return poll_until($node, 'postgres', 'SELECT 1', '1', 60);
+}
+
+# The forms of $plain found in $text: as it is, percent-encoded (upper- and
+# lower-case hex, as ductape and other clients write it) and JSON-escaped.
+# An empty list means no leak.
+sub secret_leaks
+{
+	my ($text, $plain) = @_;
+	(my $upper = $plain) =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord($1))/ge;
+	(my $lower = $plain) =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02x', ord($1))/ge;
+	(my $json = $plain) =~ s/(["\\\/])/\\$1/g;
+	my %forms = (plain => $plain, percent => $upper, percent_lower => $lower, json => $json);
+	return grep { index($text, $forms{$_}) >= 0 } sort keys %forms;
 }
 
 1;
