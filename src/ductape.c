@@ -308,8 +308,10 @@ dt_version(PG_FUNCTION_ARGS)
 void
 _PG_init(void)
 {
-	/* subsystems above the request builder plug into it */
+	/* subsystems above the core plug into it */
 	RequestSetTokenProvider(OAuthAccessToken);
+	SecretsRegisterSealed(OAuthReencryptAll);
+	SecretsRegisterSealed(EventsReencryptAll);
 #ifdef DT_FUZZ
 	/*
 	 * test/fuzz loads a second, instrumented copy next to the preloaded one:

@@ -341,6 +341,8 @@ extern char *OAuthAccessToken(DtApp *app, DtBinding *b, bool force,
 extern int	OAuthReencryptAll(void);
 
 /* ---- secrets.c ---- */
+typedef int (*SecretsReencrypt) (void);	/* re-encrypts one kind; returns how many */
+extern void SecretsRegisterSealed(SecretsReencrypt reencrypt);
 extern char *ductape_master_key_file;
 extern void SecretsEnsureDefaultKey(void);
 extern bytea *SecretEncrypt(const char *plain, int len, const char *aad, int *version);
@@ -419,7 +421,6 @@ extern void GateLeave(DtGate *g);
 extern Oid	GateCheckFunction(Oid fn, const char *what);
 extern void GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg);
 extern Jsonb *GateSelect(Oid role, const char *sql);
-extern void RethrowHidingStatement(MemoryContext cxt);
 
 /* ---- workflow.c ---- */
 extern void WorkflowMarkEngineProcess(void);

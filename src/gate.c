@@ -343,28 +343,10 @@ GateSelect(Oid role, const char *sql)
 
 static Oid	Caller = InvalidOid;
 
-/*
- * Rethrow the error being handled with its STATEMENT line hidden from the
- * server log: for functions whose arguments hold a secret's plaintext.
- * Call in PG_CATCH with a memory context that is not ErrorContext.
- */
-void
-RethrowHidingStatement(MemoryContext cxt)
-{
-	ErrorData  *ed;
-
-	MemoryContextSwitchTo(cxt);
-	ed = CopyErrorData();
-	FlushErrorState();
-	ed->hide_stmt = true;
-	ReThrowError(ed);
-}
-
 static Datum
 CallerProxy(FunctionCallInfo fcinfo, bool hide_statement)
 {
 	FmgrInfo   *impl = fcinfo->flinfo->fn_extra;
-	MemoryContext here = CurrentMemoryContext;
 	Oid			save = Caller;
 	Datum		result;
 	LOCAL_FCINFO(inner, FUNC_MAX_ARGS);
@@ -400,13 +382,13 @@ CallerProxy(FunctionCallInfo fcinfo, bool hide_statement)
 	Caller = GetUserId();
 	PG_TRY();
 	{
-		result = FunctionCallInvoke(inner);
+		/* (hiding: the arguments may hold a secret; see secrets.c) */
+		result = hide_statement ? RunHidingStatement(impl->fn_addr, inner)
+			: FunctionCallInvoke(inner);
 	}
 	PG_CATCH();
 	{
 		Caller = save;
-		if (hide_statement)
-			RethrowHidingStatement(here);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

@@ -652,9 +652,26 @@ dt_secret_get(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The other sealed values (OAuth2 tokens, endpoint signing secrets) belong
+ * to subsystems above this one; each registers how to re-encrypt its own
+ * at load time (ductape.c), and rotate_master_key runs them all.
+ */
+#define DT_MAX_SEALED 8
+static SecretsReencrypt Sealed[DT_MAX_SEALED];
+static int	NSealed = 0;
+
+void
+SecretsRegisterSealed(SecretsReencrypt reencrypt)
+{
+	if (NSealed >= DT_MAX_SEALED)
+		elog(ERROR, "too many kinds of sealed values");
+	Sealed[NSealed++] = reencrypt;
+}
+
+/*
  * rotate_master_key(): append a new key version to the key file, then
- * re-encrypt every stored secret under it.  Returns how many values were
- * re-encrypted.
+ * re-encrypt every stored secret, and every other registered kind of sealed
+ * value, under it.  Returns how many values were re-encrypted.
  */
 Datum
 dt_rotate_master_key(PG_FUNCTION_ARGS)
@@ -718,8 +735,8 @@ dt_rotate_master_key(PG_FUNCTION_ARGS)
 			count++;
 		}
 	}
-	count += OAuthReencryptAll();
-	count += EventsReencryptAll();
+	for (i = 0; i < NSealed; i++)
+		count += Sealed[i] ();
 	SPI_finish();
 	PG_RETURN_INT32(count);
 }
