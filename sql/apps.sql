@@ -1,4 +1,4 @@
--- Apps and actions: define, validate, export, drop, describe (DESIGN.md §1).
+-- Apps and actions: define, validate, export, drop, describe (docs/reference.md).
 
 -- The app of the design contract, with every kind of key.
 SELECT ductape.app_define($${

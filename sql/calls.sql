@@ -1,4 +1,4 @@
--- ductape.calls and ductape.stats (DESIGN.md §13).
+-- ductape.calls and ductape.stats (docs/reference.md).
 
 SELECT ductape.app_define(jsonb_build_object(
   'tag', 'rec',

@@ -1,4 +1,4 @@
--- The egress policy (DESIGN.md §12).  The suite's server config has
+-- The egress policy (docs/reference.md).  The suite's server config has
 -- ductape.allowed_hosts = '127.0.0.1', which is how tests reach the API.
 
 SHOW ductape.allowed_hosts;

@@ -1,4 +1,4 @@
--- Outbound events (DESIGN.md §9): endpoints, publish, signed delivery, retries.
+-- Outbound events (docs/reference.md): endpoints, publish, signed delivery, retries.
 CREATE EXTENSION IF NOT EXISTS pgcrypto;   -- an independent HMAC to check our signatures
 
 -- Known answer: the Standard Webhooks published example, signed our way.

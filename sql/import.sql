@@ -1,4 +1,4 @@
--- import_openapi and import_postman (DESIGN.md §10).
+-- import_openapi and import_postman (docs/reference.md).
 
 -- Every OpenAPI 3.0 and 3.1 example of @readme/oas-examples imports (JSON
 -- and YAML alike), one action per operation.

@@ -1,4 +1,4 @@
--- Background jobs (DESIGN.md §7): dispatch, job, wait, cancel, retry, callbacks.
+-- Background jobs (docs/reference.md): dispatch, job, wait, cancel, retry, callbacks.
 
 SELECT ductape.http('GET', api() || '/reset')->'status' AS reset;
 SELECT ductape.app_define(jsonb_build_object('tag', 'bg',

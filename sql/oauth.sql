@@ -1,4 +1,4 @@
--- OAuth2 (DESIGN.md §5) against the test server's token endpoint.
+-- OAuth2 (docs/reference.md) against the test server's token endpoint.
 
 SELECT ductape.http('POST', api() || '/oauth/reset')->'status' AS reset_tokens,
        ductape.http('GET', api() || '/reset')->'status' AS reset_counts;

@@ -1,4 +1,4 @@
--- Privileges (DESIGN.md §14): an admin role, a usage role, an unrelated role.
+-- Privileges (docs/security.md): an admin role, a usage role, an unrelated role.
 
 CREATE ROLE dt_admin;
 CREATE ROLE dt_app;
@@ -85,7 +85,7 @@ SELECT count(*) AS public_table_grants
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v') AND has_table_privilege('public', c.oid, 'SELECT');
 
--- The whole matrix (DESIGN.md §14): every function, table and view of the
+-- The whole matrix (docs/security.md): every function, table and view of the
 -- schema, and what an admin role, a usage role and an unrelated role may do.
 -- Any change to a grant shows here.
 SELECT p.oid::regprocedure AS function,

@@ -1,4 +1,4 @@
--- Products, connections, config credentials and the merge order (DESIGN.md §3).
+-- Products, connections, config credentials and the merge order (docs/reference.md).
 
 SELECT tag, name, envs FROM ductape.products;
 

@@ -1,4 +1,4 @@
--- The retry policy (DESIGN.md §6.1), counted by the test API server.
+-- The retry policy (docs/reference.md), counted by the test API server.
 
 SELECT ductape.app_define(jsonb_build_object(
   'tag', 'flaky',

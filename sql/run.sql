@@ -1,5 +1,5 @@
 -- ductape.run, run_response and http against the test API server
--- (DESIGN.md §2, §6): placement, bodies, envelopes, errors.
+-- (docs/reference.md): placement, bodies, envelopes, errors.
 
 SELECT ductape.app_define(jsonb_build_object(
   'tag', 'api',

@@ -1,4 +1,4 @@
--- JSON Schema validation (DESIGN.md §10): the draft 4 cases of the JSON
+-- JSON Schema validation (docs/reference.md): the draft 4 cases of the JSON
 -- Schema Test Suite, then the validator's messages.
 \set suite `sh test/schema_suite.sh`
 CREATE TEMP TABLE suite AS

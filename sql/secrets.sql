@@ -1,4 +1,4 @@
--- Secrets (DESIGN.md §4): encrypted at rest, resolved at call time, scoped.
+-- Secrets (docs/reference.md): encrypted at rest, resolved at call time, scoped.
 
 SELECT ductape.secret_set('STRIPE_KEY', 'sk_test_plaintext_4242', 'Stripe test key', apps => '{pay}', envs => '{dev}');
 SELECT ductape.secret_set('WIDE_OPEN', 'wide+open/value=77');

@@ -1,4 +1,4 @@
--- Placeholders in action templates (DESIGN.md §2), checked against what the
+-- Placeholders in action templates (docs/reference.md), checked against what the
 -- test API server actually received.
 
 SELECT ductape.app_define(jsonb_build_object(

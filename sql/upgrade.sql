@@ -1,4 +1,4 @@
--- The upgrade path (DESIGN.md §16): 0.1.0, the first release, through
+-- The upgrade path (docs/reference.md): 0.1.0, the first release, through
 -- every upgrade script to the current version, with what was made under
 -- 0.1.0 checked afterwards; a fresh install must end up with the same
 -- objects.  (In a database of its own: the suite's has the current version.)

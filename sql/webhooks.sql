@@ -1,4 +1,4 @@
--- Inbound webhooks (DESIGN.md §8): verification, the listener, handlers.
+-- Inbound webhooks (docs/reference.md): verification, the listener, handlers.
 CREATE EXTENSION IF NOT EXISTS pgcrypto;   -- an independent HMAC for the senders below
 
 -- Known-answer tests from the published vectors.

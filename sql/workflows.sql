@@ -1,4 +1,4 @@
--- Workflows (DESIGN.md §11): conditions, templates and definitions.
+-- Workflows (docs/reference.md): conditions, templates and definitions.
 
 -- Conditions: == != > >= < <= && || ! over placeholders and JSON literals.
 SELECT c, ductape._condition_eval(c, '{"input": {"amount": 150, "trial": false, "tags": ["a"], "name": "Ada"},

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * calls.c
- *	  The shared-memory buffer of call records (DESIGN.md §13).
+ *	  The shared-memory buffer of call records (docs/reference.md).
  *
  * ductape.calls must survive the caller's rollback and must not add a
  * table write to ductape.run.  So a call only copies a fixed-size record

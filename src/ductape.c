@@ -2,7 +2,7 @@
  *
  * ductape.c
  *	  Module load: refuses to load unless preloaded, defines every setting
- *	  (DESIGN.md §15), makes sure a master key exists, and sets up shared
+ *	  (docs/reference.md), makes sure a master key exists, and sets up shared
  *	  memory and background workers.
  *
  *-------------------------------------------------------------------------
@@ -199,7 +199,7 @@ DefineSettings(void)
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.workers",
 							"Workers per database.",
-							"ductape 0.1 runs one worker per database; other values are refused.",
+							"one worker per database for now; other values are refused.",
 							&ductape_workers, 1, 1, 1,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
@@ -277,7 +277,7 @@ ductape_shmem_startup(void)
 }
 
 /*
- * version() -> {"extension": "0.2.0", "library": "0.2.0"}: the installed
+ * version() -> {"extension": "0.3.0", "library": "0.3.0"}: the installed
  * SQL objects' version and the loaded library's.  New binaries run the old
  * SQL until ALTER EXTENSION ductape UPDATE; the library supports every
  * version it ships an upgrade script for.
@@ -289,7 +289,7 @@ dt_version(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 
 	SPI_connect();
-	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'ductape'",
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'ductape'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		ext = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	initStringInfo(&buf);

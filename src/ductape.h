@@ -42,7 +42,7 @@
 
 #define DUCTAPE_VERSION "0.3.0"
 
-/* Project SQLSTATEs (DESIGN.md §0). */
+/* Project SQLSTATEs (docs/reference.md). */
 #define ERRCODE_DT_HTTP_STATUS	MAKE_SQLSTATE('D','T','0','0','0')
 #define ERRCODE_DT_NETWORK		MAKE_SQLSTATE('D','T','0','0','1')
 #define ERRCODE_DT_EGRESS		MAKE_SQLSTATE('D','T','0','0','2')
@@ -162,7 +162,7 @@ typedef struct DtApp
 	List	   *bindings;		/* DtBinding *, loaded on demand */
 } DtApp;
 
-/* How an app is used under one (product, env): DESIGN.md §3. */
+/* How an app is used under one (product, env): docs/reference.md */
 typedef struct DtBinding
 {
 	char	   *product;
@@ -416,6 +416,7 @@ typedef struct DtGate
 
 extern int	ductape_user_code_timeout_ms;
 extern void GatePinSession(void);
+extern bool GateEndedProcess(void);
 extern void GateEnter(DtGate *g, Oid role);
 extern void GateLeave(DtGate *g);
 extern Oid	GateCheckFunction(Oid fn, const char *what);

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  Outbound events (DESIGN.md §9): publish, endpoint secrets, and the
+ *	  Outbound events (docs/reference.md): publish, endpoint secrets, and the
  *	  worker side that delivers messages to endpoints the Standard Webhooks
  *	  way.
  *

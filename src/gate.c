@@ -116,6 +116,14 @@ int			ductape_user_code_timeout_ms = 60 * 1000;
 
 static TimeoutId GateTimeout = MAX_TIMEOUTS;
 static volatile sig_atomic_t GateOverdue = 0;
+static volatile sig_atomic_t GateEnded = 0;
+
+/* Did user code that ignored its cancel end this process (gate.c's doing)? */
+bool
+GateEndedProcess(void)
+{
+	return GateEnded != 0;
+}
 
 /*
  * Past the deadline, once a second: cancel what runs (QueryCancelPending,
@@ -129,7 +137,10 @@ GateTimeoutHandler(void)
 {
 	GateOverdue++;
 	if (GateOverdue > GATE_KILL_AFTER_FIRINGS)
+	{
+		GateEnded = 1;
 		ProcDiePending = true;
+	}
 	QueryCancelPending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);

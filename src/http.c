@@ -2,7 +2,7 @@
  *
  * http.c
  *	  Sending requests with libcurl: ductape.run, run_response and http
- *	  (DESIGN.md §6, §6.1, §12).
+ *	  (docs/reference.md).
  *
  * Design:
  *	- One libcurl multi handle and one easy handle per process, kept for the

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * import.c
- *	  Reading the documents import_openapi takes (DESIGN.md §10): JSON
+ *	  Reading the documents import_openapi takes (docs/reference.md): JSON
  *	  through PostgreSQL's own parser, YAML through libyaml, both into
  *	  jsonb; and the list of "$ref"s in a document with their JSON pointers.
  *	  Turning the document into an app spec is SQL (ductape--*.sql).

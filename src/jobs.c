@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * jobs.c
- *	  Durable background jobs (DESIGN.md §7): dispatch, job, wait, cancel,
+ *	  Durable background jobs (docs/reference.md): dispatch, job, wait, cancel,
  *	  retry, and the worker side that runs them.
  *
  * The queue is the LOGGED table ductape.jobs.  A job is visible to the

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * oauth.c
- *	  OAuth2 tokens (DESIGN.md §5): the encrypted token cache, refresh by
+ *	  OAuth2 tokens (docs/reference.md): the encrypted token cache, refresh by
  *	  the database's worker, single-flight across backends.
  *
  * Tokens live in ductape._oauth_tokens per (product, app, env), encrypted

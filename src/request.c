@@ -2,7 +2,7 @@
  *
  * request.c
  *	  Turns (app, action, env, product, flat input, options) into the HTTP
- *	  request that http.c sends (DESIGN.md §1, §2, §6).
+ *	  request that http.c sends (docs/reference.md).
  *
  * Placement of a flat input key (§2): a "body:", "query:", "params:" or
  * "headers:" prefix decides; else the input schema's "in"; else params when
@@ -729,7 +729,7 @@ StringValue(const char *s)
 	return v;
 }
 
-/* Auth (DESIGN.md §5) as header or query pairs; values are sensitive. */
+/* Auth (docs/reference.md) as header or query pairs; values are sensitive. */
 static void
 ApplyAuth(DtApp *app, ResolveCtx *ctx, List **headers, List **query,
 		  List **sensitive)
@@ -890,7 +890,7 @@ RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what)
 	}
 }
 
-/* ---- options (DESIGN.md §6) ---- */
+/* ---- options (docs/reference.md) ---- */
 
 void
 RequestApplyOptions(DtRequest *req, Jsonb *options, const char *idempotency_header)
@@ -1090,7 +1090,7 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
 	req->nsuccess = action->nsuccess;
 	req->timeout_ms = action->timeout_ms > 0 ? action->timeout_ms :
 		app->timeout_ms > 0 ? app->timeout_ms : ductape_default_timeout_ms;
-	/* background jobs retry more by default (DESIGN.md §6.1) */
+	/* background jobs retry more by default (docs/reference.md) */
 	RetryPolicyDefaults(&req->policy, req->job_id != 0 ? 8 : 2);
 	RetryPolicyOverlay(&req->policy, app->retries, "the app");
 	RetryPolicyOverlay(&req->policy, action->retries, "the action");

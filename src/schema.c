@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * schema.c
- *	  JSON Schema validation of an action's flat input (DESIGN.md §10),
+ *	  JSON Schema validation of an action's flat input (docs/reference.md),
  *	  run before anything is sent, and the define-time check of a schema.
  *
  * The validator interprets the schema's jsonb directly (no compiled form to

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * secrets.c
- *	  Secrets encrypted at rest (DESIGN.md §4): the master keyring,
+ *	  Secrets encrypted at rest (docs/reference.md): the master keyring,
  *	  AES-256-GCM, and the SQL functions that set, read and rotate them.
  *
  * Keyring.  ductape.master_key_file names a file of keys, one per line,

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * signature.c
- *	  Webhook signatures: verifying the schemes of DESIGN.md §8 (stripe,
+ *	  Webhook signatures: verifying the schemes of docs/reference.md (stripe,
  *	  github, standard, hmac, none) on inbound events, and signing outbound
  *	  ones the Standard Webhooks way.
  *
@@ -341,7 +341,7 @@ SignatureStandardKeyLength(const char *secret)
 	return n;
 }
 
-/* "v1,<base64>" for an outbound Standard Webhooks delivery (DESIGN.md §9). */
+/* "v1,<base64>" for an outbound Standard Webhooks delivery (docs/reference.md). */
 char *
 SignatureStandard(const char *secret, const char *msg_id, int64 timestamp,
 				  const char *body, size_t len)

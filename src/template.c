@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * template.c
- *	  $Placeholder{...} templates (DESIGN.md §2): parse, check at define
+ *	  $Placeholder{...} templates (docs/reference.md): parse, check at define
  *	  time, and resolve at run time.
  *
  * A template is any jsonb value.  Strings inside it may hold placeholders:

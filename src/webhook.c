@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * webhook.c
- *	  Inbound webhooks (DESIGN.md §8): the listener background worker that
+ *	  Inbound webhooks (docs/reference.md): the listener background worker that
  *	  receives, verifies and stores events, and the handlers that the
  *	  database's worker runs on them.
  *

@@ -191,6 +191,21 @@ static void
 DbWorkerDetach(int code, Datum arg)
 {
 	CallsReleaseWorker(DatumGetObjectId(arg), false);
+
+	/*
+	 * The worker is not restarted by the postmaster (it is started on
+	 * demand); when user code that kept ignoring its cancel ended it, ask
+	 * the launcher for a new one at once, or scheduled work would wait for
+	 * the next dispatch to wake the database.
+	 */
+	if (GateEndedProcess())
+	{
+		ereport(LOG,
+				(errmsg("ductape worker for database %u ended: user code kept running past ductape.user_code_timeout",
+						DatumGetObjectId(arg)),
+				 errdetail("A new worker is started; it recovers the work this one held.")));
+		CallsWantWorker(DatumGetObjectId(arg));
+	}
 }
 
 /*

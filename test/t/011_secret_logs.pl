@@ -83,6 +83,14 @@ fails_with('secret_set with a key file it refuses',
 	'DT003', 'ductape master key file');
 chmod 0600, $keyfile;
 
+# ---- endpoint_create (the caller proxy's hiding variant) ----
+fails_with('endpoint_create with a bad URL',
+	"SELECT ductape.endpoint_create('not a url', secret => 'whsec_$plain')",
+	'22023', 'invalid endpoint URL "not a url"');
+fails_with('endpoint_create with event types that are not an array of types',
+	"SELECT ductape.endpoint_create('ftp://127.0.0.1/x', '{}', 'whsec_$plain')",
+	'22023', 'invalid endpoint URL "ftp://127.0.0.1/x"');
+
 # ---- oauth_set_tokens ----
 fails_with('oauth_set_tokens for an unknown app',
 	"SELECT ductape.oauth_set_tokens('nope', '$plain')",

@@ -295,12 +295,22 @@ cmp_ok($waited, '<', 20, 'within the user code timeout, not the callback\'s 600 
 my $log = slurp_file($node->logfile);
 like($log, qr/job callback app1\.slow\(jsonb\) ran longer than ductape\.user_code_timeout \(2000 ms\) and was cancelled/,
 	'the log says which callback was cancelled and why');
-# a callback that catches every cancel ends with the worker, which restarts
-$node->safe_psql('postgres', q{SET ROLE app1; SELECT ductape.dispatch('b', 'ping', on_success => 'app1.stubborn(jsonb)') IS NOT NULL});
-sleep 0.3;
-$node->safe_psql('postgres', q{SELECT ductape.dispatch('b', 'ping', '{"k": "after-stubborn"}') IS NOT NULL});
+# A callback that catches every cancel ends with the worker, and a new worker
+# is started at once (nothing else wakes the database here: no call records,
+# no dispatch), which runs a job scheduled meanwhile.
+$node->safe_psql('postgres', q{ALTER SYSTEM SET ductape.log_requests = 'none'; SELECT pg_reload_conf()});
+sleep 1;
+my $old_pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres'");
+$node->safe_psql('postgres', q{SET ROLE app1; SELECT ductape.dispatch('b', 'ping', on_success => 'app1.stubborn(jsonb)') IS NOT NULL;
+RESET ROLE;
+SELECT ductape.dispatch('b', 'ping', '{"k": "after-stubborn"}', run_at => now() + interval '15 seconds') IS NOT NULL});
+ok(poll("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ductape worker' AND datname = 'postgres' AND pid <> $old_pid", '1', 60),
+	'a callback that keeps catching the cancel ends the worker, and a new one starts by itself');
 ok(poll("SELECT count(*) FROM ductape.jobs WHERE input->>'k' = 'after-stubborn' AND state = 'succeeded'", '1', 60),
-	'a callback that keeps catching the cancel does not hold the worker for good');
+	'the new worker runs the job scheduled meanwhile');
+like(slurp_file($node->logfile), qr/ductape worker for database \d+ ended: user code kept running past ductape.user_code_timeout/,
+	'the log says why the worker ended');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET ductape.log_requests});
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET ductape.user_code_timeout; SELECT pg_reload_conf()});
 
 $node->stop;
