@@ -21,6 +21,19 @@
  * "nullable".  Numbers compare as numerics, so 1 and 1.0 are equal and
  * 1.0 is an integer (draft 6+).
  *
+ * From drafts 6 to 2020-12 (the dialect of OpenAPI 3.1): if/then/else,
+ * contains with minContains and maxContains, propertyNames,
+ * dependentRequired, dependentSchemas, prefixItems (with items, which
+ * must then be a schema, for the items after the listed ones), and
+ * unevaluatedProperties: the properties that neither the schema's own
+ * properties, patternProperties and additionalProperties nor the in-place
+ * subschemas the object passes ($ref, allOf, anyOf, oneOf, if/then/else,
+ * dependentSchemas) evaluate (Evaluated, below).  unevaluatedItems,
+ * $dynamicRef and $recursiveRef are refused at define time, and so is
+ * unevaluatedProperties next to $ref (whose siblings are ignored): ignoring
+ * them would let through input the schema forbids.  Other unknown
+ * keywords are annotations and are ignored.
+ *
  * Every violation is reported as "/json/pointer: reason" where the pointer
  * locates the offending value in the instance; when a result only matters
  * as true/false (inside anyOf, oneOf and not) validation stops at the first
@@ -135,6 +148,13 @@ CountLimit(Numeric n)
 	if (NumCmp(n, int64_to_numeric(PG_INT64_MIN)) < 0)
 		return PG_INT64_MIN;
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(n)));
+}
+
+/* Is a count keyword's value 1 (for "1 item" rather than "1 items")? */
+static bool
+IsOne(JsonbValue *v)
+{
+	return v->type == jbvNumeric && NumCmp(v->val.numeric, int64_to_numeric(1)) == 0;
 }
 
 static const char *
@@ -776,6 +796,62 @@ CheckString(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo path)
 	return ok;
 }
 
+/*
+ * dependencies (draft 4), dependentRequired and dependentSchemas (2019-09):
+ * for each property of deps that obj has, an array names the properties it
+ * then requires, and a schema applies to the whole object.  (The
+ * define-time check keeps arrays to dependentRequired and schemas to
+ * dependentSchemas.)
+ */
+static bool
+CheckDependencies(SchemaCtx *cx, JsonbValue *deps, JsonbContainer *obj, StringInfo path)
+{
+	JsonbIterator *it = JsonbIteratorInit(deps->val.binary.data);
+	JsonbIteratorToken r;
+	JsonbValue	k,
+				val;
+	bool		ok = true;
+	int			saved;
+
+	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (r != WJB_KEY)
+			continue;
+		r = JsonbIteratorNext(&it, &val, true);
+		if (getKeyJsonValueFromContainer(obj, k.val.string.val, k.val.string.len, NULL) == NULL)
+			continue;
+		if (IsArray(&val))
+		{
+			JsonbIterator *dit = JsonbIteratorInit(val.val.binary.data);
+			JsonbIteratorToken dr;
+			JsonbValue	d;
+
+			while ((dr = JsonbIteratorNext(&dit, &d, true)) != WJB_DONE)
+				if (dr == WJB_ELEM && d.type == jbvString &&
+					getKeyJsonValueFromContainer(obj, d.val.string.val, d.val.string.len, NULL) == NULL)
+				{
+					saved = PathPushKey(path, d.val.string.val, d.val.string.len);
+					ok = Fail(cx, path, "is required when \"%.*s\" is present",
+							  k.val.string.len, k.val.string.val);
+					PathPop(path, saved);
+					GIVE_UP_IF_PROBING();
+				}
+		}
+		else
+		{
+			JsonbValue	whole;
+
+			whole.type = jbvBinary;
+			whole.val.binary.data = obj;
+			whole.val.binary.len = 0;
+			if (!Validate(cx, &val, &whole, path))
+				ok = false;
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	return ok;
+}
+
 static bool
 CheckObject(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *obj, StringInfo path)
 {
@@ -809,13 +885,13 @@ CheckObject(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *obj, StringInfo pa
 	if ((v = Field(s, "minProperties", &buf)) && v->type == jbvNumeric &&
 		JsonContainerSize(obj) < CountLimit(v->val.numeric))
 	{
-		ok = Fail(cx, path, "must have at least %s properties", ValueJson(v));
+		ok = Fail(cx, path, "must have at least %s propert%s", ValueJson(v), IsOne(v) ? "y" : "ies");
 		GIVE_UP_IF_PROBING();
 	}
 	if ((v = Field(s, "maxProperties", &buf)) && v->type == jbvNumeric &&
 		JsonContainerSize(obj) > CountLimit(v->val.numeric))
 	{
-		ok = Fail(cx, path, "must have at most %s properties", ValueJson(v));
+		ok = Fail(cx, path, "must have at most %s propert%s", ValueJson(v), IsOne(v) ? "y" : "ies");
 		GIVE_UP_IF_PROBING();
 	}
 
@@ -875,54 +951,122 @@ CheckObject(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *obj, StringInfo pa
 		}
 	}
 
-	if ((v = Field(s, "dependencies", &buf)) && IsObject(v))
+	if ((v = Field(s, "propertyNames", &buf)) != NULL)
 	{
-		it = JsonbIteratorInit(v->val.binary.data);
+		StringInfo	saved_errors = cx->errors;
+
+		it = JsonbIteratorInit(obj);
 		while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 		{
+			bool		good;
+
 			if (r != WJB_KEY)
 				continue;
-			r = JsonbIteratorNext(&it, &val, true);
-			if (getKeyJsonValueFromContainer(obj, k.val.string.val, k.val.string.len, NULL) == NULL)
-				continue;
-			if (IsArray(&val))
-			{
-				JsonbIterator *dit = JsonbIteratorInit(val.val.binary.data);
-				JsonbIteratorToken dr;
-				JsonbValue	d;
-
-				while ((dr = JsonbIteratorNext(&dit, &d, true)) != WJB_DONE)
-					if (dr == WJB_ELEM && d.type == jbvString &&
-						getKeyJsonValueFromContainer(obj, d.val.string.val, d.val.string.len, NULL) == NULL)
-					{
-						saved = PathPushKey(path, d.val.string.val, d.val.string.len);
-						ok = Fail(cx, path, "is required when \"%.*s\" is present",
-								  k.val.string.len, k.val.string.val);
-						PathPop(path, saved);
-						GIVE_UP_IF_PROBING();
-					}
-			}
-			else
-			{
-				JsonbValue	whole;
-
-				whole.type = jbvBinary;
-				whole.val.binary.data = obj;
-				whole.val.binary.len = 0;
-				if (!Validate(cx, &val, &whole, path))
-					ok = false;
-				GIVE_UP_IF_PROBING();
-			}
+			saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+			cx->errors = NULL;
+			good = Validate(cx, v, &k, path);
+			cx->errors = saved_errors;
+			if (!good)
+				ok = Fail(cx, path, "is not an allowed property name (it does not match the schema in propertyNames)");
+			PathPop(path, saved);
+			GIVE_UP_IF_PROBING();
 		}
 	}
+	if ((v = Field(s, "dependencies", &buf)) && IsObject(v) &&
+		!CheckDependencies(cx, v, obj, path))
+	{
+		ok = false;
+		GIVE_UP_IF_PROBING();
+	}
+	if ((v = Field(s, "dependentRequired", &buf)) && IsObject(v) &&
+		!CheckDependencies(cx, v, obj, path))
+	{
+		ok = false;
+		GIVE_UP_IF_PROBING();
+	}
+	if ((v = Field(s, "dependentSchemas", &buf)) && IsObject(v) &&
+		!CheckDependencies(cx, v, obj, path))
+	{
+		ok = false;
+		GIVE_UP_IF_PROBING();
+	}
 	return ok;
+}
+
+/* an item of an array and its position, for uniqueItems */
+typedef struct UniqueItem
+{
+	JsonbValue *v;
+	int			index;
+} UniqueItem;
+
+static int
+ItemRank(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return 0;
+		case jbvBool:
+			return 1;
+		case jbvNumeric:
+			return 2;
+		case jbvString:
+			return 3;
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? 5 : 4;
+		default:
+			return 6;
+	}
+}
+
+/*
+ * A total order of JSON values in which JsonbValueEqual's equal values are
+ * next to each other (numbers by value, containers as jsonb orders them),
+ * then by position.
+ */
+static int
+CompareItems(const void *pa, const void *pb)
+{
+	const UniqueItem *ia = pa;
+	const UniqueItem *ib = pb;
+	JsonbValue *a = ia->v;
+	JsonbValue *b = ib->v;
+	int			c = ItemRank(a) - ItemRank(b);
+
+	if (c == 0)
+	{
+		switch (a->type)
+		{
+			case jbvBool:
+				c = (int) a->val.boolean - (int) b->val.boolean;
+				break;
+			case jbvNumeric:
+				c = NumCmp(a->val.numeric, b->val.numeric);
+				break;
+			case jbvString:
+				c = a->val.string.len != b->val.string.len ?
+					(a->val.string.len < b->val.string.len ? -1 : 1) :
+					memcmp(a->val.string.val, b->val.string.val, a->val.string.len);
+				break;
+			case jbvBinary:
+				c = compareJsonbContainers(a->val.binary.data, b->val.binary.data);
+				break;
+			default:
+				break;
+		}
+	}
+	if (c == 0)
+		c = ia->index - ib->index;
+	return c < 0 ? -1 : c > 0 ? 1 : 0;
 }
 
 static bool
 CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo path)
 {
-	JsonbValue	ibuf, abuf, buf;
+	JsonbValue	ibuf, abuf, pbuf, cbuf, buf;
 	JsonbValue *items = Field(s, "items", &ibuf);
+	JsonbValue *prefix = Field(s, "prefixItems", &pbuf);
 	JsonbValue *v;
 	int			n = JsonContainerSize(arr);
 	bool		ok = true;
@@ -931,16 +1075,46 @@ CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo pat
 	if ((v = Field(s, "minItems", &buf)) && v->type == jbvNumeric &&
 		n < CountLimit(v->val.numeric))
 	{
-		ok = Fail(cx, path, "must have at least %s items", ValueJson(v));
+		ok = Fail(cx, path, "must have at least %s item%s", ValueJson(v),
+				  IsOne(v) ? "" : "s");
 		GIVE_UP_IF_PROBING();
 	}
 	if ((v = Field(s, "maxItems", &buf)) && v->type == jbvNumeric &&
 		n > CountLimit(v->val.numeric))
 	{
-		ok = Fail(cx, path, "must have at most %s items", ValueJson(v));
+		ok = Fail(cx, path, "must have at most %s item%s", ValueJson(v),
+				  IsOne(v) ? "" : "s");
 		GIVE_UP_IF_PROBING();
 	}
-	if (items)
+	if (prefix && IsArray(prefix))
+	{
+		/*
+		 * 2020-12: prefixItems position by position, then items (a schema;
+		 * the define-time check refuses an array there) for the rest;
+		 * additionalItems does not apply.
+		 */
+		int			positional = JsonContainerSize(prefix->val.binary.data);
+		JsonbValue *rest = items && !IsArray(items) ? items : NULL;
+
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *sub = NULL;
+			int			saved = PathPushIndex(path, i);
+
+			if (i < positional)
+				sub = getIthJsonbValueFromContainer(prefix->val.binary.data, i);
+			else if (rest && rest->type == jbvBool && !rest->val.boolean)
+				ok = Fail(cx, path, "is not allowed (the array takes at most %d item%s)",
+						  positional, positional == 1 ? "" : "s");
+			else
+				sub = rest;
+			if (sub && !Validate(cx, sub, getIthJsonbValueFromContainer(arr, i), path))
+				ok = false;
+			PathPop(path, saved);
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	else if (items)
 	{
 		JsonbValue *additional = Field(s, "additionalItems", &abuf);
 		int			positional = IsArray(items) ? JsonContainerSize(items->val.binary.data) : -1;
@@ -956,7 +1130,8 @@ CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo pat
 			else if (i < positional)
 				sub = getIthJsonbValueFromContainer(items->val.binary.data, i);
 			else if (additional && additional->type == jbvBool && !additional->val.boolean)
-				ok = Fail(cx, path, "is not allowed (the array takes at most %d items)", positional);
+				ok = Fail(cx, path, "is not allowed (the array takes at most %d item%s)",
+						  positional, positional == 1 ? "" : "s");
 			else
 				sub = additional;
 			if (sub && !Validate(cx, sub, elem, path))
@@ -965,25 +1140,90 @@ CheckArray(SchemaCtx *cx, JsonbContainer *s, JsonbContainer *arr, StringInfo pat
 			GIVE_UP_IF_PROBING();
 		}
 	}
-	if ((v = Field(s, "uniqueItems", &buf)) && v->type == jbvBool && v->val.boolean)
+	if ((v = Field(s, "contains", &cbuf)) != NULL)
 	{
-		int			j;
+		/* how many items match: at least minContains (1), at most maxContains */
+		StringInfo	saved_errors = cx->errors;
+		JsonbValue *m;
+		int64		min = 1;
+		int64		max = -1;
+		int			matched = 0;
+
+		if ((m = Field(s, "minContains", &buf)) && m->type == jbvNumeric)
+			min = CountLimit(m->val.numeric);
+		if ((m = Field(s, "maxContains", &buf)) && m->type == jbvNumeric)
+			max = CountLimit(m->val.numeric);
+		cx->errors = NULL;
+		for (i = 0; i < n && (max >= 0 || matched < min); i++)
+		{
+			int			saved = PathPushIndex(path, i);
+
+			if (Validate(cx, v, getIthJsonbValueFromContainer(arr, i), path))
+				matched++;
+			PathPop(path, saved);
+		}
+		cx->errors = saved_errors;
+		if (matched < min)
+		{
+			if (min == 1)
+				ok = Fail(cx, path, "must have an item that matches the schema in contains");
+			else
+				ok = Fail(cx, path, "must have at least " INT64_FORMAT " items that match the schema in contains (it has %d)",
+						  min, matched);
+			GIVE_UP_IF_PROBING();
+		}
+		else if (max >= 0 && matched > max)
+		{
+			ok = Fail(cx, path, "must have at most " INT64_FORMAT " item%s that match%s the schema in contains (it has %d)",
+					  max, max == 1 ? "" : "s", max == 1 ? "es" : "", matched);
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	if ((v = Field(s, "uniqueItems", &buf)) && v->type == jbvBool && v->val.boolean && n > 1)
+	{
+		/*
+		 * Sorted, so that equal items are next to each other: n log n
+		 * comparisons, where comparing every pair took minutes (and could
+		 * not be cancelled) for an input of 100,000 items.  Among equal
+		 * items the first two by position are reported, for the first
+		 * item that has an equal.
+		 */
+		UniqueItem *sorted = palloc(sizeof(UniqueItem) * n);
+		int			first = -1,
+					second = -1;
 
 		for (i = 0; i < n; i++)
-			for (j = i + 1; j < n; j++)
-				if (JsonbValueEqual(getIthJsonbValueFromContainer(arr, i),
-							  getIthJsonbValueFromContainer(arr, j)))
-				{
-					ok = Fail(cx, path, "items %d and %d are equal (items must be unique)", i, j);
-					GIVE_UP_IF_PROBING();
-					i = n;
-					break;
-				}
+		{
+			sorted[i].v = getIthJsonbValueFromContainer(arr, i);
+			sorted[i].index = i;
+		}
+		qsort(sorted, n, sizeof(UniqueItem), CompareItems);
+		for (i = 0; i < n;)
+		{
+			int			j = i + 1;
+
+			CHECK_FOR_INTERRUPTS();
+			/* sorted[i .. j - 1]: equal items, by position */
+			while (j < n && JsonbValueEqual(sorted[i].v, sorted[j].v))
+				j++;
+			if (j - i > 1 && (first < 0 || sorted[i].index < first))
+			{
+				first = sorted[i].index;
+				second = sorted[i + 1].index;
+			}
+			i = j;
+		}
+		pfree(sorted);
+		if (first >= 0)
+		{
+			ok = Fail(cx, path, "items %d and %d are equal (items must be unique)", first, second);
+			GIVE_UP_IF_PROBING();
+		}
 	}
 	return ok;
 }
 
-/* allOf, anyOf, oneOf, not */
+/* allOf, anyOf, oneOf, not, if/then/else */
 static bool
 CheckCombinators(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo path)
 {
@@ -1046,7 +1286,24 @@ CheckCombinators(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo 
 		matches = Validate(cx, v, inst, path);
 		cx->errors = saved_errors;
 		if (matches)
+		{
 			ok = Fail(cx, path, "must not match the schema in \"not\"");
+			GIVE_UP_IF_PROBING();
+		}
+	}
+	if ((v = Field(s, "if", &buf)) != NULL)
+	{
+		/* then when it matches, else when not; either may be missing */
+		JsonbValue	bbuf;
+		JsonbValue *branch;
+		bool		matches;
+
+		cx->errors = NULL;
+		matches = Validate(cx, v, inst, path);
+		cx->errors = saved_errors;
+		branch = Field(s, matches ? "then" : "else", &bbuf);
+		if (branch && !Validate(cx, branch, inst, path))
+			ok = false;
 	}
 	return ok;
 }
@@ -1054,6 +1311,203 @@ CheckCombinators(SchemaCtx *cx, JsonbContainer *s, JsonbValue *inst, StringInfo 
 /* ---- the validator ---- */
 
 static bool ValidateOne(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path);
+
+/* One more schema applied inside the others (cx->depth-- when done). */
+static void
+EnterSchema(SchemaCtx *cx, StringInfo path)
+{
+	if (cx->depth >= SCHEMA_MAX_APPLY)
+		ereport(ERROR,
+				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
+				 errmsg("the value nests too deeply to validate against the schema"),
+				 errdetail("Validating %s applies more than %d schemas inside one another.",
+						   ShortPointer(path), SCHEMA_MAX_APPLY),
+				 errhint("Send a value that nests less deeply, or a schema that does not refer to itself at each level.")));
+	cx->depth++;
+}
+
+/*
+ * Which properties of obj does schema evaluate, when it applies (the
+ * annotations of 2020-12)?  Those its properties and patternProperties
+ * name; all of them when it has additionalProperties, or (unless own: the
+ * schema whose unevaluatedProperties asks) unevaluatedProperties; and those
+ * of the in-place subschemas that obj passes: $ref (its siblings ignored,
+ * as the validator does), allOf, anyOf, oneOf, if and then or else,
+ * dependentSchemas and schema-valued dependencies.  seen[i] is set for the
+ * i-th property of obj.
+ */
+static void
+Evaluated(SchemaCtx *cx, JsonbValue *schema, JsonbContainer *obj, StringInfo path,
+		  bool *seen, bool own, int hops)
+{
+	static const char *const lists[] = {"allOf", "anyOf", "oneOf"};
+	static const char *const maps[] = {"dependentSchemas", "dependencies"};
+	StringInfo	saved_errors = cx->errors;
+	JsonbContainer *s;
+	JsonbValue	buf,
+				pbuf,
+				ppbuf;
+	JsonbValue *v,
+			   *props,
+			   *patterns;
+	JsonbValue	whole;
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	k,
+				val;
+	int			n = JsonContainerSize(obj);
+	int			i;
+
+	check_stack_depth();
+	CHECK_FOR_INTERRUPTS();
+	if (!IsObject(schema))
+		return;					/* true evaluates nothing; false never passes */
+	s = schema->val.binary.data;
+	EnterSchema(cx, path);
+	whole.type = jbvBinary;
+	whole.val.binary.data = obj;
+	whole.val.binary.len = 0;
+
+	if ((v = Field(s, "$ref", &buf)) && v->type == jbvString)
+	{
+		const char *why;
+		JsonbValue *target = ResolveRef(cx->root, v->val.string.val, v->val.string.len, &why);
+
+		if (target != NULL && hops < MAX_REF_HOPS)
+			Evaluated(cx, target, obj, path, seen, false, hops + 1);
+		cx->depth--;
+		return;
+	}
+	if (Field(s, "additionalProperties", &buf) != NULL ||
+		(!own && Field(s, "unevaluatedProperties", &buf) != NULL))
+	{
+		for (i = 0; i < n; i++)
+			seen[i] = true;
+		cx->depth--;
+		return;
+	}
+	props = Field(s, "properties", &pbuf);
+	patterns = Field(s, "patternProperties", &ppbuf);
+	if ((props && IsObject(props)) || (patterns && IsObject(patterns)))
+	{
+		i = 0;
+		it = JsonbIteratorInit(obj);
+		while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			if (r != WJB_KEY)
+				continue;
+			if (props && IsObject(props) &&
+				getKeyJsonValueFromContainer(props->val.binary.data, k.val.string.val,
+											 k.val.string.len, NULL) != NULL)
+				seen[i] = true;
+			else if (patterns && IsObject(patterns))
+			{
+				JsonbIterator *pit = JsonbIteratorInit(patterns->val.binary.data);
+				JsonbIteratorToken pr;
+				JsonbValue	pk;
+
+				while ((pr = JsonbIteratorNext(&pit, &pk, true)) != WJB_DONE)
+					if (pr == WJB_KEY && !seen[i] &&
+						PatternMatches(&pk, k.val.string.val, k.val.string.len))
+						seen[i] = true;
+			}
+			i++;
+		}
+	}
+
+	/* the in-place subschemas obj passes (probes: no messages) */
+	cx->errors = NULL;
+	for (i = 0; i < lengthof(lists); i++)
+		if ((v = Field(s, lists[i], &buf)) != NULL && IsArray(v))
+		{
+			int			j;
+
+			for (j = 0; j < JsonContainerSize(v->val.binary.data); j++)
+			{
+				JsonbValue *sub = getIthJsonbValueFromContainer(v->val.binary.data, j);
+
+				if (Validate(cx, sub, &whole, path))
+					Evaluated(cx, sub, obj, path, seen, false, 0);
+			}
+		}
+	if ((v = Field(s, "if", &buf)) != NULL)
+	{
+		JsonbValue	bbuf;
+		JsonbValue *branch;
+
+		if (Validate(cx, v, &whole, path))
+		{
+			Evaluated(cx, v, obj, path, seen, false, 0);
+			branch = Field(s, "then", &bbuf);
+		}
+		else
+			branch = Field(s, "else", &bbuf);
+		if (branch && Validate(cx, branch, &whole, path))
+			Evaluated(cx, branch, obj, path, seen, false, 0);
+	}
+	for (i = 0; i < lengthof(maps); i++)
+		if ((v = Field(s, maps[i], &buf)) != NULL && IsObject(v))
+		{
+			it = JsonbIteratorInit(v->val.binary.data);
+			while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+			{
+				if (r != WJB_KEY)
+					continue;
+				(void) JsonbIteratorNext(&it, &val, true);
+				if (IsArray(&val) ||
+					getKeyJsonValueFromContainer(obj, k.val.string.val, k.val.string.len, NULL) == NULL)
+					continue;
+				if (Validate(cx, &val, &whole, path))
+					Evaluated(cx, &val, obj, path, seen, false, 0);
+			}
+		}
+	cx->errors = saved_errors;
+	cx->depth--;
+}
+
+/*
+ * unevaluatedProperties: the properties of obj that schema (which holds
+ * it) does not evaluate are checked against uneval.
+ */
+static bool
+CheckUnevaluated(SchemaCtx *cx, JsonbValue *schema, JsonbValue *uneval,
+				 JsonbContainer *obj, StringInfo path)
+{
+	int			n = JsonContainerSize(obj);
+	bool	   *seen;
+	bool		ok = true;
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	k,
+				val;
+	int			i = 0;
+
+	if (n == 0 || (uneval->type == jbvBool && uneval->val.boolean))
+		return true;
+	seen = palloc0(sizeof(bool) * n);
+	Evaluated(cx, schema, obj, path, seen, true, 0);
+	it = JsonbIteratorInit(obj);
+	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		int			saved;
+
+		if (r != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &val, true);
+		if (seen[i++])
+			continue;
+		saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+		if (uneval->type == jbvBool)
+			ok = Fail(cx, path, "is not allowed (no part of the schema that the object matches declares it)");
+		else if (!Validate(cx, uneval, &val, path))
+			ok = false;
+		PathPop(path, saved);
+		if (!ok && cx->errors == NULL)
+			break;
+	}
+	pfree(seen);
+	return ok;
+}
 
 /*
  * Apply one schema to one value: ValidateOne, within the limits on steps
@@ -1073,14 +1527,7 @@ Validate(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path)
 						MAX_VALIDATE_STEPS),
 				 errdetail("Its $refs inside allOf, anyOf or oneOf apply the same schemas over and over."),
 				 errhint("Refer to each shared definition once per level.")));
-	if (cx->depth >= SCHEMA_MAX_APPLY)
-		ereport(ERROR,
-				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
-				 errmsg("the value nests too deeply to validate against the schema"),
-				 errdetail("Validating %s applies more than %d schemas inside one another.",
-						   ShortPointer(path), SCHEMA_MAX_APPLY),
-				 errhint("Send a value that nests less deeply, or a schema that does not refer to itself at each level.")));
-	cx->depth++;
+	EnterSchema(cx, path);
 	ok = ValidateOne(cx, schema, inst, path);
 	cx->depth--;
 	return ok;
@@ -1175,6 +1622,12 @@ ValidateOne(SchemaCtx *cx, JsonbValue *schema, JsonbValue *inst, StringInfo path
 	}
 	GIVE_UP_IF_PROBING();
 	if (!CheckCombinators(cx, s, inst, path))
+		ok = false;
+	GIVE_UP_IF_PROBING();
+	/* last: it looks at what the other keywords evaluated */
+	if ((v = Field(s, "unevaluatedProperties", &buf)) != NULL &&
+		inst->type == jbvBinary && JsonContainerIsObject(inst->val.binary.data) &&
+		!CheckUnevaluated(cx, schema, v, inst->val.binary.data, path))
 		ok = false;
 	return ok;
 }
@@ -1421,6 +1874,53 @@ CheckSchemaList(CheckCtx *cx, JsonbValue *list, StringInfo path, int depth)
 	}
 }
 
+/*
+ * dependencies (schemas_too: draft 4, each value an array of property
+ * names or a schema) and dependentRequired (arrays only).
+ */
+static void
+CheckDependencyMap(CheckCtx *cx, JsonbValue *map, StringInfo path, int depth, bool schemas_too)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	k,
+				v;
+
+	if (!IsObject(map))
+	{
+		Problem(cx->problems, path, "must be an object");
+		return;
+	}
+	it = JsonbIteratorInit(map->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		int			saved;
+
+		if (r != WJB_KEY)
+			continue;
+		(void) JsonbIteratorNext(&it, &v, true);
+		saved = PathPushKey(path, k.val.string.val, k.val.string.len);
+		if (IsArray(&v))
+		{
+			JsonbIterator *ait = JsonbIteratorInit(v.val.binary.data);
+			JsonbValue	e;
+			JsonbIteratorToken ar;
+			bool		good = true;
+
+			while ((ar = JsonbIteratorNext(&ait, &e, true)) != WJB_DONE)
+				if (ar == WJB_ELEM && e.type != jbvString)
+					good = false;
+			if (!good)
+				Problem(cx->problems, path, "must be an array of property names");
+		}
+		else if (schemas_too)
+			CheckSchema(cx, &v, path, depth + 1);
+		else
+			Problem(cx->problems, path, "must be an array of property names");
+		PathPop(path, saved);
+	}
+}
+
 typedef enum LoopResult
 {
 	LOOP_NONE,					/* validating never comes back here */
@@ -1431,7 +1931,7 @@ typedef enum LoopResult
 /*
  * Does this schema come back to itself through keywords that apply to the
  * same value ($ref, allOf, anyOf, oneOf, not, if/then/else, schema-valued
- * dependencies)?  Validating would then never descend into the value and
+ * dependencies, dependentSchemas)?  Validating would then never descend into the value and
  * never finish, so such a schema is refused when defined; so is a chain of
  * more than SCHEMA_MAX_APPLY of them, which validation would refuse (and
  * which would take this check as deep).  on_path holds the schemas (their
@@ -1442,6 +1942,7 @@ LoopsBack(CheckCtx *cx, JsonbValue *schema, List **on_path, int depth)
 {
 	static const char *const lists[] = {"allOf", "anyOf", "oneOf"};
 	static const char *const single[] = {"not", "if", "then", "else"};
+	static const char *const maps[] = {"dependencies", "dependentSchemas"};
 	JsonbContainer *c;
 	JsonbValue	buf;
 	JsonbValue *v;
@@ -1485,16 +1986,17 @@ LoopsBack(CheckCtx *cx, JsonbValue *schema, List **on_path, int depth)
 		for (i = 0; i < lengthof(single) && found == LOOP_NONE; i++)
 			if ((v = Field(c, single[i], &buf)) != NULL)
 				found = LoopsBack(cx, v, on_path, depth + 1);
-		if (found == LOOP_NONE && (v = Field(c, "dependencies", &buf)) != NULL && IsObject(v))
-		{
-			JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
-			JsonbIteratorToken r;
-			JsonbValue	dv;
+		for (i = 0; i < lengthof(maps) && found == LOOP_NONE; i++)
+			if ((v = Field(c, maps[i], &buf)) != NULL && IsObject(v))
+			{
+				JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
+				JsonbIteratorToken r;
+				JsonbValue	dv;
 
-			while (found == LOOP_NONE && (r = JsonbIteratorNext(&it, &dv, true)) != WJB_DONE)
-				if (r == WJB_VALUE)
-					found = LoopsBack(cx, &dv, on_path, depth + 1);
-		}
+				while (found == LOOP_NONE && (r = JsonbIteratorNext(&it, &dv, true)) != WJB_DONE)
+					if (r == WJB_VALUE)
+						found = LoopsBack(cx, &dv, on_path, depth + 1);
+			}
 	}
 	*on_path = list_delete_last(*on_path);
 	if (found == LOOP_NONE)
@@ -1508,7 +2010,9 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 	static const char *const types[] = {"null", "boolean", "integer", "number", "string", "array", "object"};
 	JsonbIterator *it;
 	JsonbIteratorToken r;
-	JsonbValue	k, v;
+	JsonbValue	k, v, pbuf;
+	bool		has_prefix;
+	bool		has_ref;
 
 	check_stack_depth();
 	if (depth > SCHEMA_MAX_NESTING)
@@ -1547,6 +2051,8 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 				break;
 		}
 	}
+	has_prefix = Field(schema->val.binary.data, "prefixItems", &pbuf) != NULL;
+	has_ref = Field(schema->val.binary.data, "$ref", &pbuf) != NULL;
 	it = JsonbIteratorInit(schema->val.binary.data);
 	while ((r = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
@@ -1603,16 +2109,34 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 			CheckSchemaMap(cx, &v, path, depth, false);
 		else if (strcmp(key, "patternProperties") == 0)
 			CheckSchemaMap(cx, &v, path, depth, true);
+		else if (strcmp(key, "dependentSchemas") == 0)
+			CheckSchemaMap(cx, &v, path, depth, false);
+		else if (strcmp(key, "additionalItems") == 0 && has_prefix)
+			Problem(cx->problems, path, "does not apply next to prefixItems: use items for the items after the listed ones");
 		else if (strcmp(key, "additionalProperties") == 0 || strcmp(key, "additionalItems") == 0 ||
-				 strcmp(key, "not") == 0)
+				 strcmp(key, "not") == 0 || strcmp(key, "if") == 0 || strcmp(key, "then") == 0 ||
+				 strcmp(key, "else") == 0 || strcmp(key, "contains") == 0 ||
+				 strcmp(key, "propertyNames") == 0)
 			CheckSchema(cx, &v, path, depth + 1);
 		else if (strcmp(key, "items") == 0)
 		{
-			if (IsArray(&v))
+			if (IsArray(&v) && has_prefix)
+				Problem(cx->problems, path, "must be a schema next to prefixItems (prefixItems lists the items by position, items is for the rest)");
+			else if (IsArray(&v))
 				CheckSchemaList(cx, &v, path, depth);
 			else
 				CheckSchema(cx, &v, path, depth + 1);
 		}
+		else if (strcmp(key, "prefixItems") == 0)
+			CheckSchemaList(cx, &v, path, depth);
+		else if (strcmp(key, "unevaluatedProperties") == 0 && has_ref)
+			Problem(cx->problems, path, "is next to $ref, whose siblings are not applied (draft 4 and OpenAPI 3.0): put the $ref in allOf");
+		else if (strcmp(key, "unevaluatedProperties") == 0)
+			CheckSchema(cx, &v, path, depth + 1);
+		else if (strcmp(key, "unevaluatedItems") == 0)
+			Problem(cx->problems, path, "is not supported: ductape does not track which items other keywords evaluated (use items, or prefixItems and items, where it means the same)");
+		else if (strcmp(key, "$dynamicRef") == 0 || strcmp(key, "$recursiveRef") == 0)
+			Problem(cx->problems, path, "is not supported (use $ref with a local JSON pointer)");
 		else if (strcmp(key, "allOf") == 0 || strcmp(key, "anyOf") == 0 || strcmp(key, "oneOf") == 0)
 			CheckSchemaList(cx, &v, path, depth);
 		else if (strcmp(key, "required") == 0)
@@ -1634,7 +2158,8 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 		}
 		else if (strcmp(key, "minLength") == 0 || strcmp(key, "maxLength") == 0 ||
 				 strcmp(key, "minItems") == 0 || strcmp(key, "maxItems") == 0 ||
-				 strcmp(key, "minProperties") == 0 || strcmp(key, "maxProperties") == 0)
+				 strcmp(key, "minProperties") == 0 || strcmp(key, "maxProperties") == 0 ||
+				 strcmp(key, "minContains") == 0 || strcmp(key, "maxContains") == 0)
 		{
 			if (!IsNonNegativeInteger(&v))
 				Problem(cx->problems, path, "must be a non-negative integer");
@@ -1677,11 +2202,8 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 			if (v.type != jbvString)
 				Problem(cx->problems, path, "must be a string");
 		}
-		else if (strcmp(key, "dependencies") == 0)
-		{
-			if (!IsObject(&v))
-				Problem(cx->problems, path, "must be an object");
-		}
+		else if (strcmp(key, "dependencies") == 0 || strcmp(key, "dependentRequired") == 0)
+			CheckDependencyMap(cx, &v, path, depth, strcmp(key, "dependencies") == 0);
 		else if (strcmp(key, "$ref") == 0)
 		{
 			if (v.type != jbvString)
