@@ -20,6 +20,7 @@ OBJS = \
 	src/oauth.o \
 	src/jobs.o \
 	src/gate.o \
+	src/runtime.o \
 	src/http.o \
 	src/egress.o \
 	src/calls.o \

@@ -19,6 +19,7 @@
  *	  oauth.c     OAuth2 tokens
  *	  jobs.c      background jobs
  *	  gate.c      the one gate for user code; the caller proxy
+ *	  runtime.c   units of SQL work in a worker, subtransactions, run as a role
  *	  signature.c webhook signatures (verify inbound, sign outbound)
  *	  webhook.c   the inbound webhook listener and handlers
  *	  events.c    outbound events: publish, endpoints, deliveries
@@ -295,19 +296,20 @@ extern void HttpCheckUrl(const char *url);
 extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
 							 Jsonb **envelope, char **error, int64 *delay_ms);
 
-/* ---- jobs.c ---- */
-extern int	ductape_max_concurrency;
-extern int	ductape_job_retention_s;
+/* ---- runtime.c ---- */
 extern void WorkerBeginWork(const char *activity);
-extern bool WorkerTry(void (*work) (void *arg), void *arg, const char *activity, char **error);
-extern int	WorkflowsTick(void);
 extern void WorkerEndWork(void);
-extern bool JobsRecover(void);
-extern void WakeAtCommit(void);
-extern void JobsCloseInsertState(void);
+extern bool WorkerTry(void (*work) (void *arg), void *arg, const char *activity, char **error);
 extern char *RunInSubtransaction(void (*fn) (void *), void *arg, int *sqlerrcode);
 extern bool RunAsRole(Oid fn, const char *what, Oid role, Jsonb *arg, const char *activity,
 					  char **error);
+
+/* ---- jobs.c ---- */
+extern int	ductape_max_concurrency;
+extern int	ductape_job_retention_s;
+extern bool JobsRecover(void);
+extern void WakeAtCommit(void);
+extern void JobsCloseInsertState(void);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 						  const char *env, const char *product, bool has_run_at,
 						  TimestampTz run_at, const char *key, Oid on_success,
@@ -425,6 +427,7 @@ extern Jsonb *GateSelect(Oid role, const char *sql);
 
 /* ---- workflow.c ---- */
 extern void WorkflowMarkEngineProcess(void);
+extern int	WorkflowsTick(void);
 
 /* ---- worker.c ---- */
 extern void WorkerRegisterLauncher(void);
