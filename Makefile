@@ -28,6 +28,7 @@ OBJS = \
 	src/events.o \
 	src/workflow.o \
 	src/webhook.o \
+	src/inbound.o \
 	src/worker.o
 
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql

@@ -21,7 +21,8 @@
  *	  gate.c      the one gate for user code; the caller proxy
  *	  runtime.c   units of SQL work in a worker, subtransactions, run as a role
  *	  signature.c webhook signatures (verify inbound, sign outbound)
- *	  webhook.c   the inbound webhook listener and handlers
+ *	  webhook.c   the inbound webhook listener (a process of its own)
+ *	  inbound.c   inbound webhook handlers, run by the database's worker
  *	  events.c    outbound events: publish, endpoints, deliveries
  *	  workflow.c  workflow conditions and step templates
  *	  worker.c    background workers (launcher, per-database worker)
@@ -385,6 +386,9 @@ extern void WebhookRegisterListener(void);
 #ifdef DT_FUZZ
 extern char *WebhookFuzzRequest(const char *raw, size_t len);
 #endif
+
+
+/* ---- inbound.c ---- */
 extern long WebhooksHandleDue(void);
 
 /* ---- signature.c ---- */

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * webhook.c
- *	  Inbound webhooks (docs/reference.md): the listener background worker that
- *	  receives, verifies and stores events, and the handlers that the
- *	  database's worker runs on them.
+ *	  Inbound webhooks, the listener: the background worker that receives,
+ *	  verifies and stores events (docs/reference.md).  inbound.c runs the
+ *	  handlers on them in the database's worker.
  *
  * The listener serves HTTP on ductape.webhook_listen with libmicrohttpd in
  * external epoll mode: MHD's epoll descriptor sits in the worker's own
@@ -40,16 +40,10 @@
  * its schema: a database owner can create objects in schema public (an
  * operator "=" that matches more exactly than pg_catalog's, say) that
  * would otherwise run with the listener's rights.  The same holds for the
- * SQL the database's worker runs here to dispatch handlers.
+ * SQL the database's worker runs in inbound.c to dispatch handlers.
  *
  * Events are received in one database, ductape.webhook_database: a
  * background worker can connect to one database only.
- *
- * Handlers (webhook_subscribe) run in the database's ductape worker, each in
- * its own transaction as the role that subscribed; an event is handled once
- * every matching handler has succeeded, and is retried with backoff until
- * then (handlers that already succeeded are not run again), failing after
- * WEBHOOK_MAX_ATTEMPTS rounds with the error kept.
  *
  *-------------------------------------------------------------------------
  */
@@ -106,9 +100,6 @@ int			ductape_webhook_request_timeout_ms = 5000;
 int			ductape_webhook_max_connections_per_address = 512;
 
 #define TOKEN_LEN 64
-#define WEBHOOK_MAX_ATTEMPTS 8
-#define HANDLER_BATCH 100
-#define PARK_BATCH 1000			/* events without a subscription parked per pass */
 
 /* ---- the listener ---- */
 
@@ -1445,233 +1436,4 @@ dt_webhook_listen_address(PG_FUNCTION_ARGS)
 		port = psprintf("%u", bound);
 	}
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf(v6 ? "[%s]:%s" : "%s:%s", host, port)));
-}
-
-/* ---- handlers, run by the database's worker ---- */
-
-typedef struct DueEvent
-{
-	int64		id;
-	Jsonb	   *event;
-	int			attempts;
-	int			nsubs;
-	int64	   *subs;
-	Oid		   *fns;
-	Oid		   *roles;
-} DueEvent;
-
-static void
-ArrayToInt64s(Datum d, int64 **out, int *n)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			i;
-
-	deconstruct_array(DatumGetArrayTypeP(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &elems, &nulls, n);
-	*out = palloc(sizeof(int64) * Max(*n, 1));
-	for (i = 0; i < *n; i++)
-		(*out)[i] = DatumGetInt64(elems[i]);
-}
-
-static void
-ArrayToOids(Datum d, Oid **out, int *n)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			i;
-
-	deconstruct_array(DatumGetArrayTypeP(d), OIDOID, 4, true, TYPALIGN_INT, &elems, &nulls, n);
-	*out = palloc(sizeof(Oid) * Max(*n, 1));
-	for (i = 0; i < *n; i++)
-		(*out)[i] = DatumGetObjectId(elems[i]);
-}
-
-/*
- * Events that no subscription wants are parked (next_attempt_at = infinity),
- * so the scan for due events does not walk them again on every pass: the
- * listener stores them parked, and this parks those whose subscription went
- * away.  A new subscription wakes the parked events it matches.  Both happen
- * under a SHARE lock on the subscriptions, so that none can commit in
- * between and no listener batch is half-way, taken only if it is free: a
- * session that subscribed and has not yet committed must not hold up
- * handlers (waking waits for the next pass).
- */
-static void
-ParkUnwantedEvents(void)
-{
-	static int64 woken_up_to = 0;	/* highest subscription id already matched
-									 * against parked events */
-	Oid			subs = get_relname_relid("webhook_subscriptions",
-										 get_namespace_oid("ductape", false));
-	int64		newest;
-	bool		isnull;
-	Oid			types[1] = {INT8OID};
-	Datum		args[1];
-
-	if (!OidIsValid(subs) || !ConditionalLockRelationOid(subs, ShareLock))
-		return;
-	if (SPI_execute("SELECT coalesce(pg_catalog.max(id), 0) FROM ductape.webhook_subscriptions",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read webhook subscriptions");
-	newest = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (newest > woken_up_to)
-	{
-		args[0] = Int64GetDatum(woken_up_to);
-		if (SPI_execute_with_args("UPDATE ductape.webhook_events e SET next_attempt_at = pg_catalog.now()"
-								  " WHERE e.state OPERATOR(pg_catalog.=) 'received'"
-								  "   AND e.next_attempt_at OPERATOR(pg_catalog.=) 'infinity'"
-								  "   AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-								  "                WHERE s.id OPERATOR(pg_catalog.>) $1"
-								  "                  AND s.app OPERATOR(pg_catalog.=) e.app"
-								  "                  AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
-								  "                  AND ductape._type_matches(e.event_type, s.event_type))",
-								  1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not wake parked webhook events");
-		woken_up_to = newest;
-	}
-	if (SPI_execute("UPDATE ductape.webhook_events SET next_attempt_at = 'infinity'"
-					" WHERE id OPERATOR(pg_catalog.=) ANY ("
-					"         SELECT e.id FROM ductape.webhook_events e"
-					"          WHERE e.state OPERATOR(pg_catalog.=) 'received'"
-					"            AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-					"            AND NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                             WHERE s.app OPERATOR(pg_catalog.=) e.app"
-					"                               AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
-					"                               AND ductape._type_matches(e.event_type, s.event_type)"
-					"                               AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
-					"          ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(PARK_BATCH)
-					"          FOR UPDATE SKIP LOCKED)", false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not park webhook events");
-	/* the listener may go on: what needed excluding is done */
-	UnlockRelationOid(subs, ShareLock);
-}
-
-/*
- * Run the handlers of due events.  Called by the database's worker when the
- * listener stored events and once a second for retries; returns how many
- * events it took (HANDLER_BATCH means there may be more).
- */
-long
-WebhooksHandleDue(void)
-{
-	MemoryContext here = CurrentMemoryContext;
-	List	   *due = NIL;
-	ListCell   *lc;
-	uint64		i;
-
-	WorkerBeginWork("ductape: claiming webhook events");
-	SPI_connect();
-	ParkUnwantedEvents();
-	if (SPI_execute("WITH due AS ("
-					"  SELECT e.* FROM ductape.webhook_events e"
-					"   WHERE e.state OPERATOR(pg_catalog.=) 'received'"
-					"     AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-					"     AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                  WHERE s.app OPERATOR(pg_catalog.=) e.app"
-					"                    AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
-					"                    AND ductape._type_matches(e.event_type, s.event_type)"
-					"                    AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
-					"   ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(HANDLER_BATCH)
-					"   FOR UPDATE SKIP LOCKED) "
-					"SELECT d.id, pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.-) '{handled_by,next_attempt_at}'::pg_catalog.text[],"
-					"       d.attempts, m.ids, m.fns, m.roles"
-					"  FROM due d, LATERAL ("
-					"    SELECT pg_catalog.array_agg(s.id ORDER BY s.id) AS ids,"
-					"           pg_catalog.array_agg(s.handler::pg_catalog.oid ORDER BY s.id) AS fns,"
-					"           pg_catalog.array_agg(coalesce(r.oid, 0::pg_catalog.oid) ORDER BY s.id) AS roles"
-					"      FROM ductape.webhook_subscriptions s"
-					"      LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) s.role"
-					"     WHERE s.app OPERATOR(pg_catalog.=) d.app AND s.webhook OPERATOR(pg_catalog.=) d.webhook"
-					"       AND ductape._type_matches(d.event_type, s.event_type)"
-					"       AND s.id OPERATOR(pg_catalog.<>) ALL (d.handled_by)) m"
-					" ORDER BY d.id", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read due webhook events");
-	MemoryContextSwitchTo(here);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		DueEvent   *ev = palloc0(sizeof(DueEvent));
-		bool		isnull;
-		int			n;
-
-		ev->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		ev->event = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
-		ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		ArrayToInt64s(SPI_getbinval(tup, desc, 4, &isnull), &ev->subs, &ev->nsubs);
-		ArrayToOids(SPI_getbinval(tup, desc, 5, &isnull), &ev->fns, &n);
-		ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
-		due = lappend(due, ev);
-	}
-	SPI_finish();
-	WorkerEndWork();
-	MemoryContextSwitchTo(here);
-
-	foreach(lc, due)
-	{
-		DueEvent   *ev = lfirst(lc);
-		List	   *ok = NIL;
-		char	   *error = NULL;
-		int			failed_fn = -1;
-		int			k;
-
-		for (k = 0; k < ev->nsubs; k++)
-		{
-			char	   *err = NULL;
-
-			if (OidIsValid(ev->roles[k]) &&
-				RunAsRole(ev->fns[k], "webhook handler", ev->roles[k], ev->event, "ductape: webhook handler", &err))
-				ok = lappend(ok, &ev->subs[k]);
-			else if (error == NULL)
-			{
-				error = err ? err : pstrdup("the subscribing role no longer exists");
-				failed_fn = k;
-			}
-			CHECK_FOR_INTERRUPTS();
-		}
-
-		/* record the round: handled, or retried later, or failed for good */
-		WorkerBeginWork("ductape: recording webhook handlers");
-		SPI_connect();
-		{
-			Oid			types[5] = {INT8OID, INT8ARRAYOID, TEXTOID, INT4OID, INT8OID};
-			Datum		a[5];
-			char		nulls[5] = "     ";
-			ListCell   *c;
-			int			attempts = ev->attempts + 1;
-			int64		delay_ms = Min((int64) 2000 << Min(attempts - 1, 20), (int64) 3600 * 1000);
-
-			a[0] = Int64GetDatum(ev->id);
-			{
-				Datum	   *d = palloc(sizeof(Datum) * Max(list_length(ok), 1));
-				int			m = 0;
-
-				foreach(c, ok)
-					d[m++] = Int64GetDatum(*(int64 *) lfirst(c));
-				a[1] = PointerGetDatum(construct_array(d, m, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			}
-			if (error != NULL)
-				a[2] = CStringGetTextDatum(psprintf("%s: %s", format_procedure(ev->fns[failed_fn]), error));
-			else
-				nulls[2] = 'n';
-			a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
-			a[4] = Int64GetDatum(delay_ms);
-			if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
-									  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "
-									  "  attempts = attempts OPERATOR(pg_catalog.+) 1, error = $3, "
-									  "  state = CASE WHEN $3 IS NULL THEN 'handled' "
-									  "               WHEN (attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $4 THEN 'failed' "
-									  "               ELSE 'received' END::ductape.webhook_state, "
-									  "  handled_at = CASE WHEN $3 IS NULL THEN pg_catalog.now() END, "
-									  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
-									  "                    ($5 OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
-									  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not record webhook handlers");
-		}
-		SPI_finish();
-		WorkerEndWork();
-		MemoryContextSwitchTo(here);
-	}
-	return list_length(due);
 }
