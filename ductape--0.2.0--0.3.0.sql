@@ -490,6 +490,13 @@ BEGIN
 END
 $$;
 
+-- Where an unprefixed input key goes is decided by one implementation, the
+-- request builder's: describe() asks it instead of a SQL copy of the rule
+-- (the copy said "query" for :id in /files/:id.json, where run() sends it
+-- as the path parameter).
+CREATE OR REPLACE FUNCTION ductape._placement(a jsonb, key text, prop jsonb) RETURNS text
+    AS 'MODULE_PATHNAME', 'dt_placement' LANGUAGE c IMMUTABLE STRICT;
+
 -- Definitions: ductape's own checks never pay for JIT (a recursive CTE in
 -- the workflow checker cost 0.3-0.5 s of LLVM compilation per call).
 ALTER FUNCTION ductape.app_define(jsonb) SET jit = off;

@@ -91,3 +91,16 @@ SELECT ductape.app_drop('empty');
 SELECT count(*) FROM ductape.actions WHERE app = 'empty';
 SELECT expect_error($$SELECT ductape.app_drop('empty')$$);
 SELECT expect_error($$SELECT ductape.app_export('empty')$$);
+
+-- describe() and run() place input by one rule (the request builder's): :id
+-- in /files/:id.json is the path parameter for both (describe used to say
+-- "query", while run sent it in the path).
+SELECT ductape.app_define(jsonb_build_object('tag', 'files',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'actions', '[{"tag": "get", "method": "GET", "resource": "/echo/files/:id.json",
+                "input": {"properties": {"id": {"type": "string"}, "v": {"type": "integer"}}}}]'::jsonb));
+SELECT i->>'name' AS name, i->>'in' AS described_in
+  FROM jsonb_array_elements(ductape.describe('files', 'get')->'inputs') i ORDER BY 1;
+SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query
+  FROM (SELECT ductape.run_response('files', 'get', '{"id": "a1", "v": 2}') AS r) s;
+SELECT ductape.app_drop('files');

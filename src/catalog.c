@@ -244,8 +244,8 @@ StoredInt(Jsonb *spec, const char *key, int dflt, int lo, int hi, const char *ap
 	return n;
 }
 
-static DtAction *
-ParseAction(const char *app, const char *tag, Jsonb *spec)
+DtAction *
+CatalogParseAction(const char *app, const char *tag, Jsonb *spec)
 {
 	DtAction   *a = palloc0(sizeof(DtAction));
 	Jsonb	   *success;
@@ -396,7 +396,7 @@ LoadApp(const char *tag)
 		Jsonb	   *aspec = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[i],
 														 SPI_tuptable->tupdesc, 2, &isnull));
 
-		app->actions = lappend(app->actions, ParseAction(tag, atag, aspec));
+		app->actions = lappend(app->actions, CatalogParseAction(tag, atag, aspec));
 	}
 	CachedApps = lappend(CachedApps, app);
 	MemoryContextSwitchTo(oldcxt);

@@ -187,6 +187,7 @@ extern void ElevateEnd(DtElevated *e);
 extern void CatalogBeginCall(void);
 extern DtApp *CatalogGetApp(const char *tag);
 extern DtAction *CatalogGetAction(DtApp *app, const char *tag);
+extern DtAction *CatalogParseAction(const char *app, const char *tag, Jsonb *spec);
 extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
 extern DtBinding *CatalogGetBinding(DtApp *app, const char *product,
 									const char *env);

@@ -4,9 +4,10 @@
  *	  Turns (app, action, env, product, flat input, options) into the HTTP
  *	  request that http.c sends (docs/reference.md).
  *
- * Placement of a flat input key (§2): a "body:", "query:", "params:" or
+ * Placement of a flat input key: a "body:", "query:", "params:" or
  * "headers:" prefix decides; else the input schema's "in"; else params when
  * the resource has ":key"; else query for GET, DELETE and HEAD; else body.
+ * This is the one implementation: describe() asks it too (_placement).
  *
  * Merge order, strongest first: the call's input > auth > action template.
  * Everything is checked before anything is sent: a bad input raises 22023
@@ -22,6 +23,7 @@
 #include "common/base64.h"
 #include "common/pg_prng.h"
 #include "port/pg_bswap.h"
+#include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/timestamp.h"
@@ -990,6 +992,22 @@ PlaceKey(DtAction *action, const char *key)
 		strcmp(action->method, "HEAD") == 0)
 		return SEC_QUERY;
 	return SEC_BODY;
+}
+
+/*
+ * _placement(action jsonb, key text, prop jsonb) -> 'body', 'query',
+ * 'params' or 'headers': where an unprefixed input key goes, as
+ * RequestBuild places it (describe() shows it).  prop, the key's schema, is
+ * read from the action's own input schema, as RequestBuild does.
+ */
+PG_FUNCTION_INFO_V1(dt_placement);
+
+Datum
+dt_placement(PG_FUNCTION_ARGS)
+{
+	DtAction   *action = CatalogParseAction("", "", PG_GETARG_JSONB_P(0));
+
+	PG_RETURN_TEXT_P(cstring_to_text(section_names[PlaceKey(action, text_to_cstring(PG_GETARG_TEXT_PP(1)))]));
 }
 
 /*
