@@ -167,20 +167,14 @@ GateDisarm(void)
 }
 
 /*
- * In PG_CATCH of a call through the gate: a cancel caused by the deadline
- * says so, instead of "canceling statement due to user request".
+ * Rethrow an error copied out of a call through the gate (after the gate
+ * was left): a cancel caused by the deadline says so, instead of
+ * "canceling statement due to user request".
  */
 static void
-GateRethrow(MemoryContext cxt, const char *what)
+GateRethrow(ErrorData *ed, const char *what)
 {
-	ErrorData  *ed;
-
-	if (GateOverdue == 0)
-		PG_RE_THROW();
-	MemoryContextSwitchTo(cxt);
-	ed = CopyErrorData();
-	FlushErrorState();
-	if (ed->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	if (GateOverdue != 0 && ed->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
 		ed->message = psprintf("%s ran longer than ductape.user_code_timeout (%d ms) and was cancelled",
 							   what, ductape_user_code_timeout_ms);
@@ -189,6 +183,23 @@ GateRethrow(MemoryContext cxt, const char *what)
 	}
 	GateOverdue = 0;
 	ReThrowError(ed);
+}
+
+/*
+ * The error being handled, copied out of the error state first (nothing is
+ * allocated or locked before that), then the gate left.
+ */
+static ErrorData *
+GateCatch(DtGate *g, MemoryContext cxt)
+{
+	ErrorData  *ed;
+
+	MemoryContextSwitchTo(cxt);
+	ed = CopyErrorData();
+	FlushErrorState();
+	GateDisarm();
+	GateLeave(g);
+	return ed;
 }
 
 /* ---- the gate ---- */
@@ -285,9 +296,9 @@ GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 	}
 	PG_CATCH();
 	{
-		GateDisarm();
-		GateLeave(&gate);
-		GateRethrow(here, psprintf("%s %s", what, format_procedure(fn)));
+		ErrorData  *ed = GateCatch(&gate, here);
+
+		GateRethrow(ed, psprintf("%s %s", what, format_procedure(fn)));
 	}
 	PG_END_TRY();
 	GateDisarm();
@@ -340,9 +351,9 @@ GateSelect(Oid role, const char *sql)
 	}
 	PG_CATCH();
 	{
-		GateDisarm();
-		GateLeave(&gate);
-		GateRethrow(here, "a workflow sql step");
+		ErrorData  *ed = GateCatch(&gate, here);
+
+		GateRethrow(ed, "a workflow sql step");
 	}
 	PG_END_TRY();
 	GateDisarm();

@@ -1520,20 +1520,24 @@ RaiseForOutcome(DtRequest *req, CallResult *cr)
 		ereport(ERROR,
 				(errcode(ERRCODE_DT_HTTP_STATUS),
 				 errmsg("%s.%s answered HTTP %ld", req->app, req->action, o->status),
-				 errdetail("Status %ld after %d attempt%s from %s %s. Body: %s",
-						   o->status, cr->attempts, cr->attempts == 1 ? "" : "s",
-						   req->method, UrlForMessage(req->url, req->sensitive),
-						   excerpt),
+				 errdetail_plural("Status %ld after %d attempt from %s %s. Body: %s",
+								  "Status %ld after %d attempts from %s %s. Body: %s",
+								  cr->attempts,
+								  o->status, cr->attempts,
+								  req->method, UrlForMessage(req->url, req->sensitive),
+								  excerpt),
 				 errhint("Use ductape.run_response to get the status, headers and body without an error.")));
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_DT_NETWORK),
 			 errmsg("%s.%s %s: %s", req->app, req->action,
 					o->kind == OUT_TIMEOUT ? "timed out" : "failed", o->error),
-			 errdetail("%s %s, %d attempt%s. Last attempt: DNS %.1f ms, connect %.1f ms, TLS %.1f ms, first byte %.1f ms, total %.1f ms.",
-					   req->method, UrlForMessage(req->url, req->sensitive),
-					   cr->attempts, cr->attempts == 1 ? "" : "s",
-					   o->t_dns, o->t_connect, o->t_tls, o->t_first, o->t_total),
+			 errdetail_plural("%s %s, %d attempt. Last attempt: DNS %.1f ms, connect %.1f ms, TLS %.1f ms, first byte %.1f ms, total %.1f ms.",
+							  "%s %s, %d attempts. Last attempt: DNS %.1f ms, connect %.1f ms, TLS %.1f ms, first byte %.1f ms, total %.1f ms.",
+							  cr->attempts,
+							  req->method, UrlForMessage(req->url, req->sensitive),
+							  cr->attempts,
+							  o->t_dns, o->t_connect, o->t_tls, o->t_first, o->t_total),
 			 errhint(o->kind == OUT_TIMEOUT ?
 					 "Raise timeout_ms in the options, the action or the app if the API is slow." :
 					 "Check the environment's base_url and that the API is reachable.")));
