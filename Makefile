@@ -22,6 +22,7 @@ OBJS = \
 	src/gate.o \
 	src/runtime.o \
 	src/http.o \
+	src/run.o \
 	src/egress.o \
 	src/calls.o \
 	src/signature.o \
@@ -54,7 +55,7 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h
+$(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h
 
 # make fuzz: the libFuzzer targets of test/fuzz/fuzz.c, built with clang
 # outside the normal build into test/fuzz/ductape_fuzz.so; scripts/fuzz runs
@@ -70,7 +71,7 @@ FUZZ_RT = $(shell $(FUZZ_CC) -print-resource-dir)/lib/linux/libclang_rt.fuzzer_n
 
 fuzz: test/fuzz/ductape_fuzz.so
 
-$(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h
+$(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 

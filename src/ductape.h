@@ -12,7 +12,8 @@
  *	  request.c   turning (app, action, env, input) into an HTTP request
  *	  schema.c    JSON Schema validation of inputs, schema checks
  *	  import.c    reading OpenAPI documents (JSON, YAML) into jsonb
- *	  http.c      libcurl driver, retries, run/run_response/http
+ *	  http.c      libcurl driver, redirects, retries, call records (+ http.h)
+ *	  run.c       run, run_response, http: call and wait
  *	  egress.c    the egress policy (which hosts and addresses we may reach)
  *	  calls.c     the shared-memory buffer of call records
  *	  secrets.c   the encrypted secret store and the master key
