@@ -193,7 +193,7 @@ extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
 extern DtBinding *CatalogGetBinding(DtApp *app, const char *product,
 									const char *env);
 
-/* ---- http.c / request.c ---- */
+/* ---- request.c: the request the transport sends ---- */
 typedef struct DtRetryPolicy
 {
 	int			max;
@@ -239,12 +239,6 @@ typedef struct DtRequest
 
 extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
 extern void RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what);
-/* ---- schema.c ---- */
-extern bool SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors);
-extern bool JsonbValueEqual(JsonbValue *a, JsonbValue *b);
-extern void SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *input);
-extern List *SchemaCheck(Jsonb *schema, const char *path);
-
 extern void RequestBuild(DtRequest *req, DtApp *app, DtAction *action,
 						 DtBinding *binding, Jsonb *input, Jsonb *options);
 extern void RequestApplyOptions(DtRequest *req, Jsonb *options,
@@ -260,7 +254,14 @@ extern char *RequestResolveField(DtApp *app, DtBinding *b, Jsonb *obj,
 extern void RequestFormAppend(StringInfo buf, const char *key, const char *value);
 extern void RequestPercentEncode(StringInfo buf, const char *s);
 
-/* the outcome of sending a request (http.c); opaque elsewhere */
+/* ---- schema.c ---- */
+extern bool SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors);
+extern bool JsonbValueEqual(JsonbValue *a, JsonbValue *b);
+extern void SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *input);
+extern List *SchemaCheck(Jsonb *schema, const char *path);
+
+/* ---- http.c: the transport (run.c sees more of it through http.h) ---- */
+/* the outcome of sending a request; opaque outside http.c and run.c */
 typedef struct CallResult CallResult;
 extern CallResult *ExecuteRequest(DtRequest *req);
 extern bool CallResultIsResponse(CallResult *cr);
