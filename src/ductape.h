@@ -61,6 +61,7 @@ extern char *JsonbGetString(Jsonb *j, const char *key);
 extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
 extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
 extern Datum CStringListToTextArray(List *list);
+extern char *JsonPointerShort(StringInfo path);
 
 /* ---- settings.c (their values; ductape.c defines them) ---- */
 typedef enum

@@ -507,21 +507,6 @@ typedef struct RefWalk
 	StringInfoData path;
 } RefWalk;
 
-/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
-static char *
-ShortPointer(StringInfo path)
-{
-	int			cut;
-
-	if (path->len == 0)
-		return "/";
-	if (path->len <= 60)
-		return pstrdup(path->data);
-	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
-		;
-	return psprintf("%.*s/...", cut, path->data);
-}
-
 static void
 WalkRefs(RefWalk *w, JsonbContainer *c, int depth)
 {
@@ -538,7 +523,7 @@ WalkRefs(RefWalk *w, JsonbContainer *c, int depth)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the document nests more than %d levels deep", MAX_DOC_DEPTH),
 				 errdetail("The array or object at %s is nested %d levels deep.",
-						   ShortPointer(&w->path), depth),
+						   JsonPointerShort(&w->path), depth),
 				 errhint("ductape reads documents nested at most %d levels deep.", MAX_DOC_DEPTH)));
 	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{

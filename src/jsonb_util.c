@@ -2,8 +2,8 @@
  *
  * jsonb_util.c
  *	  Small jsonb and array helpers used by every subsystem: read a field of
- *	  an object as a string, a container or an int, and turn a list of C
- *	  strings into a text[].
+ *	  an object as a string, a container or an int, turn a list of C strings
+ *	  into a text[], and shorten a JSON pointer for a message.
  *
  * Layer 1 (utilities): calls nothing of ductape's.
  *
@@ -87,4 +87,19 @@ CStringListToTextArray(List *list)
 	foreach(lc, list)
 		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
 	return PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
+char *
+JsonPointerShort(StringInfo path)
+{
+	int			cut;
+
+	if (path->len == 0)
+		return "/";
+	if (path->len <= 60)
+		return pstrdup(path->data);
+	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
+		;
+	return psprintf("%.*s/...", cut, path->data);
 }

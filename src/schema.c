@@ -259,21 +259,6 @@ PathPop(StringInfo path, int saved)
 	path->data[saved] = '\0';
 }
 
-/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
-static char *
-ShortPointer(StringInfo path)
-{
-	int			cut;
-
-	if (path->len == 0)
-		return "/";
-	if (path->len <= 60)
-		return pstrdup(path->data);
-	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
-		;
-	return psprintf("%.*s/...", cut, path->data);
-}
-
 /*
  * Record one violation; returns false so callers can "return Fail(...)".
  * With no error buffer (a probe) nothing is formatted.
@@ -1321,7 +1306,7 @@ EnterSchema(SchemaCtx *cx, StringInfo path)
 				(errcode(ERRCODE_STATEMENT_TOO_COMPLEX),
 				 errmsg("the value nests too deeply to validate against the schema"),
 				 errdetail("Validating %s applies more than %d schemas inside one another.",
-						   ShortPointer(path), SCHEMA_MAX_APPLY),
+						   JsonPointerShort(path), SCHEMA_MAX_APPLY),
 				 errhint("Send a value that nests less deeply, or a schema that does not refer to itself at each level.")));
 	cx->depth++;
 }
@@ -2021,7 +2006,7 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 		if (!cx->depth_reported)
 			*cx->problems = lappend(*cx->problems,
 									psprintf("%s: schemas nest more than %d levels deep here (a schema inside another, and so on)",
-											 ShortPointer(path), SCHEMA_MAX_NESTING));
+											 JsonPointerShort(path), SCHEMA_MAX_NESTING));
 		cx->depth_reported = true;
 		return;
 	}

@@ -298,21 +298,6 @@ ApplyString(ApplyState *st, JsonbValue *v, JsonbValue *out)
 	out->val.string.len = buf.len;
 }
 
-/* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */
-static char *
-ShortPointer(StringInfo path)
-{
-	int			cut;
-
-	if (path->len == 0)
-		return "/";
-	if (path->len <= 60)
-		return pstrdup(path->data);
-	for (cut = 56; cut > 0 && path->data[cut] != '/'; cut--)
-		;
-	return psprintf("%.*s/...", cut, path->data);
-}
-
 /*
  * Does something to every string in a template.  The visitor gets each
  * string scalar with the path pointing at it (a JSON pointer) and fills
@@ -423,7 +408,7 @@ ApplyTooDeep(void *st, StringInfo path)
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("the template nests more than %d levels deep", TPL_MAX_NESTING),
 			 errdetail("The array or object at %s is nested %d levels deep.",
-					   ShortPointer(path), TPL_MAX_NESTING + 1),
+					   JsonPointerShort(path), TPL_MAX_NESTING + 1),
 			 errhint("Arrays and objects in a template may nest at most %d levels deep.",
 					 TPL_MAX_NESTING)));
 }
@@ -543,7 +528,7 @@ CheckTooDeep(void *arg, StringInfo path)
 
 	*st->errors = lappend(*st->errors,
 						  psprintf("%s: arrays and objects nest more than %d levels deep",
-								   ShortPointer(path), TPL_MAX_NESTING));
+								   JsonPointerShort(path), TPL_MAX_NESTING));
 }
 
 /*
