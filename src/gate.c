@@ -164,6 +164,9 @@ GateDisarm(void)
 {
 	if (GateTimeout != MAX_TIMEOUTS)
 		disable_timeout(GateTimeout, false);
+	/* a cancel of ours still pending must not hit the worker's own code */
+	if (GateOverdue > 0)
+		QueryCancelPending = false;
 }
 
 /*
