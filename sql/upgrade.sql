@@ -7,6 +7,18 @@ SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E'\n' ORDER 
   FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ductape') \gset
 SELECT extversion AS fresh_version FROM pg_extension WHERE extname = 'ductape' \gset
+-- (and what the objects are: function definitions and their settings;
+-- columns with their types and defaults.  Grants differ: each database
+-- granted its own roles.)
+SELECT md5(string_agg(pg_get_functiondef(p.oid) || coalesce(array_to_string(p.proconfig, ','), ''),
+                      E'\n' ORDER BY p.oid::regprocedure::text)) AS fresh_functions
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ductape' \gset
+SELECT md5(string_agg(format('%s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                             coalesce(pg_get_expr(d.adbin, d.adrelid), '')), E'\n' ORDER BY c.relname, a.attnum)) AS fresh_columns
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v') \gset
 CREATE DATABASE ductape_upgrade;
 \c ductape_upgrade
 SET ductape_test.api = :'api_url';
@@ -130,6 +142,15 @@ SELECT ductape.action_define('up', '{"tag": "loop", "method": "POST", "resource"
 SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E'\n' ORDER BY 1)) = :'fresh_objects' AS same_objects
   FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ductape');
+SELECT md5(string_agg(pg_get_functiondef(p.oid) || coalesce(array_to_string(p.proconfig, ','), ''),
+                      E'\n' ORDER BY p.oid::regprocedure::text)) = :'fresh_functions' AS same_functions
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ductape';
+SELECT md5(string_agg(format('%s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                             coalesce(pg_get_expr(d.adbin, d.adrelid), '')), E'\n' ORDER BY c.relname, a.attnum)) = :'fresh_columns' AS same_columns
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v');
 -- and nothing granted to PUBLIC
 SELECT count(*) AS public_function_grants
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

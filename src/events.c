@@ -241,6 +241,7 @@ dt_wake_worker(PG_FUNCTION_ARGS)
 /* ---- publish ---- */
 
 static SPIPlanPtr InsertMessagePlan = NULL;
+static SPIPlanPtr InsertKeyedMessagePlan = NULL;
 static SPIPlanPtr ExistingMessagePlan = NULL;
 static SPIPlanPtr FanOutPlan = NULL;
 
@@ -315,11 +316,16 @@ dt_publish(PG_FUNCTION_ARGS)
 		args[3] = key ? CStringGetTextDatum(key) : (Datum) 0;
 		nulls[3] = key ? ' ' : 'n';
 		args[4] = NameGetDatum(&role);
-		if (SPI_execute_plan(KeptPlan(&InsertMessagePlan,
-									  "INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
-									  "VALUES ($1, $2, $3, $4, $5) "
-									  "ON CONFLICT DO NOTHING",
-									  5, types),
+		/* (without a key there is nothing to conflict on: a plain insert) */
+		if (SPI_execute_plan(key ? KeptPlan(&InsertKeyedMessagePlan,
+											"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
+											"VALUES ($1, $2, $3, $4, $5) "
+											"ON CONFLICT DO NOTHING",
+											5, types)
+							 : KeptPlan(&InsertMessagePlan,
+										"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
+										"VALUES ($1, $2, $3, $4, $5)",
+										5, types),
 							 args, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not store the message");
 		if (SPI_processed == 0)
