@@ -212,6 +212,19 @@ BEGIN
 END $$;
 SELECT 'still up' AS server;
 
+-- A secret with characters JSON escapes, sent in a JSON body to an API that
+-- answers 400 echoing the request (its body inside a JSON string: escaped
+-- twice), never shows in the error or the call record.
+SELECT ductape.secret_set('BND_QUOTED', 'Qu"0t3d\S3cr3t');
+SELECT ductape.app_define(jsonb_build_object('tag', 'bnd-q',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'actions', '[{"tag": "leak", "method": "POST", "resource": "/status/400", "body": {"token": "$Secret{BND_QUOTED}"}}]'::jsonb));
+SELECT e LIKE '%0t3d%' AS secret_in_error, e LIKE '%[redacted]%' AS redacted
+  FROM expect_error($$SELECT ductape.run('bnd-q', 'leak')$$) e;
+SELECT wait_calls($$app = 'bnd-q'$$) AS recorded;
+SELECT count(*) FILTER (WHERE c::text LIKE '%0t3d%') AS records_with_secret FROM ductape.calls c WHERE app = 'bnd-q';
+SELECT ductape.app_drop('bnd-q'), ductape.secret_drop('BND_QUOTED');
+
 -- ---- stored definitions are checked by the loader ----
 -- (an admin may edit ductape.actions directly; a bad field is a clear error)
 SET ROLE dt_b_admin;

@@ -437,7 +437,8 @@ Redact(const char *s, List *sensitive)
 		size_t		len = strlen(secret);
 		StringInfoData enc;
 		StringInfoData json;
-		const char *forms[3];
+		StringInfoData json2;
+		const char *forms[4];
 		int			i;
 
 		if (len == 0)
@@ -448,9 +449,14 @@ Redact(const char *s, List *sensitive)
 		escape_json(&json, secret);
 		/* without the quotes escape_json adds */
 		json.data[json.len - 1] = '\0';
+		/* and escaped twice: a JSON body echoed inside a JSON string */
+		initStringInfo(&json2);
+		escape_json(&json2, json.data + 1);
+		json2.data[json2.len - 1] = '\0';
 		forms[0] = secret;
 		forms[1] = enc.data;
 		forms[2] = json.data + 1;
+		forms[3] = json2.data + 1;
 		for (i = 0; i < lengthof(forms); i++)
 		{
 			if (len >= REDACT_SUBSTRING_MIN)
@@ -460,6 +466,7 @@ Redact(const char *s, List *sensitive)
 		}
 		pfree(enc.data);
 		pfree(json.data);
+		pfree(json2.data);
 	}
 	return out;
 }
