@@ -163,6 +163,8 @@ sub slow_head
 	syswrite($out, sprintf("head %.2f %d\n", time - $t0, $status));
 }
 
+my %pipe_buffer;    # read_reports' unread bytes, per pipe
+
 # Fork one process per entry of @jobs (code refs given the report pipe);
 # returns the read end and the pids.
 sub spawn
@@ -183,23 +185,33 @@ sub spawn
 		push @pids, $pid;
 	}
 	close $wr;
+	$pipe_buffer{ fileno($rd) } = '';    # a new pipe may reuse an old one's number
 	return ($rd, @pids);
 }
 
 # Lines from the pipe until $want of them matched $re (or $secs passed).
+# The pipe is read with sysread into a buffer kept per handle across calls:
+# a buffered readline could take two reports at once and leave the second
+# where select cannot see it (that lost an "up" report in CI).
 sub read_reports
 {
 	my ($rd, $re, $want, $secs) = @_;
 	my $sel = IO::Select->new($rd);
 	my $deadline = time + $secs;
 	my @lines;
-	while (@lines < $want && time < $deadline)
+	my $buf = \$pipe_buffer{ fileno($rd) };
+	$$buf //= '';
+	while (@lines < $want)
 	{
+		while (@lines < $want && $$buf =~ s/^([^\n]*)\n//)
+		{
+			my $line = $1;
+			push @lines, $line if $line =~ $re;
+		}
+		last if @lines >= $want || time >= $deadline;
 		next unless $sel->can_read(0.2);
-		my $line = <$rd>;
-		last unless defined $line;
-		chomp $line;
-		push @lines, $line if $line =~ $re;
+		my $got = sysread($rd, $$buf, 4096, length $$buf);
+		last unless $got;
 	}
 	return @lines;
 }
