@@ -21,6 +21,7 @@ OBJS = \
 	src/jobs.o \
 	src/gate.o \
 	src/runtime.o \
+	src/queue.o \
 	src/http.o \
 	src/run.o \
 	src/egress.o \
@@ -30,6 +31,7 @@ OBJS = \
 	src/workflow.o \
 	src/webhook.o \
 	src/inbound.o \
+	src/retention.o \
 	src/worker.o
 
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
