@@ -106,6 +106,8 @@ info: {title: Broken}
 paths:
   /a:
     get: [unclosed')$$);
+-- (a YAML document with no node in it: refused after the parser loaded it)
+SELECT expect_error($$SELECT ductape.import_openapi('# only a comment')$$);
 SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "x"}, "paths": {"/a": }}')$$);
 SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.1.0", "info": {}, "paths": []}')$$);
 SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "Refs"}, "paths": {"/a/{id}": {"get": {
