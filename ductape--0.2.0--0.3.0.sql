@@ -498,6 +498,26 @@ $$;
 CREATE OR REPLACE FUNCTION ductape._placement(a jsonb, key text, prop jsonb) RETURNS text
     AS 'MODULE_PATHNAME', 'dt_placement' LANGUAGE c IMMUTABLE STRICT;
 
+-- The import leaves out the patterns PostgreSQL cannot compile.  Which they
+-- are, and where, the schema check says as data (_schema_bad_patterns), not
+-- in the text of its problems: 0.1.0 matched ': invalid regular expression: '
+-- in that text and cut the path out of it, which a property named with those
+-- words, or with a %-escape such as "%41", led astray.
+CREATE FUNCTION ductape._schema_bad_patterns(schema jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'dt_schema_bad_patterns' LANGUAGE c IMMUTABLE STRICT;
+CREATE OR REPLACE FUNCTION ductape._drop_bad_patterns(schema jsonb, INOUT dropped text[], OUT result jsonb)
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    bad jsonb;
+BEGIN
+    result := schema;
+    FOREACH bad IN ARRAY ARRAY(SELECT jsonb_array_elements(ductape._schema_bad_patterns(schema))) LOOP
+        result := result #- ARRAY(SELECT jsonb_array_elements_text(bad->'path'));
+        dropped := dropped || (bad->>'problem');
+    END LOOP;
+END
+$$;
+
 -- Definitions: ductape's own checks never pay for JIT (a recursive CTE in
 -- the workflow checker cost 0.3-0.5 s of LLVM compilation per call).
 ALTER FUNCTION ductape.app_define(jsonb) SET jit = off;
