@@ -104,3 +104,31 @@ SELECT i->>'name' AS name, i->>'in' AS described_in
 SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query
   FROM (SELECT ductape.run_response('files', 'get', '{"id": "a1", "v": 2}') AS r) s;
 SELECT ductape.app_drop('files');
+
+-- A stored action is checked whole, by those rules, when it is first used:
+-- one corrupted behind the checker's back (the catalog tables edited
+-- directly, as a superuser) is refused with 22023 naming the app, the
+-- action and its first problems; the app's other actions still work.
+SELECT ductape.app_define(jsonb_build_object('tag', 'held',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'constants', '{"v": "1"}'::jsonb,
+  'actions', '[{"tag": "good", "method": "GET", "resource": "/echo/good"},
+               {"tag": "bad", "method": "GET", "resource": "/echo/bad", "headers": {"X-V": "$Constant{v}"}}]'::jsonb));
+SELECT ductape.run('held', 'bad')->>'path' AS before;
+UPDATE ductape.actions
+   SET spec = spec || '{"method": "TRACE", "resource": "/echo/:", "colour": 1, "timeout_ms": 0, "success": [],
+                        "retries": {"max": -1, "jitter": 2}}'
+ WHERE app = 'held' AND tag = 'bad';
+SELECT expect_error($$SELECT ductape.run('held', 'bad')$$);
+SELECT expect_error($$SELECT ductape.dispatch('held', 'bad')$$);
+SELECT ductape.run('held', 'good')->>'path' AS other_action;
+-- a placeholder that names a constant the app no longer has (the app's row
+-- edited directly)
+UPDATE ductape.actions SET spec = '{"method": "GET", "resource": "/echo/bad", "headers": {"X-V": "$Constant{v}"}}'
+ WHERE app = 'held' AND tag = 'bad';
+UPDATE ductape.apps SET spec = spec - 'constants' WHERE tag = 'held';
+SELECT expect_error($$SELECT ductape.run('held', 'bad')$$);
+-- defined again through ductape, it works
+SELECT ductape.action_define('held', '{"tag": "bad", "method": "GET", "resource": "/echo/bad"}');
+SELECT ductape.run('held', 'bad')->>'path' AS defined_again;
+SELECT ductape.app_drop('held');

@@ -130,7 +130,8 @@ SELECT ductape.dispatch('up', 'echo', '{"n": 9}', idempotency_key => 'order-7') 
 SELECT ductape.publish('up.order', '{"n": 9}', idempotency_key => 'order-7') = :'keyed_msg' AS first_role_same_message;
 RESET ROLE;
 SELECT role, count(*) FROM ductape.jobs WHERE idempotency_key = 'order-7' GROUP BY role ORDER BY role;
--- the stored looping schema now stops at the step limit instead of never ending
+-- the stored looping schema, which 0.2.0 stopped at the step limit, is
+-- refused before it is used, naming the action
 SELECT ductape.run('up', 'loop', '{"n": "x"}');
 \echo :LAST_ERROR_SQLSTATE
 -- and cannot be defined again

@@ -1012,7 +1012,7 @@ PG_FUNCTION_INFO_V1(dt_placement);
 Datum
 dt_placement(PG_FUNCTION_ARGS)
 {
-	DtAction   *action = CatalogParseAction("", "", PG_GETARG_JSONB_P(0));
+	DtAction   *action = CatalogParseAction(NULL, NULL, PG_GETARG_JSONB_P(0), NULL, NULL);
 
 	PG_RETURN_TEXT_P(cstring_to_text(section_names[PlaceKey(action, text_to_cstring(PG_GETARG_TEXT_PP(1)))]));
 }
