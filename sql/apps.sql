@@ -105,6 +105,33 @@ SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query
   FROM (SELECT ductape.run_response('files', 'get', '{"id": "a1", "v": 2}') AS r) s;
 SELECT ductape.app_drop('files');
 
+-- The rules of an action have one implementation (src/catalog.c): what
+-- action_define, app_define and the importers ask through _check_action,
+-- and what the loader applies again to each stored action.  Each rule:
+-- unknown keys (by name), the tag, name, method (shown as JSON), resource
+-- and its :params, request type, templates, header names and values,
+-- where properties go, success statuses, timeout and retry policy.
+SELECT problem FROM unnest(ductape._check_action($${
+  "tag": "Bad Tag", "colour": 1, "Alpha": 2, "name": 5, "method": {"verb": "fetch"},
+  "resource": "/items/:id/:sku/:", "request_type": "text/html",
+  "headers": {"Bad Header": "v", "X-F": "a\r\nInjected: 1", "X-C": "$Constant{missing}"},
+  "query": [],
+  "input": {"properties": {"id": {"type": "string", "in": "query"}, "x": {"in": "cookie"}}},
+  "success": [200, "201", 99, 200.5],
+  "timeout_ms": 86400001,
+  "retries": {"max": 101, "on": [500, "sometimes", 5e2, 500.0], "multiplier": 11, "jitter": 2,
+              "unsafe": "yes", "initial_delay_ms": 1.5, "bogus": 1}}$$, '/actions/0', '{}', NULL)) problem;
+SELECT ductape._check_action('{"tag": "a", "method": "GET", "resource": "/a b"}', '', NULL, NULL) AS spaces,
+       ductape._check_action('{"tag": "a", "method": "get", "resource": "/a/:id", "input": {"properties": {}}}', '', NULL, NULL) AS no_source,
+       ductape._check_action('{"tag": "a", "method": "GET", "resource": "/a", "success": [], "timeout_ms": 0}', '', NULL, NULL) AS bounds;
+SELECT ductape._check_action('{"resource": 5}', '/a', NULL, NULL) AS missing,
+       ductape._check_action('[]', '/a', NULL, NULL) AS not_an_object,
+       ductape._check_action(NULL, NULL, NULL, NULL) AS all_null,
+       ductape._check_action('{"tag": "a", "method": "GET", "resource": "/a", "body": {"v": "$Variable{v}"}}', NULL,
+                             NULL, '{"v": {}}') AS declared_variable;
+SELECT ductape._check_retries('{"on": "always", "respect_retry_after": 1}', '/retries') AS retries,
+       ductape._check_retries(NULL, '/retries') AS no_policy;
+
 -- A stored action is checked whole, by those rules, when it is first used:
 -- one corrupted behind the checker's back (the catalog tables edited
 -- directly, as a superuser) is refused with 22023 naming the app, the
