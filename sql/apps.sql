@@ -103,6 +103,14 @@ SELECT i->>'name' AS name, i->>'in' AS described_in
   FROM jsonb_array_elements(ductape.describe('files', 'get')->'inputs') i ORDER BY 1;
 SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query
   FROM (SELECT ductape.run_response('files', 'get', '{"id": "a1", "v": 2}') AS r) s;
+-- (the same resource with POST, and a property that says where it goes:
+-- again where run() sends them)
+SELECT ductape.action_define('files', '{"tag": "put", "method": "POST", "resource": "/echo/files/:id.json",
+  "input": {"properties": {"id": {"type": "string"}, "v": {"type": "integer"}, "mode": {"type": "string", "in": "query"}}}}');
+SELECT i->>'name' AS name, i->>'in' AS described_in
+  FROM jsonb_array_elements(ductape.describe('files', 'put')->'inputs') i ORDER BY 1;
+SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query, r->'body'->>'body' AS sent_body
+  FROM (SELECT ductape.run_response('files', 'put', '{"id": "a1", "v": 2, "mode": "x"}') AS r) s;
 SELECT ductape.app_drop('files');
 
 -- The rules of an action have one implementation (src/catalog.c): what
