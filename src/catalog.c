@@ -188,11 +188,12 @@ CatalogBeginCall(void)
  * action_define, app_define and the importers ask it through
  * ductape._check_action, and the loader checks every stored action with it
  * before use (CatalogParseAction).  Each problem is a "/json/pointer:
- * reason" string; the order and the words are those the plpgsql checks
- * before 0.3.0 gave, which the tests pin: keys and values are written into
- * the pointers as they are, unknown keys are listed in the database's
- * collation order (ORDER BY), a method is upper-cased and a resource
- * searched for white space as upper() and the regular expression \s do it.
+ * reason" string, in the words and order of the plpgsql checks before 0.3.0
+ * (the tests compare the two): keys go into the pointers unescaped, unknown
+ * keys are listed in the database's collation order (their ORDER BY), and
+ * where those checks followed the database's locale, so do these: a method
+ * is upper-cased as upper() does it, white space in a resource is what the
+ * regular expression \s matches.
  */
 
 #define MAX_SHOWN_PROBLEMS 5
