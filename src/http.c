@@ -43,6 +43,7 @@
 #include "utils/wait_event.h"
 
 #include "ductape.h"
+#include "calls.h"
 #include "egress.h"
 #include "http.h"
 

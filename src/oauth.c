@@ -7,9 +7,9 @@
  * Tokens live in ductape._oauth_tokens per (product, app, env), encrypted
  * like secrets (secrets.c) with associated data naming the row and the
  * token kind.  A backend that finds no usable token does not call the
- * token endpoint itself: it posts a request in a shared-memory slot
- * (calls.h) and waits on its latch.  The database's worker serves requests
- * one at a time:
+ * token endpoint itself: it posts a request in a shared-memory slot (the
+ * token slots below, under their own LWLock) and waits on its latch.  The
+ * database's worker serves requests one at a time:
  *
  *	1. in a short transaction, it reads the app's auth spec and the token
  *	   row, and resolves client_secret / refresh_token templates;
@@ -25,6 +25,16 @@
  *
  * A request with force (after a 401) refreshes only if nobody refreshed
  * since the token the caller used (its updated_at).
+ *
+ * The token slots are oauth.c's own shared memory (the segment "ductape
+ * oauth tokens", shmem.c); other files reach them only through the
+ * functions here: the worker serves them (OAuthServeRequests) and puts
+ * back what a dead worker left (OAuthRecoverRequests), the launcher asks
+ * which databases wait for a worker (OAuthPendingDatabases).  The locking
+ * protocol is in shmem.c.
+ *
+ * Layer 5 (features): calls the layers below (secrets, catalog, request,
+ * http, runtime; registry.c to wake the worker).
  *
  *-------------------------------------------------------------------------
  */
@@ -48,9 +58,81 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
-#include "calls.h"
+#include "registry.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(dt_oauth_set_tokens);
+
+/*
+ * A backend's request for an OAuth2 token, served by its database's worker.
+ * The worker writes the new token, encrypted, into blob.
+ */
+#define DT_TOKEN_SLOTS 32
+#define DT_TOKEN_BLOB 8192
+
+typedef enum
+{
+	TOKEN_FREE = 0,
+	TOKEN_PENDING,				/* waiting for the worker */
+	TOKEN_WORKING,				/* the worker has it */
+	TOKEN_DONE					/* result below; the requester frees it */
+} DtTokenState;
+
+typedef struct DtTokenSlot
+{
+	DtTokenState state;
+	bool		abandoned;		/* the requester gave up (error, cancel) */
+	Oid			dbid;
+	pid_t		requester;
+	Latch	   *latch;
+	char		product[64];
+	char		app[64];
+	char		env[64];
+	TimestampTz seen_updated_at;	/* force a refresh unless newer than this */
+	bool		force;
+	/* result */
+	bool		ok;
+	char		error[1024];
+	char		detail[1024];
+	int			key_version;
+	TimestampTz updated_at;
+	int			blob_len;
+	char		blob[DT_TOKEN_BLOB];	/* encrypted access token */
+} DtTokenSlot;
+
+typedef struct TokenSlots
+{
+	LWLock	   *lock;
+	DtTokenSlot slots[DT_TOKEN_SLOTS];
+} TokenSlots;
+
+static TokenSlots *Tokens = NULL;
+
+static Size
+TokenSlotsShmemSize(void)
+{
+	return sizeof(TokenSlots);
+}
+
+static void
+TokenSlotsShmemInit(void *mem, LWLockPadded *locks)
+{
+	((TokenSlots *) mem)->lock = &locks[0].lock;
+}
+
+static const DtShmemSegment TokenSlotsSegment = {
+	.name = "ductape oauth tokens",
+	.nlocks = 1,
+	.size = TokenSlotsShmemSize,
+	.init = TokenSlotsShmemInit,
+	.mem = (void **) &Tokens,
+};
+
+void
+OAuthShmemRegister(void)
+{
+	DtShmemRegister(&TokenSlotsSegment);
+}
 
 typedef struct TokenRow
 {
@@ -181,14 +263,13 @@ TokenUsable(TokenRow *row, int buffer_s)
 static DtTokenSlot *
 PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wait)
 {
-	CallsShared *cs = CallsGetShared();
 	DtTokenSlot *slot = NULL;
 	int			i;
 
-	LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 	for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
-		if (cs->tokens[i].state == TOKEN_FREE)
-			slot = &cs->tokens[i];
+		if (Tokens->slots[i].state == TOKEN_FREE)
+			slot = &Tokens->slots[i];
 	if (slot)
 	{
 		memset(slot, 0, offsetof(DtTokenSlot, blob));
@@ -206,7 +287,7 @@ PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wa
 		slot->force = force;
 		slot->seen_updated_at = seen;
 	}
-	LWLockRelease(cs->lock);
+	LWLockRelease(Tokens->lock);
 	return slot;
 }
 
@@ -220,7 +301,6 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 				 TimestampTz *updated_at)
 {
 	TokenRow	row;
-	CallsShared *cs = CallsGetShared();
 	DtTokenSlot *slot = NULL;
 	DtTokenSlot result;
 	int64		waited_ms = 0;
@@ -240,7 +320,7 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	 * it posts the request, which it serves on its next loop, and the job
 	 * goes back to the queue meanwhile (jobs.c).
 	 */
-	if (IsBackgroundWorker && CallsWorkerPid(MyDatabaseId) == MyProcPid)
+	if (IsBackgroundWorker && RegistryWorkerPid(MyDatabaseId) == MyProcPid)
 	{
 		(void) PostTokenRequest(app, b, force, seen, false);
 		ereport(ERROR,
@@ -255,7 +335,7 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many OAuth2 token requests in flight"),
 				 errdetail("All %d token request slots are in use.", DT_TOKEN_SLOTS)));
-	CallsWakeWorker(MyDatabaseId);
+	RegistryWakeWorker(MyDatabaseId);
 
 	PG_TRY();
 	{
@@ -263,9 +343,9 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 		{
 			DtTokenState st;
 
-			LWLockAcquire(cs->lock, LW_SHARED);
+			LWLockAcquire(Tokens->lock, LW_SHARED);
 			st = slot->state;
-			LWLockRelease(cs->lock);
+			LWLockRelease(Tokens->lock);
 			if (st == TOKEN_DONE)
 				break;
 			if (waited_ms > limit_ms)
@@ -279,26 +359,26 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 			CHECK_FOR_INTERRUPTS();
 			waited_ms += 100;
 			if (waited_ms % 1000 == 0)
-				CallsWakeWorker(MyDatabaseId);
+				RegistryWakeWorker(MyDatabaseId);
 		}
 	}
 	PG_CATCH();
 	{
 		/* give the slot up: free it now, or let the worker free it */
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		if (slot->state == TOKEN_WORKING)
 			slot->abandoned = true;
 		else
 			slot->state = TOKEN_FREE;
-		LWLockRelease(cs->lock);
+		LWLockRelease(Tokens->lock);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 	memcpy(&result, slot, sizeof(DtTokenSlot));
 	slot->state = TOKEN_FREE;
-	LWLockRelease(cs->lock);
+	LWLockRelease(Tokens->lock);
 
 	if (!result.ok)
 		ereport(ERROR,
@@ -786,7 +866,6 @@ ServeOne(DtTokenSlot *req, DtTokenSlot *res)
 int
 OAuthServeRequests(Oid dbid)
 {
-	CallsShared *cs = CallsGetShared();
 	int			served = 0;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "ductape token request",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -800,10 +879,10 @@ OAuthServeRequests(Oid dbid)
 		int			i;
 		MemoryContext old;
 
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
 		{
-			DtTokenSlot *t = &cs->tokens[i];
+			DtTokenSlot *t = &Tokens->slots[i];
 
 			if (t->dbid == dbid && t->state == TOKEN_PENDING)
 				slot = t;
@@ -813,7 +892,7 @@ OAuthServeRequests(Oid dbid)
 			slot->state = TOKEN_WORKING;
 			memcpy(&req, slot, offsetof(DtTokenSlot, ok));
 		}
-		LWLockRelease(cs->lock);
+		LWLockRelease(Tokens->lock);
 		if (slot == NULL)
 			break;
 
@@ -822,7 +901,7 @@ OAuthServeRequests(Oid dbid)
 		ServeOne(&req, res);
 		MemoryContextSwitchTo(old);
 
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		slot->ok = res->ok;
 		memcpy(slot->error, res->error, sizeof(slot->error));
 		memcpy(slot->detail, res->detail, sizeof(slot->detail));
@@ -837,7 +916,7 @@ OAuthServeRequests(Oid dbid)
 			slot->state = TOKEN_DONE;
 			latch = slot->latch;
 		}
-		LWLockRelease(cs->lock);
+		LWLockRelease(Tokens->lock);
 		explicit_bzero(res, sizeof(DtTokenSlot));
 		MemoryContextReset(cxt);
 		if (latch)
@@ -846,4 +925,51 @@ OAuthServeRequests(Oid dbid)
 	}
 	MemoryContextDelete(cxt);
 	return served;
+}
+
+/*
+ * At a worker's start: the requests of dbid a previous worker died serving
+ * are served again (or freed, when nobody waits for them any more).
+ */
+void
+OAuthRecoverRequests(Oid dbid)
+{
+	int			i;
+
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+
+		if (t->dbid == dbid && t->state == TOKEN_WORKING)
+			t->state = t->abandoned ? TOKEN_FREE : TOKEN_PENDING;
+	}
+	LWLockRelease(Tokens->lock);
+}
+
+/*
+ * Launcher side: the databases with token requests waiting for a worker
+ * (at most max); returns how many.
+ */
+int
+OAuthPendingDatabases(Oid *dbs, int max)
+{
+	int			n = 0;
+	int			i;
+
+	LWLockAcquire(Tokens->lock, LW_SHARED);
+	for (i = 0; i < DT_TOKEN_SLOTS && n < max; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+		int			k;
+
+		if (t->state != TOKEN_PENDING)
+			continue;
+		for (k = 0; k < n && dbs[k] != t->dbid; k++)
+			;
+		if (k == n)
+			dbs[n++] = t->dbid;
+	}
+	LWLockRelease(Tokens->lock);
+	return n;
 }
