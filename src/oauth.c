@@ -48,6 +48,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
@@ -83,7 +84,7 @@ typedef struct DtTokenSlot
 	DtTokenState state;
 	bool		abandoned;		/* the requester gave up (error, cancel) */
 	Oid			dbid;
-	pid_t		requester;
+	pid_t		requester;		/* 0: nobody waits (the worker's own) */
 	Latch	   *latch;
 	char		product[64];
 	char		app[64];
@@ -256,6 +257,48 @@ TokenUsable(TokenRow *row, int buffer_s)
 }
 
 /*
+ * Give up a request this backend waits for: the slot is freed now, or by
+ * the worker once it has served it.  The slots' lock is held exclusive.
+ */
+static void
+AbandonLocked(DtTokenSlot *slot)
+{
+	if (slot->requester == MyProcPid && slot->state != TOKEN_FREE)
+	{
+		if (slot->state == TOKEN_WORKING)
+			slot->abandoned = true;
+		else
+			slot->state = TOKEN_FREE;
+	}
+}
+
+static void
+AbandonTokenRequest(DtTokenSlot *slot)
+{
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	AbandonLocked(slot);
+	LWLockRelease(Tokens->lock);
+}
+
+/*
+ * At exit (a FATAL error, pg_terminate_backend while waiting): give up the
+ * requests this process was waiting for, or their slots would stay taken
+ * for good.  This runs before the exit's transaction abort, so any LWLock
+ * still held is released before the slots' lock is taken.
+ */
+static void
+AbandonTokenRequestsAtExit(int code, Datum arg)
+{
+	int			i;
+
+	LWLockReleaseAll();
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+		AbandonLocked(&Tokens->slots[i]);
+	LWLockRelease(Tokens->lock);
+}
+
+/*
  * Claim a free request slot and fill it in; NULL when all are taken.
  * With wait, this backend waits on its latch for the answer; without, the
  * worker frees the slot once it has served it.
@@ -263,9 +306,15 @@ TokenUsable(TokenRow *row, int buffer_s)
 static DtTokenSlot *
 PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wait)
 {
+	static bool exit_callback = false;
 	DtTokenSlot *slot = NULL;
 	int			i;
 
+	if (wait && !exit_callback)
+	{
+		before_shmem_exit(AbandonTokenRequestsAtExit, (Datum) 0);
+		exit_callback = true;
+	}
 	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 	for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
 		if (Tokens->slots[i].state == TOKEN_FREE)
@@ -300,9 +349,11 @@ char *
 OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 				 TimestampTz *updated_at)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	TokenRow	row;
 	DtTokenSlot *slot = NULL;
 	DtTokenSlot result;
+	ErrorData  *volatile edata = NULL;
 	int64		waited_ms = 0;
 	int64		limit_ms = (int64) ductape_default_timeout_ms * 4 + 10000;
 
@@ -364,16 +415,17 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	}
 	PG_CATCH();
 	{
-		/* give the slot up: free it now, or let the worker free it */
-		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
-		if (slot->state == TOKEN_WORKING)
-			slot->abandoned = true;
-		else
-			slot->state = TOKEN_FREE;
-		LWLockRelease(Tokens->lock);
-		PG_RE_THROW();
+		/* the error out first; the slot is given up below */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
 	}
 	PG_END_TRY();
+	if (edata != NULL)
+	{
+		AbandonTokenRequest(slot);
+		ReThrowError(edata);
+	}
 
 	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 	memcpy(&result, slot, sizeof(DtTokenSlot));
@@ -833,6 +885,13 @@ ServeOne(DtTokenSlot *req, DtTokenSlot *res)
 	PG_CATCH();
 	{
 		CaptureError(res, cxt);
+
+		/*
+		 * No transaction abort releases LWLocks here; the worker holds none
+		 * of its own while it serves a request (OAuthServeRequests lets the
+		 * slots' lock go first).
+		 */
+		LWLockReleaseAll();
 		MemoryContextSwitchTo(cxt);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return;

@@ -107,7 +107,17 @@
  *	  lock of ours);
  *	- sets a latch: the latch is remembered and set after the release;
  *	- runs CHECK_FOR_INTERRUPTS (interrupts are held off anyway).
- * So no error unwinds while one of them is held.
+ * So no error unwinds while one of them is held.  For errors raised
+ * elsewhere: a transaction abort releases every LWLock (LWLockReleaseAll);
+ * code that catches an error and goes on without aborting a transaction
+ * (the worker's token call, made outside any transaction; the listener's
+ * request handler) calls LWLockReleaseAll itself once the error is copied
+ * out; exit callbacks that take one of these locks (the worker's registry
+ * release, a backend's abandoned token requests) release any LWLock first,
+ * since they run before the exit's transaction abort.  Inside PG_CATCH,
+ * nothing allocates, takes a lock or raises before the error has been
+ * copied out: switch to a context that is not ErrorContext, CopyErrorData,
+ * FlushErrorState, then clean up and rethrow (ReThrowError) or report.
  *
  *-------------------------------------------------------------------------
  */

@@ -540,6 +540,12 @@ OnRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 		abort();				/* test/fuzz: no request may raise an error */
 #endif
 		FlushErrorState();
+
+		/*
+		 * No transaction is aborted here to release LWLocks; the listener
+		 * holds none while MHD runs (MHD_run is called from the loop only).
+		 */
+		LWLockReleaseAll();
 		r = MHD_NO;
 	}
 	PG_END_TRY();

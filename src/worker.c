@@ -54,6 +54,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
@@ -267,6 +268,12 @@ ductape_launcher_main(Datum arg)
 static void
 DbWorkerDetach(int code, Datum arg)
 {
+	/*
+	 * An error that ends the worker reaches here before the transaction
+	 * abort that would release LWLocks: release them before taking the
+	 * registry's.
+	 */
+	LWLockReleaseAll();
 	RegistryRelease(DatumGetObjectId(arg));
 
 	/*
