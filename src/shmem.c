@@ -65,8 +65,8 @@
  *
  *	"ductape webhook listener" (webhook.c): two atomics, no lock.  The
  *	listener's bound port: written by the listener (0 when it exits), read
- *	by webhook_url.  The webhooks-pending flag: set by the listener when
- *	it stores new events, exchanged for 0 by the database's worker
+ *	by webhook_url.  The webhooks-pending flag: set by the listener after
+ *	it committed new events, exchanged for 0 by the database's worker
  *	(WebhooksTakePending).  Each is a hint on its own; neither has to agree
  *	with any other state, so they need no lock and no ordering.
  *

@@ -47,8 +47,8 @@
  *
  * Shared state (the segment "ductape webhook listener", see shmem.c): the
  * port the listener bound, for webhook_url when the configured port is 0,
- * and the webhooks-pending flag, set when a batch stores new events and
- * taken by the database's worker (WebhooksTakePending) to run the
+ * and the webhooks-pending flag, set after a batch with new events commits
+ * and taken by the database's worker (WebhooksTakePending) to run the
  * handlers at once.  Two atomics, no lock; other files reach them only
  * through those functions.
  *
@@ -165,17 +165,11 @@ ListenerSetPort(uint32 port)
 	pg_atomic_write_u32(&Listener->port, port);
 }
 
-/* New events are stored for the worker's handlers. */
+/* New events are stored (committed) for the worker's handlers. */
 static void
 WebhooksSetPending(void)
 {
 	pg_atomic_write_u32(&Listener->pending, 1);
-}
-
-static bool
-WebhooksPending(void)
-{
-	return pg_atomic_read_u32(&Listener->pending) != 0;
 }
 
 /* Worker side: were events stored since the last call?  Clears the flag. */
@@ -209,6 +203,7 @@ typedef struct Inbound
 static MemoryContext ListenerContext = NULL;
 static MemoryContext BatchContext = NULL;
 static Inbound *Ready = NULL;	/* received in full, suspended, unbatched */
+static bool BatchStoredNew = false; /* the batch inserted events */
 
 /*
  * Every open connection, from MHD's connection notifications.  "since" is
@@ -993,7 +988,7 @@ StoreBatch(Inbound *batch)
 		Async_Notify("ductape_webhook", psprintf(INT64_FORMAT, id));
 	}
 	if (SPI_processed > 0)
-		WebhooksSetPending();
+		BatchStoredNew = true;
 }
 
 /*
@@ -1053,6 +1048,7 @@ ProcessBatch(void)
 
 	Ready = NULL;
 	MemoryContextReset(BatchContext);
+	BatchStoredNew = false;
 	PG_TRY();
 	{
 		WorkerBeginWork("ductape: storing webhook events");
@@ -1078,8 +1074,13 @@ ProcessBatch(void)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(here);
-	if (committed && WebhooksPending())
+
+	/* flag and wake once the events are visible, not before */
+	if (committed && BatchStoredNew)
+	{
+		WebhooksSetPending();
 		RegistryWakeWorker(MyDatabaseId);
+	}
 	AnswerBatch(batch, committed);
 }
 
