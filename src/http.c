@@ -1084,6 +1084,8 @@ Execute(DtRequest *req, CallResult *cr)
 	int64		start = NowMs();
 	struct timespec t0,
 				t1;
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
 
 	DriverEnsure();
 	memset(cr, 0, sizeof(*cr));
@@ -1102,14 +1104,21 @@ Execute(DtRequest *req, CallResult *cr)
 	}
 	PG_CATCH();
 	{
+		/* the error out first: recording the call allocates and takes locks */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	if (edata != NULL)
+	{
 		/* cancelled or timed out by the statement: still leave a record */
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 		cr->o.kind = OUT_NETWORK;
 		RecordCall(req, cr, "interrupted");
-		PG_RE_THROW();
+		ReThrowError(edata);
 	}
-	PG_END_TRY();
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
