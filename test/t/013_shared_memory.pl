@@ -4,7 +4,7 @@
 # finish and every record arrives.  And a session terminated while it waits
 # for a token gives its request slot back: there are 32 slots, and 32
 # sessions terminated at once would otherwise leave every later token
-# request refused.
+# request refused.  A call cut short by an error is still recorded.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -88,6 +88,15 @@ ok(poll_until($node, 'postgres', "SELECT count(*) $waiting", '0'), 'they are gon
 my ($ret, $out, $err) = $node->psql('postgres', "SELECT ductape.run('tok', 'res')->>'path'");
 is($out, '/oauth/resource', 'a token request after the terminated ones gets a slot')
   or diag($err);
+
+# A call cut short by statement_timeout still leaves its record, written
+# once the error is copied out (the record takes the ring's lock).
+($ret, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '300ms'; SELECT ductape.http('GET', '$api/delay/5000')");
+like($err, qr/canceling statement due to statement timeout/, 'a call is cut short by statement_timeout');
+ok(poll_until($node, 'postgres', "SELECT error FROM ductape.calls WHERE url LIKE '%/delay/5000'",
+		'interrupted'),
+	'and its record says it was interrupted');
 
 $node->stop;
 done_testing();
