@@ -11,6 +11,8 @@ OBJS = \
 	src/ductape.o \
 	src/jsonb_util.o \
 	src/settings.o \
+	src/shmem.o \
+	src/registry.o \
 	src/template.o \
 	src/catalog.o \
 	src/request.o \
@@ -57,7 +59,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h
+$(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h \
+	src/registry.h src/shmem.h
 
 # make fuzz: the libFuzzer targets of test/fuzz/fuzz.c, built with clang
 # outside the normal build into test/fuzz/ductape_fuzz.so; scripts/fuzz runs
@@ -73,7 +76,8 @@ FUZZ_RT = $(shell $(FUZZ_CC) -print-resource-dir)/lib/linux/libclang_rt.fuzzer_n
 
 fuzz: test/fuzz/ductape_fuzz.so
 
-$(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h
+$(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h \
+		src/registry.h src/shmem.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 

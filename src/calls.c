@@ -3,11 +3,14 @@
  * calls.c
  *	  The shared-memory buffer of call records (docs/reference.md).
  *
+ * Layer 1 (utilities): calls shmem.c, registry.c (to wake a database's
+ * worker) and PostgreSQL only.
+ *
  * ductape.calls must survive the caller's rollback and must not add a
  * table write to ductape.run.  So a call only copies a fixed-size record
- * into a ring in shared memory (one LWLock, a memcpy); a per-database
- * background worker (worker.c) drains its database's records in batches
- * and inserts them in its own transaction.
+ * into a ring in shared memory (the ring's own LWLock, a memcpy); a
+ * per-database background worker (worker.c) drains its database's records
+ * in batches and inserts them in its own transaction.
  *
  * The ring is shared by all databases.  Each record carries its database;
  * a worker takes only its own records and marks them consumed, and the
@@ -18,10 +21,13 @@
  * 2000 at server start, so they are unique and increasing across restarts
  * without any I/O (they are not dense).
  *
- * Wake-ups: the first record after a flush sets the worker's latch; the
+ * Wake-ups: the first record after a collect sets the worker's latch
+ * (RegistryNotify, registry.c, once the ring's lock is released); the
  * worker then waits a short batching window and drains everything, so an
  * idle system does no polling and records appear within a fraction of a
- * second.
+ * second.  A database without a worker has the launcher woken instead,
+ * which finds it here (CallsPendingDatabases).  The locking protocol is in
+ * shmem.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,45 +36,52 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
-#include "storage/latch.h"
 #include "storage/lwlock.h"
-#include "storage/proc.h"
-#include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-#include "ductape.h"
 #include "calls.h"
+#include "registry.h"
+#include "shmem.h"
 
-static CallsShared *Calls = NULL;
+typedef struct CallsRing
+{
+	LWLock	   *lock;
+	pg_atomic_uint64 next_id;	/* call ids; used without the lock */
+	uint64		head;			/* next record goes to slots[head % size] */
+	uint64		tail;			/* oldest record not yet consumed */
+	uint64		dropped;		/* records lost: ring full, or no worker */
+	DtCallSlot	slots[DT_CALL_SLOTS];
+} CallsRing;
 
-Size
+static CallsRing *Calls = NULL;
+
+static Size
 CallsShmemSize(void)
 {
-	return MAXALIGN(sizeof(CallsShared));
+	return sizeof(CallsRing);
 }
+
+static void
+CallsShmemInit(void *mem, LWLockPadded *locks)
+{
+	CallsRing  *ring = mem;
+
+	ring->lock = &locks[0].lock;
+	pg_atomic_init_u64(&ring->next_id, (uint64) GetCurrentTimestamp());
+}
+
+static const DtShmemSegment CallsSegment = {
+	.name = "ductape calls",
+	.nlocks = 1,
+	.size = CallsShmemSize,
+	.init = CallsShmemInit,
+	.mem = (void **) &Calls,
+};
 
 void
-CallsShmemInit(void)
+CallsShmemRegister(void)
 {
-	bool		found;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	Calls = ShmemInitStruct("ductape calls", CallsShmemSize(), &found);
-	if (!found)
-	{
-		memset(Calls, 0, sizeof(CallsShared));
-		Calls->lock = &(GetNamedLWLockTranche("ductape"))->lock;
-		pg_atomic_init_u64(&Calls->next_id, (uint64) GetCurrentTimestamp());
-		pg_atomic_init_u32(&Calls->listener_port, 0);
-		pg_atomic_init_u32(&Calls->webhooks_pending, 0);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-CallsShared *
-CallsGetShared(void)
-{
-	return Calls;
+	DtShmemRegister(&CallsSegment);
 }
 
 /* Copy src into dst (size bytes), cut on a character boundary. */
@@ -87,24 +100,14 @@ CopyField(char *dst, const char *src, size_t size)
 	dst[len] = '\0';
 }
 
-static DtDbWorker *
-FindWorker(Oid dbid)
-{
-	int			i;
-
-	for (i = 0; i < DT_MAX_DB_WORKERS; i++)
-		if (Calls->workers[i].dbid == dbid)
-			return &Calls->workers[i];
-	return NULL;
-}
-
-/* Queue a record; returns its call id (0 when the ring was full). */
+/*
+ * Queue a record; returns its call id (0 when the ring was full).  The
+ * record is built before the lock is taken: under it, only the copy.
+ */
 int64
 CallsRecord(const DtCallInfo *info)
 {
 	DtCallSlot	rec;
-	DtDbWorker *w;
-	Latch	   *wake = NULL;
 	int64		id;
 
 	if (Calls == NULL)
@@ -140,19 +143,19 @@ CallsRecord(const DtCallInfo *info)
 		Calls->slots[Calls->head % DT_CALL_SLOTS] = rec;
 		Calls->head++;
 	}
-	w = FindWorker(MyDatabaseId);
-	if (w == NULL)
-		wake = Calls->launcher_latch;
-	else if (!w->notified && w->latch != NULL)
-	{
-		w->notified = true;
-		wake = w->latch;
-	}
 	LWLockRelease(Calls->lock);
 
-	if (wake)
-		SetLatch(wake);
+	/* after the record is in: see the protocol in shmem.c */
+	RegistryNotify(MyDatabaseId);
 	return id;
+}
+
+/* Advance tail over the consumed prefix; the lock is held exclusive. */
+static void
+AdvanceTail(void)
+{
+	while (Calls->tail < Calls->head && Calls->slots[Calls->tail % DT_CALL_SLOTS].consumed)
+		Calls->tail++;
 }
 
 /*
@@ -165,97 +168,24 @@ CallsCollect(Oid dbid, DtCallSlot *buf, int max)
 {
 	uint64		i;
 	int			n = 0;
-	DtDbWorker *w;
+
+	RegistryClearNotified(dbid);
 
 	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	w = FindWorker(dbid);
-	if (w)
-		w->notified = false;
 	for (i = Calls->tail; i < Calls->head && n < max; i++)
 	{
 		DtCallSlot *s = &Calls->slots[i % DT_CALL_SLOTS];
 
 		if (!s->consumed && s->dbid == dbid)
 		{
-			if (buf)
-				buf[n] = *s;
+			buf[n] = *s;
 			n++;
 			s->consumed = true;
 		}
 	}
-	while (Calls->tail < Calls->head && Calls->slots[Calls->tail % DT_CALL_SLOTS].consumed)
-		Calls->tail++;
+	AdvanceTail();
 	LWLockRelease(Calls->lock);
 	return n;
-}
-
-/*
- * Launcher side: a database with pending records and no worker, or
- * InvalidOid.  Registers a placeholder worker slot for it, so it is
- * returned once.
- */
-Oid
-CallsClaimDatabaseWithoutWorker(void)
-{
-	uint64		i;
-	Oid			found = InvalidOid;
-
-	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	for (i = Calls->tail; i < Calls->head; i++)
-	{
-		DtCallSlot *s = &Calls->slots[i % DT_CALL_SLOTS];
-
-		if (!s->consumed && FindWorker(s->dbid) == NULL)
-		{
-			DtDbWorker *w = FindWorker(InvalidOid);
-
-			if (w == NULL)
-				break;			/* all worker slots taken */
-			memset(w, 0, sizeof(*w));
-			w->dbid = s->dbid;
-			w->started_at = GetCurrentTimestamp();
-			found = s->dbid;
-			break;
-		}
-	}
-	for (i = 0; i < DT_MAX_DB_WORKERS && !OidIsValid(found); i++)
-	{
-		Oid			want = Calls->wanted[i];
-
-		if (OidIsValid(want))
-		{
-			Calls->wanted[i] = InvalidOid;
-			if (FindWorker(want) == NULL)
-			{
-				DtDbWorker *w = FindWorker(InvalidOid);
-
-				if (w == NULL)
-					break;
-				memset(w, 0, sizeof(*w));
-				w->dbid = want;
-				w->started_at = GetCurrentTimestamp();
-				found = want;
-			}
-		}
-	}
-	for (i = 0; i < DT_TOKEN_SLOTS && !OidIsValid(found); i++)
-	{
-		DtTokenSlot *t = &Calls->tokens[i];
-
-		if (t->state == TOKEN_PENDING && FindWorker(t->dbid) == NULL)
-		{
-			DtDbWorker *w = FindWorker(InvalidOid);
-
-			if (w == NULL)
-				break;
-			memset(w, 0, sizeof(*w));
-			w->dbid = t->dbid;
-			w->started_at = GetCurrentTimestamp();
-			found = t->dbid;
-		}
-	}
-	LWLockRelease(Calls->lock);
-	return found;
 }
 
 /* Are there call records of dbid not yet collected? */
@@ -276,160 +206,60 @@ CallsPendingFor(Oid dbid)
 	return pending;
 }
 
-/* Ask the launcher for a worker for dbid (if it has none). */
-void
-CallsWantWorker(Oid dbid)
+/*
+ * Launcher side: the databases that have records not yet collected, in the
+ * order of their oldest record, at most max of them; returns how many.
+ * (With max = DT_MAX_DB_WORKERS nothing is missed that the launcher could
+ * act on: if all of those listed have a worker, every registry entry is
+ * taken.)
+ */
+int
+CallsPendingDatabases(Oid *dbs, int max)
 {
-	int			i;
-	int			free_slot = -1;
-	Latch	   *wake;
-
-	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	for (i = 0; i < DT_MAX_DB_WORKERS; i++)
-	{
-		if (Calls->wanted[i] == dbid)
-			free_slot = -2;
-		else if (free_slot == -1 && !OidIsValid(Calls->wanted[i]))
-			free_slot = i;
-	}
-	if (free_slot >= 0 && FindWorker(dbid) == NULL)
-		Calls->wanted[free_slot] = dbid;
-	wake = Calls->launcher_latch;
-	LWLockRelease(Calls->lock);
-	if (wake)
-		SetLatch(wake);
-}
-
-/* Wake dbid's worker now, or have the launcher start one. */
-void
-CallsWakeWorker(Oid dbid)
-{
-	DtDbWorker *w;
-	Latch	   *wake = NULL;
-	bool		want = false;
+	uint64		i;
+	int			n = 0;
 
 	LWLockAcquire(Calls->lock, LW_SHARED);
-	w = FindWorker(dbid);
-	if (w && w->latch)
-		wake = w->latch;
-	else if (w == NULL)
-		want = true;
-	LWLockRelease(Calls->lock);
-	if (wake)
-		SetLatch(wake);
-	else if (want)
-		CallsWantWorker(dbid);
-}
+	for (i = Calls->tail; i < Calls->head && n < max; i++)
+	{
+		DtCallSlot *s = &Calls->slots[i % DT_CALL_SLOTS];
+		int			k;
 
-/* Forget a database's worker slot (it exited or never started). */
-void
-CallsReleaseWorker(Oid dbid, bool discard_records)
-{
-	DtDbWorker *w;
-
-	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	w = FindWorker(dbid);
-	if (w)
-		memset(w, 0, sizeof(*w));
-	LWLockRelease(Calls->lock);
-	if (discard_records)
-		while (CallsCollect(dbid, NULL, DT_CALL_SLOTS) > 0)
+		if (s->consumed)
+			continue;
+		for (k = 0; k < n && dbs[k] != s->dbid; k++)
 			;
-}
-
-/* Worker side: announce this process as dbid's worker. */
-void
-CallsAttachWorker(Oid dbid)
-{
-	DtDbWorker *w;
-	int			i;
-
-	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	w = FindWorker(dbid);
-	if (w == NULL)
-		w = FindWorker(InvalidOid);
-	if (w != NULL)
-	{
-		w->dbid = dbid;
-		w->pid = MyProcPid;
-		w->latch = MyLatch;
-		w->notified = false;
-	}
-	/* token requests a previous worker died serving are served again */
-	for (i = 0; i < DT_TOKEN_SLOTS; i++)
-	{
-		DtTokenSlot *t = &Calls->tokens[i];
-
-		if (t->dbid == dbid && t->state == TOKEN_WORKING)
-			t->state = t->abandoned ? TOKEN_FREE : TOKEN_PENDING;
+		if (k == n)
+			dbs[n++] = s->dbid;
 	}
 	LWLockRelease(Calls->lock);
-}
-
-pid_t
-CallsWorkerPid(Oid dbid)
-{
-	DtDbWorker *w;
-	pid_t		pid = 0;
-
-	LWLockAcquire(Calls->lock, LW_SHARED);
-	w = FindWorker(dbid);
-	if (w)
-		pid = w->pid;
-	LWLockRelease(Calls->lock);
-	return pid;
-}
-
-void
-CallsSetLauncherLatch(Latch *latch)
-{
-	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	Calls->launcher_latch = latch;
-	LWLockRelease(Calls->lock);
+	return n;
 }
 
 /*
- * Worker slots whose process never came up within 10 s are freed, and
- * their database's records dropped: a database that cannot be connected to
- * (dropped, not allowing connections, no worker slot free) must not hold
- * the ring's tail and so block every other database's records.
+ * Drop every record of dbid (its database has no worker and will not get
+ * one); returns how many.  With count_dropped they count as dropped.
  */
-void
-CallsReapStaleWorkers(void)
+int
+CallsDiscard(Oid dbid, bool count_dropped)
 {
-	int			i;
-	TimestampTz now = GetCurrentTimestamp();
-	Oid			reaped[DT_MAX_DB_WORKERS];
-	int			nreaped = 0;
+	uint64		i;
+	int			n = 0;
 
 	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-	for (i = 0; i < DT_MAX_DB_WORKERS; i++)
+	for (i = Calls->tail; i < Calls->head; i++)
 	{
-		DtDbWorker *w = &Calls->workers[i];
+		DtCallSlot *s = &Calls->slots[i % DT_CALL_SLOTS];
 
-		if (OidIsValid(w->dbid) && w->pid == 0 &&
-			TimestampDifferenceExceeds(w->started_at, now, 10000))
+		if (!s->consumed && s->dbid == dbid)
 		{
-			reaped[nreaped++] = w->dbid;
-			memset(w, 0, sizeof(*w));
+			s->consumed = true;
+			n++;
 		}
 	}
+	AdvanceTail();
+	if (count_dropped)
+		Calls->dropped += n;
 	LWLockRelease(Calls->lock);
-	for (i = 0; i < nreaped; i++)
-	{
-		int			n = 0,
-					k;
-
-		while ((k = CallsCollect(reaped[i], NULL, DT_CALL_SLOTS)) > 0)
-			n += k;
-		if (n > 0)
-		{
-			LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
-			Calls->dropped += n;
-			LWLockRelease(Calls->lock);
-			ereport(WARNING,
-					(errmsg("ductape dropped %d call records of database %u", n, reaped[i]),
-					 errdetail("No worker could connect to that database within 10 seconds.")));
-		}
-	}
+	return n;
 }

@@ -2,8 +2,10 @@
  *
  * ductape.c
  *	  Module load: refuses to load unless preloaded, defines every setting
- *	  (docs/reference.md), makes sure a master key exists, and sets up shared
- *	  memory and background workers.
+ *	  (docs/reference.md), makes sure a master key exists, registers each
+ *	  subsystem's shared memory (shmem.c) and the background workers.
+ *
+ * Layer 5: the wiring, it calls every layer.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,9 +16,6 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "storage/ipc.h"
-#include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -24,7 +23,10 @@
 #include "utils/memutils.h"
 
 #include "ductape.h"
+#include "calls.h"
 #include "egress.h"
+#include "registry.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -37,11 +39,6 @@ static const struct config_enum_entry log_requests_options[] = {
 	{"none", DT_LOG_NONE, false},
 	{NULL, 0, false}
 };
-
-#ifdef DT_HAVE_SHMEM_REQUEST_HOOK
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static bool
 check_tag_guc(char **newval, void **extra, GucSource source)
@@ -257,23 +254,14 @@ DefineSettings(void)
 	MarkGUCPrefixReserved("ductape");
 }
 
-#ifdef DT_HAVE_SHMEM_REQUEST_HOOK
+/* Each subsystem's shared memory (shmem.c), from _PG_init. */
 static void
-ductape_shmem_request(void)
+RegisterShmem(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(CallsShmemSize());
-	RequestNamedLWLockTranche("ductape", 1);
-}
-#endif
-
-static void
-ductape_shmem_startup(void)
-{
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	CallsShmemInit();
+	CallsShmemRegister();
+	RegistryShmemRegister();
+	OAuthShmemRegister();
+	WebhookShmemRegister();
 }
 
 /*
@@ -317,7 +305,8 @@ _PG_init(void)
 	 * test/fuzz loads a second, instrumented copy next to the preloaded one:
 	 * it defines nothing and attaches to the shared state the first made.
 	 */
-	CallsShmemInit();
+	RegisterShmem();
+	DtShmemAttach();
 	return;
 #endif
 	if (!process_shared_preload_libraries_in_progress)
@@ -329,16 +318,8 @@ _PG_init(void)
 
 	DefineSettings();
 	SecretsEnsureDefaultKey();
-
-#ifdef DT_HAVE_SHMEM_REQUEST_HOOK
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = ductape_shmem_request;
-#else
-	RequestAddinShmemSpace(CallsShmemSize());
-	RequestNamedLWLockTranche("ductape", 1);
-#endif
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = ductape_shmem_startup;
+	RegisterShmem();
+	DtShmemInstallHooks();
 
 	/*
 	 * The database worker's tasks, in the order each round runs them: token

@@ -4,9 +4,11 @@
  *	  Declarations shared between ductape's subsystems.
  *
  * Subsystems, one file each:
- *	  ductape.c   module load, settings, shared memory
+ *	  ductape.c   module load, settings
  *	  jsonb_util.c small jsonb accessors and arrays (used by all)
  *	  settings.c  the values of the settings, the tag rule
+ *	  shmem.c     shared-memory set-up; the locking protocol (shmem.h)
+ *	  registry.c  the registry of database workers (registry.h)
  *	  template.c  $Placeholder{...} parsing, checking and resolution
  *	  catalog.c   the per-backend cache of apps and actions; the action rules
  *	  request.c   turning (app, action, env, input) into an HTTP request
@@ -15,7 +17,7 @@
  *	  http.c      libcurl driver, redirects, retries, call records (+ http.h)
  *	  run.c       run, run_response, http: call and wait
  *	  egress.c    the egress policy (which hosts and addresses we may reach)
- *	  calls.c     the shared-memory buffer of call records
+ *	  calls.c     the shared-memory buffer of call records (calls.h)
  *	  secrets.c   the encrypted secret store and the master key
  *	  oauth.c     OAuth2 tokens
  *	  jobs.c      background jobs
@@ -425,6 +427,10 @@ extern char *OAuthAccessToken(DtApp *app, DtBinding *b, bool force,
 							  TimestampTz seen, TimestampTz *updated_at);
 extern int	OAuthReencryptAll(void);
 extern void OAuthInit(void);
+extern void OAuthShmemRegister(void);
+extern int	OAuthServeRequests(Oid dbid);
+extern void OAuthRecoverRequests(Oid dbid);
+extern int	OAuthPendingDatabases(Oid *dbs, int max);
 
 /* ---- secrets.c ---- */
 typedef int (*SecretsReencrypt) (void);	/* re-encrypts one kind; returns how many */
@@ -437,26 +443,7 @@ extern char *SecretResolve(const char *name, const char *app, const char *env);
 /* call a SQL function whose arguments carry a secret: see secrets.c */
 extern Datum RunHidingStatement(PGFunction fn, FunctionCallInfo fcinfo);
 
-/* ---- calls.c ---- */
-typedef struct DtCallInfo
-{
-	const char *app;
-	const char *action;
-	const char *env;
-	const char *product;
-	const char *method;
-	const char *url;
-	int			status;
-	int			attempts;
-	double		duration_ms;
-	const char *error;
-	int64		job_id;
-	Oid			roleid;			/* InvalidOid: the current user */
-} DtCallInfo;
-
-extern Size CallsShmemSize(void);
-extern void CallsShmemInit(void);
-extern int64 CallsRecord(const DtCallInfo *info);
+/* ---- calls.c: see calls.h ---- */
 
 /* ---- webhook.c ---- */
 extern char *ductape_webhook_listen;
@@ -466,6 +453,8 @@ extern int	ductape_webhook_request_timeout_ms;
 extern int	ductape_webhook_max_connections_per_address;
 extern bool webhook_check_listen(char **newval, void **extra, GucSource source);
 extern void WebhookRegisterListener(void);
+extern void WebhookShmemRegister(void);
+extern bool WebhooksTakePending(void);
 #ifdef DT_FUZZ
 extern char *WebhookFuzzRequest(const char *raw, size_t len);
 #endif

@@ -43,6 +43,7 @@
 #include "utils/wait_event.h"
 
 #include "ductape.h"
+#include "calls.h"
 #include "egress.h"
 #include "http.h"
 
@@ -1081,9 +1082,10 @@ void
 Execute(DtRequest *req, CallResult *cr)
 {
 	int64		start = NowMs();
-	MemoryContext cxt = CurrentMemoryContext;
 	struct timespec t0,
 				t1;
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
 
 	DriverEnsure();
 	memset(cr, 0, sizeof(*cr));
@@ -1102,23 +1104,21 @@ Execute(DtRequest *req, CallResult *cr)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *ed;
-
-		/*
-		 * Cancelled or timed out by the statement: still leave a record.  The
-		 * error is copied out first: recording allocates and takes the call
-		 * ring's lock.
-		 */
+		/* the error out first: recording the call allocates and takes locks */
 		MemoryContextSwitchTo(cxt);
-		ed = CopyErrorData();
+		edata = CopyErrorData();
 		FlushErrorState();
+	}
+	PG_END_TRY();
+	if (edata != NULL)
+	{
+		/* cancelled or timed out by the statement: still leave a record */
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 		cr->o.kind = OUT_NETWORK;
 		RecordCall(req, cr, "interrupted");
-		ReThrowError(ed);
+		ReThrowError(edata);
 	}
-	PG_END_TRY();
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;

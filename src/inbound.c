@@ -35,7 +35,6 @@
 #include "utils/regproc.h"
 
 #include "ductape.h"
-#include "calls.h"
 
 #define WEBHOOK_MAX_ATTEMPTS 8
 #define HANDLER_BATCH 100
@@ -148,7 +147,7 @@ ParkUnwantedEvents(void)
 static bool
 InboundSignalled(void)
 {
-	return pg_atomic_exchange_u32(&CallsGetShared()->webhooks_pending, 0) != 0;
+	return WebhooksTakePending();
 }
 
 /*

@@ -64,7 +64,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
-#include "calls.h"
+#include "registry.h"
 
 PG_FUNCTION_INFO_V1(dt_dispatch);
 PG_FUNCTION_INFO_V1(dt_job);
@@ -97,7 +97,7 @@ JobsXactCallback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (dispatched_in_xact)
-				CallsWakeWorker(MyDatabaseId);
+				RegistryWakeWorker(MyDatabaseId);
 			dispatched_in_xact = false;
 			break;
 		case XACT_EVENT_ABORT:

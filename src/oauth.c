@@ -7,9 +7,9 @@
  * Tokens live in ductape._oauth_tokens per (product, app, env), encrypted
  * like secrets (secrets.c) with associated data naming the row and the
  * token kind.  A backend that finds no usable token does not call the
- * token endpoint itself: it posts a request in a shared-memory slot
- * (calls.h) and waits on its latch.  The database's worker serves requests
- * one at a time:
+ * token endpoint itself: it posts a request in a shared-memory slot (the
+ * token slots below, under their own LWLock) and waits on its latch.  The
+ * database's worker serves requests one at a time:
  *
  *	1. in a short transaction, it reads the app's auth spec and the token
  *	   row, and resolves client_secret / refresh_token templates;
@@ -26,6 +26,16 @@
  * A request with force (after a 401) refreshes only if nobody refreshed
  * since the token the caller used (its updated_at).
  *
+ * The token slots are oauth.c's own shared memory (the segment "ductape
+ * oauth tokens", shmem.c); other files reach them only through the
+ * functions here: the worker serves them (OAuthServeRequests) and puts
+ * back what a dead worker left (OAuthRecoverRequests), the launcher asks
+ * which databases wait for a worker (OAuthPendingDatabases).  The locking
+ * protocol is in shmem.c.
+ *
+ * Layer 5 (features): calls the layers below (secrets, catalog, request,
+ * http, runtime; registry.c to wake the worker).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -38,6 +48,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
@@ -48,9 +59,81 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
-#include "calls.h"
+#include "registry.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(dt_oauth_set_tokens);
+
+/*
+ * A backend's request for an OAuth2 token, served by its database's worker.
+ * The worker writes the new token, encrypted, into blob.
+ */
+#define DT_TOKEN_SLOTS 32
+#define DT_TOKEN_BLOB 8192
+
+typedef enum
+{
+	TOKEN_FREE = 0,
+	TOKEN_PENDING,				/* waiting for the worker */
+	TOKEN_WORKING,				/* the worker has it */
+	TOKEN_DONE					/* result below; the requester frees it */
+} DtTokenState;
+
+typedef struct DtTokenSlot
+{
+	DtTokenState state;
+	bool		abandoned;		/* the requester gave up (error, cancel) */
+	Oid			dbid;
+	pid_t		requester;		/* 0: nobody waits (the worker's own) */
+	Latch	   *latch;
+	char		product[64];
+	char		app[64];
+	char		env[64];
+	TimestampTz seen_updated_at;	/* force a refresh unless newer than this */
+	bool		force;
+	/* result */
+	bool		ok;
+	char		error[1024];
+	char		detail[1024];
+	int			key_version;
+	TimestampTz updated_at;
+	int			blob_len;
+	char		blob[DT_TOKEN_BLOB];	/* encrypted access token */
+} DtTokenSlot;
+
+typedef struct TokenSlots
+{
+	LWLock	   *lock;
+	DtTokenSlot slots[DT_TOKEN_SLOTS];
+} TokenSlots;
+
+static TokenSlots *Tokens = NULL;
+
+static Size
+TokenSlotsShmemSize(void)
+{
+	return sizeof(TokenSlots);
+}
+
+static void
+TokenSlotsShmemInit(void *mem, LWLockPadded *locks)
+{
+	((TokenSlots *) mem)->lock = &locks[0].lock;
+}
+
+static const DtShmemSegment TokenSlotsSegment = {
+	.name = "ductape oauth tokens",
+	.nlocks = 1,
+	.size = TokenSlotsShmemSize,
+	.init = TokenSlotsShmemInit,
+	.mem = (void **) &Tokens,
+};
+
+void
+OAuthShmemRegister(void)
+{
+	DtShmemRegister(&TokenSlotsSegment);
+}
 
 typedef struct TokenRow
 {
@@ -174,6 +257,48 @@ TokenUsable(TokenRow *row, int buffer_s)
 }
 
 /*
+ * Give up a request this backend waits for: the slot is freed now, or by
+ * the worker once it has served it.  The slots' lock is held exclusive.
+ */
+static void
+AbandonLocked(DtTokenSlot *slot)
+{
+	if (slot->requester == MyProcPid && slot->state != TOKEN_FREE)
+	{
+		if (slot->state == TOKEN_WORKING)
+			slot->abandoned = true;
+		else
+			slot->state = TOKEN_FREE;
+	}
+}
+
+static void
+AbandonTokenRequest(DtTokenSlot *slot)
+{
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	AbandonLocked(slot);
+	LWLockRelease(Tokens->lock);
+}
+
+/*
+ * At exit (a FATAL error, pg_terminate_backend while waiting): give up the
+ * requests this process was waiting for, or their slots would stay taken
+ * for good.  This runs before the exit's transaction abort, so any LWLock
+ * still held is released before the slots' lock is taken.
+ */
+static void
+AbandonTokenRequestsAtExit(int code, Datum arg)
+{
+	int			i;
+
+	LWLockReleaseAll();
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+		AbandonLocked(&Tokens->slots[i]);
+	LWLockRelease(Tokens->lock);
+}
+
+/*
  * Claim a free request slot and fill it in; NULL when all are taken.
  * With wait, this backend waits on its latch for the answer; without, the
  * worker frees the slot once it has served it.
@@ -181,14 +306,19 @@ TokenUsable(TokenRow *row, int buffer_s)
 static DtTokenSlot *
 PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wait)
 {
-	CallsShared *cs = CallsGetShared();
+	static bool exit_callback = false;
 	DtTokenSlot *slot = NULL;
 	int			i;
 
-	LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+	if (wait && !exit_callback)
+	{
+		before_shmem_exit(AbandonTokenRequestsAtExit, (Datum) 0);
+		exit_callback = true;
+	}
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 	for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
-		if (cs->tokens[i].state == TOKEN_FREE)
-			slot = &cs->tokens[i];
+		if (Tokens->slots[i].state == TOKEN_FREE)
+			slot = &Tokens->slots[i];
 	if (slot)
 	{
 		memset(slot, 0, offsetof(DtTokenSlot, blob));
@@ -206,7 +336,7 @@ PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wa
 		slot->force = force;
 		slot->seen_updated_at = seen;
 	}
-	LWLockRelease(cs->lock);
+	LWLockRelease(Tokens->lock);
 	return slot;
 }
 
@@ -219,10 +349,11 @@ char *
 OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 				 TimestampTz *updated_at)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	TokenRow	row;
-	CallsShared *cs = CallsGetShared();
 	DtTokenSlot *slot = NULL;
 	DtTokenSlot result;
+	ErrorData  *volatile edata = NULL;
 	int64		waited_ms = 0;
 	int64		limit_ms = (int64) ductape_default_timeout_ms * 4 + 10000;
 
@@ -240,7 +371,7 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	 * it posts the request, which it serves on its next loop, and the job
 	 * goes back to the queue meanwhile (jobs.c).
 	 */
-	if (IsBackgroundWorker && CallsWorkerPid(MyDatabaseId) == MyProcPid)
+	if (IsBackgroundWorker && RegistryWorkerPid(MyDatabaseId) == MyProcPid)
 	{
 		(void) PostTokenRequest(app, b, force, seen, false);
 		ereport(ERROR,
@@ -255,7 +386,7 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many OAuth2 token requests in flight"),
 				 errdetail("All %d token request slots are in use.", DT_TOKEN_SLOTS)));
-	CallsWakeWorker(MyDatabaseId);
+	RegistryWakeWorker(MyDatabaseId);
 
 	PG_TRY();
 	{
@@ -263,9 +394,9 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 		{
 			DtTokenState st;
 
-			LWLockAcquire(cs->lock, LW_SHARED);
+			LWLockAcquire(Tokens->lock, LW_SHARED);
 			st = slot->state;
-			LWLockRelease(cs->lock);
+			LWLockRelease(Tokens->lock);
 			if (st == TOKEN_DONE)
 				break;
 			if (waited_ms > limit_ms)
@@ -279,26 +410,27 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 			CHECK_FOR_INTERRUPTS();
 			waited_ms += 100;
 			if (waited_ms % 1000 == 0)
-				CallsWakeWorker(MyDatabaseId);
+				RegistryWakeWorker(MyDatabaseId);
 		}
 	}
 	PG_CATCH();
 	{
-		/* give the slot up: free it now, or let the worker free it */
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
-		if (slot->state == TOKEN_WORKING)
-			slot->abandoned = true;
-		else
-			slot->state = TOKEN_FREE;
-		LWLockRelease(cs->lock);
-		PG_RE_THROW();
+		/* the error out first; the slot is given up below */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
 	}
 	PG_END_TRY();
+	if (edata != NULL)
+	{
+		AbandonTokenRequest(slot);
+		ReThrowError(edata);
+	}
 
-	LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 	memcpy(&result, slot, sizeof(DtTokenSlot));
 	slot->state = TOKEN_FREE;
-	LWLockRelease(cs->lock);
+	LWLockRelease(Tokens->lock);
 
 	if (!result.ok)
 		ereport(ERROR,
@@ -753,6 +885,13 @@ ServeOne(DtTokenSlot *req, DtTokenSlot *res)
 	PG_CATCH();
 	{
 		CaptureError(res, cxt);
+
+		/*
+		 * No transaction abort releases LWLocks here; the worker holds none
+		 * of its own while it serves a request (OAuthServeRequests lets the
+		 * slots' lock go first).
+		 */
+		LWLockReleaseAll();
 		MemoryContextSwitchTo(cxt);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return;
@@ -786,7 +925,6 @@ ServeOne(DtTokenSlot *req, DtTokenSlot *res)
 int
 OAuthServeRequests(Oid dbid)
 {
-	CallsShared *cs = CallsGetShared();
 	int			served = 0;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "ductape token request",
 											  ALLOCSET_DEFAULT_SIZES);
@@ -800,10 +938,10 @@ OAuthServeRequests(Oid dbid)
 		int			i;
 		MemoryContext old;
 
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
 		{
-			DtTokenSlot *t = &cs->tokens[i];
+			DtTokenSlot *t = &Tokens->slots[i];
 
 			if (t->dbid == dbid && t->state == TOKEN_PENDING)
 				slot = t;
@@ -813,7 +951,7 @@ OAuthServeRequests(Oid dbid)
 			slot->state = TOKEN_WORKING;
 			memcpy(&req, slot, offsetof(DtTokenSlot, ok));
 		}
-		LWLockRelease(cs->lock);
+		LWLockRelease(Tokens->lock);
 		if (slot == NULL)
 			break;
 
@@ -822,7 +960,7 @@ OAuthServeRequests(Oid dbid)
 		ServeOne(&req, res);
 		MemoryContextSwitchTo(old);
 
-		LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		slot->ok = res->ok;
 		memcpy(slot->error, res->error, sizeof(slot->error));
 		memcpy(slot->detail, res->detail, sizeof(slot->detail));
@@ -837,7 +975,7 @@ OAuthServeRequests(Oid dbid)
 			slot->state = TOKEN_DONE;
 			latch = slot->latch;
 		}
-		LWLockRelease(cs->lock);
+		LWLockRelease(Tokens->lock);
 		explicit_bzero(res, sizeof(DtTokenSlot));
 		MemoryContextReset(cxt);
 		if (latch)
@@ -848,19 +986,65 @@ OAuthServeRequests(Oid dbid)
 	return served;
 }
 
+/*
+ * At a worker's start: the requests of dbid a previous worker died serving
+ * are served again (or freed, when nobody waits for them any more).
+ */
+void
+OAuthRecoverRequests(Oid dbid)
+{
+	int			i;
+
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+
+		if (t->dbid == dbid && t->state == TOKEN_WORKING)
+			t->state = t->abandoned ? TOKEN_FREE : TOKEN_PENDING;
+	}
+	LWLockRelease(Tokens->lock);
+}
+
+/*
+ * Launcher side: the databases with token requests waiting for a worker
+ * (at most max); returns how many.
+ */
+int
+OAuthPendingDatabases(Oid *dbs, int max)
+{
+	int			n = 0;
+	int			i;
+
+	LWLockAcquire(Tokens->lock, LW_SHARED);
+	for (i = 0; i < DT_TOKEN_SLOTS && n < max; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+		int			k;
+
+		if (t->state != TOKEN_PENDING)
+			continue;
+		for (k = 0; k < n && dbs[k] != t->dbid; k++)
+			;
+		if (k == n)
+			dbs[n++] = t->dbid;
+	}
+	LWLockRelease(Tokens->lock);
+	return n;
+}
+
 /* ---- the worker's task: token requests first, a caller is waiting for each ---- */
 
 static bool
 TokenRequestsReady(long *in_ms)
 {
-	CallsShared *cs = CallsGetShared();
 	bool		pending = false;
 
 	/* a look without the lock: the requester sets the latch after its slot */
 	pg_read_barrier();
 	for (int i = 0; i < DT_TOKEN_SLOTS && !pending; i++)
-		pending = cs->tokens[i].dbid == MyDatabaseId &&
-			cs->tokens[i].state == TOKEN_PENDING;
+		pending = Tokens->slots[i].dbid == MyDatabaseId &&
+			Tokens->slots[i].state == TOKEN_PENDING;
 	return pending;
 }
 

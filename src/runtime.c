@@ -29,6 +29,7 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "registry.h"
 
 /*
  * A unit of SQL work in a background worker (worker_spi's idiom): its own
@@ -216,6 +217,7 @@ WorkerTasks(const WorkerTask *const **tasks)
 void
 WorkerLeaveUninstalled(void)
 {
-	CallsReleaseWorker(MyDatabaseId, true);
+	RegistryRelease(MyDatabaseId);
+	(void) CallsDiscard(MyDatabaseId, false);
 	proc_exit(0);
 }

@@ -45,6 +45,16 @@
  * Events are received in one database, ductape.webhook_database: a
  * background worker can connect to one database only.
  *
+ * Shared state (the segment "ductape webhook listener", see shmem.c): the
+ * port the listener bound, for webhook_url when the configured port is 0,
+ * and the webhooks-pending flag, set after a batch with new events commits
+ * and taken by the database's worker (WebhooksTakePending) to run the
+ * handlers at once.  Two atomics, no lock; other files reach them only
+ * through those functions.
+ *
+ * Layer 5 (processes): calls the layers below (catalog, template,
+ * signature, secrets, runtime, gate; registry.c to wake the worker).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -70,6 +80,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/atomics.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
@@ -88,7 +99,8 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
-#include "calls.h"
+#include "registry.h"
+#include "shmem.h"
 
 PGDLLEXPORT void ductape_listener_main(Datum arg);
 PG_FUNCTION_INFO_V1(dt_webhook_listen_address);
@@ -100,6 +112,72 @@ int			ductape_webhook_request_timeout_ms = 5000;
 int			ductape_webhook_max_connections_per_address = 512;
 
 #define TOKEN_LEN 64
+
+/* ---- shared state ---- */
+
+typedef struct ListenerShared
+{
+	pg_atomic_uint32 port;		/* the listener's bound port; 0: none */
+	pg_atomic_uint32 pending;	/* events stored since the worker looked */
+} ListenerShared;
+
+static ListenerShared *Listener = NULL;
+
+static Size
+ListenerShmemSize(void)
+{
+	return sizeof(ListenerShared);
+}
+
+static void
+ListenerShmemInit(void *mem, LWLockPadded *locks)
+{
+	ListenerShared *l = mem;
+
+	pg_atomic_init_u32(&l->port, 0);
+	pg_atomic_init_u32(&l->pending, 0);
+}
+
+static const DtShmemSegment ListenerSegment = {
+	.name = "ductape webhook listener",
+	.nlocks = 0,
+	.size = ListenerShmemSize,
+	.init = ListenerShmemInit,
+	.mem = (void **) &Listener,
+};
+
+void
+WebhookShmemRegister(void)
+{
+	DtShmemRegister(&ListenerSegment);
+}
+
+/* The port the listener bound; 0 while it is not serving. */
+static uint32
+ListenerPort(void)
+{
+	return pg_atomic_read_u32(&Listener->port);
+}
+
+static void
+ListenerSetPort(uint32 port)
+{
+	pg_atomic_write_u32(&Listener->port, port);
+}
+
+/* New events are stored (committed) for the worker's handlers. */
+static void
+WebhooksSetPending(void)
+{
+	pg_atomic_write_u32(&Listener->pending, 1);
+}
+
+/* Worker side: were events stored since the last call?  Clears the flag. */
+bool
+WebhooksTakePending(void)
+{
+	return pg_atomic_exchange_u32(&Listener->pending, 0) != 0;
+}
 
 /* ---- the listener ---- */
 
@@ -125,6 +203,7 @@ typedef struct Inbound
 static MemoryContext ListenerContext = NULL;
 static MemoryContext BatchContext = NULL;
 static Inbound *Ready = NULL;	/* received in full, suspended, unbatched */
+static bool BatchStoredNew = false; /* the batch inserted events */
 
 /*
  * Every open connection, from MHD's connection notifications.  "since" is
@@ -458,6 +537,12 @@ OnRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 		abort();				/* test/fuzz: no request may raise an error */
 #endif
 		FlushErrorState();
+
+		/*
+		 * No transaction is aborted here to release LWLocks; the listener
+		 * holds none while MHD runs (MHD_run is called from the loop only).
+		 */
+		LWLockReleaseAll();
 		r = MHD_NO;
 	}
 	PG_END_TRY();
@@ -905,7 +990,7 @@ StoreBatch(Inbound *batch)
 		Async_Notify("ductape_webhook", psprintf(INT64_FORMAT, id));
 	}
 	if (SPI_processed > 0)
-		pg_atomic_write_u32(&CallsGetShared()->webhooks_pending, 1);
+		BatchStoredNew = true;
 }
 
 /*
@@ -965,6 +1050,7 @@ ProcessBatch(void)
 
 	Ready = NULL;
 	MemoryContextReset(BatchContext);
+	BatchStoredNew = false;
 	PG_TRY();
 	{
 		WorkerBeginWork("ductape: storing webhook events");
@@ -990,8 +1076,13 @@ ProcessBatch(void)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(here);
-	if (committed && pg_atomic_read_u32(&CallsGetShared()->webhooks_pending))
-		CallsWakeWorker(MyDatabaseId);
+
+	/* flag and wake once the events are visible, not before */
+	if (committed && BatchStoredNew)
+	{
+		WebhooksSetPending();
+		RegistryWakeWorker(MyDatabaseId);
+	}
 	AnswerBatch(batch, committed);
 }
 
@@ -1302,7 +1393,7 @@ WebhookFuzzRequest(const char *raw, size_t len)
 static void
 ListenerExit(int code, Datum arg)
 {
-	pg_atomic_write_u32(&CallsGetShared()->listener_port, 0);
+	ListenerSetPort(0);
 }
 
 void
@@ -1332,7 +1423,7 @@ ductape_listener_main(Datum arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	d = StartDaemon(&limit);
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	pg_atomic_write_u32(&CallsGetShared()->listener_port, info ? info->port : 0);
+	ListenerSetPort(info ? info->port : 0);
 	before_shmem_exit(ListenerExit, (Datum) 0);
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL)
@@ -1410,7 +1501,7 @@ dt_webhook_listen_address(PG_FUNCTION_ARGS)
 	char	   *host;
 	char	   *port;
 	const char *db = get_database_name(MyDatabaseId);
-	uint32		bound = pg_atomic_read_u32(&CallsGetShared()->listener_port);
+	uint32		bound = ListenerPort();
 	bool		v6;
 
 	if (ductape_webhook_listen[0] == '\0')

@@ -5,8 +5,9 @@
  *
  * The launcher is registered in _PG_init and connects to no database (like
  * the autovacuum launcher: shared catalogs only, shown in pg_stat_activity).  It
- * watches the shared call-record ring (calls.c) and starts a worker for
- * each database that has records but no worker.  A database worker drains
+ * starts a worker for each database that needs one and has none: it has
+ * call records in the ring (calls.c), OAuth2 token requests (oauth.c), or
+ * asked for one (the wanted list of the worker registry, registry.c).  A database worker drains
  * its database's records into ductape.calls in batches, each batch in its
  * own short transaction, serves OAuth2 token requests from its backends
  * (oauth.c), and runs background jobs (jobs.c).  The launcher asks for a
@@ -21,6 +22,15 @@
  *
  * DROP DATABASE would fail while a worker is connected, so a ProcessUtility
  * hook stops the database's worker first.
+ *
+ * worker.c keeps no shared state of its own: the registry (registry.c),
+ * the ring (calls.c), the token slots (oauth.c) and the webhooks-pending
+ * flag (webhook.c) are each reached through their owner's functions, one
+ * at a time (the locking protocol is in shmem.c).
+ *
+ * Layer 5 (processes): calls every layer below, and the features whose
+ * work the database worker runs (jobs, events, oauth, inbound, workflow,
+ * webhook).
  *
  *-------------------------------------------------------------------------
  */
@@ -44,6 +54,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
@@ -56,6 +67,7 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "registry.h"
 
 PGDLLEXPORT void ductape_launcher_main(Datum arg);
 PGDLLEXPORT void ductape_db_worker_main(Datum arg);
@@ -144,8 +156,76 @@ ProbeDatabases(void)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	foreach(lc, dbs)
-		CallsWantWorker(lfirst_oid(lc));
+		RegistryWantWorker(lfirst_oid(lc));
 	list_free(dbs);
+}
+
+/*
+ * A database that needs a worker and has none, with a registry entry
+ * claimed for it; InvalidOid when there is none (or no entry is free).
+ * In this order: call records waiting in the ring, databases that asked
+ * for a worker, token requests waiting.  Each list is read under its
+ * owner's lock, and each claim under the registry's, one after the other.
+ */
+static Oid
+ClaimDatabaseWithoutWorker(void)
+{
+	Oid			dbs[DT_MAX_DB_WORKERS];
+	Oid			dbid;
+	int			n,
+				i;
+
+	n = CallsPendingDatabases(dbs, lengthof(dbs));
+	for (i = 0; i < n; i++)
+		if (RegistryClaim(dbs[i]))
+			return dbs[i];
+	dbid = RegistryClaimWanted();
+	if (OidIsValid(dbid))
+		return dbid;
+	n = OAuthPendingDatabases(dbs, lengthof(dbs));
+	for (i = 0; i < n; i++)
+		if (RegistryClaim(dbs[i]))
+			return dbs[i];
+	return InvalidOid;
+}
+
+/*
+ * Registry entries whose process never came up within 10 s are freed, and
+ * their database's records dropped: a database that cannot be connected to
+ * (dropped, not allowing connections, no worker slot free) must not hold
+ * the ring's tail and so block every other database's records.
+ */
+static void
+ReapStaleWorkers(void)
+{
+	Oid			reaped[DT_MAX_DB_WORKERS];
+	int			nreaped = RegistryReapStale(reaped, lengthof(reaped));
+	int			i;
+
+	for (i = 0; i < nreaped; i++)
+	{
+		int			n = CallsDiscard(reaped[i], true);
+
+		if (n > 0)
+			ereport(WARNING,
+					(errmsg_plural("ductape dropped %d call record of database %u",
+								   "ductape dropped %d call records of database %u",
+								   n, n, reaped[i]),
+					 errdetail("No worker could connect to that database within 10 seconds.")));
+	}
+}
+
+/*
+ * Forget dbid's worker (it exits, or never started); with discard_records,
+ * drop the database's call records too (the extension is not installed
+ * there, or the database goes away).
+ */
+static void
+ReleaseWorker(Oid dbid, bool discard_records)
+{
+	RegistryRelease(dbid);
+	if (discard_records)
+		(void) CallsDiscard(dbid, false);
 }
 
 void
@@ -157,7 +237,7 @@ ductape_launcher_main(Datum arg)
 	/* no database: shared catalogs only, but visible in pg_stat_activity */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
-	CallsSetLauncherLatch(MyLatch);
+	RegistrySetLauncherLatch(MyLatch);
 	ProbeDatabases();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
@@ -174,15 +254,15 @@ ductape_launcher_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		CallsReapStaleWorkers();
-		while (OidIsValid(dbid = CallsClaimDatabaseWithoutWorker()))
+		ReapStaleWorkers();
+		while (OidIsValid(dbid = ClaimDatabaseWithoutWorker()))
 		{
 			if (!StartDbWorker(dbid))
 			{
 				ereport(WARNING,
 						(errmsg("ductape could not start a worker for database %u", dbid),
 						 errhint("Raise max_worker_processes.")));
-				CallsReleaseWorker(dbid, false);
+				RegistryRelease(dbid);
 				break;
 			}
 		}
@@ -194,7 +274,13 @@ ductape_launcher_main(Datum arg)
 static void
 DbWorkerDetach(int code, Datum arg)
 {
-	CallsReleaseWorker(DatumGetObjectId(arg), false);
+	/*
+	 * An error that ends the worker reaches here before the transaction
+	 * abort that would release LWLocks: release them before taking the
+	 * registry's.
+	 */
+	LWLockReleaseAll();
+	RegistryRelease(DatumGetObjectId(arg));
 
 	/*
 	 * The worker is not restarted by the postmaster (it is started on
@@ -208,7 +294,7 @@ DbWorkerDetach(int code, Datum arg)
 				(errmsg("ductape worker for database %u ended: user code kept running past ductape.user_code_timeout",
 						DatumGetObjectId(arg)),
 				 errdetail("A new worker is started; it recovers the work this one held.")));
-		CallsWantWorker(DatumGetObjectId(arg));
+		RegistryWantWorker(DatumGetObjectId(arg));
 	}
 }
 
@@ -388,7 +474,8 @@ ductape_db_worker_main(Datum arg)
 	WorkflowMarkEngineProcess();
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
-	CallsAttachWorker(dbid);
+	RegistryAttach(dbid);
+	OAuthRecoverRequests(dbid);
 	if (!QueueRecover())
 		WorkerLeaveUninstalled();	/* not installed here: nothing to do */
 
@@ -468,21 +555,21 @@ ductape_db_worker_main(Datum arg)
 static void
 StopWorkerForDatabase(Oid dbid)
 {
-	pid_t		pid = CallsWorkerPid(dbid);
+	pid_t		pid = RegistryWorkerPid(dbid);
 	int			i;
 
 	if (pid == 0)
 	{
-		CallsReleaseWorker(dbid, true);
+		ReleaseWorker(dbid, true);
 		return;
 	}
 	kill(pid, SIGTERM);
-	for (i = 0; i < 500 && CallsWorkerPid(dbid) == pid; i++)
+	for (i = 0; i < 500 && RegistryWorkerPid(dbid) == pid; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
 		pg_usleep(10000L);
 	}
-	CallsReleaseWorker(dbid, true);
+	ReleaseWorker(dbid, true);
 }
 
 static void
