@@ -21,6 +21,7 @@ OBJS = \
 	src/jobs.o \
 	src/gate.o \
 	src/runtime.o \
+	src/queue.o \
 	src/http.o \
 	src/run.o \
 	src/egress.o \
@@ -30,6 +31,7 @@ OBJS = \
 	src/workflow.o \
 	src/webhook.o \
 	src/inbound.o \
+	src/retention.o \
 	src/worker.o
 
 # The SQL.  A fresh CREATE EXTENSION runs the full script of the current

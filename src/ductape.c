@@ -340,7 +340,18 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = ductape_shmem_startup;
 
+	/*
+	 * The database worker's tasks, in the order each round runs them: token
+	 * requests first (a caller waits for each), then the queues (jobs,
+	 * deliveries, inbound events), workflows, call records, retention.
+	 */
+	OAuthInit();
+	JobsInit();
+	EventsInit();
+	InboundInit();
+	WorkflowInit();
 	WorkerRegisterLauncher();
+	RetentionInit();
 	WebhookRegisterListener();
 	WorkerInstallHooks();
 }

@@ -80,6 +80,8 @@ extern char *ductape_proxy;
 extern char *ductape_ca_file;
 extern int	ductape_workers;
 extern int	ductape_egress_generation;
+extern int	ductape_max_concurrency;
+extern int	ductape_job_retention_s;
 
 extern bool DtIsValidTag(const char *tag);
 
@@ -302,17 +304,99 @@ extern XferVerdict XferJudge(Xfer *x, int attempt, double duration_ms,
 							 Jsonb **envelope, char **error, int64 *delay_ms);
 
 /* ---- runtime.c ---- */
+
+/*
+ * A task of the database worker: something it does in its loop (serve token
+ * requests, run queues, move workflows on, store call records, purge).
+ * Features register theirs at load (WorkerRegisterTask, from _PG_init); the
+ * worker runs them in the order registered, each round, when due:
+ *	- on_wake: whenever the worker was woken (its latch: a dispatch, a
+ *	  publish, a run started) or an earlier task of the round did work;
+ *	- ready (may be NULL): a cheap look without a transaction; true when
+ *	  there is work now, else *in_ms may say when there will be (or stay -1);
+ *	- and when the time run last returned has passed.
+ * run does one round and returns the ms until it is due again (0: there is
+ * more now; -1: only when woken or ready), setting *did_work when it did
+ * something other tasks may follow up.  The worker restores its memory
+ * context and reports idle around each run.
+ */
+typedef struct WorkerTask
+{
+	const char *name;
+	bool		on_wake;
+	bool		(*ready) (long *in_ms);
+	long		(*run) (bool *did_work);
+} WorkerTask;
+
+#define WORKER_TICK_MS 1000		/* tasks with retries look at least this often */
+
+extern void WorkerRegisterTask(const WorkerTask *task);
+extern int	WorkerTasks(const WorkerTask *const **tasks);
+extern void WorkerLeaveUninstalled(void) pg_attribute_noreturn();
 extern void WorkerBeginWork(const char *activity);
+extern void WorkerBeginInstalledWork(const char *activity);
 extern void WorkerEndWork(void);
 extern bool WorkerTry(void (*work) (void *arg), void *arg, const char *activity, char **error);
 extern char *RunInSubtransaction(void (*fn) (void *), void *arg, int *sqlerrcode);
 extern bool RunAsRole(Oid fn, const char *what, Oid role, Jsonb *arg, const char *activity,
 					  char **error);
 
+/* ---- queue.c: the queue engine ---- */
+
+/*
+ * One item a queue claimed (a job, a delivery, a webhook event): the first
+ * member of each kind's own struct.  Everything of an item lives in cxt,
+ * deleted once its result is stored.
+ */
+typedef struct QueueKind QueueKind;
+
+typedef struct QueueItem
+{
+	XferClient	client;			/* first: the transport hands transfers back */
+	const QueueKind *kind;
+	MemoryContext cxt;
+	DtRequest  *req;			/* prepare's request to send; NULL: none */
+	char	   *error;			/* prepare failed: its message, */
+	int			sqlerrcode;		/* and its SQLSTATE */
+	TimestampTz started;		/* when sent (or run) */
+	double		duration_ms;	/* of the transfer */
+} QueueItem;
+
+/*
+ * What a queue supplies; the engine does the rest (see queue.c).  The SPI
+ * hooks run with SPI connected in the engine's transaction.
+ */
+struct QueueKind
+{
+	const char *name;			/* "jobs", "deliveries", "webhook events" */
+	Size		item_size;		/* of the kind's struct (QueueItem first) */
+	int			batch;			/* claim at most this many at once */
+	bool		transfers;		/* items send requests (sharing
+								 * ductape.max_concurrency); else run */
+	/* SPI: claim up to n due rows, leaving them in SPI_tuptable */
+	void		(*claim) (int n);
+	/* per claimed row, in a subtransaction, in the item's context */
+	void		(*prepare) (QueueItem *item, HeapTuple tup, TupleDesc desc);
+	/* (transfers) a finished transfer, in the item's context */
+	void		(*judge) (QueueItem *item, Xfer *x);
+	/* (no transfers) the item's work, with no transaction open */
+	void		(*run) (QueueItem *item);
+	/* SPI, one transaction: store finished items; returns what to do after commit */
+	List	   *(*write_back) (List *items, MemoryContext after_cxt);
+	void		(*after_commit) (List *work);	/* may be NULL */
+	/* SPI, at worker start: rows a dead worker left in progress are due again */
+	void		(*recover) (void);	/* may be NULL */
+	/* SPI: select when the next row is due (one timestamptz, NULL: none); NULL: look each tick */
+	void		(*next_due) (void);
+	/* no SPI: whether new rows were signalled; NULL: the worker's latch says */
+	bool		(*signalled) (void);
+};
+
+extern void QueueRegister(const QueueKind *kind);
+extern bool QueueRecover(void);
+
 /* ---- jobs.c ---- */
-extern int	ductape_max_concurrency;
-extern int	ductape_job_retention_s;
-extern bool JobsRecover(void);
+extern void JobsInit(void);
 extern void WakeAtCommit(void);
 extern void JobsCloseInsertState(void);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
@@ -320,19 +404,9 @@ extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *in
 						  TimestampTz run_at, const char *key, Oid on_success,
 						  Oid on_failure, Jsonb *options);
 extern void IdempotencyKeyTaken(const char *what);
-extern int	JobsClaim(int n);
-extern void JobsAttemptDone(Xfer *x);
-extern int	JobsWriteResults(void);
-extern int	JobsInflight(void);
-extern bool JobsHaveResults(void);
-extern long JobsNextDue(long cap);
 
 /* ---- events.c ---- */
-extern int	EventsClaim(int n);
-extern int	EventsWriteResults(void);
-extern int	EventsInflight(void);
-extern bool EventsHaveResults(void);
-extern long EventsNextDue(long cap);
+extern void EventsInit(void);
 extern int	EventsReencryptAll(void);
 
 /* ---- request.c: where OAuth2 tokens come from (oauth.c, set at load) ---- */
@@ -346,6 +420,7 @@ extern void RequestSetTokenProvider(RequestTokenProvider provider);
 extern char *OAuthAccessToken(DtApp *app, DtBinding *b, bool force,
 							  TimestampTz seen, TimestampTz *updated_at);
 extern int	OAuthReencryptAll(void);
+extern void OAuthInit(void);
 
 /* ---- secrets.c ---- */
 typedef int (*SecretsReencrypt) (void);	/* re-encrypts one kind; returns how many */
@@ -393,7 +468,10 @@ extern char *WebhookFuzzRequest(const char *raw, size_t len);
 
 
 /* ---- inbound.c ---- */
-extern long WebhooksHandleDue(void);
+extern void InboundInit(void);
+
+/* ---- retention.c ---- */
+extern void RetentionInit(void);
 
 /* ---- signature.c ---- */
 typedef enum
@@ -435,7 +513,7 @@ extern Jsonb *GateSelect(Oid role, const char *sql);
 
 /* ---- workflow.c ---- */
 extern void WorkflowMarkEngineProcess(void);
-extern int	WorkflowsTick(void);
+extern void WorkflowInit(void);
 
 /* ---- worker.c ---- */
 extern void WorkerRegisterLauncher(void);

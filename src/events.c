@@ -8,7 +8,8 @@
  * publish() stores the message and one ductape.outbox row per enabled
  * endpoint whose event_types match, in the caller's transaction, and wakes
  * the database's worker at commit (rolled back: nothing to send).  The
- * worker, in the same loop and with the same libcurl driver as jobs:
+ * deliveries are a queue of the worker's queue engine (queue.c), sharing
+ * ductape.max_concurrency and the libcurl driver with jobs:
  *	1. claims due outbox rows (state delivering), at most a quarter of
  *	   ductape.max_concurrency in flight per endpoint, so that a slow or dead
  *	   endpoint cannot take the slots healthy ones need; signs each with the
@@ -23,8 +24,11 @@
  *	   asks for longer); failed after the last attempt.  410 Gone disables
  *	   the endpoint; so does failing continuously for five days.
  * Rows left delivering by a worker that died are pending again when the
- * next worker starts (jobs.c JobsRecover): delivery is at-least-once, and
+ * next worker starts (EventsRecover): delivery is at-least-once, and
  * receivers de-duplicate by webhook-id.
+ *
+ * Layer 5 (features): calls the queue engine, the runtime and the layers
+ * below.
  *
  *-------------------------------------------------------------------------
  */
@@ -370,23 +374,19 @@ dt_publish(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(result));
 }
 
-/* ---- the worker: deliveries in flight ---- */
+/* ---- the worker side: a kind of the queue engine (queue.c) ---- */
 
 typedef struct DeliveryRun
 {
-	XferClient	client;			/* first: the worker hands transfers back */
-	MemoryContext cxt;			/* everything of this run */
+	QueueItem	item;			/* first */
 	int64		outbox_id;
 	char	   *message_id;
 	int64		endpoint_id;
 	int			attempt;
-	DtRequest  *req;
-	TimestampTz started;
 	/* result */
 	int			status;			/* 0: no response */
 	char	   *error;
 	char	   *response;		/* excerpt */
-	double		duration_ms;
 	double		retry_after_ms;
 } DeliveryRun;
 
@@ -398,8 +398,16 @@ typedef struct EndpointLoad
 
 static MemoryContext EventsContext = NULL;
 static HTAB *Load = NULL;		/* endpoint id -> deliveries in flight */
-static int	Inflight = 0;
-static List *Finished = NIL;	/* DeliveryRun * to write back */
+
+/*
+ * The endpoint secrets opened during one claim (once per endpoint: the
+ * claim returns rows ordered by endpoint), in the claim's SPI context, so
+ * that they go with it.
+ */
+static MemoryContext ClaimContext = NULL;
+static int64 SecretOf = 0;		/* the endpoint whose secrets these are */
+static char *Secret = NULL;
+static char *Previous = NULL;
 
 static void
 EventsEnsure(void)
@@ -433,7 +441,6 @@ LoadAdd(int64 endpoint_id, int delta)
 	if (!found)
 		l->inflight = 0;
 	l->inflight += delta;
-	Inflight += delta;
 	if (l->inflight <= 0)
 		hash_search(Load, &endpoint_id, HASH_REMOVE, NULL);
 }
@@ -460,19 +467,58 @@ LoadArrays(Datum *ids, Datum *counts)
 	*counts = PointerGetDatum(construct_array(b, i, INT4OID, 4, true, TYPALIGN_INT));
 }
 
-int
-EventsInflight(void)
+/* Deliveries a dead worker left delivering are pending again. */
+static void
+EventsRecover(void)
 {
-	return Inflight;
+	SPI_execute("UPDATE ductape.outbox SET state = 'pending' "
+				"WHERE state OPERATOR(pg_catalog.=) 'delivering'::ductape.outbox_state", false, 0);
 }
 
-bool
-EventsHaveResults(void)
+/*
+ * Claim up to n due deliveries, fairly across endpoints: at most a quarter
+ * of ductape.max_concurrency in flight to one endpoint.
+ */
+static void
+EventsClaim(int n)
 {
-	return Finished != NIL;
-}
+	Oid			argtypes[4] = {INT4OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		args[4];
 
-static void EventsAttemptDone(Xfer *x);
+	EventsEnsure();
+	ClaimContext = CurrentMemoryContext;
+	SecretOf = 0;
+	args[0] = Int32GetDatum(n);
+	LoadArrays(&args[1], &args[2]);
+	args[3] = Int32GetDatum(PerEndpointCap());
+	if (SPI_execute_with_args("WITH busy AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), "
+							  "  pg_catalog.unnest($3::pg_catalog.int4[])) AS b(eid, n)), "
+							  "picked AS ("
+							  "  SELECT x.id FROM ductape.endpoints e CROSS JOIN LATERAL ("
+							  "    SELECT o.id FROM ductape.outbox o"
+							  "     WHERE o.endpoint_id OPERATOR(pg_catalog.=) e.id"
+							  "       AND o.state OPERATOR(pg_catalog.=) 'pending'::ductape.outbox_state"
+							  "       AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+							  "     ORDER BY o.next_attempt_at, o.id"
+							  "     LIMIT greatest(0, $4 OPERATOR(pg_catalog.-) coalesce((SELECT b.n FROM busy b"
+							  "                                     WHERE b.eid OPERATOR(pg_catalog.=) e.id), 0))"
+							  "     FOR UPDATE SKIP LOCKED) x"
+							  "   WHERE e.enabled LIMIT $1), "
+							  "claimed AS ("
+							  "  UPDATE ductape.outbox o SET state = 'delivering', attempts = o.attempts OPERATOR(pg_catalog.+) 1"
+							  "    FROM picked WHERE o.id OPERATOR(pg_catalog.=) picked.id"
+							  "  RETURNING o.id, o.message_id, o.endpoint_id, o.attempts) "
+							  "SELECT c.id, c.message_id, c.endpoint_id, c.attempts, m.payload::pg_catalog.text, e.url, e.headers,"
+							  "       e.secret, e.key_version,"
+							  "       CASE WHEN e.rotated_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) "
+							  "         pg_catalog.make_interval(hours => 24)) THEN e.previous_secret END,"
+							  "       e.previous_key_version"
+							  "  FROM claimed c JOIN ductape.messages m ON m.id OPERATOR(pg_catalog.=) c.message_id"
+							  "  JOIN ductape.endpoints e ON e.id OPERATOR(pg_catalog.=) c.endpoint_id"
+							  " ORDER BY c.endpoint_id, c.id",
+							  4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim deliveries");
+}
 
 /* The request of one claimed delivery (in the claim transaction). */
 static DtRequest *
@@ -516,179 +562,53 @@ BuildDelivery(DeliveryRun *run, const char *url, Jsonb *headers, const char *bod
 	return req;
 }
 
-typedef struct PrepareArgs
-{
-	DeliveryRun *run;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	MemoryContext cxt;
-	int64	   *secret_of;		/* the endpoint whose secrets these are */
-	char	  **secret;
-	char	  **previous;
-	MemoryContext secrets_cxt;
-} PrepareArgs;
-
-/* Open the endpoint's secrets (once per endpoint) and build the request. */
+/*
+ * One claimed delivery: open its endpoint's secrets (once per endpoint per
+ * claim) and sign and build its request.  A delivery that cannot be
+ * prepared fails this attempt, alone.
+ */
 static void
-PrepareDelivery(void *arg)
+EventsPrepare(QueueItem *item, HeapTuple tup, TupleDesc desc)
 {
-	PrepareArgs *a = arg;
-	DeliveryRun *run = a->run;
+	DeliveryRun *run = (DeliveryRun *) item;
 	bool		isnull,
 				prev_null;
-	Jsonb	   *headers;
 
-	if (*a->secret_of != run->endpoint_id)
+	run->outbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	run->message_id = SPI_getvalue(tup, desc, 2);
+	run->endpoint_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	run->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	run->retry_after_ms = -1;
+	if (SecretOf != run->endpoint_id)
 	{
-		MemoryContext old = MemoryContextSwitchTo(a->secrets_cxt);
-		Datum		prev = SPI_getbinval(a->tup, a->desc, 10, &prev_null);
+		MemoryContext old = MemoryContextSwitchTo(ClaimContext);
+		Datum		prev = SPI_getbinval(tup, desc, 10, &prev_null);
 
-		*a->secret_of = 0;
-		*a->secret = OpenSecret(DatumGetByteaPP(SPI_getbinval(a->tup, a->desc, 8, &isnull)),
-								DatumGetInt32(SPI_getbinval(a->tup, a->desc, 9, &isnull)),
-								run->endpoint_id);
-		*a->previous = prev_null ? NULL :
+		SecretOf = 0;
+		Secret = OpenSecret(DatumGetByteaPP(SPI_getbinval(tup, desc, 8, &isnull)),
+							DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull)),
+							run->endpoint_id);
+		Previous = prev_null ? NULL :
 			OpenSecret(DatumGetByteaPP(prev),
-					   DatumGetInt32(SPI_getbinval(a->tup, a->desc, 11, &isnull)), run->endpoint_id);
-		*a->secret_of = run->endpoint_id;
+					   DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull)), run->endpoint_id);
+		SecretOf = run->endpoint_id;
 		MemoryContextSwitchTo(old);
 	}
-	MemoryContextSwitchTo(a->cxt);
-	headers = DatumGetJsonbPCopy(SPI_getbinval(a->tup, a->desc, 7, &isnull));
-	run->req = BuildDelivery(run, SPI_getvalue(a->tup, a->desc, 6), headers,
-							 SPI_getvalue(a->tup, a->desc, 5), *a->secret, *a->previous);
-}
-
-/*
- * Claim up to n due deliveries, fairly across endpoints, and start them
- * once the claim has committed.  Returns how many.
- */
-int
-EventsClaim(int n)
-{
-	List	   *claimed = NIL;
-	ListCell   *lc;
-	Oid			argtypes[4] = {INT4OID, INT8ARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		args[4];
-	int64		secret_of = 0;
-	char	   *secret = NULL;
-	char	   *previous = NULL;
-	MemoryContext here = CurrentMemoryContext;
-
-	if (n <= 0)
-		return 0;
-	EventsEnsure();
-	WorkerBeginWork("ductape: claiming deliveries");
-	SPI_connect();
-	args[0] = Int32GetDatum(n);
-	LoadArrays(&args[1], &args[2]);
-	args[3] = Int32GetDatum(PerEndpointCap());
-	if (SPI_execute_with_args("WITH busy AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), "
-							  "  pg_catalog.unnest($3::pg_catalog.int4[])) AS b(eid, n)), "
-							  "picked AS ("
-							  "  SELECT x.id FROM ductape.endpoints e CROSS JOIN LATERAL ("
-							  "    SELECT o.id FROM ductape.outbox o"
-							  "     WHERE o.endpoint_id OPERATOR(pg_catalog.=) e.id"
-							  "       AND o.state OPERATOR(pg_catalog.=) 'pending'::ductape.outbox_state"
-							  "       AND o.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-							  "     ORDER BY o.next_attempt_at, o.id"
-							  "     LIMIT greatest(0, $4 OPERATOR(pg_catalog.-) coalesce((SELECT b.n FROM busy b"
-							  "                                     WHERE b.eid OPERATOR(pg_catalog.=) e.id), 0))"
-							  "     FOR UPDATE SKIP LOCKED) x"
-							  "   WHERE e.enabled LIMIT $1), "
-							  "claimed AS ("
-							  "  UPDATE ductape.outbox o SET state = 'delivering', attempts = o.attempts OPERATOR(pg_catalog.+) 1"
-							  "    FROM picked WHERE o.id OPERATOR(pg_catalog.=) picked.id"
-							  "  RETURNING o.id, o.message_id, o.endpoint_id, o.attempts) "
-							  "SELECT c.id, c.message_id, c.endpoint_id, c.attempts, m.payload::pg_catalog.text, e.url, e.headers,"
-							  "       e.secret, e.key_version,"
-							  "       CASE WHEN e.rotated_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) "
-							  "         pg_catalog.make_interval(hours => 24)) THEN e.previous_secret END,"
-							  "       e.previous_key_version"
-							  "  FROM claimed c JOIN ductape.messages m ON m.id OPERATOR(pg_catalog.=) c.message_id"
-							  "  JOIN ductape.endpoints e ON e.id OPERATOR(pg_catalog.=) c.endpoint_id"
-							  " ORDER BY c.endpoint_id, c.id",
-							  4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not claim deliveries");
-
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		MemoryContext cxt = AllocSetContextCreate(EventsContext, "ductape delivery",
-												  ALLOCSET_SMALL_SIZES);
-		MemoryContext old;
-		DeliveryRun *run;
-
-		old = MemoryContextSwitchTo(cxt);
-		run = palloc0(sizeof(DeliveryRun));
-		run->client.done = EventsAttemptDone;
-		run->cxt = cxt;
-		run->outbox_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		run->message_id = SPI_getvalue(tup, desc, 2);
-		run->endpoint_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		run->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		run->retry_after_ms = -1;
-		MemoryContextSwitchTo(here);
-
-		/* a delivery that cannot be prepared fails this attempt, alone */
-		{
-			PrepareArgs pa = {run, tup, desc, cxt, &secret_of, &secret, &previous, here};
-			char	   *error = RunInSubtransaction(PrepareDelivery, &pa, NULL);
-
-			if (error != NULL)
-			{
-				MemoryContextSwitchTo(cxt);
-				run->error = psprintf("could not prepare the delivery: %s", error);
-				run->req = NULL;
-			}
-		}
-		MemoryContextSwitchTo(old);
-		claimed = lappend(claimed, run);
-	}
-	SPI_finish();
-	WorkerEndWork();
-	MemoryContextSwitchTo(here);
-
-	/* no transaction open from here: start the transfers */
-	foreach(lc, claimed)
-	{
-		DeliveryRun *run = lfirst(lc);
-		MemoryContext old = MemoryContextSwitchTo(run->cxt);
-		Xfer	   *x;
-
-		run->started = GetCurrentTimestamp();
-		if (run->req == NULL)
-		{
-			MemoryContextSwitchTo(EventsContext);
-			Finished = lappend(Finished, run);
-		}
-		else
-		{
-			LoadAdd(run->endpoint_id, 1);
-			x = XferSubmit(run->req, run);
-			if (XferDone(x))
-				EventsAttemptDone(x);
-		}
-		MemoryContextSwitchTo(old);
-	}
-	if (Inflight > 0)
-		DriverKick();
-	return list_length(claimed);
+	item->req = BuildDelivery(run, SPI_getvalue(tup, desc, 6),
+							  DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull)),
+							  SPI_getvalue(tup, desc, 5), Secret, Previous);
+	LoadAdd(run->endpoint_id, 1);	/* last: from here on it is sent */
 }
 
 /* An attempt finished: keep what the deliveries table records. */
 static void
-EventsAttemptDone(Xfer *x)
+EventsJudge(QueueItem *item, Xfer *x)
 {
-	DeliveryRun *run = XferOwner(x);
-	MemoryContext old = MemoryContextSwitchTo(run->cxt);
+	DeliveryRun *run = (DeliveryRun *) item;
 	const char *error;
 	const char *body;
 	size_t		len;
 
-	run->duration_ms = (GetCurrentTimestamp() - run->started) / 1000.0;
 	XferResult(x, &run->status, &error, &body, &len, &run->retry_after_ms);
 	if (error != NULL)
 		run->error = pstrdup(error);
@@ -702,12 +622,7 @@ EventsAttemptDone(Xfer *x)
 
 		run->response = pnstrdup(body, valid);
 	}
-	XferFree(x);
-	MemoryContextSwitchTo(old);
 	LoadAdd(run->endpoint_id, -1);
-	old = MemoryContextSwitchTo(EventsContext);
-	Finished = lappend(Finished, run);
-	MemoryContextSwitchTo(old);
 }
 
 /* The delay before the next attempt after attempt failed; -1: no more. */
@@ -739,15 +654,13 @@ Int64Array(List *ids)
 }
 
 /*
- * Write finished attempts: a deliveries row each, the outbox rows' new
- * state, and the endpoints' health; one transaction.
+ * Store finished attempts: a deliveries row each, the outbox rows' new
+ * state, and the endpoints' health, in the engine's transaction.
  */
-int
-EventsWriteResults(void)
+static List *
+EventsWriteBack(List *batch, MemoryContext after_cxt)
 {
-	List	   *batch = Finished;
 	int			n = list_length(batch);
-	MemoryContext here = CurrentMemoryContext;
 	ListCell   *lc;
 	List	   *ok_ids = NIL,
 			   *failed_ids = NIL,
@@ -761,9 +674,6 @@ EventsWriteResults(void)
 	Oid			argtypes[11];
 	Datum		args[11];
 
-	if (batch == NIL)
-		return 0;
-	Finished = NIL;
 	for (c = 0; c < 11; c++)
 	{
 		cols[c] = palloc0(sizeof(Datum) * n);
@@ -772,17 +682,21 @@ EventsWriteResults(void)
 	foreach(lc, batch)
 	{
 		DeliveryRun *run = lfirst(lc);
-		bool		ok = run->error == NULL;
-		int64		delay = ok ? -1 : NextDelayMs(run);
+		bool		ok;
+		int64		delay;
 
+		if (run->item.error != NULL)
+			run->error = psprintf("could not prepare the delivery: %s", run->item.error);
+		ok = run->error == NULL;
+		delay = ok ? -1 : NextDelayMs(run);
 		cols[0][i] = Int64GetDatum(run->outbox_id);
 		cols[1][i] = CStringGetTextDatum(run->message_id);
 		cols[2][i] = Int64GetDatum(run->endpoint_id);
 		cols[3][i] = Int32GetDatum(run->attempt);
-		cols[4][i] = TimestampTzGetDatum(run->started);
+		cols[4][i] = TimestampTzGetDatum(run->item.started);
 		cols[5][i] = Int32GetDatum(run->status);
 		nulls[5][i] = run->status == 0;
-		cols[6][i] = Float8GetDatum(run->duration_ms);
+		cols[6][i] = Float8GetDatum(run->item.duration_ms);
 		cols[7][i] = run->response ? CStringGetTextDatum(run->response) : (Datum) 0;
 		nulls[7][i] = run->response == NULL;
 		cols[8][i] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
@@ -798,9 +712,6 @@ EventsWriteResults(void)
 			failed_ids = lappend(failed_ids, &run->endpoint_id);
 		i++;
 	}
-	WorkerBeginWork("ductape: storing deliveries");
-	SPI_connect();
-	/* (type lookups need the transaction) */
 	for (c = 0; c < 11; c++)
 	{
 		int			dims[1] = {n};
@@ -814,7 +725,6 @@ EventsWriteResults(void)
 		args[c] = PointerGetDatum(construct_md_array(cols[c], nulls[c], 1, dims, lbs, types[c],
 													 typlen, typbyval, typalign));
 	}
-
 	if (SPI_execute_with_args("WITH r AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 							  "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
 							  "  pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), "
@@ -862,35 +772,20 @@ EventsWriteResults(void)
 								  3, at, a, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update endpoint health");
 	}
-	SPI_finish();
-	WorkerEndWork();
-	MemoryContextSwitchTo(here);
-	foreach(lc, batch)
-		MemoryContextDelete(((DeliveryRun *) lfirst(lc))->cxt);
-	list_free(batch);
-	return n;
+	return NIL;
 }
 
-/*
- * How long until a delivery is due to an endpoint that has room (ms),
- * capped at cap; 0 if one is due now.
- */
-long
-EventsNextDue(long cap)
+/* When a delivery is next due to an endpoint that has room. */
+static void
+EventsNextDue(void)
 {
-	long		ms = cap;
 	Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
 	Datum		args[3];
-	bool		isnull;
-	Datum		d;
 
 	EventsEnsure();
-	WorkerBeginWork("ductape: checking deliveries");
-	SPI_connect();
 	LoadArrays(&args[0], &args[1]);
 	args[2] = Int32GetDatum(PerEndpointCap());
-	if (SPI_execute_with_args("SELECT extract(epoch FROM pg_catalog.min(x.at) OPERATOR(pg_catalog.-)"
-							  "  pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000"
+	if (SPI_execute_with_args("SELECT pg_catalog.min(x.at)"
 							  "  FROM ductape.endpoints e CROSS JOIN LATERAL ("
 							  "    SELECT o.next_attempt_at AS at FROM ductape.outbox o"
 							  "     WHERE o.endpoint_id OPERATOR(pg_catalog.=) e.id"
@@ -900,13 +795,26 @@ EventsNextDue(long cap)
 							  "   AND NOT EXISTS (SELECT FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
 							  "                                      pg_catalog.unnest($2::pg_catalog.int4[])) AS b(eid, n)"
 							  "                    WHERE b.eid OPERATOR(pg_catalog.=) e.id AND b.n OPERATOR(pg_catalog.>=) $3)",
-							  3, argtypes, args, NULL, true, 1) == SPI_OK_SELECT)
-	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (!isnull)
-			ms = (long) Max(0, Min((double) cap, DatumGetFloat8(DirectFunctionCall1(numeric_float8, d))));
-	}
-	SPI_finish();
-	WorkerEndWork();
-	return ms;
+							  3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read when the next delivery is due");
+}
+
+static const QueueKind DeliveriesQueue = {
+	.name = "deliveries",
+	.item_size = sizeof(DeliveryRun),
+	.batch = 1000,
+	.transfers = true,
+	.claim = EventsClaim,
+	.prepare = EventsPrepare,
+	.judge = EventsJudge,
+	.write_back = EventsWriteBack,
+	.recover = EventsRecover,
+	.next_due = EventsNextDue,
+};
+
+/* At load: outbound deliveries join the worker's queue engine. */
+void
+EventsInit(void)
+{
+	QueueRegister(&DeliveriesQueue);
 }

@@ -4,9 +4,11 @@
  *	  Inbound webhooks, the handlers: what the database's worker does with
  *	  the events the listener (webhook.c) stored.
  *
- * Handlers (webhook_subscribe) run in the database's ductape worker, each in
- * its own transaction as the role that subscribed, through the user-code
- * gate (RunAsRole); an event is handled once every matching handler has
+ * The events are a queue of the worker's queue engine (queue.c), claimed
+ * when the listener stored new ones, when the last claim was full, and each
+ * second (retries).  Handlers (webhook_subscribe) run in the database's
+ * ductape worker, each in its own transaction as the role that subscribed,
+ * through the user-code gate (RunAsRole); an event is handled once every matching handler has
  * succeeded, and is retried with backoff until then (handlers that already
  * succeeded are not run again), failing after WEBHOOK_MAX_ATTEMPTS rounds
  * with the error kept.  Events no subscription wants are parked, so that
@@ -33,6 +35,7 @@
 #include "utils/regproc.h"
 
 #include "ductape.h"
+#include "calls.h"
 
 #define WEBHOOK_MAX_ATTEMPTS 8
 #define HANDLER_BATCH 100
@@ -40,6 +43,7 @@
 
 typedef struct DueEvent
 {
+	QueueItem	item;			/* first */
 	int64		id;
 	Jsonb	   *event;
 	int			attempts;
@@ -47,6 +51,10 @@ typedef struct DueEvent
 	int64	   *subs;
 	Oid		   *fns;
 	Oid		   *roles;
+	/* result */
+	List	   *ok;				/* the subscriptions whose handler succeeded */
+	char	   *error;			/* the first failure */
+	int			failed_fn;		/* of that handler */
 } DueEvent;
 
 static void
@@ -136,131 +144,151 @@ ParkUnwantedEvents(void)
 	UnlockRelationOid(subs, ShareLock);
 }
 
-/*
- * Run the handlers of due events.  Called by the database's worker when the
- * listener stored events and once a second for retries; returns how many
- * events it took (HANDLER_BATCH means there may be more).
- */
-long
-WebhooksHandleDue(void)
+/* The listener stored events since the worker last looked. */
+static bool
+InboundSignalled(void)
 {
-	MemoryContext here = CurrentMemoryContext;
-	List	   *due = NIL;
-	ListCell   *lc;
-	uint64		i;
+	return pg_atomic_exchange_u32(&CallsGetShared()->webhooks_pending, 0) != 0;
+}
 
-	WorkerBeginWork("ductape: claiming webhook events");
-	SPI_connect();
+/*
+ * Claim due events with the handlers still to run for each (parking first
+ * those no subscription wants).  The rows stay locked until the claim
+ * commits; the worker is the only one to handle events of its database.
+ */
+static void
+InboundClaim(int n)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(n)};
+
 	ParkUnwantedEvents();
-	if (SPI_execute("WITH due AS ("
-					"  SELECT e.* FROM ductape.webhook_events e"
-					"   WHERE e.state OPERATOR(pg_catalog.=) 'received'"
-					"     AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-					"     AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
-					"                  WHERE s.app OPERATOR(pg_catalog.=) e.app"
-					"                    AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
-					"                    AND ductape._type_matches(e.event_type, s.event_type)"
-					"                    AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
-					"   ORDER BY e.next_attempt_at, e.id LIMIT " CppAsString2(HANDLER_BATCH)
-					"   FOR UPDATE SKIP LOCKED) "
-					"SELECT d.id, pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.-) '{handled_by,next_attempt_at}'::pg_catalog.text[],"
-					"       d.attempts, m.ids, m.fns, m.roles"
-					"  FROM due d, LATERAL ("
-					"    SELECT pg_catalog.array_agg(s.id ORDER BY s.id) AS ids,"
-					"           pg_catalog.array_agg(s.handler::pg_catalog.oid ORDER BY s.id) AS fns,"
-					"           pg_catalog.array_agg(coalesce(r.oid, 0::pg_catalog.oid) ORDER BY s.id) AS roles"
-					"      FROM ductape.webhook_subscriptions s"
-					"      LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) s.role"
-					"     WHERE s.app OPERATOR(pg_catalog.=) d.app AND s.webhook OPERATOR(pg_catalog.=) d.webhook"
-					"       AND ductape._type_matches(d.event_type, s.event_type)"
-					"       AND s.id OPERATOR(pg_catalog.<>) ALL (d.handled_by)) m"
-					" ORDER BY d.id", false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("WITH due AS ("
+							  "  SELECT e.* FROM ductape.webhook_events e"
+							  "   WHERE e.state OPERATOR(pg_catalog.=) 'received'"
+							  "     AND e.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+							  "     AND EXISTS (SELECT FROM ductape.webhook_subscriptions s"
+							  "                  WHERE s.app OPERATOR(pg_catalog.=) e.app"
+							  "                    AND s.webhook OPERATOR(pg_catalog.=) e.webhook"
+							  "                    AND ductape._type_matches(e.event_type, s.event_type)"
+							  "                    AND s.id OPERATOR(pg_catalog.<>) ALL (e.handled_by))"
+							  "   ORDER BY e.next_attempt_at, e.id LIMIT $1"
+							  "   FOR UPDATE SKIP LOCKED) "
+							  "SELECT d.id, pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.-) '{handled_by,next_attempt_at}'::pg_catalog.text[],"
+							  "       d.attempts, m.ids, m.fns, m.roles"
+							  "  FROM due d, LATERAL ("
+							  "    SELECT pg_catalog.array_agg(s.id ORDER BY s.id) AS ids,"
+							  "           pg_catalog.array_agg(s.handler::pg_catalog.oid ORDER BY s.id) AS fns,"
+							  "           pg_catalog.array_agg(coalesce(r.oid, 0::pg_catalog.oid) ORDER BY s.id) AS roles"
+							  "      FROM ductape.webhook_subscriptions s"
+							  "      LEFT JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) s.role"
+							  "     WHERE s.app OPERATOR(pg_catalog.=) d.app AND s.webhook OPERATOR(pg_catalog.=) d.webhook"
+							  "       AND ductape._type_matches(d.event_type, s.event_type)"
+							  "       AND s.id OPERATOR(pg_catalog.<>) ALL (d.handled_by)) m"
+							  " ORDER BY d.id", 1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read due webhook events");
-	MemoryContextSwitchTo(here);
-	for (i = 0; i < SPI_processed; i++)
+}
+
+static void
+InboundPrepare(QueueItem *item, HeapTuple tup, TupleDesc desc)
+{
+	DueEvent   *ev = (DueEvent *) item;
+	bool		isnull;
+	int			n;
+
+	ev->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	ev->event = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
+	ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	ArrayToInt64s(SPI_getbinval(tup, desc, 4, &isnull), &ev->subs, &ev->nsubs);
+	ArrayToOids(SPI_getbinval(tup, desc, 5, &isnull), &ev->fns, &n);
+	ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
+}
+
+/*
+ * Run an event's handlers, each in its own transaction as the role that
+ * subscribed, through the user-code gate; the first failure is kept.
+ */
+static void
+InboundRun(QueueItem *item)
+{
+	DueEvent   *ev = (DueEvent *) item;
+
+	for (int k = 0; k < ev->nsubs; k++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		DueEvent   *ev = palloc0(sizeof(DueEvent));
-		bool		isnull;
-		int			n;
+		char	   *err = NULL;
 
-		ev->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		ev->event = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 2, &isnull));
-		ev->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		ArrayToInt64s(SPI_getbinval(tup, desc, 4, &isnull), &ev->subs, &ev->nsubs);
-		ArrayToOids(SPI_getbinval(tup, desc, 5, &isnull), &ev->fns, &n);
-		ArrayToOids(SPI_getbinval(tup, desc, 6, &isnull), &ev->roles, &n);
-		due = lappend(due, ev);
+		if (OidIsValid(ev->roles[k]) &&
+			RunAsRole(ev->fns[k], "webhook handler", ev->roles[k], ev->event, "ductape: webhook handler", &err))
+			ev->ok = lappend(ev->ok, &ev->subs[k]);
+		else if (ev->error == NULL)
+		{
+			ev->error = err ? err : pstrdup("the subscribing role no longer exists");
+			ev->failed_fn = k;
+		}
+		CHECK_FOR_INTERRUPTS();
 	}
-	SPI_finish();
-	WorkerEndWork();
-	MemoryContextSwitchTo(here);
+}
 
-	foreach(lc, due)
+/* Record the round: handled, or retried later, or failed for good. */
+static List *
+InboundWriteBack(List *batch, MemoryContext after_cxt)
+{
+	ListCell   *lc;
+
+	foreach(lc, batch)
 	{
 		DueEvent   *ev = lfirst(lc);
-		List	   *ok = NIL;
-		char	   *error = NULL;
-		int			failed_fn = -1;
-		int			k;
+		Oid			types[5] = {INT8OID, INT8ARRAYOID, TEXTOID, INT4OID, INT8OID};
+		Datum		a[5];
+		char		nulls[5] = "     ";
+		ListCell   *c;
+		int			attempts = ev->attempts + 1;
+		int64		delay_ms = Min((int64) 2000 << Min(attempts - 1, 20), (int64) 3600 * 1000);
+		Datum	   *d = palloc(sizeof(Datum) * Max(list_length(ev->ok), 1));
+		int			m = 0;
 
-		for (k = 0; k < ev->nsubs; k++)
-		{
-			char	   *err = NULL;
-
-			if (OidIsValid(ev->roles[k]) &&
-				RunAsRole(ev->fns[k], "webhook handler", ev->roles[k], ev->event, "ductape: webhook handler", &err))
-				ok = lappend(ok, &ev->subs[k]);
-			else if (error == NULL)
-			{
-				error = err ? err : pstrdup("the subscribing role no longer exists");
-				failed_fn = k;
-			}
-			CHECK_FOR_INTERRUPTS();
-		}
-
-		/* record the round: handled, or retried later, or failed for good */
-		WorkerBeginWork("ductape: recording webhook handlers");
-		SPI_connect();
-		{
-			Oid			types[5] = {INT8OID, INT8ARRAYOID, TEXTOID, INT4OID, INT8OID};
-			Datum		a[5];
-			char		nulls[5] = "     ";
-			ListCell   *c;
-			int			attempts = ev->attempts + 1;
-			int64		delay_ms = Min((int64) 2000 << Min(attempts - 1, 20), (int64) 3600 * 1000);
-
-			a[0] = Int64GetDatum(ev->id);
-			{
-				Datum	   *d = palloc(sizeof(Datum) * Max(list_length(ok), 1));
-				int			m = 0;
-
-				foreach(c, ok)
-					d[m++] = Int64GetDatum(*(int64 *) lfirst(c));
-				a[1] = PointerGetDatum(construct_array(d, m, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			}
-			if (error != NULL)
-				a[2] = CStringGetTextDatum(psprintf("%s: %s", format_procedure(ev->fns[failed_fn]), error));
-			else
-				nulls[2] = 'n';
-			a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
-			a[4] = Int64GetDatum(delay_ms);
-			if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
-									  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "
-									  "  attempts = attempts OPERATOR(pg_catalog.+) 1, error = $3, "
-									  "  state = CASE WHEN $3 IS NULL THEN 'handled' "
-									  "               WHEN (attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $4 THEN 'failed' "
-									  "               ELSE 'received' END::ductape.webhook_state, "
-									  "  handled_at = CASE WHEN $3 IS NULL THEN pg_catalog.now() END, "
-									  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
-									  "                    ($5 OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
-									  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not record webhook handlers");
-		}
-		SPI_finish();
-		WorkerEndWork();
-		MemoryContextSwitchTo(here);
+		a[0] = Int64GetDatum(ev->id);
+		foreach(c, ev->ok)
+			d[m++] = Int64GetDatum(*(int64 *) lfirst(c));
+		a[1] = PointerGetDatum(construct_array(d, m, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		if (ev->item.error != NULL)
+			a[2] = CStringGetTextDatum(ev->item.error);
+		else if (ev->error != NULL)
+			a[2] = CStringGetTextDatum(psprintf("%s: %s", format_procedure(ev->fns[ev->failed_fn]), ev->error));
+		else
+			nulls[2] = 'n';
+		a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
+		a[4] = Int64GetDatum(delay_ms);
+		if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
+								  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "
+								  "  attempts = attempts OPERATOR(pg_catalog.+) 1, error = $3, "
+								  "  state = CASE WHEN $3 IS NULL THEN 'handled' "
+								  "               WHEN (attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) $4 THEN 'failed' "
+								  "               ELSE 'received' END::ductape.webhook_state, "
+								  "  handled_at = CASE WHEN $3 IS NULL THEN pg_catalog.now() END, "
+								  "  next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+								  "                    ($5 OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
+								  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not record webhook handlers");
 	}
-	return list_length(due);
+	return NIL;
+}
+
+static const QueueKind InboundQueue = {
+	.name = "webhook events",
+	.item_size = sizeof(DueEvent),
+	.batch = HANDLER_BATCH,
+	.transfers = false,
+	.claim = InboundClaim,
+	.prepare = InboundPrepare,
+	.run = InboundRun,
+	.write_back = InboundWriteBack,
+	.signalled = InboundSignalled,
+};
+
+/* At load: inbound webhook events join the worker's queue engine. */
+void
+InboundInit(void)
+{
+	QueueRegister(&InboundQueue);
 }

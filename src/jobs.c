@@ -9,21 +9,25 @@
  * wakes the worker at once (an XactCallback registered once per backend
  * sets the worker's latch): no polling.
  *
- * The worker, in a loop driven by the same WaitEventSet as its latch and
- * libcurl's sockets (http.c DriverPump):
- *	1. claims a batch of due jobs (UPDATE ... FOR UPDATE SKIP LOCKED) and
- *	   builds their requests in one short transaction, then commits;
- *	2. with no transaction open, runs up to ductape.max_concurrency
- *	   requests at once on libcurl's multi interface;
- *	3. writes finished attempts back in batches, one transaction per
+ * The jobs are a queue of the database worker's queue engine (queue.c),
+ * which drives this file's hooks:
+ *	1. claim a batch of due jobs (UPDATE ... FOR UPDATE SKIP LOCKED) and
+ *	   build their requests in one short transaction, then commit;
+ *	2. with no transaction open, run up to ductape.max_concurrency
+ *	   requests at once on libcurl's multi interface (shared with outbound
+ *	   deliveries);
+ *	3. write finished attempts back in batches, one transaction per
  *	   batch: succeeded, failed, or queued again with next_attempt_at for a
- *	   retry (the §6.1 policy with background defaults, max 8);
- *	4. runs on_success/on_failure callbacks, each in its own transaction,
- *	   as the role that dispatched.
+ *	   retry (the request's retry policy with background defaults, max 8);
+ *	4. run on_success/on_failure callbacks, each in its own transaction,
+ *	   as the role that dispatched, through the user-code gate.
  * Jobs left running by a worker that died are queued again when the next
  * worker starts (delivery is at-least-once); every attempt of a job sends
  * the same idempotency key (the given one, else ductape-job-<id>) so the
  * provider can de-duplicate.
+ *
+ * Layer 5 (features): calls the queue engine, the runtime and the layers
+ * below.
  *
  *-------------------------------------------------------------------------
  */
@@ -69,8 +73,6 @@ PG_FUNCTION_INFO_V1(dt_cancel);
 PG_FUNCTION_INFO_V1(dt_retry);
 PG_FUNCTION_INFO_V1(dt_on_row);
 
-int			ductape_max_concurrency = 256;
-int			ductape_job_retention_s = 7 * 24 * 3600;
 
 /* ---- wake the worker when a dispatching transaction commits ---- */
 
@@ -714,7 +716,6 @@ dt_on_row(PG_FUNCTION_ARGS)
  */
 #define JOB_DUE "'{queued,scheduled}'::ductape.job_state[]"
 #define JOB_FINISHED "'{succeeded,failed,cancelled}'::ductape.job_state[]"
-#define RETAINED "(pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => %d))"
 
 /* A role sees its own jobs; administrators see all. */
 #define JOB_VISIBLE \
@@ -849,111 +850,79 @@ dt_retry(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(done);
 }
 
-/* ---- the worker side ---- */
+/* ---- the worker side: a kind of the queue engine (queue.c) ---- */
 
 typedef struct JobRun
 {
-	XferClient	client;			/* first: the worker hands transfers back */
+	QueueItem	item;			/* first */
 	int64		id;
 	int			attempt;
-	MemoryContext cxt;			/* everything of this run */
-	DtRequest  *req;
-	Xfer	   *xfer;
-	TimestampTz started;
 	/* result */
 	XferVerdict verdict;
 	Jsonb	   *response;
 	char	   *error;
 	int64		delay_ms;
-	bool		requeue;		/* put back without counting (token pending) */
 } JobRun;
 
-static MemoryContext JobsContext = NULL;
-static List *Inflight = NIL;	/* JobRun * with a transfer */
-static List *Finished = NIL;	/* JobRun * to write back */
-static TimestampTz LastPurge = 0;
-
-int
-JobsInflight(void)
-{
-	return list_length(Inflight);
-}
-
-bool
-JobsHaveResults(void)
-{
-	return Finished != NIL;
-}
-
-/* Lists of runs live in JobsContext: runs' own contexts come and go. */
-static List *
-RunsAppend(List *list, JobRun *run)
-{
-	MemoryContext old = MemoryContextSwitchTo(JobsContext);
-
-	list = lappend(list, run);
-	MemoryContextSwitchTo(old);
-	return list;
-}
-
+/* Jobs a dead worker left running are queued again. */
 static void
-JobsEnsureContext(void)
+JobsRecover(void)
 {
-	if (JobsContext == NULL)
-		JobsContext = AllocSetContextCreate(TopMemoryContext, "ductape jobs",
-											ALLOCSET_DEFAULT_SIZES);
+	SPI_execute("UPDATE ductape.jobs SET state = 'queued' "
+				"WHERE state OPERATOR(pg_catalog.=) 'running'::ductape.job_state", false, 0);
+}
+
+/* Claim up to n due jobs, marking them running and counting the attempt. */
+static void
+JobsClaim(int n)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(n)};
+
+	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = 'running', attempts = j.attempts OPERATOR(pg_catalog.+) 1 "
+							  "WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM ductape.jobs "
+							  "  WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_DUE ") "
+							  "    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
+							  "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)) "
+							  "RETURNING j.id, j.app, j.action, j.input, j.env, j.product, j.options, "
+							  "  j.idempotency_key, j.attempts, j.role",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim jobs");
 }
 
 /*
- * At worker start: jobs a dead worker left running are queued again.
- * Returns false when the extension is not installed in this database.
+ * Build one claimed job's request.  The request outlives the claim's
+ * transaction and perhaps the catalog cache (another claim may rebuild it
+ * while this one is in flight): what points into the cache is copied.
  */
-bool
-JobsRecover(void)
-{
-	bool		installed;
-
-	WorkerBeginWork("ductape: recovering jobs");
-	SPI_connect();
-	installed = OidIsValid(get_extension_oid("ductape", true));
-	if (installed)
-	{
-		SPI_execute("UPDATE ductape.jobs SET state = 'queued' "
-					"WHERE state OPERATOR(pg_catalog.=) 'running'::ductape.job_state", false, 0);
-		SPI_execute("UPDATE ductape.outbox SET state = 'pending' "
-					"WHERE state OPERATOR(pg_catalog.=) 'delivering'::ductape.outbox_state", false, 0);
-	}
-	SPI_finish();
-	WorkerEndWork();
-	return installed;
-}
-
-/* Build one claimed job's request (in the claim transaction). */
 static void
-BuildJobRequest(JobRun *run, const char *app_tag, const char *action_tag, Jsonb *input,
-				const char *env, const char *product, Jsonb *options, const char *key,
-				const char *role)
+JobsPrepare(QueueItem *item, HeapTuple tup, TupleDesc desc)
 {
+	JobRun	   *run = (JobRun *) item;
+	bool		isnull;
+	char	   *key;
 	DtApp	   *app;
 	DtAction   *action;
 	DtRequest  *req = palloc0(sizeof(DtRequest));
 
+	run->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	run->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+	key = SPI_getvalue(tup, desc, 8);
+
 	CatalogBeginCall();
-	app = CatalogGetApp(app_tag);
-	action = CatalogGetAction(app, action_tag);
+	app = CatalogGetApp(SPI_getvalue(tup, desc, 2));
+	action = CatalogGetAction(app, SPI_getvalue(tup, desc, 3));
 	req->job_id = run->id;
-	req->roleid = get_role_oid(role, true);
-	RequestBuild(req, app, action, CatalogGetBinding(app, product, env), input, options);
+	req->roleid = get_role_oid(SPI_getvalue(tup, desc, 10), true);
+	RequestBuild(req, app, action,
+				 CatalogGetBinding(app, SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 5)),
+				 DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull)),
+				 DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull)));
 	/* the same key on every attempt: the given one, else from the job id */
 	RequestAddHeader(req, app->idempotency_header,
 					 key ? key : psprintf("ductape-job-%lld", (long long) run->id));
 	req->has_idempotency_key = true;
 
-	/*
-	 * The request outlives this transaction and perhaps the catalog cache
-	 * (another claim may rebuild it while this one is in flight): copy what
-	 * points into the cache.
-	 */
 	req->method = pstrdup(req->method);
 	req->app = pstrdup(req->app);
 	req->action = pstrdup(req->action);
@@ -966,158 +935,17 @@ BuildJobRequest(JobRun *run, const char *app_tag, const char *action_tag, Jsonb 
 		memcpy(success, req->success, sizeof(int) * req->nsuccess);
 		req->success = success;
 	}
-	run->req = req;
+	item->req = req;
 }
 
-/*
- * Claim up to n due jobs and build their requests; then, with the
- * transaction committed, start their transfers.  Returns how many.
- */
-typedef struct BuildArgs
-{
-	JobRun	   *run;
-	const char *app_tag;
-	const char *action_tag;
-	Jsonb	   *input;
-	const char *env;
-	const char *product;
-	Jsonb	   *options;
-	const char *key;
-	const char *role;
-} BuildArgs;
-
+/* An attempt finished: succeeded, retried after a delay, or failed. */
 static void
-BuildJobRequestCall(void *arg)
+JobsJudge(QueueItem *item, Xfer *x)
 {
-	BuildArgs  *a = arg;
+	JobRun	   *run = (JobRun *) item;
 
-	BuildJobRequest(a->run, a->app_tag, a->action_tag, a->input, a->env, a->product,
-					a->options, a->key, a->role);
-}
-
-int
-JobsClaim(int n)
-{
-	MemoryContext old;
-	List	   *claimed = NIL;
-	ListCell   *lc;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(n)};
-
-	if (n <= 0)
-		return 0;
-	JobsEnsureContext();
-	WorkerBeginWork("ductape: claiming jobs");
-	SPI_connect();
-	if (!OidIsValid(get_namespace_oid("ductape", true)))
-	{
-		SPI_finish();
-		WorkerEndWork();
-		return 0;
-	}
-	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = 'running', attempts = j.attempts OPERATOR(pg_catalog.+) 1 "
-							  "WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT id FROM ductape.jobs "
-							  "  WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_DUE ") "
-							  "    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now() "
-							  "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)) "
-							  "RETURNING j.id, j.app, j.action, j.input, j.env, j.product, j.options, "
-							  "  j.idempotency_key, j.attempts, j.role",
-							  1, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim jobs");
-
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		JobRun	   *run;
-		MemoryContext cxt = AllocSetContextCreate(JobsContext, "ductape job",
-												  ALLOCSET_SMALL_SIZES);
-		char	   *app_tag,
-				   *action_tag,
-				   *env,
-				   *product,
-				   *key,
-				   *role;
-		Jsonb	   *input,
-				   *options;
-
-		old = MemoryContextSwitchTo(cxt);
-		run = palloc0(sizeof(JobRun));
-		run->client.done = JobsAttemptDone;
-		run->cxt = cxt;
-		run->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		run->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
-		app_tag = SPI_getvalue(tup, desc, 2);
-		action_tag = SPI_getvalue(tup, desc, 3);
-		input = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-		env = SPI_getvalue(tup, desc, 5);
-		product = SPI_getvalue(tup, desc, 6);
-		options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-		key = SPI_getvalue(tup, desc, 8);
-		role = SPI_getvalue(tup, desc, 10);
-
-		/* a job whose request cannot be built fails, alone */
-		{
-			BuildArgs	ba = {run, app_tag, action_tag, input, env, product, options, key, role};
-			int			code;
-			char	   *error = RunInSubtransaction(BuildJobRequestCall, &ba, &code);
-
-			if (error != NULL)
-			{
-				run->verdict = XFER_FAILED;
-				run->error = error;
-				if (code == ERRCODE_DT_TOKEN_PENDING)
-					run->requeue = true;
-			}
-		}
-		MemoryContextSwitchTo(old);
-		claimed = RunsAppend(claimed, run);
-	}
-	SPI_finish();
-	WorkerEndWork();
-
-	/* no transaction open from here: start the transfers */
-	foreach(lc, claimed)
-	{
-		JobRun	   *run = lfirst(lc);
-
-		old = MemoryContextSwitchTo(run->cxt);
-		if (run->req == NULL)
-			Finished = RunsAppend(Finished, run);
-		else
-		{
-			run->started = GetCurrentTimestamp();
-			run->xfer = XferSubmit(run->req, run);
-			if (XferDone(run->xfer))
-			{
-				Inflight = RunsAppend(Inflight, run);
-				JobsAttemptDone(run->xfer);
-			}
-			else
-				Inflight = RunsAppend(Inflight, run);
-		}
-		MemoryContextSwitchTo(old);
-	}
-	list_free(claimed);
-	if (Inflight != NIL)
-		DriverKick();
-	return list_length(claimed);
-}
-
-/* An attempt finished (DriverPump handed it back): judge it. */
-void
-JobsAttemptDone(Xfer *x)
-{
-	JobRun	   *run = XferOwner(x);
-	MemoryContext old = MemoryContextSwitchTo(run->cxt);
-	double		ms = (GetCurrentTimestamp() - run->started) / 1000.0;
-
-	run->verdict = XferJudge(x, run->attempt, ms, &run->response, &run->error, &run->delay_ms);
-	XferFree(x);
-	MemoryContextSwitchTo(old);
-	Inflight = list_delete_ptr(Inflight, run);
-	Finished = RunsAppend(Finished, run);
+	run->verdict = XferJudge(x, run->attempt, item->duration_ms, &run->response, &run->error,
+							 &run->delay_ms);
 }
 
 typedef struct Callback
@@ -1127,199 +955,170 @@ typedef struct Callback
 	Jsonb	   *job;
 } Callback;
 
-/* Run a job's callback; a failure is logged. */
-static void
-RunCallback(Callback *cb)
+/*
+ * Store finished attempts, one statement for the batch; returns the
+ * callbacks to run once that has committed (the job JSON is built only for
+ * them).  A job whose request could not be built failed, alone; one that
+ * waits for its OAuth2 token (DT_TOKEN_PENDING) goes back to the queue
+ * without counting the attempt.
+ */
+static List *
+JobsWriteBack(List *batch, MemoryContext after_cxt)
 {
-	char	   *error;
-
-	if (!RunAsRole(cb->fn, "job callback", cb->role, cb->job, "ductape: job callback", &error))
-		ereport(WARNING,
-				(errmsg("ductape job callback (function %u) failed: %s", cb->fn, error)));
-}
-
-/* Write finished attempts back in one transaction, then run callbacks. */
-int
-JobsWriteResults(void)
-{
-	List	   *batch = Finished;
 	List	   *callbacks = NIL;
 	ListCell   *lc;
 	int			n = list_length(batch);
-	MemoryContext here = CurrentMemoryContext;
-
-	if (batch == NIL)
-		return 0;
-	Finished = NIL;
-	WorkerBeginWork("ductape: storing job results");
-	SPI_connect();
-	{
-		int			i = 0;
-		Datum	   *ids = palloc(sizeof(Datum) * n);
-		Datum	   *states = palloc(sizeof(Datum) * n);
-		Datum	   *responses = palloc(sizeof(Datum) * n);
-		bool	   *resp_nulls = palloc(sizeof(bool) * n);
-		Datum	   *errors = palloc(sizeof(Datum) * n);
-		bool	   *err_nulls = palloc(sizeof(bool) * n);
-		Datum	   *delays = palloc(sizeof(Datum) * n);
-		int			dims[1] = {n};
-		int			lbs[1] = {1};
-		Oid			argtypes[5] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
-		Datum		args[5];
-
-		foreach(lc, batch)
-		{
-			JobRun	   *run = lfirst(lc);
-			const char *state;
-			int64		delay = -1;
-
-			switch (run->verdict)
-			{
-				case XFER_SUCCEEDED:
-					state = "succeeded";
-					break;
-				case XFER_RETRY:
-					state = "queued";
-					delay = run->delay_ms;
-					break;
-				default:
-					state = run->requeue ? "queued" : "failed";
-					if (run->requeue)
-						delay = -2;
-					break;
-			}
-			ids[i] = Int64GetDatum(run->id);
-			states[i] = CStringGetTextDatum(state);
-			responses[i] = run->response ? JsonbPGetDatum(run->response) : (Datum) 0;
-			resp_nulls[i] = run->response == NULL;
-			errors[i] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
-			err_nulls[i] = run->error == NULL;
-			delays[i] = Int64GetDatum(delay);
-			i++;
-		}
-		args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(construct_array(states, n, TEXTOID, -1, false, TYPALIGN_INT));
-		args[2] = PointerGetDatum(construct_md_array(responses, resp_nulls, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
-		args[3] = PointerGetDatum(construct_md_array(errors, err_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-		args[4] = PointerGetDatum(construct_array(delays, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-
-		/* one statement for the whole batch; the job JSON only for callbacks */
-		if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state::ductape.job_state, "
-								  "  response = coalesce(r.response, j.response), error = r.error, "
-								  "  attempts = CASE WHEN r.delay OPERATOR(pg_catalog.=) -2 "
-								  "    THEN j.attempts OPERATOR(pg_catalog.-) 1 ELSE j.attempts END, "
-								  "  next_attempt_at = CASE WHEN r.delay OPERATOR(pg_catalog.>=) 0 "
-								  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => r.delay OPERATOR(pg_catalog./) 1000.0) "
-								  "    WHEN r.delay OPERATOR(pg_catalog.=) -2 "
-								  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => 0.05) "
-								  "    ELSE j.next_attempt_at END, "
-								  "  finished_at = CASE WHEN r.state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed}'::pg_catalog.text[]) "
-								  "    THEN pg_catalog.clock_timestamp() END "
-								  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-								  "  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r(id, state, response, error, delay) "
-								  "WHERE j.id OPERATOR(pg_catalog.=) r.id "
-								  "  AND j.state OPERATOR(pg_catalog.=) 'running'::ductape.job_state "
-								  "RETURNING CASE WHEN r.state OPERATOR(pg_catalog.=) 'succeeded' THEN j.on_success "
-								  "  WHEN r.state OPERATOR(pg_catalog.=) 'failed' THEN j.on_failure END, "
-								  "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) j.role), "
-								  "  CASE WHEN (r.state OPERATOR(pg_catalog.=) 'succeeded' AND j.on_success IS NOT NULL) "
-								  "    OR (r.state OPERATOR(pg_catalog.=) 'failed' AND j.on_failure IS NOT NULL) THEN "
-								  "  pg_catalog.jsonb_build_object('id', j.id, 'app', j.app, 'action', j.action, 'env', j.env, "
-								  "    'product', j.product, 'state', r.state, 'attempts', j.attempts, "
-								  "    'next_attempt_at', j.next_attempt_at, 'response', coalesce(r.response, j.response), "
-								  "    'error', r.error, 'created_at', j.created_at, 'finished_at', pg_catalog.clock_timestamp()) END",
-								  5, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not store job results");
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			bool		isnull;
-			Datum		fn = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
-
-			if (!isnull)
-			{
-				MemoryContext old = MemoryContextSwitchTo(here);
-				Callback   *cb = palloc(sizeof(Callback));
-
-				cb->fn = DatumGetObjectId(fn);
-				cb->role = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-				cb->job = DatumGetJsonbPCopy(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
-				callbacks = lappend(callbacks, cb);
-				MemoryContextSwitchTo(old);
-			}
-		}
-	}
-	SPI_finish();
-	WorkerEndWork();
-	MemoryContextSwitchTo(here);
+	int			i = 0;
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *states = palloc(sizeof(Datum) * n);
+	Datum	   *responses = palloc(sizeof(Datum) * n);
+	bool	   *resp_nulls = palloc(sizeof(bool) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	bool	   *err_nulls = palloc(sizeof(bool) * n);
+	Datum	   *delays = palloc(sizeof(Datum) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	Oid			argtypes[5] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
+	Datum		args[5];
 
 	foreach(lc, batch)
-		MemoryContextDelete(((JobRun *) lfirst(lc))->cxt);
-	list_free(batch);
+	{
+		JobRun	   *run = lfirst(lc);
+		const char *state;
+		int64		delay = -1;
+
+		if (run->item.error != NULL)
+		{
+			run->verdict = XFER_FAILED;
+			run->error = run->item.error;
+		}
+		switch (run->verdict)
+		{
+			case XFER_SUCCEEDED:
+				state = "succeeded";
+				break;
+			case XFER_RETRY:
+				state = "queued";
+				delay = run->delay_ms;
+				break;
+			default:
+				if (run->item.error != NULL && run->item.sqlerrcode == ERRCODE_DT_TOKEN_PENDING)
+				{
+					state = "queued";
+					delay = -2;
+				}
+				else
+					state = "failed";
+				break;
+		}
+		ids[i] = Int64GetDatum(run->id);
+		states[i] = CStringGetTextDatum(state);
+		responses[i] = run->response ? JsonbPGetDatum(run->response) : (Datum) 0;
+		resp_nulls[i] = run->response == NULL;
+		errors[i] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
+		err_nulls[i] = run->error == NULL;
+		delays[i] = Int64GetDatum(delay);
+		i++;
+	}
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(states, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(responses, resp_nulls, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_md_array(errors, err_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(delays, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state::ductape.job_state, "
+							  "  response = coalesce(r.response, j.response), error = r.error, "
+							  "  attempts = CASE WHEN r.delay OPERATOR(pg_catalog.=) -2 "
+							  "    THEN j.attempts OPERATOR(pg_catalog.-) 1 ELSE j.attempts END, "
+							  "  next_attempt_at = CASE WHEN r.delay OPERATOR(pg_catalog.>=) 0 "
+							  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => r.delay OPERATOR(pg_catalog./) 1000.0) "
+							  "    WHEN r.delay OPERATOR(pg_catalog.=) -2 "
+							  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => 0.05) "
+							  "    ELSE j.next_attempt_at END, "
+							  "  finished_at = CASE WHEN r.state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed}'::pg_catalog.text[]) "
+							  "    THEN pg_catalog.clock_timestamp() END "
+							  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+							  "  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r(id, state, response, error, delay) "
+							  "WHERE j.id OPERATOR(pg_catalog.=) r.id "
+							  "  AND j.state OPERATOR(pg_catalog.=) 'running'::ductape.job_state "
+							  "RETURNING CASE WHEN r.state OPERATOR(pg_catalog.=) 'succeeded' THEN j.on_success "
+							  "  WHEN r.state OPERATOR(pg_catalog.=) 'failed' THEN j.on_failure END, "
+							  "  (SELECT oid FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) j.role), "
+							  "  CASE WHEN (r.state OPERATOR(pg_catalog.=) 'succeeded' AND j.on_success IS NOT NULL) "
+							  "    OR (r.state OPERATOR(pg_catalog.=) 'failed' AND j.on_failure IS NOT NULL) THEN "
+							  "  pg_catalog.jsonb_build_object('id', j.id, 'app', j.app, 'action', j.action, 'env', j.env, "
+							  "    'product', j.product, 'state', r.state, 'attempts', j.attempts, "
+							  "    'next_attempt_at', j.next_attempt_at, 'response', coalesce(r.response, j.response), "
+							  "    'error', r.error, 'created_at', j.created_at, 'finished_at', pg_catalog.clock_timestamp()) END",
+							  5, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not store job results");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		bool		isnull;
+		Datum		fn = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(after_cxt);
+			Callback   *cb = palloc(sizeof(Callback));
+
+			cb->fn = DatumGetObjectId(fn);
+			cb->role = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+			cb->job = DatumGetJsonbPCopy(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+			callbacks = lappend(callbacks, cb);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	return callbacks;
+}
+
+/* Each callback in its own transaction, as the role that dispatched. */
+static void
+JobsRunCallbacks(List *callbacks)
+{
+	ListCell   *lc;
+
 	foreach(lc, callbacks)
 	{
 		Callback   *cb = lfirst(lc);
+		char	   *error;
 
-		if (OidIsValid(cb->role))
-			RunCallback(cb);
+		if (!OidIsValid(cb->role))
+			continue;			/* the dispatching role was dropped */
+		if (!RunAsRole(cb->fn, "job callback", cb->role, cb->job, "ductape: job callback", &error))
+			ereport(WARNING,
+					(errmsg("ductape job callback (function %u) failed: %s", cb->fn, error)));
 	}
-	return n;
 }
 
-/*
- * How long until the next scheduled or retried job is due (ms), capped at
- * cap; 0 if one is due now; -1 if the extension is gone.  Also purges
- * finished jobs past ductape.job_retention, once a minute.
- */
-long
-JobsNextDue(long cap)
+/* When the next scheduled or retried job is due. */
+static void
+JobsNextDue(void)
 {
-	long		ms = cap;
-	bool		isnull;
-	Datum		d;
+	if (SPI_execute("SELECT pg_catalog.min(next_attempt_at) FROM ductape.jobs "
+					"WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_DUE ")",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read when the next job is due");
+}
 
-	WorkerBeginWork("ductape: checking the queue");
-	SPI_connect();
-	if (!OidIsValid(get_extension_oid("ductape", true)))
-		ms = -1;
-	else
-	{
-		if (SPI_execute("SELECT extract(epoch FROM pg_catalog.min(next_attempt_at) "
-						"  OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000 "
-						"FROM ductape.jobs WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_DUE ")",
-						true, 1) == SPI_OK_SELECT)
-		{
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			if (!isnull)
-				ms = (long) Max(0, Min((double) cap, DatumGetFloat8(DirectFunctionCall1(numeric_float8, d))));
-		}
-		if (TimestampDifferenceExceeds(LastPurge, GetCurrentTimestamp(), 60000))
-		{
-			/* and what else ductape.job_retention covers */
-			SPI_execute(psprintf("DELETE FROM ductape.jobs WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
-								 "SELECT id FROM ductape.jobs WHERE state OPERATOR(pg_catalog.=) ANY (" JOB_FINISHED ") "
-								 "AND finished_at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000)); "
-								 "DELETE FROM ductape.outbox WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
-								 "SELECT id FROM ductape.outbox "
-								 "WHERE finished_at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000)); "
-								 "DELETE FROM ductape.deliveries WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
-								 "SELECT id FROM ductape.deliveries "
-								 "WHERE at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000)); "
-								 "DELETE FROM ductape.messages WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
-								 "SELECT m.id FROM ductape.messages m "
-								 "WHERE m.created_at OPERATOR(pg_catalog.<) " RETAINED " AND NOT EXISTS "
-								 "(SELECT FROM ductape.outbox o WHERE o.message_id OPERATOR(pg_catalog.=) m.id) "
-								 "LIMIT 10000)); "
-								 "DELETE FROM ductape.webhook_events WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
-								 "SELECT id FROM ductape.webhook_events "
-								 "WHERE state OPERATOR(pg_catalog.=) ANY ('{handled,failed}'::ductape.webhook_state[]) "
-								 "AND received_at OPERATOR(pg_catalog.<) " RETAINED " LIMIT 10000))",
-								 ductape_job_retention_s, ductape_job_retention_s, ductape_job_retention_s,
-								 ductape_job_retention_s, ductape_job_retention_s), false, 0);
-			LastPurge = GetCurrentTimestamp();
-		}
-	}
-	SPI_finish();
-	WorkerEndWork();
-	return ms;
+static const QueueKind JobsQueue = {
+	.name = "jobs",
+	.item_size = sizeof(JobRun),
+	.batch = 1000,
+	.transfers = true,
+	.claim = JobsClaim,
+	.prepare = JobsPrepare,
+	.judge = JobsJudge,
+	.write_back = JobsWriteBack,
+	.after_commit = JobsRunCallbacks,
+	.recover = JobsRecover,
+	.next_due = JobsNextDue,
+};
+
+/* At load: the jobs queue joins the worker's queue engine. */
+void
+JobsInit(void)
+{
+	QueueRegister(&JobsQueue);
 }

@@ -847,3 +847,39 @@ OAuthServeRequests(Oid dbid)
 	MemoryContextDelete(cxt);
 	return served;
 }
+
+/* ---- the worker's task: token requests first, a caller is waiting for each ---- */
+
+static bool
+TokenRequestsReady(long *in_ms)
+{
+	CallsShared *cs = CallsGetShared();
+	bool		pending = false;
+
+	/* a look without the lock: the requester sets the latch after its slot */
+	pg_read_barrier();
+	for (int i = 0; i < DT_TOKEN_SLOTS && !pending; i++)
+		pending = cs->tokens[i].dbid == MyDatabaseId &&
+			cs->tokens[i].state == TOKEN_PENDING;
+	return pending;
+}
+
+static long
+TokenRequestsRun(bool *did_work)
+{
+	(void) OAuthServeRequests(MyDatabaseId);
+	return -1;
+}
+
+static const WorkerTask TokenRequestsTask = {
+	.name = "token requests",
+	.on_wake = false,
+	.ready = TokenRequestsReady,
+	.run = TokenRequestsRun,
+};
+
+void
+OAuthInit(void)
+{
+	WorkerRegisterTask(&TokenRequestsTask);
+}

@@ -6,23 +6,29 @@
  *	  pg_stat_activity, the memory context restored afterwards -- try one
  *	  that may fail, isolate one item of a batch in a subtransaction (keeping
  *	  the error's SQLSTATE), and run a user's function as its role through
- *	  the user-code gate (gate.c) in a transaction of its own.
+ *	  the user-code gate (gate.c) in a transaction of its own; and the
+ *	  registry of the database worker's tasks (WorkerTask: what each feature
+ *	  has the worker do, run by worker.c's loop without naming them).
  *
- * Layer 4 (runtime): calls gate.c and PostgreSQL only; the features (jobs,
- * events, inbound webhooks, OAuth2, workflows) and the processes call it.
+ * Layer 4 (runtime): calls gate.c, the worker registry (calls.c) and
+ * PostgreSQL; the queue engine, the features and the processes call it.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "ductape.h"
+#include "calls.h"
 
 /*
  * A unit of SQL work in a background worker (worker_spi's idiom): its own
@@ -55,6 +61,21 @@ WorkerEndWork(void)
 	MemoryContextSwitchTo(WorkCallerContext);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * WorkerBeginWork in a database where the extension is installed: when it
+ * is not (it was dropped meanwhile), the worker leaves instead.
+ */
+void
+WorkerBeginInstalledWork(const char *activity)
+{
+	WorkerBeginWork(activity);
+	if (!OidIsValid(get_extension_oid("ductape", true)))
+	{
+		WorkerEndWork();
+		WorkerLeaveUninstalled();
+	}
 }
 
 /*
@@ -162,4 +183,39 @@ RunAsRole(Oid fn, const char *what, Oid role, Jsonb *arg, const char *activity, 
 	RoleCall	call = {fn, what, role, arg};
 
 	return WorkerTry(RunAsRoleWork, &call, activity, error);
+}
+
+/* ---- the worker's tasks ---- */
+
+#define MAX_WORKER_TASKS 16
+
+static const WorkerTask *Tasks[MAX_WORKER_TASKS];
+static int	NumTasks = 0;
+
+/* A feature's work joins the database worker's loop (at load, from _PG_init). */
+void
+WorkerRegisterTask(const WorkerTask *task)
+{
+	if (NumTasks >= MAX_WORKER_TASKS)
+		elog(ERROR, "too many ductape worker tasks");
+	Tasks[NumTasks++] = task;
+}
+
+/* The registered tasks, in the order registered. */
+int
+WorkerTasks(const WorkerTask *const **tasks)
+{
+	*tasks = Tasks;
+	return NumTasks;
+}
+
+/*
+ * The extension is not installed in this database (or was dropped): the
+ * worker gives its slot back, with the call records it held, and exits.
+ */
+void
+WorkerLeaveUninstalled(void)
+{
+	CallsReleaseWorker(MyDatabaseId, true);
+	proc_exit(0);
 }

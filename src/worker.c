@@ -62,11 +62,14 @@ PGDLLEXPORT void ductape_db_worker_main(Datum arg);
 
 #define DT_FLUSH_BATCH 1000
 #define DT_BATCH_WINDOW_MS 100
-#define DT_QUEUE_CHECK_MS 1000	/* re-read the queue at least this often */
-#define DT_CLAIM_BATCH 1000
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static const WorkerTask CallRecordsTask;
 
+/*
+ * At load: the launcher, and the database worker's own task (storing call
+ * records; the features register theirs).
+ */
 void
 WorkerRegisterLauncher(void)
 {
@@ -81,6 +84,7 @@ WorkerRegisterLauncher(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "ductape launcher");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "ductape launcher");
 	RegisterBackgroundWorker(&bgw);
+	WorkerRegisterTask(&CallRecordsTask);
 }
 
 static bool
@@ -232,26 +236,22 @@ FixedArray(Datum *vals, bool *nulls, int n, Oid type, int len, bool byval, char 
 
 /*
  * Insert records into ductape.calls, one statement for the whole batch.
- * Returns false when the extension is not installed here (the records are
- * dropped).
+ * (When the extension is not installed here, the worker leaves, dropping
+ * them.)
  */
-static bool
+static void
 FlushCalls(DtCallSlot *recs, int n)
 {
 	static const Oid argtypes[14] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
 		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	bool		installed;
 	int			c,
 				i;
 	Datum	   *vals[14];
 	bool	   *nulls[14];
 	Datum		args[14];
 
-	WorkerBeginWork("ductape: storing call records");
-
-	installed = OidIsValid(get_extension_oid("ductape", true));
-	if (installed)
+	WorkerBeginInstalledWork("ductape: storing call records");
 	{
 		for (c = 0; c < 14; c++)
 		{
@@ -312,22 +312,65 @@ FlushCalls(DtCallSlot *recs, int n)
 		SPI_finish();
 	}
 	WorkerEndWork();
-	return installed;
 }
+
+/*
+ * The worker's task for call records: store them once the oldest waiting
+ * is a batching window old (many calls, one transaction).
+ */
+static DtCallSlot *FlushBuffer;
+static TimestampTz FirstPending = 0;
+
+static bool
+CallRecordsReady(long *in_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		waited;
+
+	if (!CallsPendingFor(MyDatabaseId))
+	{
+		FirstPending = 0;
+		return false;
+	}
+	if (FirstPending == 0)
+		FirstPending = now;
+	waited = (long) ((now - FirstPending) / 1000);
+	if (waited >= DT_BATCH_WINDOW_MS)
+		return true;
+	*in_ms = DT_BATCH_WINDOW_MS - waited;
+	return false;
+}
+
+static long
+CallRecordsRun(bool *did_work)
+{
+	int			n;
+
+	while ((n = CallsCollect(MyDatabaseId, FlushBuffer, DT_FLUSH_BATCH)) > 0)
+	{
+		FlushCalls(FlushBuffer, n);
+		CHECK_FOR_INTERRUPTS();
+	}
+	FirstPending = 0;
+	return -1;
+}
+
+static const WorkerTask CallRecordsTask = {
+	.name = "call records",
+	.on_wake = false,
+	.ready = CallRecordsReady,
+	.run = CallRecordsRun,
+};
 
 void
 ductape_db_worker_main(Datum arg)
 {
 	Oid			dbid = DatumGetObjectId(arg);
 	MemoryContext loopcxt;
-	DtCallSlot *buf;
-	TimestampTz first_pending = 0;
-	TimestampTz next_due = 0;
-	TimestampTz webhooks_at = 0;
-	TimestampTz workflows_at = 0;
-	bool		tick_workflows;
-	bool		check_queue = true;
-	bool		jobs_first = false;
+	const WorkerTask *const *tasks;
+	int			ntasks = WorkerTasks(&tasks);
+	TimestampTz *due_at;
+	bool		woken = true;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -346,22 +389,25 @@ ductape_db_worker_main(Datum arg)
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
 	CallsAttachWorker(dbid);
-	if (!JobsRecover())
-	{
-		/* the extension is not installed here: nothing to do */
-		CallsReleaseWorker(dbid, true);
-		proc_exit(0);
-	}
+	if (!QueueRecover())
+		WorkerLeaveUninstalled();	/* not installed here: nothing to do */
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "ductape worker loop",
 									ALLOCSET_DEFAULT_SIZES);
-	buf = MemoryContextAlloc(TopMemoryContext, sizeof(DtCallSlot) * DT_FLUSH_BATCH);
+	FlushBuffer = MemoryContextAlloc(TopMemoryContext, sizeof(DtCallSlot) * DT_FLUSH_BATCH);
+	due_at = MemoryContextAllocZero(TopMemoryContext, sizeof(TimestampTz) * Max(ntasks, 1));
+	for (int i = 0; i < ntasks; i++)
+		due_at[i] = GetCurrentTimestamp();	/* each runs once at start */
 
+	/*
+	 * Each round runs the tasks the features registered (runtime.c), in
+	 * order, those that are due; then waits for the latch, a transfer, or
+	 * the earliest time a task asked for.
+	 */
 	for (;;)
 	{
-		TimestampTz now;
-		long		timeout;
-		int			n;
+		long		timeout = WORKER_TICK_MS;
+		bool		again = false;
 		List	   *done = NIL;
 		ListCell   *lc;
 
@@ -374,120 +420,40 @@ ductape_db_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		/* token requests first: a caller is waiting for each */
-		(void) OAuthServeRequests(dbid);
-		MemoryContextSwitchTo(loopcxt);
-
-		/* webhook handlers: when the listener stored events, and each second for retries */
-		now = GetCurrentTimestamp();
-		if (pg_atomic_exchange_u32(&CallsGetShared()->webhooks_pending, 0) != 0 || now >= webhooks_at)
+		for (int i = 0; i < ntasks; i++)
 		{
-			webhooks_at = now + (TimestampTz) DT_QUEUE_CHECK_MS * 1000;
-			if (WebhooksHandleDue() > 0)
-				webhooks_at = 0;	/* look again at once */
+			const WorkerTask *t = tasks[i];
+			TimestampTz now = GetCurrentTimestamp();
+			long		in_ms = -1;
+			bool		run;
+			bool		did_work = false;
+			long		next;
+
+			run = (woken && t->on_wake) || now >= due_at[i] ||
+				(t->ready && t->ready(&in_ms));
+			if (!run)
+			{
+				if (due_at[i] != DT_NOEND)
+					timeout = Min(timeout, Max(0, (long) ((due_at[i] - now) / 1000)));
+				if (in_ms >= 0)
+					timeout = Min(timeout, in_ms);
+				continue;
+			}
+			next = t->run(&did_work);
 			MemoryContextSwitchTo(loopcxt);
-		}
-
-		/*
-		 * Workflows move on after jobs finish, when the worker is woken (a
-		 * run started), and each second (sleeping steps; runs a crash left
-		 * mid-way); see after the claim below.
-		 */
-		now = GetCurrentTimestamp();
-		tick_workflows = check_queue || JobsHaveResults() || now >= workflows_at;
-
-		/*
-		 * Jobs and deliveries: store finished attempts, then claim what is
-		 * due while there is room, the two taking turns at going first.
-		 */
-		if (JobsHaveResults() || EventsHaveResults())
-		{
-			(void) JobsWriteResults();
-			(void) EventsWriteResults();
-			check_queue = true;
-		}
-		now = GetCurrentTimestamp();
-		if (!check_queue && next_due != 0 && now >= next_due)
-			check_queue = true;
-		if (check_queue)
-		{
-			int			room = ductape_max_concurrency - JobsInflight() - EventsInflight();
-			bool		full = false;
-
-			check_queue = false;
-			jobs_first = !jobs_first;
-			for (int turn = 0; turn < 2 && room > 0; turn++)
-			{
-				int			want = Min(room, DT_CLAIM_BATCH);
-				int			got = (turn == 0) == jobs_first ? JobsClaim(want) : EventsClaim(want);
-
-				full = full || got == want;
-				room -= got;
-			}
-			if (full)
-				check_queue = true; /* there may be more due now */
-			else if (room > 0)
-			{
-				long		due = JobsNextDue(DT_QUEUE_CHECK_MS);
-
-				if (due < 0)
-				{
-					/* the extension was dropped */
-					CallsReleaseWorker(dbid, true);
-					proc_exit(0);
-				}
-				{
-					long		deliveries_due = EventsNextDue(DT_QUEUE_CHECK_MS);
-
-					due = Min(due, deliveries_due); /* (Min evaluates twice) */
-				}
-				next_due = GetCurrentTimestamp() + (TimestampTz) due * 1000;
-				if (due == 0)
-					check_queue = true;
-			}
-		}
-		MemoryContextSwitchTo(loopcxt);
-
-		if (tick_workflows)
-		{
-			workflows_at = GetCurrentTimestamp() + (TimestampTz) DT_QUEUE_CHECK_MS * 1000;
-			if (WorkflowsTick() > 0)
-				check_queue = true; /* steps may have queued jobs */
-			MemoryContextSwitchTo(loopcxt);
-		}
-
-		/* call records: store them once the oldest is a batching window old */
-		now = GetCurrentTimestamp();
-		timeout = DT_QUEUE_CHECK_MS;
-		if (next_due != 0)
-			timeout = Min(timeout, Max(0, (long) ((next_due - now) / 1000)));
-		if (check_queue || JobsHaveResults() || EventsHaveResults())
-			timeout = 0;
-		if (CallsPendingFor(dbid))
-		{
-			if (first_pending == 0)
-				first_pending = now;
-			if (TimestampDifferenceExceeds(first_pending, now, DT_BATCH_WINDOW_MS))
-			{
-				while ((n = CallsCollect(dbid, buf, DT_FLUSH_BATCH)) > 0)
-				{
-					if (!FlushCalls(buf, n))
-					{
-						CallsReleaseWorker(dbid, true);
-						proc_exit(0);
-					}
-					CHECK_FOR_INTERRUPTS();
-				}
-				first_pending = 0;
-			}
-			else
-				timeout = Min(timeout, DT_BATCH_WINDOW_MS -
-							  (long) ((now - first_pending) / 1000));
+			CHECK_FOR_INTERRUPTS();
+			due_at[i] = next < 0 ? DT_NOEND : GetCurrentTimestamp() + (TimestampTz) next * 1000;
+			if (next == 0)
+				again = true;
+			else if (next > 0)
+				timeout = Min(timeout, next);
+			/* the tasks after this one follow up on its work at once */
+			if (did_work)
+				woken = true;
 		}
 
 		/* wait for the latch, a transfer, or the next deadline */
-		if (DriverPump(Max(timeout, 0), &done))
-			check_queue = true;
+		woken = DriverPump(again ? 0 : Max(timeout, 0), &done) || again;
 		foreach(lc, done)
 		{
 			Xfer	   *x = lfirst(lc);

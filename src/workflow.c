@@ -669,18 +669,40 @@ TickWork(void *arg)
 
 /*
  * Advance the runs that have something to do (ductape._workflow_tick) in
- * one transaction of the database worker.  Returns how many it looked at;
- * an error is logged and the runs are looked at again next time.
+ * one transaction of the database worker; an error is logged and the runs
+ * are looked at again next time.
  */
-int
-WorkflowsTick(void)
+static long
+WorkflowsTick(bool *did_work)
 {
 	int			n = 0;
 	char	   *error;
 
 	if (!WorkerTry(TickWork, &n, "ductape: workflows", &error))
 		ereport(WARNING, (errmsg("ductape: advancing workflows failed: %s", error)));
-	return n;
+	if (n > 0)
+	{
+		*did_work = true;		/* steps may have queued jobs */
+		return 0;
+	}
+	return WORKER_TICK_MS;		/* sleeping steps; runs a crash left mid-way */
+}
+
+/*
+ * The worker moves workflows on when woken (a run started, jobs finished)
+ * and each second.
+ */
+static const WorkerTask WorkflowTask = {
+	.name = "workflows",
+	.on_wake = true,
+	.ready = NULL,
+	.run = WorkflowsTick,
+};
+
+void
+WorkflowInit(void)
+{
+	WorkerRegisterTask(&WorkflowTask);
 }
 
 /* ---- entry points of the workflow engine: steps as a role, through the gate ---- */
