@@ -172,6 +172,9 @@ SELECT expect_error($$SELECT ductape.workflow_drop('no-such-flow')$$);
 SELECT ductape.workflow_define('{"tag": "bnd-nap", "steps": [{"tag": "z", "type": "sleep", "seconds": 60}]}');
 SELECT ductape.workflow_start('bnd-nap') AS nap_run \gset
 SELECT expect_error($$SELECT ductape.workflow_drop('bnd-nap')$$);
+SELECT ductape.workflow_start('bnd-nap') AS nap_run2 \gset
+SELECT expect_error($$SELECT ductape.workflow_drop('bnd-nap')$$);
+SELECT ductape.workflow_cancel(:nap_run2);
 SELECT ductape.workflow_cancel(:nap_run);
 SELECT ductape.workflow_drop('bnd-nap');
 SELECT count(*) AS nap_left FROM ductape.workflows WHERE tag = 'bnd-nap';

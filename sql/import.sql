@@ -106,6 +106,8 @@ info: {title: Broken}
 paths:
   /a:
     get: [unclosed')$$);
+-- (a YAML document with no node in it: refused after the parser loaded it)
+SELECT expect_error($$SELECT ductape.import_openapi('# only a comment')$$);
 SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "x"}, "paths": {"/a": }}')$$);
 SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.1.0", "info": {}, "paths": []}')$$);
 SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "Refs"}, "paths": {"/a/{id}": {"get": {
@@ -125,6 +127,24 @@ SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "Patterns"
                    {"name": "code", "in": "query", "schema": {"type": "string", "pattern": "^[A-Z]{3}$"}}]}}}}', base_url => 'http://127.0.0.1:1');
 SELECT spec #> '{input,properties}' AS properties FROM ductape.actions WHERE app = 'patterns';
 SELECT ductape.app_drop('patterns');
+-- Which patterns are left out, and where they are, the schema check says
+-- as data, not in the text of its problems: parameters named like that text,
+-- with a %-escape, or with "~" and "/" in their names are no different.
+SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "Patterns"}, "paths": {"/a": {"get": {
+    "parameters": [{"name": "a: invalid regular expression: b", "in": "query", "schema": {"type": "string", "pattern": "^[a-z0-9-_ ]+$"}},
+                   {"name": "x%41", "in": "query", "schema": {"type": "string", "pattern": "^[0-9-_]+$"}},
+                   {"name": "c~/d", "in": "query", "schema": {"type": "string", "pattern": "^[a-z-_]+$"}},
+                   {"name": "e", "in": "query", "schema": {"type": "object", "patternProperties": {"^[0-9-_]$": {}, "^ok$": {}}}}]}}}}',
+                              base_url => 'http://127.0.0.1:1');
+SELECT spec #> '{input,properties}' AS properties FROM ductape.actions WHERE app = 'patterns';
+SELECT ductape.app_drop('patterns');
+-- A problem that is not about a pattern leaves nothing out (and refuses the
+-- document), whatever its pointer says.
+SELECT expect_error($$SELECT ductape.import_openapi('{"openapi": "3.0.3", "info": {"title": "Patterns"}, "paths": {"/a": {"get": {
+    "parameters": [{"name": "n: invalid regular expression: m", "in": "query", "schema": {"type": "string", "minLength": -1}}]}}}}',
+                                                    base_url => 'http://127.0.0.1:1')$$);
+SELECT ductape._schema_bad_patterns('{"properties": {"a/b~c": {"pattern": "[0-9-_]"}, "ok": {"pattern": "^x$"}},
+                                      "patternProperties": {"[z-a]": {"pattern": "("}}}') AS bad_patterns;
 
 -- Postman v2.1: folders flattened into tags, {{var}} -> variables, :param
 -- paths kept; raw JSON, urlencoded and form-data bodies; the collection's

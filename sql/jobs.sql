@@ -136,6 +136,12 @@ DROP TRIGGER orders_bad ON public.orders;
 CREATE TRIGGER orders_bad2 AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg', 'send', '{"x": "$Old{id}"}');
 SELECT expect_error($$INSERT INTO public.orders VALUES (4, 'di', 1)$$);
 DROP TRIGGER orders_bad2 ON public.orders;
+CREATE TRIGGER orders_bad3 AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg');
+SELECT expect_error($$INSERT INTO public.orders VALUES (5, 'ed', 1)$$);
+DROP TRIGGER orders_bad3 ON public.orders;
+CREATE TRIGGER orders_bad4 AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION ductape.on_row('bg', 'send', '{}', 'dev', 'p', 'x');
+SELECT expect_error($$INSERT INTO public.orders VALUES (6, 'fi', 1)$$);
+DROP TRIGGER orders_bad4 ON public.orders;
 DROP TABLE public.orders;
 SELECT ductape.cancel(id) FROM ductape.jobs WHERE action = 'slow-hook' AND state IN ('queued', 'scheduled');
 

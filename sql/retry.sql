@@ -91,6 +91,17 @@ SELECT set_config('dt.t0', clock_timestamp()::text, false) IS NOT NULL AS starte
 SET statement_timeout = '300ms';
 SELECT ductape.run('flaky', 'get', '{"key": "st", "n": 1, "retry_after": "10"}',
                    options => '{"retries": {"max_delay_ms": 60000}}');
+\echo :LAST_ERROR_SQLSTATE
 RESET statement_timeout;
 SELECT extract(epoch FROM clock_timestamp() - current_setting('dt.t0')::timestamptz) * 1000 BETWEEN 290 AND 400 AS within_100ms;
 SELECT api_count('st') AS attempts_made;
+-- The cancelled call still leaves a record, and the cancel reaches the
+-- caller as it was raised; so does a cancel in the middle of a transfer.
+SELECT wait_calls($$app = 'flaky' AND url LIKE '%/flaky/st/1%' AND error = 'interrupted'$$) AS recorded;
+SELECT action, status, attempts, error FROM ductape.calls WHERE app = 'flaky' AND url LIKE '%/flaky/st/1%';
+SET statement_timeout = '300ms';
+SELECT ductape.run('flaky', 'slow', '{"ms": 5000}');
+\echo :LAST_ERROR_SQLSTATE
+RESET statement_timeout;
+SELECT wait_calls($$app = 'flaky' AND action = 'slow' AND error = 'interrupted'$$) AS recorded;
+SELECT action, status, attempts, error FROM ductape.calls WHERE app = 'flaky' AND action = 'slow' AND error = 'interrupted';

@@ -62,3 +62,5 @@ SELECT api_count('tpl') AS requests_sent;
 
 -- Templates with placeholders from other contexts are refused at define time.
 SELECT expect_error($$SELECT ductape.action_define('tpl', '{"tag": "x", "method": "GET", "resource": "/", "query": {"a": "$Step{one}{id}", "b": "$Event{id}", "c": "$Old{id}", "d": "$Uuid{x}", "e": "$Input{}"}}')$$);
+-- ...and so are placeholders with the wrong number of "{...}" parts.
+SELECT expect_error($$SELECT ductape.action_define('tpl', '{"tag": "x", "method": "GET", "resource": "/", "query": {"a": "$Secret", "b": "$Secret{K}{L}", "c": "$Input"}}')$$);

@@ -266,12 +266,15 @@ GateCheckFunction(Oid fn, const char *what)
  * Call fn(arg) as role through the gate (a job callback, a webhook
  * handler).  The function is called by its oid through fmgr, never by a
  * name put back together from the catalog.  The role needs EXECUTE on it
- * and USAGE on its schema, as a SELECT would.
+ * and USAGE on its schema, as a SELECT would.  (Its name, for the message
+ * of a deadline's cancel, is formatted before the call: the error path
+ * looks nothing up in the catalog before the transaction is rolled back.)
  */
 void
 GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 {
 	Oid			nsp = GateCheckFunction(fn, what);
+	char	   *name = psprintf("%s %s", what, format_procedure(fn));
 	DtGate		gate;
 
 	MemoryContext here = CurrentMemoryContext;
@@ -301,7 +304,7 @@ GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 	{
 		ErrorData  *ed = GateCatch(&gate, here);
 
-		GateRethrow(ed, psprintf("%s %s", what, format_procedure(fn)));
+		GateRethrow(ed, name);
 	}
 	PG_END_TRY();
 	GateDisarm();

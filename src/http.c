@@ -1081,6 +1081,7 @@ void
 Execute(DtRequest *req, CallResult *cr)
 {
 	int64		start = NowMs();
+	MemoryContext cxt = CurrentMemoryContext;
 	struct timespec t0,
 				t1;
 
@@ -1101,12 +1102,21 @@ Execute(DtRequest *req, CallResult *cr)
 	}
 	PG_CATCH();
 	{
-		/* cancelled or timed out by the statement: still leave a record */
+		ErrorData  *ed;
+
+		/*
+		 * Cancelled or timed out by the statement: still leave a record.  The
+		 * error is copied out first: recording allocates and takes the call
+		 * ring's lock.
+		 */
+		MemoryContextSwitchTo(cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 		cr->o.kind = OUT_NETWORK;
 		RecordCall(req, cr, "interrupted");
-		PG_RE_THROW();
+		ReThrowError(ed);
 	}
 	PG_END_TRY();
 

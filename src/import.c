@@ -358,8 +358,13 @@ YamlCheckNesting(const char *text, size_t len, const char *what)
 static Jsonb *
 YamlToJsonb(const char *text, size_t len, const char *what)
 {
-	yaml_parser_t parser;
-	yaml_document_t doc;
+	/*
+	 * libyaml writes the parser and the document inside PG_TRY, and
+	 * PG_FINALLY reads them: they are not locals, whose values a longjmp
+	 * may leave stale, but palloc'd.
+	 */
+	yaml_parser_t *parser = palloc0(sizeof(yaml_parser_t));
+	yaml_document_t *doc = palloc0(sizeof(yaml_document_t));
 	YamlCtx		cx;
 	JsonbParseState *st = NULL;
 	JsonbValue *res;
@@ -368,27 +373,27 @@ YamlToJsonb(const char *text, size_t len, const char *what)
 	Jsonb	   *volatile result = NULL;
 
 	YamlCheckNesting(text, len, what);
-	if (!yaml_parser_initialize(&parser))
+	if (!yaml_parser_initialize(parser))
 		elog(ERROR, "could not initialize the YAML parser");
-	yaml_parser_set_input_string(&parser, (const unsigned char *) text, len);
+	yaml_parser_set_input_string(parser, (const unsigned char *) text, len);
 	PG_TRY();
 	{
-		if (!yaml_parser_load(&parser, &doc))
+		if (!yaml_parser_load(parser, doc))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s is not valid YAML: line %lu column %lu: %s",
-							what, (unsigned long) parser.problem_mark.line + 1,
-							(unsigned long) parser.problem_mark.column + 1,
-							parser.problem ? parser.problem : "syntax error"),
-					 parser.context ? errdetail("The problem is %s (line %lu).", parser.context,
-												(unsigned long) parser.context_mark.line + 1) : 0));
+							what, (unsigned long) parser->problem_mark.line + 1,
+							(unsigned long) parser->problem_mark.column + 1,
+							parser->problem ? parser->problem : "syntax error"),
+					 parser->context ? errdetail("The problem is %s (line %lu).", parser->context,
+												(unsigned long) parser->context_mark.line + 1) : 0));
 		loaded = true;
-		root = yaml_document_get_root_node(&doc);
+		root = yaml_document_get_root_node(doc);
 		if (root == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s is empty", what)));
-		cx.doc = &doc;
+		cx.doc = doc;
 		cx.what = what;
 		cx.values = 0;
 		if (root->type == YAML_SCALAR_NODE)
@@ -400,10 +405,12 @@ YamlToJsonb(const char *text, size_t len, const char *what)
 	PG_FINALLY();
 	{
 		if (loaded)
-			yaml_document_delete(&doc);
-		yaml_parser_delete(&parser);
+			yaml_document_delete(doc);
+		yaml_parser_delete(parser);
 	}
 	PG_END_TRY();
+	pfree(doc);
+	pfree(parser);
 	return result;
 }
 

@@ -663,7 +663,9 @@ dt_on_row(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ductape.on_row takes app, action [, input_template [, env [, product]]]"),
-				 errdetail("Trigger \"%s\" passes %d arguments.", tg->tgname, tg->tgnargs)));
+				 errdetail_plural("Trigger \"%s\" passes %d argument.",
+								  "Trigger \"%s\" passes %d arguments.",
+								  tg->tgnargs, tg->tgname, tg->tgnargs)));
 	desc = td->tg_relation->rd_att;
 	memset(&ctx, 0, sizeof(ctx));
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))

@@ -1760,6 +1760,7 @@ typedef struct CheckCtx
 {
 	JsonbContainer *root;		/* the whole schema, for "$ref" */
 	List	  **problems;
+	List	  **bad_patterns;	/* BadPattern, for _schema_bad_patterns; or NULL */
 	HTAB	   *loop_free;		/* schemas known not to come back to themselves */
 	bool		loop_reported;	/* a loop was reported (once is enough) */
 	bool		depth_reported; /* so was nesting too deep */
@@ -1809,6 +1810,33 @@ PatternCompiles(JsonbValue *v, char **why)
 	return true;
 }
 
+/* a pattern PostgreSQL cannot compile: where it is, and the problem said */
+typedef struct BadPattern
+{
+	char	   *pointer;		/* JSON pointer to "pattern", or to a key of
+								 * "patternProperties" */
+	char	   *problem;		/* as _schema_check says it */
+} BadPattern;
+
+/*
+ * A pattern that does not compile: a problem, and, when the caller collects
+ * them (_schema_bad_patterns), where it is -- so that nobody has to find it
+ * again in the problem's text.
+ */
+static void
+InvalidPattern(CheckCtx *cx, StringInfo path, const char *why)
+{
+	Problem(cx->problems, path, "invalid regular expression: %s", why);
+	if (cx->bad_patterns != NULL)
+	{
+		BadPattern *b = palloc(sizeof(BadPattern));
+
+		b->pointer = pstrdup(path->data);
+		b->problem = llast(*cx->problems);
+		*cx->bad_patterns = lappend(*cx->bad_patterns, b);
+	}
+}
+
 static void
 CheckSchemaMap(CheckCtx *cx, JsonbValue *map, StringInfo path, int depth, bool keys_are_patterns)
 {
@@ -1832,7 +1860,7 @@ CheckSchemaMap(CheckCtx *cx, JsonbValue *map, StringInfo path, int depth, bool k
 		(void) JsonbIteratorNext(&it, &v, true);
 		saved = PathPushKey(path, k.val.string.val, k.val.string.len);
 		if (keys_are_patterns && !PatternCompiles(&k, &why))
-			Problem(cx->problems, path, "invalid regular expression: %s", why);
+			InvalidPattern(cx, path, why);
 		CheckSchema(cx, &v, path, depth + 1);
 		PathPop(path, saved);
 	}
@@ -2180,7 +2208,7 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 			if (v.type != jbvString)
 				Problem(cx->problems, path, "must be a string");
 			else if (!PatternCompiles(&v, &why))
-				Problem(cx->problems, path, "invalid regular expression: %s", why);
+				InvalidPattern(cx, path, why);
 		}
 		else if (strcmp(key, "format") == 0)
 		{
@@ -2218,9 +2246,12 @@ CheckSchema(CheckCtx *cx, JsonbValue *schema, StringInfo path, int depth)
 	}
 }
 
-/* Problems with a schema, as "path/to/keyword: reason" strings. */
-List *
-SchemaCheck(Jsonb *schema, const char *path)
+/*
+ * Problems with a schema, as "path/to/keyword: reason" strings; with
+ * bad_patterns, also the patterns that do not compile (BadPattern).
+ */
+static List *
+SchemaCheckCollect(Jsonb *schema, const char *path, List **bad_patterns)
 {
 	List	   *problems = NIL;
 	StringInfoData p;
@@ -2236,6 +2267,7 @@ SchemaCheck(Jsonb *schema, const char *path)
 	hctl.hcxt = CurrentMemoryContext;
 	cx.root = &schema->root;
 	cx.problems = &problems;
+	cx.bad_patterns = bad_patterns;
 	cx.loop_free = hash_create("ductape schema check", 64, &hctl,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	cx.loop_reported = false;
@@ -2243,6 +2275,13 @@ SchemaCheck(Jsonb *schema, const char *path)
 	CheckSchema(&cx, &root, &p, 1);
 	hash_destroy(cx.loop_free);
 	return problems;
+}
+
+/* Problems with a schema, as "path/to/keyword: reason" strings. */
+List *
+SchemaCheck(Jsonb *schema, const char *path)
+{
+	return SchemaCheckCollect(schema, path, NULL);
 }
 
 /* _schema_check(schema jsonb, path text) -> text[] of problems */
@@ -2254,6 +2293,67 @@ dt_schema_check(PG_FUNCTION_ARGS)
 	char	   *path = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
 
 	PG_RETURN_DATUM(CStringListToTextArray(SchemaCheck(schema, path)));
+}
+
+static void
+PushString(JsonbParseState **st, JsonbIteratorToken token, const char *s)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) s;
+	v.val.string.len = strlen(s);
+	(void) pushJsonbValue(st, token, &v);
+}
+
+/*
+ * _schema_bad_patterns(schema jsonb) -> jsonb: the patterns of schema that
+ * PostgreSQL cannot compile, as [{"path": [key, ...], "problem": text}]:
+ * the path (for #-) of each "pattern", or key of "patternProperties", and
+ * the problem _schema_check reports for it.  (The import leaves them out.)
+ */
+PG_FUNCTION_INFO_V1(dt_schema_bad_patterns);
+Datum
+dt_schema_bad_patterns(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *schema = PG_GETARG_JSONB_P(0);
+	List	   *bad = NIL;
+	JsonbParseState *st = NULL;
+	JsonbValue *res;
+	ListCell   *lc;
+
+	(void) SchemaCheckCollect(schema, "", &bad);
+	(void) pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	foreach(lc, bad)
+	{
+		BadPattern *b = lfirst(lc);
+		const char *p = b->pointer;
+
+		(void) pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+		PushString(&st, WJB_KEY, "path");
+		(void) pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+		/* the pointer's segments, unescaped (~1 is "/", ~0 is "~") */
+		while (*p == '/')
+		{
+			StringInfoData seg;
+
+			initStringInfo(&seg);
+			for (p++; *p != '\0' && *p != '/'; p++)
+			{
+				if (p[0] == '~' && (p[1] == '0' || p[1] == '1'))
+					appendStringInfoChar(&seg, *++p == '1' ? '/' : '~');
+				else
+					appendStringInfoChar(&seg, *p);
+			}
+			PushString(&st, WJB_ELEM, seg.data);
+		}
+		(void) pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+		PushString(&st, WJB_KEY, "problem");
+		PushString(&st, WJB_VALUE, b->problem);
+		(void) pushJsonbValue(&st, WJB_END_OBJECT, NULL);
+	}
+	res = pushJsonbValue(&st, WJB_END_ARRAY, NULL);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
 }
 
 /* _schema_validate(schema jsonb, instance jsonb) -> text[] of violations */

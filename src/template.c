@@ -165,11 +165,12 @@ ParseTemplateString(const char *s, int len, List **parts)
 		{
 			if (ph_specs[kind].max_args == 0)
 				return psprintf("placeholder \"$%s\" takes no \"{...}\" part", ph_specs[kind].name);
-			return psprintf("placeholder \"%s\" needs %s%d \"{...}\" part%s",
+			return psprintf(ph_specs[kind].min_args == 1 ?
+							"placeholder \"%s\" needs %s%d \"{...}\" part" :
+							"placeholder \"%s\" needs %s%d \"{...}\" parts",
 							part->text,
 							ph_specs[kind].min_args == ph_specs[kind].max_args ? "" : "at least ",
-							ph_specs[kind].min_args,
-							ph_specs[kind].min_args == 1 ? "" : "s");
+							ph_specs[kind].min_args);
 		}
 		*parts = lappend(*parts, part);
 	}

@@ -235,7 +235,9 @@ SweepLate(void)
 	}
 	if (n > 0)
 		ereport(DEBUG1,
-				(errmsg_internal("ductape webhook listener closed %d connections past ductape.webhook_request_timeout", n)));
+				(errmsg_plural("ductape webhook listener closed %d connection past ductape.webhook_request_timeout",
+							   "ductape webhook listener closed %d connections past ductape.webhook_request_timeout",
+							   n, n)));
 	return n;
 }
 

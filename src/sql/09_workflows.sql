@@ -232,7 +232,8 @@ BEGIN
     IF n > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '55006',
             MESSAGE = format('workflow "%s" has active runs', workflow),
-            DETAIL = format('%s run(s) of it are running.', n),
+            DETAIL = CASE WHEN n = 1 THEN '1 run of it is running.'
+                          ELSE format('%s runs of it are running.', n) END,
             HINT = 'Cancel them with ductape.workflow_cancel, or wait until they end.';
     END IF;
     DELETE FROM ductape.workflows w WHERE w.tag = workflow;

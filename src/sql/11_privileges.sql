@@ -52,13 +52,40 @@ BEGIN
         ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
         ductape.message_retry(text, bigint) TO %I', role);
     -- the definition checks are plain SQL run as the caller; not the
-    -- implementations behind the caller proxy, nor the workflow engine
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
-        (SELECT string_agg(p.oid::regprocedure::text, ', ')
-           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-          WHERE n.nspname = 'ductape' AND p.proname LIKE '\_%' AND NOT p.prosecdef
-            AND p.proname NOT IN ('_caller', '_workflow_sql', '_workflow_dispatch_as', '_workflow_dispatch',
-                                  '_workflow_advance', '_workflow_tick', '_workflow_context')), role);
+    -- implementations behind the caller proxy, nor the workflow engine.
+    -- (Named here, not put back together from pg_proc: a new internal
+    -- function is added to this list; sql/privileges.sql shows every one.)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape._action_body(jsonb), ductape._app_row(text), ductape._catalog_changed(),
+        ductape._check_action(jsonb, text, jsonb, jsonb), ductape._check_app(jsonb),
+        ductape._check_auth(jsonb), ductape._check_int(jsonb, text, bigint, bigint),
+        ductape._check_keys(jsonb, text, text[]), ductape._check_request_type(jsonb, text),
+        ductape._check_retries(jsonb, text), ductape._check_step_call(jsonb, text),
+        ductape._check_tag(jsonb, text, boolean), ductape._check_type(jsonb, text, text[]),
+        ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
+        ductape._condition_check(text, text), ductape._condition_eval(text, jsonb),
+        ductape._deref(jsonb, jsonb, text), ductape._document_parse(text, text),
+        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check(text, text[], jsonb),
+        ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
+        ductape._endpoint_seal(bigint, text), ductape._example_schema(jsonb),
+        ductape._import_auth(text, text, text, text), ductape._import_check_exists(text, boolean),
+        ductape._import_define(jsonb), ductape._import_refuse(text, text[], text),
+        ductape._json_refs(jsonb), ductape._kebab(text),
+        ductape._openapi_action(jsonb, text, jsonb, text, text), ductape._openapi_auth(jsonb, text),
+        ductape._openapi_resource(text), ductape._placement(jsonb, text, jsonb),
+        ductape._pointer_escape(text), ductape._postman_requests(jsonb, text, text),
+        ductape._postman_template(text), ductape._product_env(ductape.products, text),
+        ductape._product_row(text), ductape._raise_invalid(text, text[]), ductape._ref_path(text),
+        ductape._ref_target(jsonb, text), ductape._schema_bad_patterns(jsonb),
+        ductape._schema_check(jsonb, text), ductape._schema_validate(jsonb, jsonb),
+        ductape._signature_check(jsonb, text, jsonb, text, timestamptz),
+        ductape._signature_standard(text, text, bigint, text),
+        ductape._template_errors(jsonb, text, jsonb, jsonb), ductape._template_steps(jsonb),
+        ductape._type_matches(text, text), ductape._unique_tag(text, text[]),
+        ductape._unique_tags(jsonb[]), ductape._wake_worker(), ductape._webhook_listen_address(),
+        ductape._webhook_spec(ductape.apps, text), ductape._with_refs(jsonb, jsonb),
+        ductape._workflow_apply(jsonb, jsonb), ductape._workflow_row(text),
+        ductape._workflow_template_errors(jsonb, text) TO %I', role);
     -- (the remaining internal C functions are STRICT: NULL in, NULL out)
     -- (secret_set writes _secrets as its caller, in C, encrypting first;
     -- a row there says nothing about who runs what)

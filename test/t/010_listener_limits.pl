@@ -425,8 +425,10 @@ sub read_answer
 	}
 	return $buf =~ m{^HTTP/1\.\d (\d+)} ? $1 : 0;
 }
+# (at debug1 the listener logs how many connections it closed)
+my $debug_offset = -s $node->logfile;
 $node->safe_psql('postgres',
-	"ALTER SYSTEM SET ductape.webhook_request_timeout = '2s'; SELECT pg_reload_conf();");
+	"ALTER SYSTEM SET ductape.webhook_request_timeout = '2s'; ALTER SYSTEM SET log_min_messages = debug1; SELECT pg_reload_conf();");
 ok(poll('SHOW ductape.webhook_request_timeout', '2s'), 'ductape.webhook_request_timeout changes on reload');
 usleep(300_000);    # the listener reloads on its next wake-up
 {
@@ -445,8 +447,19 @@ usleep(300_000);    # the listener reloads on its next wake-up
 	ok($idle >= 1.8 && $idle < 4, sprintf('2 s after the last answer (%.2f s)', $idle));
 	close $s;
 }
+# (the listener logs it just after the 408 went out: wait for it, 5 s at most)
+my $closed_log = '';
+for (1 .. 50)
+{
+	$closed_log = slurp_file($node->logfile, $debug_offset);
+	last if $closed_log =~ /webhook listener closed \d+ connections? past/;
+	usleep(100_000);
+}
+like($closed_log,
+	qr/ductape webhook listener closed 1 connection past ductape\.webhook_request_timeout$/m,
+	'the listener logs the connection it closed, in the singular');
 $node->safe_psql('postgres',
-	"ALTER SYSTEM RESET ductape.webhook_request_timeout; SELECT pg_reload_conf();");
+	"ALTER SYSTEM RESET ductape.webhook_request_timeout; ALTER SYSTEM RESET log_min_messages; SELECT pg_reload_conf();");
 
 # ---- 6. ductape.webhook_listen is checked when it is set ----
 my ($ret, $stdout, $stderr) = $node->psql('postgres',
