@@ -317,12 +317,12 @@ SELECT k.kind, (SELECT count(*) > 0 FROM fresh_catalog f WHERE f.kind = k.kind) 
 SELECT DISTINCT kind AS unlisted_kind FROM fresh_catalog
  WHERE kind NOT IN ('extension', 'member', 'relation', 'column', 'index', 'constraint', 'trigger', 'view', 'policy',
                     'type', 'sequence', 'function', 'comment', 'config dump', 'privilege', 'initial privilege', 'row');
--- What differs, if anything: the object, and where it is in one install
--- only, or the first line where the two differ.  To fix: make the source in
+-- What differs, if anything: the object, and the install it is in alone
+-- (with its first line), or the first line where the two differ.  To fix: make the source in
 -- src/sql/ (fresh installs) and the upgrade script say the same.
 SELECT coalesce(f.kind, u.kind) AS kind, coalesce(f.object, u.object) AS object,
-       CASE WHEN u.object IS NULL THEN 'only in the fresh install: ' || f.detail
-            WHEN f.object IS NULL THEN 'only in the updated install: ' || u.detail
+       CASE WHEN u.object IS NULL THEN 'only in the fresh install: ' || split_part(f.detail, E'\n', 1)
+            WHEN f.object IS NULL THEN 'only in the updated install: ' || split_part(u.detail, E'\n', 1)
             ELSE (SELECT format('line %s: fresh %s, updated %s', coalesce(x.n, y.n),
                                 coalesce(quote_literal(x.line), 'ends'), coalesce(quote_literal(y.line), 'ends'))
                     FROM string_to_table(f.detail, E'\n') WITH ORDINALITY x(line, n)
