@@ -518,6 +518,41 @@ BEGIN
 END
 $$;
 
+-- What an action definition may say has one implementation, the library's
+-- (src/catalog.c): action_define, app_define and the importers ask it
+-- here, and the loader checks each stored action with it before the
+-- action's first use.  The same problems, in the same words and order, as
+-- the plpgsql it replaces.  Not strict: the importers pass no constants or
+-- variables (NULL: none); a NULL path is "".
+CREATE OR REPLACE FUNCTION ductape._check_action(a jsonb, path text, constants jsonb, variables jsonb)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_action' LANGUAGE c STABLE;
+-- A retry policy (an action's, an app's, a workflow step's), by the same code.
+CREATE OR REPLACE FUNCTION ductape._check_retries(p jsonb, path text)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_retries' LANGUAGE c IMMUTABLE;
+
+-- Stored actions were re-read by the loader only as far as the request
+-- builder needed; now each is checked whole, and one that breaks a rule is
+-- refused when called (22023, naming it).  Name the ones that will be.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT x.app, x.tag,
+                    ductape._check_action(x.spec || jsonb_build_object('tag', x.tag), '/actions/' || x.tag,
+                        CASE WHEN jsonb_typeof(a.spec->'constants') = 'object' THEN a.spec->'constants' END,
+                        CASE WHEN jsonb_typeof(a.spec->'variables') = 'object' THEN a.spec->'variables' END) AS problems
+               FROM ductape.actions x JOIN ductape.apps a ON a.tag = x.app
+              ORDER BY x.app, x.position
+    LOOP
+        IF cardinality(r.problems) > 0 THEN
+            RAISE WARNING 'the stored definition of action % of app % is invalid: ductape 0.3.0 refuses to call it', r.tag, r.app
+                USING DETAIL = array_to_string(r.problems, E'\n'),
+                      HINT = 'Define the action again with ductape.action_define.';
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- Definitions: ductape's own checks never pay for JIT (a recursive CTE in
 -- the workflow checker cost 0.3-0.5 s of LLVM compilation per call).
 ALTER FUNCTION ductape.app_define(jsonb) SET jit = off;

@@ -103,4 +103,67 @@ SELECT i->>'name' AS name, i->>'in' AS described_in
   FROM jsonb_array_elements(ductape.describe('files', 'get')->'inputs') i ORDER BY 1;
 SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query
   FROM (SELECT ductape.run_response('files', 'get', '{"id": "a1", "v": 2}') AS r) s;
+-- (the same resource with POST, and a property that says where it goes:
+-- again where run() sends them)
+SELECT ductape.action_define('files', '{"tag": "put", "method": "POST", "resource": "/echo/files/:id.json",
+  "input": {"properties": {"id": {"type": "string"}, "v": {"type": "integer"}, "mode": {"type": "string", "in": "query"}}}}');
+SELECT i->>'name' AS name, i->>'in' AS described_in
+  FROM jsonb_array_elements(ductape.describe('files', 'put')->'inputs') i ORDER BY 1;
+SELECT r->'body'->>'path' AS sent_path, r->'body'->'query' AS sent_query, r->'body'->>'body' AS sent_body
+  FROM (SELECT ductape.run_response('files', 'put', '{"id": "a1", "v": 2, "mode": "x"}') AS r) s;
 SELECT ductape.app_drop('files');
+
+-- The rules of an action have one implementation (src/catalog.c): what
+-- action_define, app_define and the importers ask through _check_action,
+-- and what the loader applies again to each stored action.  Each rule:
+-- unknown keys (by name), the tag, name, method (shown as JSON), resource
+-- and its :params, request type, templates, header names and values,
+-- where properties go, success statuses, timeout and retry policy.
+SELECT problem FROM unnest(ductape._check_action($${
+  "tag": "Bad Tag", "colour": 1, "Alpha": 2, "name": 5, "method": {"verb": "fetch"},
+  "resource": "/items/:id/:sku/:", "request_type": "text/html",
+  "headers": {"Bad Header": "v", "X-F": "a\r\nInjected: 1", "X-C": "$Constant{missing}"},
+  "query": [],
+  "input": {"properties": {"id": {"type": "string", "in": "query"}, "x": {"in": "cookie"}}},
+  "success": [200, "201", 99, 200.5],
+  "timeout_ms": 86400001,
+  "retries": {"max": 101, "on": [500, "sometimes", 5e2, 500.0], "multiplier": 11, "jitter": 2,
+              "unsafe": "yes", "initial_delay_ms": 1.5, "bogus": 1}}$$, '/actions/0', '{}', NULL)) problem;
+SELECT ductape._check_action('{"tag": "a", "method": "GET", "resource": "/a b"}', '', NULL, NULL) AS spaces,
+       ductape._check_action('{"tag": "a", "method": "get", "resource": "/a/:id", "input": {"properties": {}}}', '', NULL, NULL) AS no_source,
+       ductape._check_action('{"tag": "a", "method": "GET", "resource": "/a", "success": [], "timeout_ms": 0}', '', NULL, NULL) AS bounds;
+SELECT ductape._check_action('{"resource": 5}', '/a', NULL, NULL) AS missing,
+       ductape._check_action('[]', '/a', NULL, NULL) AS not_an_object,
+       ductape._check_action(NULL, NULL, NULL, NULL) AS all_null,
+       ductape._check_action('{"tag": "a", "method": "GET", "resource": "/a", "body": {"v": "$Variable{v}"}}', NULL,
+                             NULL, '{"v": {}}') AS declared_variable;
+SELECT ductape._check_retries('{"on": "always", "respect_retry_after": 1}', '/retries') AS retries,
+       ductape._check_retries(NULL, '/retries') AS no_policy;
+
+-- A stored action is checked whole, by those rules, when it is first used:
+-- one corrupted behind the checker's back (the catalog tables edited
+-- directly, as a superuser) is refused with 22023 naming the app, the
+-- action and its first problems; the app's other actions still work.
+SELECT ductape.app_define(jsonb_build_object('tag', 'held',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'constants', '{"v": "1"}'::jsonb,
+  'actions', '[{"tag": "good", "method": "GET", "resource": "/echo/good"},
+               {"tag": "bad", "method": "GET", "resource": "/echo/bad", "headers": {"X-V": "$Constant{v}"}}]'::jsonb));
+SELECT ductape.run('held', 'bad')->>'path' AS before;
+UPDATE ductape.actions
+   SET spec = spec || '{"method": "TRACE", "resource": "/echo/:", "colour": 1, "timeout_ms": 0, "success": [],
+                        "retries": {"max": -1, "jitter": 2}}'
+ WHERE app = 'held' AND tag = 'bad';
+SELECT expect_error($$SELECT ductape.run('held', 'bad')$$);
+SELECT expect_error($$SELECT ductape.dispatch('held', 'bad')$$);
+SELECT ductape.run('held', 'good')->>'path' AS other_action;
+-- a placeholder that names a constant the app no longer has (the app's row
+-- edited directly)
+UPDATE ductape.actions SET spec = '{"method": "GET", "resource": "/echo/bad", "headers": {"X-V": "$Constant{v}"}}'
+ WHERE app = 'held' AND tag = 'bad';
+UPDATE ductape.apps SET spec = spec - 'constants' WHERE tag = 'held';
+SELECT expect_error($$SELECT ductape.run('held', 'bad')$$);
+-- defined again through ductape, it works
+SELECT ductape.action_define('held', '{"tag": "bad", "method": "GET", "resource": "/echo/bad"}');
+SELECT ductape.run('held', 'bad')->>'path' AS defined_again;
+SELECT ductape.app_drop('held');

@@ -2,7 +2,9 @@
  *
  * catalog.c
  *	  The per-backend cache of app and action definitions, read as the
- *	  extension's owner (ElevateBegin) and checked as they are loaded.
+ *	  extension's owner (ElevateBegin) and checked as they are loaded; the
+ *	  rules of an action definition (ductape._check_action), which both
+ *	  the definitions and the loader apply.
  *
  * ductape.run must cost microseconds, so definitions are read from
  * ductape.apps/actions/variables once and kept in backend memory.  The
@@ -12,25 +14,33 @@
  * itself at the end of the statement), and our relcache callback marks the
  * cache stale.  The cache is rebuilt lazily at the start of the next call,
  * never in the middle of one, so pointers handed out stay valid for the
- * whole call.
+ * whole call.  An action is checked and parsed the first time it is used.
+ *
+ * Layer 2 (core logic): calls the utilities (jsonb_util.c, settings.c) and
+ * the template and schema checks (template.c, schema.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "regex/regex.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/formatting.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/varlena.h"
 #include "catalog/pg_namespace.h"
 #include "miscadmin.h"
 
@@ -45,6 +55,14 @@ static bool CallbackRegistered = false;
 static const char *const CatalogTables[] = {"apps", "actions", "variables",
 "products", "product_apps", "configs"};
 static Oid	CatalogRelids[lengthof(CatalogTables)];
+
+/* An action as the cache holds it (DtApp.actions): parsed on first use. */
+typedef struct StoredAction
+{
+	char	   *tag;
+	Jsonb	   *spec;			/* ductape.actions.spec: all but the tag */
+	DtAction   *action;			/* NULL until first used */
+} StoredAction;
 
 /* ---- reading the catalog as its owner ---- */
 
@@ -163,15 +181,571 @@ CatalogBeginCall(void)
 	}
 }
 
-/* ---- loading ---- */
+/* ---- the rules of an action definition ---- */
+
+/*
+ * What an action definition may say has one implementation, this one:
+ * action_define, app_define and the importers ask it through
+ * ductape._check_action, and the loader checks every stored action with it
+ * before use (CatalogParseAction).  Each problem is a "/json/pointer:
+ * reason" string, in the words and order of the plpgsql checks before 0.3.0
+ * (the tests compare the two): keys go into the pointers unescaped, unknown
+ * keys are listed in the database's collation order (their ORDER BY), and
+ * where those checks followed the database's locale, so do these: a method
+ * is upper-cased as upper() does it, white space in a resource is what the
+ * regular expression \s matches.
+ */
+
+#define MAX_SHOWN_PROBLEMS 5
+
+static const char *const action_keys[] = {"tag", "name", "description", "method",
+	"resource", "request_type", "headers", "query", "body", "input", "success",
+"timeout_ms", "retries"};
+static const char *const retries_keys[] = {"max", "on", "initial_delay_ms",
+"max_delay_ms", "multiplier", "jitter", "respect_retry_after", "unsafe"};
+static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
+static const char *const request_types[] = {"application/json",
+"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"};
+static const char *const input_places[] = {"body", "query", "params", "headers"};
+
+static void Problem(List **problems, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static void
+Problem(List **problems, const char *fmt,...)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	*problems = lappend(*problems, buf.data);
+}
+
+/* The whole of a jsonb as a value (a scalar, or its root container). */
+static void
+RootValue(Jsonb *j, JsonbValue *v)
+{
+	if (JB_ROOT_IS_SCALAR(j))
+		JsonbExtractScalar(&j->root, v);
+	else
+	{
+		v->type = jbvBinary;
+		v->val.binary.data = &j->root;
+		v->val.binary.len = VARSIZE(j) - VARHDRSZ;
+	}
+}
+
+/* v's JSON type as jsonb_typeof names it; v is a value of a jsonb. */
+static const char *
+JsonTypeName(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "array" : "object";
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+	return NULL;
+}
+
+/* Is v (perhaps NULL: absent) of JSON type type? */
+static bool
+IsType(JsonbValue *v, const char *type)
+{
+	return v != NULL && strcmp(JsonTypeName(v), type) == 0;
+}
+
+/* Is v the string s? */
+static bool
+IsString(JsonbValue *v, const char *s)
+{
+	return v != NULL && v->type == jbvString && v->val.string.len == strlen(s) &&
+		memcmp(v->val.string.val, s, v->val.string.len) == 0;
+}
+
+/* The field key of object v (v->'key'), NULL when v is no object or lacks it. */
+static JsonbValue *
+Field(JsonbValue *v, const char *key)
+{
+	JsonbValue	k;
+
+	if (!IsType(v, "object"))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(v->val.binary.data, JB_FOBJECT, &k);
+}
+
+/* v as a jsonb of its own, for template.c and schema.c (and output). */
+static Jsonb *
+AsJsonb(JsonbValue *v)
+{
+	return JsonbValueToJsonb(v);
+}
+
+/* v as JSON text, as jsonb prints it ("%s" of a jsonb). */
+static char *
+AsJson(JsonbValue *v)
+{
+	Jsonb	   *j = AsJsonb(v);
+
+	return JsonbToCString(NULL, &j->root, VARSIZE(j));
+}
+
+/* Is number n within [lo, hi]? */
+static bool
+NumberBetween(Numeric n, int64 lo, int64 hi)
+{
+	Datum		d = NumericGetDatum(n);
+
+	return !DatumGetBool(DirectFunctionCall2(numeric_lt, d, NumericGetDatum(int64_to_numeric(lo)))) &&
+		!DatumGetBool(DirectFunctionCall2(numeric_gt, d, NumericGetDatum(int64_to_numeric(hi))));
+}
+
+/* Is v a number equal to its trunc? */
+static bool
+IsInteger(JsonbValue *v)
+{
+	Datum		d;
+
+	if (v->type != jbvNumeric)
+		return false;
+	d = NumericGetDatum(v->val.numeric);
+	return DatumGetBool(DirectFunctionCall2(numeric_eq, d,
+											DirectFunctionCall2(numeric_trunc, d, Int32GetDatum(0))));
+}
+
+static int
+CompareKeys(const ListCell *a, const ListCell *b)
+{
+	const char *x = lfirst(a);
+	const char *y = lfirst(b);
+
+	return varstr_cmp(x, strlen(x), y, strlen(y), DEFAULT_COLLATION_OID);
+}
+
+/* Keys of object obj not in allowed: "path/key: unknown key", by name. */
+static void
+CheckKeys(JsonbValue *obj, const char *path, const char *const *allowed, int nallowed,
+		  List **problems)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	List	   *unknown = NIL;
+	ListCell   *lc;
+
+	if (!IsType(obj, "object"))
+		return;
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		int			i;
+
+		if (r != WJB_KEY)
+			continue;
+		for (i = 0; i < nallowed; i++)
+			if (IsString(&v, allowed[i]))
+				break;
+		if (i == nallowed)
+			unknown = lappend(unknown, pnstrdup(v.val.string.val, v.val.string.len));
+	}
+	list_sort(unknown, CompareKeys);
+	foreach(lc, unknown)
+		Problem(problems, "%s/%s: unknown key", path, (char *) lfirst(lc));
+}
+
+/* A required tag. */
+static void
+CheckTag(JsonbValue *v, const char *path, List **problems)
+{
+	char	   *tag;
+
+	if (v == NULL || v->type == jbvNull)
+		Problem(problems, "%s: is required", path);
+	else if (v->type != jbvString)
+		Problem(problems, "%s: must be a string", path);
+	else if (!DtIsValidTag(tag = pnstrdup(v->val.string.val, v->val.string.len)))
+		Problem(problems, "%s: \"%s\" is not a valid tag (1 to 63 of a-z 0-9 _ . -, "
+				"starting with a letter or digit)", path, tag);
+}
+
+/* A value of JSON type type, when present. */
+static void
+CheckType(JsonbValue *v, const char *path, const char *type, List **problems)
+{
+	if (v != NULL && !IsType(v, type))
+		Problem(problems, "%s: must be %s", path, type);
+}
+
+/* An integer within [lo, hi], when present. */
+static void
+CheckInt(JsonbValue *v, const char *path, int lo, int hi, List **problems)
+{
+	if (v == NULL)
+		return;
+	if (!IsInteger(v))
+		Problem(problems, "%s: must be an integer", path);
+	else if (!NumberBetween(v->val.numeric, lo, hi))
+		Problem(problems, "%s: must be between %d and %d", path, lo, hi);
+}
+
+/* One of the request types, when present. */
+static void
+CheckRequestType(JsonbValue *v, const char *path, List **problems)
+{
+	int			i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < lengthof(request_types); i++)
+		if (IsString(v, request_types[i]))
+			return;
+	Problem(problems, "%s: must be one of application/json, application/x-www-form-urlencoded, "
+			"multipart/form-data, text/plain", path);
+}
+
+/* A retry status: a number written with 1 to 3 digits, from 100 to 599. */
+static bool
+IsRetryStatus(JsonbValue *v)
+{
+	char	   *s;
+	int			n;
+
+	if (v->type != jbvNumeric)
+		return false;
+	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	n = strlen(s);
+	if (n < 1 || n > 3 || strspn(s, "0123456789") != n)
+		return false;
+	n = atoi(s);
+	return n >= 100 && n <= 599;
+}
+
+/* A retry policy (an action's, an app's, a workflow step's), when present. */
+static void
+CheckRetries(JsonbValue *p, const char *path, List **problems)
+{
+	JsonbValue *v;
+
+	if (p == NULL)
+		return;
+	if (!IsType(p, "object"))
+	{
+		Problem(problems, "%s: must be an object", path);
+		return;
+	}
+	CheckKeys(p, path, retries_keys, lengthof(retries_keys), problems);
+	CheckInt(Field(p, "max"), psprintf("%s/max", path), 0, 100, problems);
+	CheckInt(Field(p, "initial_delay_ms"), psprintf("%s/initial_delay_ms", path), 0, 86400000, problems);
+	CheckInt(Field(p, "max_delay_ms"), psprintf("%s/max_delay_ms", path), 0, 86400000, problems);
+	CheckType(Field(p, "multiplier"), psprintf("%s/multiplier", path), "number", problems);
+	CheckType(Field(p, "respect_retry_after"), psprintf("%s/respect_retry_after", path), "boolean", problems);
+	CheckType(Field(p, "unsafe"), psprintf("%s/unsafe", path), "boolean", problems);
+	v = Field(p, "multiplier");
+	if (v != NULL && v->type == jbvNumeric && !NumberBetween(v->val.numeric, 1, 10))
+		Problem(problems, "%s/multiplier: must be between 1 and 10", path);
+	v = Field(p, "jitter");
+	if (v != NULL && (v->type != jbvNumeric || !NumberBetween(v->val.numeric, 0, 1)))
+		Problem(problems, "%s/jitter: must be a number between 0 and 1", path);
+	v = Field(p, "on");
+	if (v != NULL && !IsType(v, "array"))
+		Problem(problems, "%s/on: must be an array of statuses, \"timeout\" and \"network\"", path);
+	else if (v != NULL)
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+		int			i;
+
+		for (i = 0; i < n; i++)
+		{
+			JsonbValue *e = getIthJsonbValueFromContainer(v->val.binary.data, i);
+
+			if (!IsRetryStatus(e) && !IsString(e, "timeout") && !IsString(e, "network"))
+				Problem(problems, "%s/on/%d: must be a status (100-599), \"timeout\" or \"network\"",
+						path, i);
+		}
+	}
+}
+
+/* The method upper-cased as upper() does it (palloc'd). */
+static char *
+MethodUpper(JsonbValue *v)
+{
+	return str_toupper(v->val.string.val, v->val.string.len, DEFAULT_COLLATION_OID);
+}
+
+/* A header name: an HTTP token (RFC 9110), one or more of these bytes. */
+static bool
+IsHeaderName(const char *s, int len)
+{
+	int			i;
+
+	if (len == 0)
+		return false;
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			  (c != '\0' && strchr("!#$%&'*+.^_`|~-", c) != NULL)))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The :params of a resource, in order (a name repeated is listed again): a
+ * ":" and the letters, digits and "_" after it.
+ */
+static List *
+ResourceParams(const char *resource)
+{
+	List	   *params = NIL;
+	const char *p;
+
+	for (p = resource; *p; p++)
+	{
+		const char *s = p + 1;
+
+		if (*p != ':')
+			continue;
+		while ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+			   (*s >= '0' && *s <= '9') || *s == '_')
+			s++;
+		if (s > p + 1)
+		{
+			params = lappend(params, pnstrdup(p + 1, s - p - 1));
+			p = s - 1;
+		}
+	}
+	return params;
+}
+
+/* The resource and where its :params come from. */
+static void
+CheckResource(JsonbValue *a, const char *path, List **problems)
+{
+	JsonbValue *v = Field(a, "resource");
+	JsonbValue *props;
+	char	   *resource;
+	const char *p;
+	ListCell   *lc;
+	List	   *params;
+
+	if (v == NULL)
+	{
+		Problem(problems, "%s/resource: is required", path);
+		return;
+	}
+	if (v->type != jbvString || v->val.string.len == 0 || v->val.string.val[0] != '/')
+	{
+		Problem(problems, "%s/resource: must be a path starting with \"/\"", path);
+		return;
+	}
+	resource = pnstrdup(v->val.string.val, v->val.string.len);
+	/* \s is the database's white space (its locale's, beyond ASCII) */
+	if (RE_compile_and_execute(cstring_to_text("[\\s?#]"), resource, strlen(resource),
+							   REG_ADVANCED, DEFAULT_COLLATION_OID, 0, NULL))
+	{
+		Problem(problems, "%s/resource: must not contain spaces, \"?\" or \"#\" "
+				"(put query parameters in \"query\")", path);
+		return;
+	}
+	for (p = resource; (p = strchr(p, ':')) != NULL; p++)
+		if (p[1] == '/' || p[1] == '\0')
+		{
+			Problem(problems, "%s/resource: \":\" must be followed by a parameter name", path);
+			break;
+		}
+
+	/* with a declared input schema, each :param must be one of its properties */
+	params = ResourceParams(resource);
+	props = Field(Field(a, "input"), "properties");
+	if (!IsType(props, "object"))
+		return;
+	foreach(lc, params)
+	{
+		char	   *k = lfirst(lc);
+		JsonbValue *prop = Field(props, k);
+		JsonbValue *in = Field(prop, "in");
+
+		if (prop == NULL)
+			Problem(problems, "%s/resource: path parameter :%s has no source (add it to input.properties)",
+					path, k);
+		else if (in != NULL && in->type != jbvNull && !IsString(in, "params"))
+			Problem(problems, "%s/input/properties/%s/in: path parameter :%s must be \"in\": \"params\"",
+					path, k, k);
+	}
+}
+
+/* Header names, and header values without line breaks. */
+static void
+CheckHeaders(JsonbValue *headers, const char *path, List **problems)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	char	   *key = NULL;
+
+	it = JsonbIteratorInit(headers->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (r == WJB_KEY && !IsHeaderName(v.val.string.val, v.val.string.len))
+			Problem(problems, "%s/headers/%s: not a valid header name", path,
+					pnstrdup(v.val.string.val, v.val.string.len));
+	it = JsonbIteratorInit(headers->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (r == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (r == WJB_VALUE && v.type == jbvString &&
+				 (memchr(v.val.string.val, '\r', v.val.string.len) != NULL ||
+				  memchr(v.val.string.val, '\n', v.val.string.len) != NULL))
+			Problem(problems, "%s/headers/%s: header values cannot contain CR or LF", path, key);
+	}
+}
+
+/* The input schema, and where its properties go. */
+static void
+CheckInput(JsonbValue *input, const char *path, List **problems)
+{
+	JsonbValue *props = Field(input, "properties");
+	JsonbIterator *it;
+	JsonbIteratorToken r;
+	JsonbValue	v;
+	char	   *key = NULL;
+
+	if (!IsType(input, "object"))
+		Problem(problems, "%s/input: must be a JSON Schema object", path);
+	else
+		*problems = list_concat(*problems, SchemaCheck(AsJsonb(input), psprintf("%s/input", path)));
+	if (!IsType(props, "object"))
+		return;
+	it = JsonbIteratorInit(props->val.binary.data);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JsonbValue *in;
+		int			i;
+
+		if (r == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		if (r != WJB_VALUE || (in = Field(&v, "in")) == NULL || in->type == jbvNull)
+			continue;
+		for (i = 0; i < lengthof(input_places); i++)
+			if (IsString(in, input_places[i]))
+				break;
+		if (i == lengthof(input_places))
+			Problem(problems, "%s/input/properties/%s/in: must be body, query, params or headers",
+					path, key);
+	}
+}
+
+/*
+ * Every problem of action a (NULL: none given), path its JSON pointer.
+ * constants and variables (NULL: none) are the app's, which placeholders
+ * may name.  alone: an action seen without its app (_placement): its tag
+ * and its placeholders, which need the catalog row and the app, are not
+ * checked.
+ */
+static void
+CheckAction(JsonbValue *a, const char *path, Jsonb *constants, Jsonb *variables,
+			bool alone, List **problems)
+{
+	static const char *const templates[] = {"headers", "query", "body"};
+	JsonbValue *v;
+	int			i;
+
+	if (!IsType(a, "object"))
+	{
+		Problem(problems, "%s: an action must be an object", path);
+		return;
+	}
+	CheckKeys(a, path, action_keys, lengthof(action_keys), problems);
+	if (!alone)
+		CheckTag(Field(a, "tag"), psprintf("%s/tag", path), problems);
+	CheckType(Field(a, "name"), psprintf("%s/name", path), "string", problems);
+	CheckType(Field(a, "description"), psprintf("%s/description", path), "string", problems);
+
+	v = Field(a, "method");
+	if (v == NULL)
+		Problem(problems, "%s/method: is required", path);
+	else
+	{
+		char	   *method = v->type == jbvString ? MethodUpper(v) : "";
+
+		for (i = 0; i < lengthof(methods); i++)
+			if (strcmp(method, methods[i]) == 0)
+				break;
+		if (i == lengthof(methods))
+			Problem(problems, "%s/method: unknown method %s (use GET, POST, PUT, PATCH, DELETE or HEAD)",
+					path, AsJson(v));
+	}
+	CheckResource(a, path, problems);
+	CheckRequestType(Field(a, "request_type"), psprintf("%s/request_type", path), problems);
+
+	for (i = 0; i < lengthof(templates); i++)
+	{
+		v = Field(a, templates[i]);
+		if (v == NULL)
+			continue;
+		if (!IsType(v, "object"))
+			Problem(problems, "%s/%s: must be an object", path, templates[i]);
+		else if (!alone)
+			TemplateCheck(AsJsonb(v), psprintf("%s/%s", path, templates[i]), PH_APP_KINDS,
+						  constants, variables, problems);
+	}
+	v = Field(a, "headers");
+	if (IsType(v, "object"))
+		CheckHeaders(v, path, problems);
+
+	v = Field(a, "input");
+	if (v != NULL)
+		CheckInput(v, path, problems);
+
+	v = Field(a, "success");
+	if (v != NULL && (!IsType(v, "array") || JsonContainerSize(v->val.binary.data) == 0))
+		Problem(problems, "%s/success: must be a non-empty array of statuses", path);
+	else if (v != NULL)
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+
+		for (i = 0; i < n; i++)
+			CheckInt(getIthJsonbValueFromContainer(v->val.binary.data, i),
+					 psprintf("%s/success/%d", path, i), 100, 599, problems);
+	}
+	CheckInt(Field(a, "timeout_ms"), psprintf("%s/timeout_ms", path), 1, 86400000, problems);
+	CheckRetries(Field(a, "retries"), psprintf("%s/retries", path), problems);
+}
+
+/* ---- loading an action ---- */
 
 /*
  * What the loader reads back from the catalog tables is checked before use:
  * administrators may edit ductape.apps and ductape.actions directly, and a
  * field of the wrong type must give a clear error, never a crash or a
  * misreading (a "resource" that is not a string, a "success" entry that is a
- * string).  Only the shape the request builder relies on is checked here;
- * app_define checks the whole definition.
+ * string).  A stored action is checked whole, by the rules above; of an app
+ * the loader checks the shape the request builder relies on (app_define
+ * checks the rest).
  */
 static void
 StoredInvalid(const char *app, const char *pointer, const char *problem)
@@ -181,6 +755,40 @@ StoredInvalid(const char *app, const char *pointer, const char *problem)
 			 errmsg("the stored definition of app \"%s\" is invalid", app),
 			 errdetail("%s: %s.", pointer, problem),
 			 errhint("Define the app again with ductape.app_define (or ductape.action_define); "
+					 "edit the catalog tables only through ductape's functions.")));
+}
+
+/* The problems of an action, the first few of them in the detail. */
+static void
+ActionInvalid(const char *app, const char *tag, List *problems)
+{
+	StringInfoData detail;
+	ListCell   *lc;
+	int			shown = 0;
+	int			more;
+
+	initStringInfo(&detail);
+	foreach(lc, problems)
+	{
+		if (shown == MAX_SHOWN_PROBLEMS)
+			break;
+		appendStringInfo(&detail, "%s%s.", shown++ > 0 ? "\n" : "", (char *) lfirst(lc));
+	}
+	more = list_length(problems) - shown;
+	if (more == 1)
+		appendStringInfoString(&detail, "\nOne more problem is not shown.");
+	else if (more > 1)
+		appendStringInfo(&detail, "\n%d more problems are not shown.", more);
+	if (app == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid action definition"),
+				 errdetail("%s", detail.data)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("the stored definition of action \"%s\" of app \"%s\" is invalid", tag, app),
+			 errdetail("%s", detail.data),
+			 errhint("Define the action again with ductape.action_define (or the app with ductape.app_define); "
 					 "edit the catalog tables only through ductape's functions.")));
 }
 
@@ -216,96 +824,166 @@ StoredContainer(Jsonb *spec, const char *key, bool array, const char *app, const
 	return j;
 }
 
-/* A number within [lo, hi] as an int, or false. */
-static bool
-NumberIn(JsonbValue *v, int lo, int hi, int *out)
-{
-	if (v->type != jbvNumeric ||
-		DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(v->val.numeric),
-										 NumericGetDatum(int64_to_numeric(lo)))) ||
-		DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(v->val.numeric),
-										 NumericGetDatum(int64_to_numeric(hi)))))
-		return false;
-	*out = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
-	return true;
-}
-
 /* An integer field within [lo, hi], or dflt when absent. */
 static int
 StoredInt(Jsonb *spec, const char *key, int dflt, int lo, int hi, const char *app, const char *at)
 {
 	JsonbValue *v = JsonbGetField(spec, key);
-	int			n;
 
 	if (v == NULL || v->type == jbvNull)
 		return dflt;
-	if (!NumberIn(v, lo, hi, &n))
+	if (v->type != jbvNumeric || !NumberBetween(v->val.numeric, lo, hi))
 		StoredInvalid(app, psprintf("%s/%s", at, key), psprintf("must be a number from %d to %d", lo, hi));
-	return n;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
 }
 
-DtAction *
-CatalogParseAction(const char *app, const char *tag, Jsonb *spec)
+/* spec || {"tag": tag}: a stored action with the tag its row keeps apart. */
+static Jsonb *
+WithTag(Jsonb *spec, const char *tag)
 {
-	DtAction   *a = palloc0(sizeof(DtAction));
-	Jsonb	   *success;
-	const char *p;
-	char	   *at = psprintf("/actions/%s", tag);
+	JsonbParseState *ps = NULL;
+	JsonbValue	k,
+				v;
 
-	if (!JB_ROOT_IS_OBJECT(spec) || JB_ROOT_IS_SCALAR(spec))
-		StoredInvalid(app, at, "an action must be an object");
-	a->tag = pstrdup(tag);
-	a->method = StoredString(spec, "method", app, at, true);
-	if (pg_strcasecmp(a->method, "GET") != 0 && pg_strcasecmp(a->method, "POST") != 0 &&
-		pg_strcasecmp(a->method, "PUT") != 0 && pg_strcasecmp(a->method, "PATCH") != 0 &&
-		pg_strcasecmp(a->method, "DELETE") != 0 && pg_strcasecmp(a->method, "HEAD") != 0)
-		StoredInvalid(app, psprintf("%s/method", at), "must be GET, POST, PUT, PATCH, DELETE or HEAD");
-	a->resource = StoredString(spec, "resource", app, at, true);
-	if (a->resource[0] != '/')
-		StoredInvalid(app, psprintf("%s/resource", at), "must be a path starting with \"/\"");
-	a->request_type = StoredString(spec, "request_type", app, at, false);
-	a->headers = StoredContainer(spec, "headers", false, app, at);
-	a->query = StoredContainer(spec, "query", false, app, at);
-	a->body = StoredContainer(spec, "body", false, app, at);
-	a->input = StoredContainer(spec, "input", false, app, at);
-	a->retries = StoredContainer(spec, "retries", false, app, at);
-	a->timeout_ms = StoredInt(spec, "timeout_ms", -1, 1, INT_MAX, app, at);
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	k.type = jbvString;
+	k.val.string.val = "tag";
+	k.val.string.len = 3;
+	v.type = jbvString;
+	v.val.string.val = (char *) tag;
+	v.val.string.len = strlen(tag);
+	pushJsonbValue(&ps, WJB_KEY, &k);
+	pushJsonbValue(&ps, WJB_VALUE, &v);
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(spec),
+											  JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL)))));
+}
 
-	success = StoredContainer(spec, "success", true, app, at);
-	if (success)
+/* A field of a checked action as its own Jsonb, or NULL when absent. */
+static Jsonb *
+ContainerField(JsonbValue *a, const char *key)
+{
+	JsonbValue *v = Field(a, key);
+
+	return v ? AsJsonb(v) : NULL;
+}
+
+/*
+ * The action tag of app, from its stored spec (ductape.actions.spec, which
+ * holds everything but the tag), checked whole by the rules above with the
+ * app's constants and variables (NULL: none); raises 22023 naming the app,
+ * the action and its first problems.  The result is allocated in the
+ * current memory context, the check's garbage in one of its own.
+ *
+ * app NULL: an action seen without its app (_placement, for describe()):
+ * everything but its tag and its placeholders is checked.
+ */
+DtAction *
+CatalogParseAction(const char *app, const char *tag, Jsonb *spec,
+				   Jsonb *constants, Jsonb *variables)
+{
+	MemoryContext checkcxt;
+	MemoryContext oldcxt;
+	JsonbValue	root;
+	List	   *problems = NIL;
+	DtAction   *a;
+	JsonbValue *v;
+
+	checkcxt = AllocSetContextCreate(CurrentMemoryContext, "ductape action check",
+									 ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(checkcxt);
+	if (app != NULL)
 	{
-		int			n = JB_ROOT_COUNT(success);
-		int			i;
+		RootValue(WithTag(spec, tag), &root);
+		CheckAction(&root, psprintf("/actions/%s", tag), constants, variables, false, &problems);
+	}
+	else
+	{
+		RootValue(spec, &root);
+		CheckAction(&root, "", NULL, NULL, true, &problems);
+	}
+	if (problems != NIL)
+		ActionInvalid(app, tag, problems);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(checkcxt);
 
-		a->success = palloc(sizeof(int) * Max(n, 1));
-		for (i = 0; i < n; i++)
+	/* what the checks let through: the request builder's reading of it */
+	RootValue(spec, &root);
+	a = palloc0(sizeof(DtAction));
+	a->tag = pstrdup(tag ? tag : "");
+	a->method = MethodUpper(Field(&root, "method"));
+	v = Field(&root, "resource");
+	a->resource = pnstrdup(v->val.string.val, v->val.string.len);
+	v = Field(&root, "request_type");
+	a->request_type = v ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+	a->headers = ContainerField(&root, "headers");
+	a->query = ContainerField(&root, "query");
+	a->body = ContainerField(&root, "body");
+	a->input = ContainerField(&root, "input");
+	a->retries = ContainerField(&root, "retries");
+	v = Field(&root, "timeout_ms");
+	a->timeout_ms = v ? DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric))) : -1;
+	v = Field(&root, "success");
+	if (v != NULL)
+	{
+		int			n = JsonContainerSize(v->val.binary.data);
+
+		a->success = palloc(sizeof(int) * n);
+		for (a->nsuccess = 0; a->nsuccess < n; a->nsuccess++)
 		{
-			JsonbValue *v = getIthJsonbValueFromContainer(&success->root, i);
-			char	   *pointer = psprintf("%s/success/%d", at, i);
-			int			status;
+			JsonbValue *s = getIthJsonbValueFromContainer(v->val.binary.data, a->nsuccess);
 
-			if (!NumberIn(v, 100, 599, &status))
-				StoredInvalid(app, pointer, "must be an HTTP status (a number from 100 to 599)");
-			a->success[a->nsuccess++] = status;
+			a->success[a->nsuccess] = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+																		NumericGetDatum(s->val.numeric)));
 		}
 	}
-
-	/* :params of the resource, in order */
-	for (p = a->resource; *p; p++)
-	{
-		if (*p == ':')
-		{
-			const char *s = p + 1;
-
-			while (*s && (isalnum((unsigned char) *s) || *s == '_'))
-				s++;
-			if (s > p + 1)
-				a->path_params = lappend(a->path_params, pnstrdup(p + 1, s - p - 1));
-			p = s - 1;
-		}
-	}
+	a->path_params = ResourceParams(a->resource);
 	return a;
 }
+
+/* ---- the checks as SQL functions ---- */
+
+/*
+ * _check_action(a jsonb, path text, constants jsonb, variables jsonb) ->
+ * text[] of problems.  Not strict: the importers pass no constants or
+ * variables (NULL: none); a NULL path is "", a NULL action not an object.
+ */
+PG_FUNCTION_INFO_V1(dt_check_action);
+Datum
+dt_check_action(PG_FUNCTION_ARGS)
+{
+	JsonbValue	root;
+	List	   *problems = NIL;
+
+	if (!PG_ARGISNULL(0))
+		RootValue(PG_GETARG_JSONB_P(0), &root);
+	CheckAction(PG_ARGISNULL(0) ? NULL : &root,
+				PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+				PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2),
+				PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3),
+				false, &problems);
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/*
+ * _check_retries(p jsonb, path text) -> text[] of problems of a retry
+ * policy (app_define and workflow_define ask it too).  NULL p: none.
+ */
+PG_FUNCTION_INFO_V1(dt_check_retries);
+Datum
+dt_check_retries(PG_FUNCTION_ARGS)
+{
+	JsonbValue	root;
+	List	   *problems = NIL;
+
+	if (!PG_ARGISNULL(0))
+	{
+		RootValue(PG_GETARG_JSONB_P(0), &root);
+		CheckRetries(&root, PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)), &problems);
+	}
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/* ---- loading an app ---- */
 
 static DtApp *
 LoadApp(const char *tag)
@@ -392,11 +1070,12 @@ LoadApp(const char *tag)
 	oldcxt = MemoryContextSwitchTo(CatalogContext);
 	for (i = 0; i < SPI_processed; i++)
 	{
-		char	   *atag = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		Jsonb	   *aspec = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 2, &isnull));
+		StoredAction *sa = palloc0(sizeof(StoredAction));
 
-		app->actions = lappend(app->actions, CatalogParseAction(tag, atag, aspec));
+		sa->tag = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		sa->spec = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[i],
+													SPI_tuptable->tupdesc, 2, &isnull));
+		app->actions = lappend(app->actions, sa);
 	}
 	CachedApps = lappend(CachedApps, app);
 	MemoryContextSwitchTo(oldcxt);
@@ -427,6 +1106,11 @@ CatalogGetApp(const char *tag)
 	return app;
 }
 
+/*
+ * The action tag of app, checked and parsed on first use: an action that is
+ * never called costs no check, and one stored invalid fails alone, not its
+ * app.  Raises 42704 when there is none, 22023 when it is invalid.
+ */
 DtAction *
 CatalogGetAction(DtApp *app, const char *tag)
 {
@@ -434,10 +1118,27 @@ CatalogGetAction(DtApp *app, const char *tag)
 
 	foreach(lc, app->actions)
 	{
-		DtAction   *a = lfirst(lc);
+		StoredAction *sa = lfirst(lc);
+		MemoryContext cxt;
+		MemoryContext oldcxt;
 
-		if (strcmp(a->tag, tag) == 0)
-			return a;
+		if (strcmp(sa->tag, tag) != 0)
+			continue;
+		if (sa->action != NULL)
+			return sa->action;
+
+		/*
+		 * Parsed in a context of its own under the caller's, so that an
+		 * error leaves nothing behind; kept with the cache once it is whole.
+		 */
+		cxt = AllocSetContextCreate(CurrentMemoryContext, "ductape action",
+									ALLOCSET_SMALL_SIZES);
+		oldcxt = MemoryContextSwitchTo(cxt);
+		sa->action = CatalogParseAction(app->tag, sa->tag, sa->spec, app->constants,
+										app->declared_variables);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextSetParent(cxt, CatalogContext);
+		return sa->action;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -8,7 +8,7 @@
  *	  jsonb_util.c small jsonb accessors and arrays (used by all)
  *	  settings.c  the values of the settings, the tag rule
  *	  template.c  $Placeholder{...} parsing, checking and resolution
- *	  catalog.c   the per-backend cache of apps and actions
+ *	  catalog.c   the per-backend cache of apps and actions; the action rules
  *	  request.c   turning (app, action, env, input) into an HTTP request
  *	  schema.c    JSON Schema validation of inputs, schema checks
  *	  import.c    reading OpenAPI documents (JSON, YAML) into jsonb
@@ -162,7 +162,8 @@ typedef struct DtApp
 	Jsonb	   *retries;		/* may be NULL */
 	int			timeout_ms;		/* -1 when unset */
 	char	   *idempotency_header;
-	List	   *actions;		/* DtAction * */
+	List	   *actions;		/* catalog.c's, parsed on first use: see
+								 * CatalogGetAction */
 	Jsonb	   *declared_variables;	/* the spec's "variables", may be NULL */
 	Jsonb	   *webhooks;		/* the spec's "webhooks" array, may be NULL */
 	List	   *bindings;		/* DtBinding *, loaded on demand */
@@ -191,7 +192,8 @@ extern void ElevateEnd(DtElevated *e);
 extern void CatalogBeginCall(void);
 extern DtApp *CatalogGetApp(const char *tag);
 extern DtAction *CatalogGetAction(DtApp *app, const char *tag);
-extern DtAction *CatalogParseAction(const char *app, const char *tag, Jsonb *spec);
+extern DtAction *CatalogParseAction(const char *app, const char *tag, Jsonb *spec,
+									Jsonb *constants, Jsonb *variables);
 extern DtEnv *CatalogGetEnv(DtApp *app, const char *slug);
 extern DtBinding *CatalogGetBinding(DtApp *app, const char *product,
 									const char *env);

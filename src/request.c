@@ -1005,14 +1005,17 @@ PlaceKey(DtAction *action, const char *key)
  * _placement(action jsonb, key text, prop jsonb) -> 'body', 'query',
  * 'params' or 'headers': where an unprefixed input key goes, as
  * RequestBuild places it (describe() shows it).  prop, the key's schema, is
- * read from the action's own input schema, as RequestBuild does.
+ * read from the action's own input schema, as RequestBuild does.  The
+ * action is read by the loader's CatalogParseAction, which checks it by the
+ * action rules first (all but its tag and placeholders: it comes without
+ * its catalog row and app).
  */
 PG_FUNCTION_INFO_V1(dt_placement);
 
 Datum
 dt_placement(PG_FUNCTION_ARGS)
 {
-	DtAction   *action = CatalogParseAction("", "", PG_GETARG_JSONB_P(0));
+	DtAction   *action = CatalogParseAction(NULL, NULL, PG_GETARG_JSONB_P(0), NULL, NULL);
 
 	PG_RETURN_TEXT_P(cstring_to_text(section_names[PlaceKey(action, text_to_cstring(PG_GETARG_TEXT_PP(1)))]));
 }

@@ -51,139 +51,17 @@ RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
         ELSE '{}'::text[] END
 $$;
 
--- A retry policy.
-CREATE FUNCTION ductape._check_retries(p jsonb, path text)
-RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    errs text[] := '{}';
-    e jsonb;
-    i integer := 0;
-BEGIN
-    IF p IS NULL THEN RETURN errs; END IF;
-    IF jsonb_typeof(p) <> 'object' THEN RETURN ARRAY[path || ': must be an object']; END IF;
-    errs := errs || ductape._check_keys(p, path, '{max,on,initial_delay_ms,max_delay_ms,multiplier,jitter,respect_retry_after,unsafe}');
-    errs := errs || ductape._check_int(p->'max', path || '/max', 0, 100);
-    errs := errs || ductape._check_int(p->'initial_delay_ms', path || '/initial_delay_ms', 0, 86400000);
-    errs := errs || ductape._check_int(p->'max_delay_ms', path || '/max_delay_ms', 0, 86400000);
-    errs := errs || ductape._check_type(p->'multiplier', path || '/multiplier', '{number}');
-    errs := errs || ductape._check_type(p->'respect_retry_after', path || '/respect_retry_after', '{boolean}');
-    errs := errs || ductape._check_type(p->'unsafe', path || '/unsafe', '{boolean}');
-    IF jsonb_typeof(p->'multiplier') = 'number' AND (p->>'multiplier')::numeric NOT BETWEEN 1 AND 10 THEN
-        errs := errs || (path || '/multiplier: must be between 1 and 10');
-    END IF;
-    IF p ? 'jitter' AND (jsonb_typeof(p->'jitter') <> 'number' OR (p->>'jitter')::numeric NOT BETWEEN 0 AND 1) THEN
-        errs := errs || (path || '/jitter: must be a number between 0 and 1');
-    END IF;
-    IF p ? 'on' THEN
-        IF jsonb_typeof(p->'on') <> 'array' THEN
-            errs := errs || (path || '/on: must be an array of statuses, "timeout" and "network"');
-        ELSE
-            FOR e IN SELECT * FROM jsonb_array_elements(p->'on') LOOP
-                IF NOT ((jsonb_typeof(e) = 'number' AND e::text ~ '^[0-9]{1,3}$' AND e::text::int BETWEEN 100 AND 599)
-                        OR e IN ('"timeout"', '"network"')) THEN
-                    errs := errs || format('%s/on/%s: must be a status (100-599), "timeout" or "network"', path, i);
-                END IF;
-                i := i + 1;
-            END LOOP;
-        END IF;
-    END IF;
-    RETURN errs;
-END
-$$;
-
--- One action; path is its JSON pointer in the app spec.
+-- What an action definition may say has one implementation, the library's
+-- (src/catalog.c): action_define, app_define and the importers ask it
+-- here, and the loader checks each stored action with it before the
+-- action's first use.  Not strict: the importers pass no constants or
+-- variables (NULL: none); a NULL path is "".  path is the action's JSON
+-- pointer in the app spec.
 CREATE FUNCTION ductape._check_action(a jsonb, path text, constants jsonb, variables jsonb)
-RETURNS text[] LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    errs text[] := '{}';
-    k text;
-    params text[];
-    props jsonb;
-    s jsonb;
-    i integer := 0;
-BEGIN
-    IF jsonb_typeof(a) IS DISTINCT FROM 'object' THEN
-        RETURN ARRAY[path || ': an action must be an object'];
-    END IF;
-    errs := errs || ductape._check_keys(a, path, '{tag,name,description,method,resource,request_type,headers,query,body,input,success,timeout_ms,retries}');
-    errs := errs || ductape._check_tag(a->'tag', path || '/tag');
-    errs := errs || ductape._check_type(a->'name', path || '/name', '{string}');
-    errs := errs || ductape._check_type(a->'description', path || '/description', '{string}');
-    IF a->'method' IS NULL THEN
-        errs := errs || (path || '/method: is required');
-    ELSIF jsonb_typeof(a->'method') <> 'string' OR upper(a->>'method') NOT IN ('GET','POST','PUT','PATCH','DELETE','HEAD') THEN
-        errs := errs || format('%s/method: unknown method %s (use GET, POST, PUT, PATCH, DELETE or HEAD)', path, a->'method');
-    END IF;
-    IF a->'resource' IS NULL THEN
-        errs := errs || (path || '/resource: is required');
-    ELSIF jsonb_typeof(a->'resource') <> 'string' OR a->>'resource' !~ '^/' THEN
-        errs := errs || (path || '/resource: must be a path starting with "/"');
-    ELSIF a->>'resource' ~ '[\s?#]' THEN
-        errs := errs || (path || '/resource: must not contain spaces, "?" or "#" (put query parameters in "query")');
-    ELSE
-        IF a->>'resource' ~ ':(/|$)' THEN
-            errs := errs || (path || '/resource: ":" must be followed by a parameter name');
-        END IF;
-        SELECT array_agg(m[1]) INTO params FROM regexp_matches(a->>'resource', ':([A-Za-z0-9_]+)', 'g') AS m;
-        -- With a declared input schema, each :param must be one of its properties.
-        props := a #> '{input,properties}';
-        IF params IS NOT NULL AND jsonb_typeof(props) = 'object' THEN
-            FOREACH k IN ARRAY params LOOP
-                IF NOT props ? k THEN
-                    errs := errs || format('%s/resource: path parameter :%s has no source (add it to input.properties)', path, k);
-                ELSIF coalesce(props->k->>'in', 'params') <> 'params' THEN
-                    errs := errs || format('%s/input/properties/%s/in: path parameter :%s must be "in": "params"', path, k, k);
-                END IF;
-            END LOOP;
-        END IF;
-    END IF;
-    errs := errs || ductape._check_request_type(a->'request_type', path || '/request_type');
-    FOREACH k IN ARRAY ARRAY['headers', 'query', 'body'] LOOP
-        IF a ? k THEN
-            IF jsonb_typeof(a->k) <> 'object' THEN
-                errs := errs || format('%s/%s: must be an object', path, k);
-            ELSE
-                errs := errs || ductape._template_errors(a->k, path || '/' || k, constants, variables);
-            END IF;
-        END IF;
-    END LOOP;
-    IF jsonb_typeof(a->'headers') = 'object' THEN
-        FOR k IN SELECT key FROM jsonb_each(a->'headers') WHERE key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' LOOP
-            errs := errs || format('%s/headers/%s: not a valid header name', path, k);
-        END LOOP;
-        FOR k IN SELECT key FROM jsonb_each(a->'headers') WHERE jsonb_typeof(value) = 'string' AND value #>> '{}' ~ '[\r\n]' LOOP
-            errs := errs || format('%s/headers/%s: header values cannot contain CR or LF', path, k);
-        END LOOP;
-    END IF;
-    IF a ? 'input' THEN
-        IF jsonb_typeof(a->'input') <> 'object' THEN
-            errs := errs || (path || '/input: must be a JSON Schema object');
-        ELSE
-            errs := errs || ductape._schema_check(a->'input', path || '/input');
-        END IF;
-        IF jsonb_typeof(a #> '{input,properties}') = 'object' THEN
-            FOR k, s IN SELECT key, value FROM jsonb_each(a #> '{input,properties}') LOOP
-                IF jsonb_typeof(s) = 'object' AND s ? 'in' AND s->>'in' NOT IN ('body', 'query', 'params', 'headers') THEN
-                    errs := errs || format('%s/input/properties/%s/in: must be body, query, params or headers', path, k);
-                END IF;
-            END LOOP;
-        END IF;
-    END IF;
-    IF a ? 'success' THEN
-        IF jsonb_typeof(a->'success') <> 'array' OR jsonb_array_length(a->'success') = 0 THEN
-            errs := errs || (path || '/success: must be a non-empty array of statuses');
-        ELSE
-            FOR s IN SELECT * FROM jsonb_array_elements(a->'success') LOOP
-                errs := errs || ductape._check_int(s, format('%s/success/%s', path, i), 100, 599);
-                i := i + 1;
-            END LOOP;
-        END IF;
-    END IF;
-    errs := errs || ductape._check_int(a->'timeout_ms', path || '/timeout_ms', 1, 86400000);
-    errs := errs || ductape._check_retries(a->'retries', path || '/retries');
-    RETURN errs;
-END
-$$;
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_action' LANGUAGE c STABLE;
+-- A retry policy (an action's, an app's, a workflow step's), by the same code.
+CREATE FUNCTION ductape._check_retries(p jsonb, path text)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_retries' LANGUAGE c IMMUTABLE;
 
 -- An auth block.
 CREATE FUNCTION ductape._check_auth(a jsonb)
