@@ -375,6 +375,8 @@ struct QueueKind
 	int			batch;			/* claim at most this many at once */
 	bool		transfers;		/* items send requests (sharing
 								 * ductape.max_concurrency); else run */
+	bool		followed;		/* later tasks follow up on its work
+								 * (workflows wait for jobs) */
 	/* SPI: claim up to n due rows, leaving them in SPI_tuptable */
 	void		(*claim) (int n);
 	/* per claimed row, in a subtransaction, in the item's context */

@@ -1109,6 +1109,7 @@ static const QueueKind JobsQueue = {
 	.item_size = sizeof(JobRun),
 	.batch = 1000,
 	.transfers = true,
+	.followed = true,			/* workflows wait for jobs */
 	.claim = JobsClaim,
 	.prepare = JobsPrepare,
 	.judge = JobsJudge,

@@ -382,7 +382,9 @@ QueueReady(long *in_ms)
  * there is room, the kinds taking turns at going first.  A kind without a
  * signalled hook is claimed at every round (the worker runs this task when
  * woken); one with it, when signalled, when its last claim was full, or when
- * its next row is due.  Returns the ms until a queue is due (0: more now).
+ * its next row is due.  Returns the ms until a queue is due (0: more now);
+ * the tasks after this one follow up at once when a followed kind (jobs:
+ * workflows wait for them) stored or claimed anything.
  */
 static long
 QueueRun(bool *did_work)
@@ -393,7 +395,7 @@ QueueRun(bool *did_work)
 	int			room;
 
 	for (int i = 0; i < NumQueues; i++)
-		if (WriteBack(&Queues[i]) > 0)
+		if (WriteBack(&Queues[i]) > 0 && Queues[i].kind->followed)
 			*did_work = true;
 	room = Room();
 
@@ -416,7 +418,7 @@ QueueRun(bool *did_work)
 			continue;
 		}
 		got = Claim(q, want);
-		if (got > 0)
+		if (got > 0 && kind->followed)
 			*did_work = true;
 		if (kind->transfers)
 			room -= got;
