@@ -77,7 +77,7 @@ DROP SCHEMA evil CASCADE;
 -- Every SECURITY DEFINER function pins search_path; nothing is granted to PUBLIC.
 SELECT p.oid::regprocedure AS security_definer, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = 'ductape' AND p.prosecdef ORDER BY 1;
+ WHERE n.nspname = 'ductape' AND p.prosecdef ORDER BY p.oid::regprocedure::text COLLATE "C";
 SELECT count(*) AS public_grants
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'ductape' AND has_function_privilege('public', p.oid, 'EXECUTE');
@@ -127,4 +127,4 @@ SELECT c.oid::regclass AS relation, a.attname AS column_name,
  WHERE n.nspname = 'ductape' AND c.relkind = 'r'
    AND (a.attname IN ('role', 'handler', 'on_success', 'on_failure') OR a.atttypid IN ('regrole'::regtype, 'regprocedure'::regtype))
  GROUP BY c.oid, a.attname
- ORDER BY 1, 2;
+ ORDER BY c.oid::regclass::text COLLATE "C", 2;

@@ -1,24 +1,13 @@
 -- The upgrade path (docs/reference.md): 0.1.0, the first release, through
 -- every upgrade script to the current version, with what was made under
--- 0.1.0 checked afterwards; a fresh install must end up with the same
--- objects.  (In a database of its own: the suite's has the current version.)
+-- 0.1.0 checked afterwards.  Then the proof that both ways of reaching the
+-- current version agree: the updated install is replaced by a fresh one
+-- (the script make generates from src/sql/), with the same roles granted
+-- the same way, and the two must define the same objects with the same
+-- definitions and privileges.  (In a database of its own: the suite's has
+-- the current version.)
 SELECT api() AS api_url, current_database() AS suite_db \gset
-SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E'\n' ORDER BY 1)) AS fresh_objects
-  FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
-   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ductape') \gset
 SELECT extversion AS fresh_version FROM pg_extension WHERE extname = 'ductape' \gset
--- (and what the objects are: function definitions and their settings;
--- columns with their types and defaults.  Grants differ: each database
--- granted its own roles.)
-SELECT md5(string_agg(pg_get_functiondef(p.oid) || coalesce(array_to_string(p.proconfig, ','), ''),
-                      E'\n' ORDER BY p.oid::regprocedure::text)) AS fresh_functions
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ductape' \gset
-SELECT md5(string_agg(format('%s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                             coalesce(pg_get_expr(d.adbin, d.adrelid), '')), E'\n' ORDER BY c.relname, a.attnum)) AS fresh_columns
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
- WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v') \gset
 CREATE DATABASE ductape_upgrade;
 \c ductape_upgrade
 SET ductape_test.api = :'api_url';
@@ -37,8 +26,8 @@ $$;
 CREATE EXTENSION ductape VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'ductape';
 
--- Under 0.1.0: an app with a secret in its headers, a usage role, an
--- outbound endpoint, a queued job.
+-- Under 0.1.0: an app with a secret in its headers, a usage role and an
+-- admin role, an outbound endpoint, a queued job.
 SELECT ductape.secret_set('UP_TOKEN', 'up-plaintext-5c2e');
 SELECT ductape.app_define(jsonb_build_object('tag', 'up',
   'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', current_setting('ductape_test.api'))),
@@ -53,7 +42,8 @@ UPDATE ductape.actions
    SET spec = jsonb_set(spec, '{input,properties,n}', '{"anyOf": [{"$ref": "#/properties/n"}, {"$ref": "#/properties/n"}]}')
  WHERE app = 'up' AND tag = 'loop';
 CREATE ROLE dt_up_user;
-SELECT ductape.grant_usage('dt_up_user');
+CREATE ROLE dt_up_admin;
+SELECT ductape.grant_usage('dt_up_user'), ductape.grant_admin('dt_up_admin');
 SELECT ductape.endpoint_create(current_setting('ductape_test.api') || '/echo/hook', description => 'from 0.1.0') AS endpoint_id \gset
 SELECT ductape.dispatch('up', 'echo', '{"n": 1}', run_at => now() + interval '1 hour') AS job_id \gset
 SELECT ductape.workflow_define('{"tag": "up-flow", "steps": [{"tag": "s", "type": "sql", "sql": "select current_user::text as who"}],
@@ -230,24 +220,210 @@ SELECT ductape.action_define('up', '{"tag": "loop", "method": "POST", "resource"
   "input": {"properties": {"n": {"anyOf": [{"$ref": "#/properties/n"}, {"type": "integer"}]}}}}');
 \echo :LAST_ERROR_SQLSTATE
 
--- Updated and fresh installs have the same objects.
-SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E'\n' ORDER BY 1)) = :'fresh_objects' AS same_objects
-  FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
-   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ductape');
-SELECT md5(string_agg(pg_get_functiondef(p.oid) || coalesce(array_to_string(p.proconfig, ','), ''),
-                      E'\n' ORDER BY p.oid::regprocedure::text)) = :'fresh_functions' AS same_functions
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ductape';
-SELECT md5(string_agg(format('%s.%s %s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                             coalesce(pg_get_expr(d.adbin, d.adrelid), '')), E'\n' ORDER BY c.relname, a.attnum)) = :'fresh_columns' AS same_columns
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
- WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v');
--- and nothing granted to PUBLIC
+-- Nothing is granted to PUBLIC.
 SELECT count(*) AS public_function_grants
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'ductape' AND has_function_privilege('public', p.oid, 'EXECUTE');
 
+-- What an install defines, one row per (kind, object): the detail is what
+-- must be equal.  Roles are named, except the extension's owner and PUBLIC.
+CREATE FUNCTION public.dt_role(r oid) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN r = 0 THEN 'PUBLIC'
+                WHEN r = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ductape') THEN '(owner)'
+                ELSE r::regrole::text END
+$$;
+-- an ACL, one row per grantee: what it holds, and from whom
+CREATE FUNCTION public.dt_acl(acl aclitem[], OUT grantee text, OUT privileges text) RETURNS SETOF record
+LANGUAGE sql STABLE AS $$
+    SELECT public.dt_role(a.grantee),
+           string_agg(a.privilege_type || CASE WHEN a.is_grantable THEN ' (grantable)' ELSE '' END
+                      || ' by ' || public.dt_role(a.grantor), ', ' ORDER BY a.privilege_type, public.dt_role(a.grantor))
+      FROM aclexplode(acl) a GROUP BY a.grantee
+$$;
+CREATE FUNCTION public.dt_catalog(OUT kind text, OUT object text, OUT detail text) RETURNS SETOF record
+LANGUAGE plpgsql STABLE AS $f$
+BEGIN
+RETURN QUERY
+WITH ext AS (SELECT e.oid FROM pg_extension e WHERE e.extname = 'ductape'),
+     ns AS (SELECT n.oid FROM pg_namespace n WHERE n.nspname = 'ductape'),
+     rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)),
+     fn AS (SELECT p.* FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)),
+     -- (types of their own: not a table's row type, not an array)
+     typ AS (SELECT t.* FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns)
+                AND NOT (t.typcategory = 'A' AND t.typelem <> 0)
+                AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')),
+     -- everything that has privileges: its ACL, and the ACL PostgreSQL
+     -- assumes when there is none
+     obj AS (SELECT 'pg_namespace'::regclass AS classoid, n.oid AS objoid, 0 AS objsubid, n.nspacl AS acl,
+                    acldefault('n', n.nspowner) AS dflt
+               FROM pg_namespace n WHERE n.oid = (SELECT oid FROM ns)
+             UNION ALL
+             SELECT 'pg_class'::regclass, c.oid, 0, c.relacl,
+                    acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner)
+               FROM rel c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+             UNION ALL
+             SELECT 'pg_class'::regclass, c.oid, a.attnum, a.attacl, NULL
+               FROM rel c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             UNION ALL
+             SELECT 'pg_proc'::regclass, p.oid, 0, p.proacl, acldefault('f', p.proowner) FROM fn p
+             UNION ALL
+             SELECT 'pg_type'::regclass, t.oid, 0, t.typacl, acldefault('T', t.typowner) FROM typ t)
+SELECT 'extension', e.extname::text,
+       format('version %s, relocatable %s, owner %s, schema %s owned by %s', e.extversion, e.extrelocatable,
+              public.dt_role(e.extowner), n.nspname, public.dt_role(n.nspowner))
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ductape'
+UNION ALL
+SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid), ''
+  FROM pg_depend d
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e'
+UNION ALL
+SELECT 'relation', c.relname::text,
+       format('kind %s, options %s, row security %s (forced %s), persistence %s, replica identity %s, owner %s',
+              c.relkind, c.reloptions, c.relrowsecurity, c.relforcerowsecurity, c.relpersistence, c.relreplident,
+              public.dt_role(c.relowner))
+  FROM rel c WHERE c.relkind <> 'i'
+UNION ALL
+-- (the position among the columns there are: a column dropped by an
+-- upgrade leaves a gap in attnum that a fresh install does not have)
+SELECT 'column', c.relname || '.' || a.attname,
+       format('#%s %s%s%s%s%s%s%s', row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum),
+              format_type(a.atttypid, a.atttypmod),
+              CASE WHEN a.attnotnull THEN ' not null' ELSE '' END,
+              ' default ' || pg_get_expr(ad.adbin, ad.adrelid),
+              CASE a.attidentity WHEN 'a' THEN ' generated always as identity'
+                                 WHEN 'd' THEN ' generated by default as identity' ELSE '' END,
+              CASE WHEN a.attgenerated <> '' THEN ' generated stored' ELSE '' END,
+              CASE WHEN a.attcollation <> 0 THEN ' collate ' || a.attcollation::regcollation::text ELSE '' END,
+              CASE WHEN a.attstorage <> t.typstorage THEN ' storage ' || a.attstorage::text ELSE '' END)
+  FROM rel c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'c', 'f')
+UNION ALL
+SELECT 'index', c.relname::text, pg_get_indexdef(c.oid) || CASE WHEN i.indisclustered THEN ' (clustered)' ELSE '' END
+  FROM rel c JOIN pg_index i ON i.indexrelid = c.oid
+UNION ALL
+SELECT 'constraint', coalesce(co.conrelid::regclass::text, co.contypid::regtype::text) || ' ' || co.conname,
+       co.contype::text || ': ' || pg_get_constraintdef(co.oid)
+  FROM pg_constraint co WHERE co.connamespace = (SELECT oid FROM ns)
+UNION ALL
+SELECT 'trigger', c.relname || ' ' || tg.tgname,
+       pg_get_triggerdef(tg.oid) || ' (enabled ' || tg.tgenabled::text || ')'
+  FROM rel c JOIN pg_trigger tg ON tg.tgrelid = c.oid AND NOT tg.tgisinternal
+UNION ALL
+SELECT 'view', c.relname::text, pg_get_viewdef(c.oid)
+  FROM rel c WHERE c.relkind IN ('v', 'm')
+UNION ALL
+SELECT 'policy', c.relname || ' ' || po.polname,
+       format('for %s, %s, to %s, using %s, with check %s', po.polcmd,
+              CASE WHEN po.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+              (SELECT string_agg(public.dt_role(r), ', ' ORDER BY public.dt_role(r)) FROM unnest(po.polroles) r),
+              pg_get_expr(po.polqual, po.polrelid), pg_get_expr(po.polwithcheck, po.polrelid))
+  FROM rel c JOIN pg_policy po ON po.polrelid = c.oid
+UNION ALL
+-- (an enum's labels in their order)
+SELECT 'type', t.typname::text,
+       format('type %s, owner %s%s', t.typtype, public.dt_role(t.typowner),
+              ', labels ' || (SELECT string_agg(en.enumlabel::text, ', ' ORDER BY en.enumsortorder)
+                                FROM pg_enum en WHERE en.enumtypid = t.oid))
+  FROM typ t
+UNION ALL
+SELECT 'sequence', c.relname::text,
+       format('%s start %s increment %s min %s max %s cache %s cycle %s, owned by %s', format_type(s.seqtypid, NULL),
+              s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
+              (SELECT string_agg(format('%s.%s (%s)', d.refobjid::regclass, a.attname, d.deptype), ', ')
+                 FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')))
+  FROM rel c JOIN pg_sequence s ON s.seqrelid = c.oid
+UNION ALL
+-- (the definition with argument defaults, language, volatility,
+-- strictness, SECURITY DEFINER, PARALLEL, cost, rows, SET and the body;
+-- and each of these again, with the owner)
+SELECT 'function', p.oid::regprocedure::text,
+       pg_get_functiondef(p.oid)
+       || format(E'\n-- kind %s, owner %s, volatility %s, strict %s, security definer %s, leakproof %s, parallel %s, cost %s, rows %s, config %s',
+                 p.prokind, public.dt_role(p.proowner), p.provolatile, p.proisstrict, p.prosecdef, p.proleakproof,
+                 p.proparallel, p.procost, p.prorows, p.proconfig)
+  FROM fn p
+UNION ALL
+SELECT 'comment', pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description
+  FROM pg_description d
+ WHERE (d.classoid = 'pg_extension'::regclass AND d.objoid = (SELECT oid FROM ext))
+    OR (d.classoid = 'pg_namespace'::regclass AND d.objoid = (SELECT oid FROM ns))
+    OR (d.classoid = 'pg_class'::regclass AND d.objoid IN (SELECT oid FROM rel))
+    OR (d.classoid = 'pg_proc'::regclass AND d.objoid IN (SELECT oid FROM fn))
+    OR (d.classoid = 'pg_type'::regclass AND d.objoid IN (SELECT oid FROM typ))
+    OR (d.classoid = 'pg_constraint'::regclass
+        AND d.objoid IN (SELECT co.oid FROM pg_constraint co WHERE co.connamespace = (SELECT oid FROM ns)))
+    OR (d.classoid = 'pg_trigger'::regclass
+        AND d.objoid IN (SELECT tg.oid FROM pg_trigger tg WHERE tg.tgrelid IN (SELECT oid FROM rel)))
+    OR (d.classoid = 'pg_policy'::regclass
+        AND d.objoid IN (SELECT po.oid FROM pg_policy po WHERE po.polrelid IN (SELECT oid FROM rel)))
+UNION ALL
+-- (what pg_dump keeps: a set, the order of the registrations means nothing)
+SELECT 'config dump', c.cfg::regclass::text, coalesce(c.cond, '')
+  FROM pg_extension e, unnest(e.extconfig, e.extcondition) c(cfg, cond) WHERE e.extname = 'ductape'
+UNION ALL
+SELECT 'privilege', pg_describe_object(o.classoid, o.objoid, o.objsubid) || ' to ' || a.grantee, a.privileges
+  FROM obj o, LATERAL public.dt_acl(coalesce(o.acl, o.dflt)) a
+UNION ALL
+-- The privileges the scripts left, which pg_dump compares a database with
+-- (pg_init_privs).  The owner's and PUBLIC's only: PostgreSQL records as
+-- "initial" every grant a script makes, and an upgrade script that
+-- re-grants to the roles of the database (or revokes from them) records
+-- those roles there too, which a fresh install never does.
+SELECT 'initial privilege', pg_describe_object(o.classoid, o.objoid, o.objsubid) || ' to ' || a.grantee, a.privileges
+  FROM obj o LEFT JOIN pg_init_privs ip ON ip.classoid = o.classoid AND ip.objoid = o.objoid AND ip.objsubid = o.objsubid,
+       LATERAL public.dt_acl(coalesce(ip.initprivs, o.dflt)) a
+ WHERE a.grantee IN ('(owner)', 'PUBLIC')
+UNION ALL
+-- (rows the script inserts)
+SELECT 'row', 'ductape.products ' || p.tag, format('%s %s', p.name, p.envs)
+  FROM ductape.products p WHERE p.tag = 'default';
+END
+$f$;
+
+-- What the updated install defines; then a fresh install of the current
+-- version in its place (its schema too: CREATE EXTENSION made it, and it
+-- keeps its grants otherwise), granted to the same roles.
+CREATE TABLE public.updated_catalog AS SELECT * FROM public.dt_catalog();
+DROP EXTENSION ductape;
+DROP SCHEMA ductape;
+CREATE EXTENSION ductape;
+SELECT extversion = :'fresh_version' AS fresh_install FROM pg_extension WHERE extname = 'ductape';
+SELECT ductape.grant_usage('dt_up_user'), ductape.grant_admin('dt_up_admin'), ductape.grant_usage('dt_up_other');
+CREATE TABLE public.fresh_catalog AS SELECT * FROM public.dt_catalog();
+
+-- Updated and fresh installs define the same objects, kind by kind
+-- ("compared": the fresh install has objects of that kind at all).
+SELECT k.kind, (SELECT count(*) > 0 FROM fresh_catalog f WHERE f.kind = k.kind) AS compared,
+       coalesce((SELECT count(*) || ' differ'
+                   FROM fresh_catalog f FULL JOIN updated_catalog u ON u.kind = f.kind AND u.object = f.object
+                  WHERE coalesce(f.kind, u.kind) = k.kind AND f.detail IS DISTINCT FROM u.detail
+                 HAVING count(*) > 0), 'same') AS updated_vs_fresh
+  FROM (VALUES (1, 'extension'), (2, 'member'), (3, 'relation'), (4, 'column'), (5, 'index'), (6, 'constraint'),
+               (7, 'trigger'), (8, 'view'), (9, 'policy'), (10, 'type'), (11, 'sequence'), (12, 'function'),
+               (13, 'comment'), (14, 'config dump'), (15, 'privilege'), (16, 'initial privilege'), (17, 'row')) k(n, kind)
+ ORDER BY k.n;
+-- (every kind is in the list above)
+SELECT DISTINCT kind AS unlisted_kind FROM fresh_catalog
+ WHERE kind NOT IN ('extension', 'member', 'relation', 'column', 'index', 'constraint', 'trigger', 'view', 'policy',
+                    'type', 'sequence', 'function', 'comment', 'config dump', 'privilege', 'initial privilege', 'row');
+-- What differs, if anything: the object, and the install it is in alone
+-- (with its first line), or the first line where the two differ.  To fix: make the source in
+-- src/sql/ (fresh installs) and the upgrade script say the same.
+SELECT coalesce(f.kind, u.kind) AS kind, coalesce(f.object, u.object) AS object,
+       CASE WHEN u.object IS NULL THEN 'only in the fresh install: ' || split_part(f.detail, E'\n', 1)
+            WHEN f.object IS NULL THEN 'only in the updated install: ' || split_part(u.detail, E'\n', 1)
+            ELSE (SELECT format('line %s: fresh %s, updated %s', coalesce(x.n, y.n),
+                                coalesce(quote_literal(x.line), 'ends'), coalesce(quote_literal(y.line), 'ends'))
+                    FROM string_to_table(f.detail, E'\n') WITH ORDINALITY x(line, n)
+                    FULL JOIN string_to_table(u.detail, E'\n') WITH ORDINALITY y(line, n) ON y.n = x.n
+                   WHERE x.line IS DISTINCT FROM y.line ORDER BY coalesce(x.n, y.n) LIMIT 1) END AS difference
+  FROM fresh_catalog f FULL JOIN updated_catalog u ON u.kind = f.kind AND u.object = f.object
+ WHERE f.detail IS DISTINCT FROM u.detail
+ ORDER BY 1, 2;
+
 \c :suite_db
 DROP DATABASE ductape_upgrade WITH (FORCE);
-DROP ROLE dt_up_user, dt_up_other;
+DROP ROLE dt_up_user, dt_up_admin, dt_up_other;

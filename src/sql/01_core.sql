@@ -1,0 +1,98 @@
+-- ductape SQL source: the core.
+--
+-- The schema's privileges, the library's general entry points (its
+-- version, who called a ductape function, waking the worker), and the
+-- helpers every definition check uses: templates, JSON Schema, tags, types,
+-- keys, integers, and the error that lists every problem.
+--
+-- This file and the others in src/sql/ are concatenated by make, in the
+-- order the Makefile gives, into ductape--<version>.sql, the script a
+-- fresh CREATE EXTENSION runs.  A change here is also written into the
+-- next upgrade script; sql/upgrade.sql proves the two agree
+-- (CONTRIBUTING.md, "Changing the SQL").
+
+-- Nothing in this schema is granted to PUBLIC.
+REVOKE ALL ON SCHEMA ductape FROM PUBLIC;
+
+---------------------------------------------------------------------------
+-- The library's entry points
+---------------------------------------------------------------------------
+
+-- Which SQL objects (this extension's version) and which library
+-- (ductape.so, loaded at server start) are in use: they differ after new
+-- binaries are installed until ALTER EXTENSION ductape UPDATE runs.
+CREATE FUNCTION ductape.version() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'dt_version' LANGUAGE C STABLE STRICT;
+
+-- Who called the ductape function being run (current_user at the call);
+-- fails anywhere else.  The SECURITY DEFINER implementations behind the
+-- caller proxy (src/gate.c) read it.
+CREATE FUNCTION ductape._caller() RETURNS name
+    AS 'MODULE_PATHNAME', 'dt_caller' LANGUAGE c STABLE;
+
+-- Wake this database's worker when the transaction commits.
+CREATE FUNCTION ductape._wake_worker() RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_wake_worker';
+
+---------------------------------------------------------------------------
+-- Definition checks: every problem is collected as "/json/pointer: reason"
+---------------------------------------------------------------------------
+
+-- Templates ($Secret{...}, $Variable{...}, ...) in a part of a definition.
+CREATE FUNCTION ductape._template_errors(tpl jsonb, path text, constants jsonb, variables jsonb)
+RETURNS text[] LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_template_errors';
+
+-- JSON Schema: problems with a schema, and the violations of an instance,
+-- each as "/json/pointer: reason".
+CREATE FUNCTION ductape._schema_check(schema jsonb, path text)
+RETURNS text[] LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_schema_check';
+CREATE FUNCTION ductape._schema_validate(schema jsonb, instance jsonb)
+RETURNS text[] LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_schema_validate';
+
+CREATE FUNCTION ductape._check_tag(val jsonb, path text, required boolean DEFAULT true)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN val IS NULL OR jsonb_typeof(val) = 'null' THEN
+            CASE WHEN required THEN ARRAY[path || ': is required'] ELSE '{}'::text[] END
+        WHEN jsonb_typeof(val) <> 'string' THEN ARRAY[path || ': must be a string']
+        WHEN val #>> '{}' !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
+            ARRAY[format('%s: "%s" is not a valid tag (1 to 63 of a-z 0-9 _ . -, starting with a letter or digit)', path, val #>> '{}')]
+        ELSE '{}'::text[] END
+$$;
+
+CREATE FUNCTION ductape._check_type(val jsonb, path text, types text[])
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN val IS NULL OR jsonb_typeof(val) = ANY (types) THEN '{}'::text[]
+                ELSE ARRAY[format('%s: must be %s', path, array_to_string(types, ' or '))] END
+$$;
+
+CREATE FUNCTION ductape._check_keys(obj jsonb, path text, allowed text[])
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(format('%s/%s: unknown key', path, k) ORDER BY k), '{}')
+      FROM jsonb_object_keys(CASE WHEN jsonb_typeof(obj) = 'object' THEN obj ELSE '{}' END) AS k
+     WHERE k <> ALL (allowed)
+$$;
+
+CREATE FUNCTION ductape._check_int(val jsonb, path text, lo bigint, hi bigint)
+RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN val IS NULL THEN '{}'::text[]
+        WHEN jsonb_typeof(val) <> 'number' OR (val #>> '{}')::numeric <> trunc((val #>> '{}')::numeric)
+            THEN ARRAY[path || ': must be an integer']
+        WHEN (val #>> '{}')::numeric NOT BETWEEN lo AND hi
+            THEN ARRAY[format('%s: must be between %s and %s', path, lo, hi)]
+        ELSE '{}'::text[] END
+$$;
+
+-- Refuse a definition with every problem found (22023), or do nothing.
+CREATE FUNCTION ductape._raise_invalid(what text, errs text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(errs) > 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('invalid %s', what),
+            DETAIL = array_to_string(errs, E'\n'),
+            HINT = 'Fix each listed path (a JSON pointer into the definition) and define it again; nothing was stored.';
+    END IF;
+END
+$$;

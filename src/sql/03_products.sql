@@ -1,0 +1,209 @@
+-- ductape SQL source: products, connections, credentials and variables.
+--
+-- A product groups the apps it uses, with its own environments; per
+-- (product, app, env) it holds the credentials (templates, never resolved
+-- values) and the values of the app's declared variables.  The product
+-- "default" always exists.
+
+---------------------------------------------------------------------------
+-- Tables
+---------------------------------------------------------------------------
+
+CREATE TABLE ductape.products (
+    tag         text PRIMARY KEY CHECK (tag ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    name        text,
+    envs        text[] NOT NULL DEFAULT '{dev,prd}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO ductape.products (tag, name) VALUES ('default', 'Default product');
+
+-- An app used by a product, with the product env -> app env mapping.
+CREATE TABLE ductape.product_apps (
+    product     text NOT NULL REFERENCES ductape.products (tag) ON DELETE CASCADE,
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    env_map     jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (product, app)
+);
+
+-- Credentials per (product, app, env): flat-input templates such as
+-- {"headers:Authorization": "Bearer $Secret{KEY}"}, never resolved values.
+CREATE TABLE ductape.configs (
+    product     text NOT NULL REFERENCES ductape.products (tag) ON DELETE CASCADE,
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    env         text NOT NULL,
+    credentials jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (product, app, env)
+);
+
+CREATE TABLE ductape.variables (
+    product     text NOT NULL REFERENCES ductape.products (tag) ON DELETE CASCADE,
+    app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
+    env         text NOT NULL,
+    key         text NOT NULL,
+    value       jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (product, app, env, key)
+);
+
+-- (the catalog trigger of 02_apps.sql: every backend's cache is
+-- invalidated at commit)
+CREATE TRIGGER variables_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.variables
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+CREATE TRIGGER products_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.products
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+CREATE TRIGGER product_apps_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.product_apps
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+CREATE TRIGGER configs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ductape.configs
+    FOR EACH STATEMENT EXECUTE FUNCTION ductape._catalog_changed();
+
+---------------------------------------------------------------------------
+-- Products and connections
+---------------------------------------------------------------------------
+
+CREATE FUNCTION ductape._product_row(tag text) RETURNS ductape.products
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r ductape.products;
+BEGIN
+    SELECT * INTO r FROM ductape.products p WHERE p.tag = _product_row.tag;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('product "%s" does not exist', _product_row.tag),
+            HINT = 'Create it with ductape.product_create.';
+    END IF;
+    RETURN r;
+END
+$$;
+
+CREATE FUNCTION ductape.product_create(tag text, name text DEFAULT NULL, envs text[] DEFAULT '{dev,prd}')
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    errs text[] := ductape._check_tag(to_jsonb(product_create.tag), '/tag');
+    e text;
+BEGIN
+    IF envs IS NULL OR cardinality(envs) = 0 THEN
+        errs := errs || '/envs: a product needs at least one env'::text;
+    ELSE
+        FOREACH e IN ARRAY envs LOOP
+            errs := errs || ductape._check_tag(to_jsonb(e), '/envs');
+        END LOOP;
+    END IF;
+    PERFORM ductape._raise_invalid('product', errs);
+    IF EXISTS (SELECT 1 FROM ductape.products p WHERE p.tag = product_create.tag) THEN
+        RAISE EXCEPTION USING ERRCODE = '42710',
+            MESSAGE = format('product "%s" already exists', product_create.tag);
+    END IF;
+    INSERT INTO ductape.products (tag, name, envs) VALUES (product_create.tag, product_create.name, product_create.envs);
+    RETURN product_create.tag;
+END
+$$;
+
+CREATE FUNCTION ductape.product_connect(product text, app text, env_map jsonb DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    p ductape.products := ductape._product_row(product);
+    a ductape.apps := ductape._app_row(app);
+    errs text[] := '{}';
+    k text;
+    v jsonb;
+BEGIN
+    IF env_map IS NOT NULL AND jsonb_typeof(env_map) <> 'object' THEN
+        errs := errs || '/: env_map must be an object of product env -> app env'::text;
+    ELSE
+        FOR k, v IN SELECT key, value FROM jsonb_each(coalesce(env_map, '{}')) LOOP
+            IF NOT k = ANY (p.envs) THEN
+                errs := errs || format('/%s: product "%s" has no env "%s"', k, p.tag, k);
+            END IF;
+            IF jsonb_typeof(v) <> 'string' OR NOT EXISTS (
+                   SELECT 1 FROM jsonb_array_elements(coalesce(a.spec->'envs', '[]')) e WHERE e->>'slug' = v #>> '{}') THEN
+                errs := errs || format('/%s: app "%s" has no env %s', k, a.tag, v);
+            END IF;
+        END LOOP;
+    END IF;
+    PERFORM ductape._raise_invalid('env_map', errs);
+    INSERT INTO ductape.product_apps AS x (product, app, env_map)
+    VALUES (p.tag, a.tag, coalesce(env_map, '{}'))
+    ON CONFLICT ON CONSTRAINT product_apps_pkey DO UPDATE SET env_map = EXCLUDED.env_map;
+END
+$$;
+
+-- The env a caller names under a product (checked), for config and variables.
+CREATE FUNCTION ductape._product_env(p ductape.products, env text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p.tag <> 'default' AND NOT env = ANY (p.envs) THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('environment "%s" of product "%s" does not exist', env, p.tag),
+            DETAIL = format('The product has the environments: %s.', array_to_string(p.envs, ', '));
+    END IF;
+    RETURN env;
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Credentials and variables
+---------------------------------------------------------------------------
+
+CREATE FUNCTION ductape.config(app text, credentials jsonb, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(app);
+    p ductape.products := ductape._product_row(coalesce(product, current_setting('ductape.product')));
+    e text := ductape._product_env(p, coalesce(env, current_setting('ductape.env')));
+    errs text[] := '{}';
+    k text;
+BEGIN
+    IF jsonb_typeof(credentials) IS DISTINCT FROM 'object' THEN
+        errs := errs || '/: credentials must be an object of flat input keys and template values'::text;
+    ELSE
+        FOR k IN SELECT key FROM jsonb_each(credentials)
+                  WHERE key ~ ':' AND split_part(key, ':', 1) NOT IN ('body', 'query', 'params', 'headers') LOOP
+            errs := errs || format('/%s: unknown prefix (use body:, query:, params: or headers:)', k);
+        END LOOP;
+        FOR k IN SELECT key FROM jsonb_each(credentials)
+                  WHERE key ~* '^headers:' AND substr(key, 9) !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' LOOP
+            errs := errs || format('/%s: not a valid header name', k);
+        END LOOP;
+        errs := errs || ductape._template_errors(credentials, '',
+                    CASE WHEN jsonb_typeof(a.spec->'constants') = 'object' THEN a.spec->'constants' END,
+                    CASE WHEN jsonb_typeof(a.spec->'variables') = 'object' THEN a.spec->'variables' END);
+    END IF;
+    PERFORM ductape._raise_invalid('credentials', errs);
+    INSERT INTO ductape.configs AS c (product, app, env, credentials)
+    VALUES (p.tag, a.tag, e, credentials)
+    ON CONFLICT ON CONSTRAINT configs_pkey DO UPDATE SET credentials = EXCLUDED.credentials, updated_at = now();
+END
+$$;
+
+CREATE FUNCTION ductape.variable_set(app text, key text, value jsonb,
+                                     env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r ductape.apps := ductape._app_row(app);
+    p ductape.products := ductape._product_row(coalesce(product, current_setting('ductape.product')));
+    e text := ductape._product_env(p, coalesce(env, current_setting('ductape.env')));
+BEGIN
+    IF NOT coalesce(r.spec->'variables', '{}') ? key THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('variable "%s" is not declared by app "%s"', key, r.tag),
+            HINT = 'Declare it under "variables" in the app spec first.';
+    END IF;
+    IF value IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'variable value cannot be SQL NULL',
+            HINT = 'Use ''null''::jsonb for a JSON null.';
+    END IF;
+    INSERT INTO ductape.variables (product, app, env, key, value)
+    VALUES (p.tag, r.tag, e, key, value)
+    ON CONFLICT ON CONSTRAINT variables_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+END
+$$;
+
+-- pg_dump keeps them (the default product is made by CREATE EXTENSION).
+SELECT pg_catalog.pg_extension_config_dump('ductape.products', 'WHERE tag <> ''default''');
+SELECT pg_catalog.pg_extension_config_dump('ductape.product_apps', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.configs', '');
+SELECT pg_catalog.pg_extension_config_dump('ductape.variables', '');
