@@ -668,4 +668,44 @@ ALTER FUNCTION ductape._document_parse(text, text) STRICT;
 ALTER FUNCTION ductape._condition_check(text, text) STRICT;
 ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 
+-- An upgrade script's GRANTs and REVOKEs are recorded as the objects'
+-- initial privileges (pg_init_privs), and with them every role the
+-- database had granted ductape to by then; pg_dump leaves initial
+-- privileges out of a dump, so a database updated and then dumped lost its
+-- roles' ductape privileges on restore.  Every upgrade script ends by
+-- calling this: of what the scripts recorded, keep what a fresh install
+-- records (the owner's privileges and PUBLIC's), forget the roles'.
+CREATE FUNCTION ductape._forget_granted_initial_privileges() RETURNS void
+LANGUAGE sql AS $$
+    WITH member AS (
+        SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+         WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'ductape')
+        UNION ALL
+        SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid,
+               'ductape'::pg_catalog.regnamespace::pg_catalog.oid),
+    kept AS (
+        SELECT ip.classoid, ip.objoid, ip.objsubid,
+               (SELECT pg_catalog.array_agg(u.item ORDER BY u.n)
+                  FROM pg_catalog.unnest(ip.initprivs) WITH ORDINALITY u(item, n)
+                 WHERE EXISTS (SELECT FROM pg_catalog.aclexplode(ARRAY[u.item]) x
+                                WHERE x.grantee OPERATOR(pg_catalog.=) 0
+                                   OR x.grantee OPERATOR(pg_catalog.=) x.grantor)) AS acl
+          FROM pg_catalog.pg_init_privs ip
+         WHERE ip.privtype OPERATOR(pg_catalog.=) 'e'
+           AND (ip.classoid, ip.objoid) IN (SELECT classid, objid FROM member)),
+    dropped AS (
+        DELETE FROM pg_catalog.pg_init_privs ip USING kept k
+         WHERE ip.classoid OPERATOR(pg_catalog.=) k.classoid AND ip.objoid OPERATOR(pg_catalog.=) k.objoid
+           AND ip.objsubid OPERATOR(pg_catalog.=) k.objsubid AND ip.privtype OPERATOR(pg_catalog.=) 'e'
+           AND k.acl IS NULL)
+    UPDATE pg_catalog.pg_init_privs ip SET initprivs = k.acl FROM kept k
+     WHERE ip.classoid OPERATOR(pg_catalog.=) k.classoid AND ip.objoid OPERATOR(pg_catalog.=) k.objoid
+       AND ip.objsubid OPERATOR(pg_catalog.=) k.objsubid AND ip.privtype OPERATOR(pg_catalog.=) 'e'
+       AND k.acl IS NOT NULL
+$$;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;
+
+-- (last: after every GRANT and REVOKE above)
+SELECT ductape._forget_granted_initial_privileges();

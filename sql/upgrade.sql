@@ -368,14 +368,15 @@ SELECT 'privilege', pg_describe_object(o.classoid, o.objoid, o.objsubid) || ' to
   FROM obj o, LATERAL public.dt_acl(coalesce(o.acl, o.dflt)) a
 UNION ALL
 -- The privileges the scripts left, which pg_dump compares a database with
--- (pg_init_privs).  The owner's and PUBLIC's only: PostgreSQL records as
--- "initial" every grant a script makes, and an upgrade script that
--- re-grants to the roles of the database (or revokes from them) records
--- those roles there too, which a fresh install never does.
+-- (pg_init_privs), every role's: PostgreSQL records as "initial" every
+-- grant a script makes, so an upgrade script that re-grants to the roles of
+-- the database (or revokes from them) would record those roles there too,
+-- and a dump would leave their privileges out; each upgrade script ends
+-- with _forget_granted_initial_privileges(), and a fresh install records
+-- none.
 SELECT 'initial privilege', pg_describe_object(o.classoid, o.objoid, o.objsubid) || ' to ' || a.grantee, a.privileges
   FROM obj o LEFT JOIN pg_init_privs ip ON ip.classoid = o.classoid AND ip.objoid = o.objoid AND ip.objsubid = o.objsubid,
        LATERAL public.dt_acl(coalesce(ip.initprivs, o.dflt)) a
- WHERE a.grantee IN ('(owner)', 'PUBLIC')
 UNION ALL
 -- (rows the script inserts)
 SELECT 'row', 'ductape.products ' || p.tag, format('%s %s', p.name, p.envs)

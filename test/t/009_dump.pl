@@ -67,5 +67,29 @@ is($node->safe_psql('dst', "SELECT ductape.webhook_subscribe('shop', 'hooks', 'x
 	'a new subscription gets the next id');
 is($node->safe_psql('dst', "SELECT count(*) FROM ductape.jobs"), '0', 'queues are not dumped');
 
+# Roles granted before an update keep their privileges through a dump and
+# restore: an upgrade script's grants are recorded as initial privileges,
+# which pg_dump leaves out, unless the script forgets them again.
+$node->safe_psql('postgres', q{
+CREATE ROLE app_user; CREATE ROLE app_admin;
+CREATE DATABASE old_install;
+});
+$node->safe_psql('old_install', q{
+CREATE EXTENSION ductape VERSION '0.1.0';
+SELECT ductape.grant_usage('app_user');
+SELECT ductape.grant_admin('app_admin');
+ALTER EXTENSION ductape UPDATE;
+});
+my $rights = q{SELECT has_function_privilege('app_user', 'ductape.run(text, text, jsonb, text, text, jsonb)', 'EXECUTE'),
+	has_function_privilege('app_admin', 'ductape.app_define(jsonb)', 'EXECUTE'),
+	has_table_privilege('app_admin', 'ductape.apps', 'INSERT'),
+	has_function_privilege('app_user', 'ductape.app_define(jsonb)', 'EXECUTE')};
+is($node->safe_psql('old_install', $rights), 't|t|t|f', 'roles granted under 0.1.0 have their rights after the update');
+my $old_dump = $node->basedir . '/old_install.dump';
+command_ok(['pg_dump', '-Fc', '-f', $old_dump, '-d', $node->connstr('old_install')], 'pg_dump of the updated database');
+$node->safe_psql('postgres', 'CREATE DATABASE old_restored');
+command_ok(['pg_restore', '-d', $node->connstr('old_restored'), $old_dump], 'pg_restore of it');
+is($node->safe_psql('old_restored', $rights), 't|t|t|f', 'and the same rights after the restore');
+
 $node->stop;
 done_testing();
