@@ -16,6 +16,7 @@ OBJS = \
 	src/template.o \
 	src/catalog.o \
 	src/request.o \
+	src/retry.o \
 	src/schema.o \
 	src/import.o \
 	src/secrets.o \

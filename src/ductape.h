@@ -3,32 +3,41 @@
  * ductape.h
  *	  Declarations shared between ductape's subsystems.
  *
- * Subsystems, one file each:
- *	  ductape.c   module load, settings
- *	  jsonb_util.c small jsonb accessors and arrays (used by all)
+ * Subsystems, one file each, by layer (src/LAYERS; docs/architecture.md):
+ *	1 utilities
+ *	  jsonb_util.c small jsonb accessors and arrays
  *	  settings.c  the values of the settings, the tag rule
  *	  shmem.c     shared-memory set-up; the locking protocol (shmem.h)
  *	  registry.c  the registry of database workers (registry.h)
+ *	  calls.c     the shared-memory ring of call records (calls.h)
+ *	2 core logic
  *	  template.c  $Placeholder{...} parsing, checking and resolution
  *	  catalog.c   the per-backend cache of apps and actions; the action rules
- *	  request.c   turning (app, action, env, input) into an HTTP request
  *	  schema.c    JSON Schema validation of inputs, schema checks
  *	  import.c    reading OpenAPI documents (JSON, YAML) into jsonb
- *	  http.c      libcurl driver, redirects, retries, call records (+ http.h)
- *	  run.c       run, run_response, http: call and wait
  *	  egress.c    the egress policy (which hosts and addresses we may reach)
- *	  calls.c     the shared-memory buffer of call records (calls.h)
- *	  secrets.c   the encrypted secret store and the master key
- *	  oauth.c     OAuth2 tokens
- *	  jobs.c      background jobs
- *	  gate.c      the one gate for user code; the caller proxy
- *	  runtime.c   units of SQL work in a worker, subtransactions, run as a role
  *	  signature.c webhook signatures (verify inbound, sign outbound)
- *	  webhook.c   the inbound webhook listener (a process of its own)
- *	  inbound.c   inbound webhook handlers, run by the database's worker
+ *	  secrets.c   the encrypted secret store and the master key
+ *	  request.c   turning (app, action, env, input) into an HTTP request
+ *	  retry.c     retry policies and schedules
+ *	3 transport
+ *	  http.c      libcurl driver, redirects, call records (+ http.h)
+ *	4 worker runtime
+ *	  gate.c      the one gate for user code; the caller proxy
+ *	  runtime.c   units of SQL work, subtransactions, run as a role; the
+ *	              registry of the worker's tasks
+ *	  queue.c     the queue engine (jobs, deliveries, inbound events)
+ *	5 features and processes
+ *	  run.c       run, run_response, http: call and wait
+ *	  jobs.c      background jobs
  *	  events.c    outbound events: publish, endpoints, deliveries
- *	  workflow.c  workflow conditions and step templates
+ *	  inbound.c   inbound webhook handlers, run by the database's worker
+ *	  oauth.c     OAuth2 tokens
+ *	  workflow.c  workflow conditions and step templates; the tick
+ *	  retention.c deleting finished work past ductape.job_retention
+ *	  webhook.c   the inbound webhook listener (a process of its own)
  *	  worker.c    background workers (launcher, per-database worker)
+ *	  ductape.c   module load, settings
  *
  *-------------------------------------------------------------------------
  */
@@ -244,8 +253,30 @@ typedef struct DtRequest
 	Oid			roleid;			/* whose call: InvalidOid = the current user */
 } DtRequest;
 
+/* ---- retry.c: retry policies and schedules ---- */
+typedef enum
+{
+	OUT_RESPONSE,				/* a response arrived */
+	OUT_TIMEOUT,				/* the attempt timed out */
+	OUT_NETWORK,				/* any other transport failure */
+	OUT_EGRESS,					/* refused by the egress policy */
+	OUT_TOO_LARGE				/* response over ductape.max_response_size */
+} OutcomeKind;
+
+#define RETRY_SYNC_MAX 2		/* retries of a synchronous call by default */
+#define RETRY_BACKGROUND_MAX 8	/* of a job */
+#define RETRY_DELIVERY_MAX_ATTEMPTS 8	/* of an outbound delivery */
+#define RETRY_HANDLER_MAX_ROUNDS 8	/* of an inbound event's handlers */
+
 extern void RetryPolicyDefaults(DtRetryPolicy *p, int max);
 extern void RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what);
+extern bool ResponseIsSuccess(DtRequest *req, long status);
+extern bool RetryWorthIt(DtRequest *req, OutcomeKind kind, bool sent, bool final,
+						 long status, double retry_after_ms);
+extern int64 RetryDelayMs(DtRetryPolicy *p, int retry, double retry_after_ms);
+extern int64 RetryDeliveryDelayMs(int attempt, int status, double retry_after_ms);
+extern int64 RetryHandlerDelayMs(int rounds);
+
 extern void RequestBuild(DtRequest *req, DtApp *app, DtAction *action,
 						 DtBinding *binding, Jsonb *input, Jsonb *options);
 extern void RequestApplyOptions(DtRequest *req, Jsonb *options,

@@ -39,7 +39,6 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
-#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -66,18 +65,6 @@ PG_FUNCTION_INFO_V1(dt_publish);
 #define SECRET_MIN_BYTES 16
 #define SECRET_MAX_BYTES 64
 
-/* Svix's schedule: the delay before attempt k+1, after attempt k failed */
-static const int64 RetryScheduleMs[] = {
-	5 * 1000,					/* after the first, immediate, attempt */
-	5 * 60 * 1000,
-	30 * 60 * 1000,
-	2 * 3600 * 1000,
-	5 * 3600 * 1000,
-	10 * 3600 * 1000,
-	10 * 3600 * 1000,
-};
-
-#define DELIVERY_MAX_ATTEMPTS ((int) lengthof(RetryScheduleMs) + 1)
 
 /* ---- secrets of endpoints ---- */
 
@@ -625,22 +612,6 @@ EventsJudge(QueueItem *item, Xfer *x)
 	LoadAdd(run->endpoint_id, -1);
 }
 
-/* The delay before the next attempt after attempt failed; -1: no more. */
-static int64
-NextDelayMs(DeliveryRun *run)
-{
-	int64		delay;
-
-	if (run->status == 410 || run->attempt >= DELIVERY_MAX_ATTEMPTS)
-		return -1;
-	delay = RetryScheduleMs[run->attempt - 1];
-	/* ±20% jitter */
-	delay = (int64) (delay * (0.8 + 0.4 * pg_prng_double(&pg_global_prng_state)));
-	if (run->retry_after_ms > delay)
-		delay = (int64) Min(run->retry_after_ms, 24.0 * 3600 * 1000);
-	return delay;
-}
-
 static Datum
 Int64Array(List *ids)
 {
@@ -688,7 +659,7 @@ EventsWriteBack(List *batch, MemoryContext after_cxt)
 		if (run->item.error != NULL)
 			run->error = psprintf("could not prepare the delivery: %s", run->item.error);
 		ok = run->error == NULL;
-		delay = ok ? -1 : NextDelayMs(run);
+		delay = ok ? -1 : RetryDeliveryDelayMs(run->attempt, run->status, run->retry_after_ms);
 		cols[0][i] = Int64GetDatum(run->outbox_id);
 		cols[1][i] = CStringGetTextDatum(run->message_id);
 		cols[2][i] = Int64GetDatum(run->endpoint_id);

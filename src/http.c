@@ -12,7 +12,10 @@
  *	  into which curl's sockets are registered (CURLMOPT_SOCKETFUNCTION).
  *	  A query cancel or statement_timeout sets the latch, so it interrupts a
  *	  request or a retry delay at once, not at curl's next progress tick.
- *	  Background workers will drive many transfers through the same code.
+ *	  The database worker drives many transfers at once through the same
+ *	  code (XferSubmit, DriverPump).
+ *	- Whether an attempt is worth another, and after how long, is the
+ *	  request's retry policy's (retry.c); this file counts and waits.
  *	- Redirects are followed here, not by curl, so every hop's URL goes
  *	  through the egress policy; every new connection's resolved address is
  *	  checked in CURLOPT_OPENSOCKETFUNCTION (egress.c), so DNS tricks and
@@ -25,13 +28,13 @@
 #include "postgres.h"
 
 #include <math.h>
+
 #include <sys/epoll.h>
 #include <time.h>
 #include <curl/curl.h>
 
 #include "common/base64.h"
 #include "common/jsonapi.h"
-#include "common/pg_prng.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -980,63 +983,12 @@ DriverKick(void)
 	curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 }
 
-/* ---- retries ---- */
-
-bool
-IsSuccess(DtRequest *req, long status)
-{
-	int			i;
-
-	if (req->success == NULL || req->nsuccess == 0)
-		return status >= 200 && status < 300;
-	for (i = 0; i < req->nsuccess; i++)
-		if (req->success[i] == status)
-			return true;
-	return false;
-}
-
+/* Is this attempt worth another under the request's policy (retry.c)? */
 static bool
 ShouldRetry(DtRequest *req, Outcome *o)
 {
-	DtRetryPolicy *p = &req->policy;
-	bool		unsafe_method = strcmp(req->method, "POST") == 0 ||
-		strcmp(req->method, "PATCH") == 0;
-	bool		safe = !unsafe_method || req->has_idempotency_key || p->unsafe;
-
-	if (o->final)
-		return false;
-	switch (o->kind)
-	{
-		case OUT_RESPONSE:
-			if (IsSuccess(req, o->status) || o->status < 100 || o->status >= 640)
-				return false;
-			if ((p->on_status[o->status / 64] & (UINT64CONST(1) << (o->status % 64))) == 0)
-				return false;
-			if (o->status == 429 || (o->status == 503 && o->retry_after_ms >= 0))
-				return true;
-			return safe;
-		case OUT_TIMEOUT:
-			return p->on_timeout && (!o->sent || safe);
-		case OUT_NETWORK:
-			return p->on_network && (!o->sent || safe);
-		default:
-			return false;
-	}
+	return RetryWorthIt(req, o->kind, o->sent, o->final, o->status, o->retry_after_ms);
 }
-
-static int64
-RetryDelay(DtRetryPolicy *p, int retry, Outcome *o)
-{
-	double		d;
-
-	if (p->respect_retry_after && o->retry_after_ms >= 0)
-		return (int64) Min(o->retry_after_ms, (double) p->max_delay_ms);
-	d = p->initial_delay_ms * pow(p->multiplier, retry - 1);
-	d = Min(d, (double) p->max_delay_ms);
-	d *= 1.0 + p->jitter * (2.0 * pg_prng_double(&pg_global_prng_state) - 1.0);
-	return (int64) Max(d, 0);
-}
-
 
 static void
 RecordCall(DtRequest *req, CallResult *cr, const char *error)
@@ -1069,7 +1021,7 @@ static char *
 CallError(DtRequest *req, Outcome *o)
 {
 	if (o->kind == OUT_RESPONSE)
-		return IsSuccess(req, o->status) ? NULL : psprintf("HTTP %ld", o->status);
+		return ResponseIsSuccess(req, o->status) ? NULL : psprintf("HTTP %ld", o->status);
 	return o->error;
 }
 
@@ -1099,7 +1051,7 @@ Execute(DtRequest *req, CallResult *cr)
 			Attempt(req, &cr->o, NowMs() + req->timeout_ms);
 			if (cr->attempts > req->policy.max || !ShouldRetry(req, &cr->o))
 				break;
-			SleepInterruptible(RetryDelay(&req->policy, cr->attempts, &cr->o));
+			SleepInterruptible(RetryDelayMs(&req->policy, cr->attempts, cr->o.retry_after_ms));
 		}
 	}
 	PG_CATCH();
@@ -1364,12 +1316,12 @@ XferJudge(Xfer *x, int attempt, double duration_ms, Jsonb **envelope,
 	*envelope = EnvelopeOf(req, o, x->easy, attempt, duration_ms, cr.call_id);
 	*error = NULL;
 	*delay_ms = 0;
-	if (o->kind == OUT_RESPONSE && IsSuccess(req, o->status))
+	if (o->kind == OUT_RESPONSE && ResponseIsSuccess(req, o->status))
 		return XFER_SUCCEEDED;
 	*error = o->kind == OUT_RESPONSE ? psprintf("HTTP %ld", o->status) : pstrdup(o->error);
 	if (attempt <= req->policy.max && ShouldRetry(req, o))
 	{
-		*delay_ms = RetryDelay(&req->policy, attempt, o);
+		*delay_ms = RetryDelayMs(&req->policy, attempt, o->retry_after_ms);
 		return XFER_RETRY;
 	}
 	return XFER_FAILED;

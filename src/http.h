@@ -14,15 +14,6 @@
 
 #define DT_EXCERPT 1024			/* bytes of a body quoted in an error */
 
-typedef enum
-{
-	OUT_RESPONSE,				/* a response arrived */
-	OUT_TIMEOUT,				/* the attempt timed out */
-	OUT_NETWORK,				/* any other transport failure */
-	OUT_EGRESS,					/* refused by the egress policy */
-	OUT_TOO_LARGE				/* response over ductape.max_response_size */
-} OutcomeKind;
-
 /* What one attempt ended with. */
 typedef struct Outcome
 {
@@ -56,7 +47,6 @@ extern char *UrlForMessage(const char *url, List *sensitive);
 extern void AddUrlCredentials(DtRequest *req);
 extern void Execute(DtRequest *req, CallResult *cr);
 extern Jsonb *Envelope(DtRequest *req, CallResult *cr);
-extern bool IsSuccess(DtRequest *req, long status);
 extern Jsonb *BodyToJsonb(Outcome *o);
 
 #endif							/* DUCTAPE_HTTP_H */

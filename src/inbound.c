@@ -10,7 +10,7 @@
  * ductape worker, each in its own transaction as the role that subscribed,
  * through the user-code gate (RunAsRole); an event is handled once every matching handler has
  * succeeded, and is retried with backoff until then (handlers that already
- * succeeded are not run again), failing after WEBHOOK_MAX_ATTEMPTS rounds
+ * succeeded are not run again), failing after RETRY_HANDLER_MAX_ROUNDS rounds
  * with the error kept.  Events no subscription wants are parked, so that
  * the worker does not look at them again after every batch.
  *
@@ -36,7 +36,6 @@
 
 #include "ductape.h"
 
-#define WEBHOOK_MAX_ATTEMPTS 8
 #define HANDLER_BATCH 100
 #define PARK_BATCH 1000			/* events without a subscription parked per pass */
 
@@ -242,7 +241,7 @@ InboundWriteBack(List *batch, MemoryContext after_cxt)
 		char		nulls[5] = "     ";
 		ListCell   *c;
 		int			attempts = ev->attempts + 1;
-		int64		delay_ms = Min((int64) 2000 << Min(attempts - 1, 20), (int64) 3600 * 1000);
+		int64		delay_ms = RetryHandlerDelayMs(attempts);
 		Datum	   *d = palloc(sizeof(Datum) * Max(list_length(ev->ok), 1));
 		int			m = 0;
 
@@ -256,7 +255,7 @@ InboundWriteBack(List *batch, MemoryContext after_cxt)
 			a[2] = CStringGetTextDatum(psprintf("%s: %s", format_procedure(ev->fns[ev->failed_fn]), ev->error));
 		else
 			nulls[2] = 'n';
-		a[3] = Int32GetDatum(WEBHOOK_MAX_ATTEMPTS);
+		a[3] = Int32GetDatum(RETRY_HANDLER_MAX_ROUNDS);
 		a[4] = Int64GetDatum(delay_ms);
 		if (SPI_execute_with_args("UPDATE ductape.webhook_events SET "
 								  "  handled_by = handled_by OPERATOR(pg_catalog.||) $2, "

@@ -519,7 +519,7 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 					 errhint("Pass \"%s\" (or \"params:%s\") in the input.", p, p)));
 	}
 	memset(&probe, 0, sizeof(probe));
-	RetryPolicyDefaults(&probe.policy, 8);
+	RetryPolicyDefaults(&probe.policy, RETRY_BACKGROUND_MAX);
 	RequestApplyOptions(&probe, options, "Idempotency-Key");
 	if (key != NULL && key[0] == '\0')
 		ereport(ERROR,

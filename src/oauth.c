@@ -738,7 +738,7 @@ PrepareTokenCall(DtTokenSlot *req, TokenCall *tc, DtTokenSlot *res)
 	tc->req.body = form.data;
 	tc->req.body_len = form.len;
 	tc->req.timeout_ms = ductape_default_timeout_ms;
-	RetryPolicyDefaults(&tc->req.policy, 2);
+	RetryPolicyDefaults(&tc->req.policy, RETRY_SYNC_MAX);
 	tc->req.app = pstrdup(app->tag);
 	tc->req.action = "oauth2-token";
 	tc->req.env = pstrdup(b->env);

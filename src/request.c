@@ -21,7 +21,6 @@
 #include <time.h>
 
 #include "common/base64.h"
-#include "common/pg_prng.h"
 #include "port/pg_bswap.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -789,116 +788,6 @@ ApplyAuth(DtApp *app, ResolveCtx *ctx, List **headers, List **query,
 						 StringValue(psprintf("Bearer %s", OAuthToken(ctx))), true);
 }
 
-/* ---- retry policy ---- */
-
-void
-RetryPolicyDefaults(DtRetryPolicy *p, int max)
-{
-	static const int statuses[] = {429, 500, 502, 503, 504};
-	int			i;
-
-	memset(p, 0, sizeof(*p));
-	p->max = max;
-	for (i = 0; i < lengthof(statuses); i++)
-		p->on_status[statuses[i] / 64] |= UINT64CONST(1) << (statuses[i] % 64);
-	p->on_timeout = true;
-	p->on_network = true;
-	p->initial_delay_ms = 200;
-	p->max_delay_ms = 60000;
-	p->multiplier = 2.0;
-	p->jitter = 0.2;
-	p->respect_retry_after = true;
-	p->unsafe = false;
-}
-
-static void
-PolicyError(const char *what, const char *key, const char *must)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid retry policy in %s", what),
-			 errdetail("/retries/%s: %s", key, must)));
-}
-
-static double
-PolicyNumber(JsonbValue *v, const char *what, const char *key, double lo, double hi)
-{
-	double		d;
-
-	if (v->type != jbvNumeric)
-		PolicyError(what, key, "must be a number");
-	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
-	if (d < lo || d > hi)
-		PolicyError(what, key, psprintf("must be between %g and %g", lo, hi));
-	return d;
-}
-
-static bool
-PolicyBool(JsonbValue *v, const char *what, const char *key)
-{
-	if (v->type != jbvBool)
-		PolicyError(what, key, "must be true or false");
-	return v->val.boolean;
-}
-
-/* Overlay the keys present in spec onto p (definitions were checked at define time; options are checked here). */
-void
-RetryPolicyOverlay(DtRetryPolicy *p, Jsonb *spec, const char *what)
-{
-	JsonbValue *v;
-
-	if (spec == NULL)
-		return;
-	if (!JB_ROOT_IS_OBJECT(spec))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid retry policy in %s", what),
-				 errdetail("/retries: must be an object.")));
-	if ((v = JsonbGetField(spec, "max")) != NULL)
-		p->max = (int) PolicyNumber(v, what, "max", 0, 100);
-	if ((v = JsonbGetField(spec, "initial_delay_ms")) != NULL)
-		p->initial_delay_ms = (int) PolicyNumber(v, what, "initial_delay_ms", 0, 86400000);
-	if ((v = JsonbGetField(spec, "max_delay_ms")) != NULL)
-		p->max_delay_ms = (int) PolicyNumber(v, what, "max_delay_ms", 0, 86400000);
-	if ((v = JsonbGetField(spec, "multiplier")) != NULL)
-		p->multiplier = PolicyNumber(v, what, "multiplier", 1, 10);
-	if ((v = JsonbGetField(spec, "jitter")) != NULL)
-		p->jitter = PolicyNumber(v, what, "jitter", 0, 1);
-	if ((v = JsonbGetField(spec, "respect_retry_after")) != NULL)
-		p->respect_retry_after = PolicyBool(v, what, "respect_retry_after");
-	if ((v = JsonbGetField(spec, "unsafe")) != NULL)
-		p->unsafe = PolicyBool(v, what, "unsafe");
-	if ((v = JsonbGetField(spec, "on")) != NULL)
-	{
-		JsonbIterator *it;
-		JsonbIteratorToken r;
-		JsonbValue	e;
-
-		if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
-			PolicyError(what, "on", "must be an array of statuses, \"timeout\" and \"network\"");
-		memset(p->on_status, 0, sizeof(p->on_status));
-		p->on_timeout = p->on_network = false;
-		it = JsonbIteratorInit(v->val.binary.data);
-		while ((r = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
-		{
-			if (r != WJB_ELEM)
-				continue;
-			if (e.type == jbvString && e.val.string.len == 7 &&
-				strncmp(e.val.string.val, "timeout", 7) == 0)
-				p->on_timeout = true;
-			else if (e.type == jbvString && e.val.string.len == 7 &&
-					 strncmp(e.val.string.val, "network", 7) == 0)
-				p->on_network = true;
-			else
-			{
-				int			s = (int) PolicyNumber(&e, what, "on", 100, 599);
-
-				p->on_status[s / 64] |= UINT64CONST(1) << (s % 64);
-			}
-		}
-	}
-}
-
 /* ---- options (docs/reference.md) ---- */
 
 void
@@ -1119,7 +1008,7 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
 	req->timeout_ms = action->timeout_ms > 0 ? action->timeout_ms :
 		app->timeout_ms > 0 ? app->timeout_ms : ductape_default_timeout_ms;
 	/* background jobs retry more by default (docs/reference.md) */
-	RetryPolicyDefaults(&req->policy, req->job_id != 0 ? 8 : 2);
+	RetryPolicyDefaults(&req->policy, req->job_id != 0 ? RETRY_BACKGROUND_MAX : RETRY_SYNC_MAX);
 	RetryPolicyOverlay(&req->policy, app->retries, "the app");
 	RetryPolicyOverlay(&req->policy, action->retries, "the action");
 

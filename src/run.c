@@ -145,7 +145,7 @@ dt_run(PG_FUNCTION_ARGS)
 	CallResult	cr;
 
 	RunCall(fcinfo, &req, &cr);
-	if (cr.o.kind != OUT_RESPONSE || !IsSuccess(&req, cr.o.status))
+	if (cr.o.kind != OUT_RESPONSE || !ResponseIsSuccess(&req, cr.o.status))
 		RaiseForOutcome(&req, &cr);
 	PG_RETURN_JSONB_P(BodyToJsonb(&cr.o));
 }
@@ -194,7 +194,7 @@ dt_http(PG_FUNCTION_ARGS)
 	AddUrlCredentials(&req);
 	req.env = NULL;
 	req.timeout_ms = ductape_default_timeout_ms;
-	RetryPolicyDefaults(&req.policy, 2);
+	RetryPolicyDefaults(&req.policy, RETRY_SYNC_MAX);
 
 	if (headers != NULL)
 	{
