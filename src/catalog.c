@@ -231,20 +231,6 @@ Problem(List **problems, const char *fmt,...)
 	*problems = lappend(*problems, buf.data);
 }
 
-/* The whole of a jsonb as a value (a scalar, or its root container). */
-static void
-RootValue(Jsonb *j, JsonbValue *v)
-{
-	if (JB_ROOT_IS_SCALAR(j))
-		JsonbExtractScalar(&j->root, v);
-	else
-	{
-		v->type = jbvBinary;
-		v->val.binary.data = &j->root;
-		v->val.binary.len = VARSIZE(j) - VARHDRSZ;
-	}
-}
-
 /* v's JSON type as jsonb_typeof names it; v is a value of a jsonb. */
 static const char *
 JsonTypeName(JsonbValue *v)
@@ -893,12 +879,12 @@ CatalogParseAction(const char *app, const char *tag, Jsonb *spec,
 	oldcxt = MemoryContextSwitchTo(checkcxt);
 	if (app != NULL)
 	{
-		RootValue(WithTag(spec, tag), &root);
+		JsonbRootValue(WithTag(spec, tag), &root);
 		CheckAction(&root, psprintf("/actions/%s", tag), constants, variables, false, &problems);
 	}
 	else
 	{
-		RootValue(spec, &root);
+		JsonbRootValue(spec, &root);
 		CheckAction(&root, "", NULL, NULL, true, &problems);
 	}
 	if (problems != NIL)
@@ -907,7 +893,7 @@ CatalogParseAction(const char *app, const char *tag, Jsonb *spec,
 	MemoryContextDelete(checkcxt);
 
 	/* what the checks let through: the request builder's reading of it */
-	RootValue(spec, &root);
+	JsonbRootValue(spec, &root);
 	a = palloc0(sizeof(DtAction));
 	a->tag = pstrdup(tag ? tag : "");
 	a->method = MethodUpper(Field(&root, "method"));
@@ -955,7 +941,7 @@ dt_check_action(PG_FUNCTION_ARGS)
 	List	   *problems = NIL;
 
 	if (!PG_ARGISNULL(0))
-		RootValue(PG_GETARG_JSONB_P(0), &root);
+		JsonbRootValue(PG_GETARG_JSONB_P(0), &root);
 	CheckAction(PG_ARGISNULL(0) ? NULL : &root,
 				PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)),
 				PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2),
@@ -977,7 +963,7 @@ dt_check_retries(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(0))
 	{
-		RootValue(PG_GETARG_JSONB_P(0), &root);
+		JsonbRootValue(PG_GETARG_JSONB_P(0), &root);
 		CheckRetries(&root, PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)), &problems);
 	}
 	PG_RETURN_DATUM(CStringListToTextArray(problems));

@@ -73,6 +73,7 @@ extern Jsonb *JsonbGetJsonb(Jsonb *j, const char *key);
 extern int	JsonbGetInt(Jsonb *j, const char *key, int dflt);
 extern Datum CStringListToTextArray(List *list);
 extern char *JsonPointerShort(StringInfo path);
+extern void JsonbRootValue(Jsonb *j, JsonbValue *v);
 
 /* ---- settings.c (their values; ductape.c defines them) ---- */
 typedef enum

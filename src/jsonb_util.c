@@ -103,3 +103,17 @@ JsonPointerShort(StringInfo path)
 		;
 	return psprintf("%.*s/...", cut, path->data);
 }
+
+/* The whole of a jsonb as one value: a scalar, or its root container. */
+void
+JsonbRootValue(Jsonb *j, JsonbValue *v)
+{
+	if (JB_ROOT_IS_SCALAR(j))
+		JsonbExtractScalar(&j->root, v);
+	else
+	{
+		v->type = jbvBinary;
+		v->val.binary.data = &j->root;
+		v->val.binary.len = VARSIZE(j) - VARHDRSZ;
+	}
+}

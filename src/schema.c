@@ -1650,19 +1650,6 @@ SchemaValidate(Jsonb *schema, JsonbValue *instance, StringInfo errors)
 	return ok;
 }
 
-static void
-JsonbAsValue(Jsonb *j, JsonbValue *v)
-{
-	if (JB_ROOT_IS_SCALAR(j))
-		JsonbExtractScalar(&j->root, v);
-	else
-	{
-		v->type = jbvBinary;
-		v->val.binary.data = &j->root;
-		v->val.binary.len = VARSIZE(j) - VARHDRSZ;
-	}
-}
-
 /* Is "section:" a placement prefix of key?  Returns the name after it. */
 static const char *
 AfterPrefix(const char *key, int len, int *rest)
@@ -1741,7 +1728,7 @@ SchemaValidateInput(const char *app, const char *action, Jsonb *schema, Jsonb *i
 
 	if (schema == NULL)
 		return;
-	JsonbAsValue(FlatInputView(schema, input), &inst);
+	JsonbRootValue(FlatInputView(schema, input), &inst);
 	if (SchemaValidate(schema, &inst, NULL))
 		return;
 	initStringInfo(&errors);
@@ -2261,7 +2248,7 @@ SchemaCheckCollect(Jsonb *schema, const char *path, List **bad_patterns)
 
 	initStringInfo(&p);
 	appendStringInfoString(&p, path);
-	JsonbAsValue(schema, &root);
+	JsonbRootValue(schema, &root);
 	hctl.keysize = sizeof(JsonbContainer *);
 	hctl.entrysize = sizeof(JsonbContainer *);
 	hctl.hcxt = CurrentMemoryContext;
@@ -2368,7 +2355,7 @@ dt_schema_validate(PG_FUNCTION_ARGS)
 	List	   *list = NIL;
 	char	   *line;
 
-	JsonbAsValue(instance, &inst);
+	JsonbRootValue(instance, &inst);
 	initStringInfo(&errors);
 	if (SchemaValidate(schema, &inst, &errors))
 		PG_RETURN_DATUM(CStringListToTextArray(NIL));
