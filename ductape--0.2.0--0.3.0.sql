@@ -529,6 +529,21 @@ RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_action' LANGUAGE c STABLE;
 -- A retry policy (an action's, an app's, a workflow step's), by the same code.
 CREATE OR REPLACE FUNCTION ductape._check_retries(p jsonb, path text)
 RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_retries' LANGUAGE c IMMUTABLE;
+-- The generic rules the plpgsql checkers call (a tag, a JSON type, the
+-- keys allowed in an object, an integer within bounds, a request type) are
+-- the code the action rules are made of, no longer a copy of it in SQL:
+-- the same problems, in the same words and order, and the same answers to
+-- NULL arguments.
+CREATE OR REPLACE FUNCTION ductape._check_tag(val jsonb, path text, required boolean DEFAULT true)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_tag' LANGUAGE c IMMUTABLE;
+CREATE OR REPLACE FUNCTION ductape._check_type(val jsonb, path text, types text[])
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_type' LANGUAGE c IMMUTABLE;
+CREATE OR REPLACE FUNCTION ductape._check_keys(obj jsonb, path text, allowed text[])
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_keys' LANGUAGE c IMMUTABLE;
+CREATE OR REPLACE FUNCTION ductape._check_int(val jsonb, path text, lo bigint, hi bigint)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_int' LANGUAGE c IMMUTABLE;
+CREATE OR REPLACE FUNCTION ductape._check_request_type(val jsonb, path text)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_request_type' LANGUAGE c IMMUTABLE;
 
 -- Stored actions were re-read by the loader only as far as the request
 -- builder needed; now each is checked whole, and one that breaks a rule is

@@ -132,6 +132,66 @@ SELECT v, '/retries' FROM public.check_mut WHERE k = 'retries'
 UNION ALL VALUES (NULL::jsonb, '/r'), ('5', '/r'), ('{"max": 2}', NULL), ('{"on": ["x"]}', '');
 UPDATE public.check_retries_corpus SET old = ductape._check_retries(p, path);
 
+-- So do the generic rules the plpgsql checkers of apps, webhooks and
+-- workflows call, SQL functions in 0.2.0 (_check_tag, _check_type,
+-- _check_keys, _check_int, _check_request_type): what they say about every
+-- combination of a corpus of arguments (JSON of each type, numbers at and
+-- past the bounds and past bigint, keys that sort differently by byte and
+-- by language, NULL for each argument) is kept here too.
+CREATE TABLE public.helper_val (v jsonb);
+INSERT INTO public.helper_val VALUES
+  (NULL), ('null'), ('true'), ('false'), ('[]'), ('[1, "a"]'), ('{}'), ('{"a": 1}'),
+  ('0'), ('-0'), ('0.0'), ('-0.0'), ('1'), ('1.0'), ('1e0'), ('1.5'), ('-1'), ('-1.5'), ('0.5e1'), ('1e-20'), ('1e-1000'),
+  ('99'), ('100'), ('1e2'), ('2e2'), ('1E+2'), ('599'), ('599.0'), ('600'), ('86400'), ('86400000'), ('86400001'),
+  ('604800'), ('604801'), ('1e20'), ('-1e20'), ('1e1000'), ('-1e1000'), ('123456789012345678901234567890.000'),
+  ('9223372036854775807'), ('9223372036854775808'), ('-9223372036854775808'), ('-9223372036854775809'),
+  ('""'), ('"a"'), ('"A"'), ('"5"'), ('"-a"'), ('"_a"'), ('"a b"'), ('"ab_c.d-e"'), ('"a\nb"'), ('"a\n"'), ('"é"'), ('"ａ"'),
+  (to_jsonb(repeat('a', 63))), (to_jsonb(repeat('a', 64))), (to_jsonb('0' || repeat('-', 62))), ('"string"'), ('"number"'),
+  ('"application/json"'), ('"application/x-www-form-urlencoded"'), ('"multipart/form-data"'), ('"text/plain"'),
+  ('"text/plain "'), ('"TEXT/PLAIN"'), ('"text/html"'), ('["text/plain"]'), ('"%s \"q\""');
+CREATE TABLE public.helper_path (p text);
+INSERT INTO public.helper_path VALUES (NULL), (''), ('/x'), ('/a/%s "q"/é');
+CREATE TABLE public.helper_obj (o jsonb);
+INSERT INTO public.helper_obj VALUES
+  (NULL), ('null'), ('5'), ('"a"'), ('[]'), ('["a", "zz"]'), ('{}'), ('{"a": 1}'), ('{"a": {"zz": 1}, "b": [{"zz": 1}]}'),
+  ('{"tag": 1, "zz": 2}'), ('{"": 1, " ": 2, "%s": 3, "a/b": 4, "a\"b": 5, "a\nb": 6}'),
+  ('{"Alpha": 1, "alpha": 2, "_x": 3, "Beta": 4, "1": 5, "é": 6, "~": 7, "a b": 8, "B": 9, "b": 10, "Z": 11, "a-b": 12, "ab": 13}'),
+  ('{"é": 1, "e\u0301": 2, "e": 3, "f": 4, "E": 5, "ä": 6, "az": 7, "ß": 8, "ss": 9, "st": 10, "Æ": 11, "ae": 12, "af": 13}'),
+  ('{"日本": 1, "中文": 2, "😀": 3, "ǅ": 4, "Ω": 5, "ω": 6, "z": 7, "ﬁ": 8, "fi": 9, "1": 10, "10": 11, "9": 12, "-1": 13}');
+CREATE FUNCTION public.helper_call(fn text, val jsonb, path text, list text[], lo bigint, hi bigint, req boolean)
+RETURNS text[] LANGUAGE sql AS $$
+    SELECT CASE fn WHEN 'tag' THEN ductape._check_tag(val, path, req)
+                   WHEN 'tag (default)' THEN ductape._check_tag(val, path)
+                   WHEN 'type' THEN ductape._check_type(val, path, list)
+                   WHEN 'keys' THEN ductape._check_keys(val, path, list)
+                   WHEN 'int' THEN ductape._check_int(val, path, lo, hi)
+                   WHEN 'request_type' THEN ductape._check_request_type(val, path) END
+$$;
+CREATE TABLE public.helper_corpus (fn text, val jsonb, path text, list text[], lo bigint, hi bigint, req boolean, old text[]);
+INSERT INTO public.helper_corpus (fn, val, path, req)
+SELECT 'tag', v, p, r FROM public.helper_val, public.helper_path, (VALUES (true), (false), (NULL)) r(r);
+INSERT INTO public.helper_corpus (fn, val, path)
+SELECT f, v, p FROM public.helper_val, public.helper_path, (VALUES ('tag (default)'), ('request_type')) f(f);
+INSERT INTO public.helper_corpus (fn, val, path, list)
+SELECT 'type', v, p, t FROM public.helper_val, public.helper_path,
+  (VALUES ('{string}'::text[]), ('{object}'), ('{array}'), ('{boolean}'), ('{number}'), ('{null}'), ('{string,null}'),
+          ('{number,string,array}'), ('{}'), (NULL), ('{NULL}'), ('{NULL,string}'), ('{"",number,""}'), ('{String}'),
+          ('{{string,number},{object,null}}'), ('[0:1]={object,boolean}')) t(t);
+INSERT INTO public.helper_corpus (fn, val, path, lo, hi)
+SELECT 'int', v, p, lo, hi FROM public.helper_val, public.helper_path,
+  (VALUES (0::bigint, 100::bigint), (1, 86400000), (100, 599), (0, 0), (1, 1), (5, 1), (-5, -1), (NULL, 10), (10, NULL),
+          (NULL, NULL), (-9223372036854775808, 9223372036854775807), (9223372036854775807, 9223372036854775807)) b(lo, hi);
+INSERT INTO public.helper_corpus (fn, val, path, list)
+SELECT 'keys', o, p, a FROM public.helper_obj, public.helper_path,
+  (VALUES ('{}'::text[]), ('{a}'), ('{a,b,tag}'), ('{A,"",é}'), (ARRAY[U&'e\0301']), (NULL), ('{NULL}'), ('{a,NULL}'),
+          ('{{a,b},{tag,zz}}'), ('{Alpha,B,ab,ss,日本,"a b"}')) a(a);
+UPDATE public.helper_corpus SET old = public.helper_call(fn, val, path, list, lo, hi, req);
+SELECT p.oid::regprocedure AS function, l.lanname AS language_in_0_2_0
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.pronamespace = 'ductape'::regnamespace
+   AND p.proname IN ('_check_tag', '_check_type', '_check_keys', '_check_int', '_check_request_type')
+ ORDER BY p.oid::regprocedure::text;
+
 -- Under 0.2.0, idempotency keys were unique across roles: one role's job
 -- and message hold the key 'order-7'.  While the SQL objects are 0.2.0's
 -- (new library, no ALTER EXTENSION UPDATE yet), another role's dispatch
@@ -161,11 +221,46 @@ SELECT count(*) AS actions,
   FROM public.check_corpus;
 SELECT count(*) AS policies, count(*) FILTER (WHERE old IS DISTINCT FROM ductape._check_retries(p, path)) AS differ
   FROM public.check_retries_corpus;
+-- The generic rules in C give what their SQL gave, for every call of the
+-- corpus: the same problems in the same order (NULL ones included).
+SELECT fn AS helper, count(*) AS calls, count(*) FILTER (WHERE old IS DISTINCT FROM public.helper_call(fn, val, path, list, lo, hi, req)) AS differ,
+       count(*) FILTER (WHERE cardinality(old) > 0) AS with_problems, count(*) FILTER (WHERE array_position(old, NULL) IS NOT NULL) AS with_null_problems,
+       (SELECT count(DISTINCT e) FROM public.helper_corpus c, unnest(c.old) e WHERE c.fn = h.fn) AS distinct_problems
+  FROM public.helper_corpus h GROUP BY fn ORDER BY fn;
 SELECT p.oid::regprocedure AS function, l.lanname AS language, p.provolatile, p.proisstrict
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.oid IN ('ductape._check_action(jsonb, text, jsonb, jsonb)'::regprocedure,
-                 'ductape._check_retries(jsonb, text)'::regprocedure)
- ORDER BY 1;
+                 'ductape._check_retries(jsonb, text)'::regprocedure,
+                 'ductape._check_tag(jsonb, text, boolean)'::regprocedure,
+                 'ductape._check_type(jsonb, text, text[])'::regprocedure,
+                 'ductape._check_keys(jsonb, text, text[])'::regprocedure,
+                 'ductape._check_int(jsonb, text, bigint, bigint)'::regprocedure,
+                 'ductape._check_request_type(jsonb, text)'::regprocedure)
+ ORDER BY p.oid::regprocedure::text;
+-- Unknown keys are listed in the database's collation order: in a database
+-- whose collation is ICU's, where that is not byte order, the C rules list
+-- them as the SQL did too (byte order would differ for most of these).
+CREATE DATABASE ductape_upgrade_icu TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'
+    LOCALE_PROVIDER icu ICU_LOCALE 'en';
+\c ductape_upgrade_icu
+CREATE EXTENSION ductape VERSION '0.2.0';
+CREATE TABLE public.keys_corpus (obj jsonb, allowed text[], old text[]);
+INSERT INTO public.keys_corpus (obj, allowed)
+SELECT o::jsonb, a FROM (VALUES
+  ('{"Alpha": 1, "alpha": 2, "_x": 3, "Beta": 4, "1": 5, "é": 6, "~": 7, "a b": 8, "B": 9, "b": 10, "Z": 11, "a-b": 12, "ab": 13}'),
+  ('{"é": 1, "e\u0301": 2, "e": 3, "f": 4, "E": 5, "ä": 6, "az": 7, "ß": 8, "ss": 9, "st": 10, "Æ": 11, "ae": 12, "af": 13}'),
+  ('{"日本": 1, "中文": 2, "😀": 3, "ǅ": 4, "Ω": 5, "ω": 6, "z": 7, "ﬁ": 8, "fi": 9, "1": 10, "10": 11, "9": 12, "-1": 13}'),
+  ('{"a-c": 1, "ab": 2, "a_d": 3, "a.b": 4, "A-C": 5, "aB": 6, "a c": 7, "a": 8, "A": 9, "-a": 10, "_a": 11, ".a": 12}')) o(o),
+  (VALUES ('{}'::text[]), ('{a,b}'), ('{ab,ss,é,1}')) a(a);
+UPDATE public.keys_corpus SET old = ductape._check_keys(obj, '/o', allowed);
+ALTER EXTENSION ductape UPDATE;
+SELECT count(*) AS objects, count(*) FILTER (WHERE old IS DISTINCT FROM ductape._check_keys(obj, '/o', allowed)) AS differ,
+       count(*) FILTER (WHERE old <> ARRAY(SELECT format('/o/%s: unknown key', k) FROM jsonb_object_keys(obj) k
+                                            WHERE k <> ALL (allowed) ORDER BY k COLLATE "C")) AS not_in_byte_order
+  FROM public.keys_corpus;
+\c ductape_upgrade
+SET ductape_test.api = :'api_url';
+DROP DATABASE ductape_upgrade_icu WITH (FORCE);
 
 -- What 0.1.0 made still works: the secret opens and is sent, the role
 -- granted under 0.1.0 can call (and has what 0.2.0 added), the job and the

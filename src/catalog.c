@@ -4,7 +4,11 @@
  *	  The per-backend cache of app and action definitions, read as the
  *	  extension's owner (ElevateBegin) and checked as they are loaded; the
  *	  rules of an action definition (ductape._check_action), which both
- *	  the definitions and the loader apply.
+ *	  the definitions and the loader apply, and the generic rules they are
+ *	  made of (a tag, a JSON type, known keys, an integer, a request type),
+ *	  which the plpgsql checkers of the other definitions call as
+ *	  ductape._check_tag, _check_type, _check_keys, _check_int and
+ *	  _check_request_type.
  *
  * ductape.run must cost microseconds, so definitions are read from
  * ductape.apps/actions/variables once and kept in backend memory.  The
@@ -298,14 +302,19 @@ AsJson(JsonbValue *v)
 	return JsonbToCString(NULL, &j->root, VARSIZE(j));
 }
 
+/* The sign of n - x. */
+static int
+NumberCompare(Numeric n, int64 x)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(n),
+											 NumericGetDatum(int64_to_numeric(x))));
+}
+
 /* Is number n within [lo, hi]? */
 static bool
 NumberBetween(Numeric n, int64 lo, int64 hi)
 {
-	Datum		d = NumericGetDatum(n);
-
-	return !DatumGetBool(DirectFunctionCall2(numeric_lt, d, NumericGetDatum(int64_to_numeric(lo)))) &&
-		!DatumGetBool(DirectFunctionCall2(numeric_gt, d, NumericGetDatum(int64_to_numeric(hi))));
+	return NumberCompare(n, lo) >= 0 && NumberCompare(n, hi) <= 0;
 }
 
 /* Is v a number equal to its trunc? */
@@ -319,6 +328,25 @@ IsInteger(JsonbValue *v)
 	d = NumericGetDatum(v->val.numeric);
 	return DatumGetBool(DirectFunctionCall2(numeric_eq, d,
 											DirectFunctionCall2(numeric_trunc, d, Int32GetDatum(0))));
+}
+
+/*
+ * The generic rules below (a tag, a JSON type, the known keys, an integer,
+ * a request type) are also the SQL helpers the plpgsql checkers of apps,
+ * webhooks and workflows call (_check_tag and the others, at the end of
+ * this file).  Those are not strict, and so a path may be NULL here when
+ * SQL passes one: a problem the SQL versions built as path || ': reason'
+ * is then NULL, one they built with format() says "" for the path.  The C
+ * checks never pass a NULL path.
+ */
+#define PathText(path) ((path) != NULL ? (path) : "")
+
+/* "path: reason", or NULL when path is NULL. */
+static void
+PathProblem(List **problems, const char *path, const char *reason)
+{
+	*problems = lappend(*problems,
+						path != NULL ? psprintf("%s: %s", path, reason) : NULL);
 }
 
 static int
@@ -358,42 +386,87 @@ CheckKeys(JsonbValue *obj, const char *path, const char *const *allowed, int nal
 	}
 	list_sort(unknown, CompareKeys);
 	foreach(lc, unknown)
-		Problem(problems, "%s/%s: unknown key", path, (char *) lfirst(lc));
+		Problem(problems, "%s/%s: unknown key", PathText(path), (char *) lfirst(lc));
 }
 
-/* A required tag. */
+/* A tag; when absent (or JSON null) a problem only if required. */
 static void
-CheckTag(JsonbValue *v, const char *path, List **problems)
+CheckTag(JsonbValue *v, const char *path, bool required, List **problems)
 {
 	char	   *tag;
 
 	if (v == NULL || v->type == jbvNull)
-		Problem(problems, "%s: is required", path);
+	{
+		if (required)
+			PathProblem(problems, path, "is required");
+	}
 	else if (v->type != jbvString)
-		Problem(problems, "%s: must be a string", path);
+		PathProblem(problems, path, "must be a string");
 	else if (!DtIsValidTag(tag = pnstrdup(v->val.string.val, v->val.string.len)))
 		Problem(problems, "%s: \"%s\" is not a valid tag (1 to 63 of a-z 0-9 _ . -, "
-				"starting with a letter or digit)", path, tag);
+				"starting with a letter or digit)", PathText(path), tag);
+}
+
+/*
+ * A value of one of the JSON types types, when present: "must be a or b".
+ * A NULL entry matches nothing and is not named.
+ */
+static void
+CheckTypes(JsonbValue *v, const char *path, const char *const *types, int ntypes,
+		   List **problems)
+{
+	StringInfoData names;
+	bool		first = true;
+	int			i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < ntypes; i++)
+		if (types[i] != NULL && IsType(v, types[i]))
+			return;
+	initStringInfo(&names);
+	for (i = 0; i < ntypes; i++)
+	{
+		if (types[i] == NULL)
+			continue;
+		appendStringInfo(&names, "%s%s", first ? "" : " or ", types[i]);
+		first = false;
+	}
+	Problem(problems, "%s: must be %s", PathText(path), names.data);
 }
 
 /* A value of JSON type type, when present. */
 static void
 CheckType(JsonbValue *v, const char *path, const char *type, List **problems)
 {
-	if (v != NULL && !IsType(v, type))
-		Problem(problems, "%s: must be %s", path, type);
+	CheckTypes(v, path, &type, 1, problems);
 }
 
-/* An integer within [lo, hi], when present. */
+/*
+ * An integer within [*lo, *hi], when present.  A NULL bound (SQL's, from
+ * _check_int) bounds nothing and shows as "", as NOT BETWEEN and format()
+ * had it.
+ */
 static void
-CheckInt(JsonbValue *v, const char *path, int lo, int hi, List **problems)
+CheckIntBetween(JsonbValue *v, const char *path, const int64 *lo, const int64 *hi,
+				List **problems)
 {
 	if (v == NULL)
 		return;
 	if (!IsInteger(v))
-		Problem(problems, "%s: must be an integer", path);
-	else if (!NumberBetween(v->val.numeric, lo, hi))
-		Problem(problems, "%s: must be between %d and %d", path, lo, hi);
+		PathProblem(problems, path, "must be an integer");
+	else if ((lo != NULL && NumberCompare(v->val.numeric, *lo) < 0) ||
+			 (hi != NULL && NumberCompare(v->val.numeric, *hi) > 0))
+		Problem(problems, "%s: must be between %s and %s", PathText(path),
+				lo != NULL ? psprintf(INT64_FORMAT, *lo) : "",
+				hi != NULL ? psprintf(INT64_FORMAT, *hi) : "");
+}
+
+/* An integer within [lo, hi], when present. */
+static void
+CheckInt(JsonbValue *v, const char *path, int64 lo, int64 hi, List **problems)
+{
+	CheckIntBetween(v, path, &lo, &hi, problems);
 }
 
 /* One of the request types, when present. */
@@ -408,7 +481,7 @@ CheckRequestType(JsonbValue *v, const char *path, List **problems)
 		if (IsString(v, request_types[i]))
 			return;
 	Problem(problems, "%s: must be one of application/json, application/x-www-form-urlencoded, "
-			"multipart/form-data, text/plain", path);
+			"multipart/form-data, text/plain", PathText(path));
 }
 
 /* A retry status: a number written with 1 to 3 digits, from 100 to 599. */
@@ -667,7 +740,7 @@ CheckAction(JsonbValue *a, const char *path, Jsonb *constants, Jsonb *variables,
 	}
 	CheckKeys(a, path, action_keys, lengthof(action_keys), problems);
 	if (!alone)
-		CheckTag(Field(a, "tag"), psprintf("%s/tag", path), problems);
+		CheckTag(Field(a, "tag"), psprintf("%s/tag", path), true, problems);
 	CheckType(Field(a, "name"), psprintf("%s/name", path), "string", problems);
 	CheckType(Field(a, "description"), psprintf("%s/description", path), "string", problems);
 
@@ -966,6 +1039,141 @@ dt_check_retries(PG_FUNCTION_ARGS)
 		JsonbRootValue(PG_GETARG_JSONB_P(0), &root);
 		CheckRetries(&root, PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)), &problems);
 	}
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/*
+ * The generic rules as the SQL helpers of the plpgsql checkers (app_define,
+ * webhooks, workflows, the importers), by the code the action rules use.
+ * Each returns a text[] of problems.  Not strict, with the NULL handling of
+ * the SQL functions they replace: a NULL value is absent (no problem, but
+ * for a required tag), a NULL path is described above CheckKeys.
+ */
+
+/* The value argument i, or NULL when it is SQL NULL. */
+static JsonbValue *
+ValueArg(FunctionCallInfo fcinfo, int i, JsonbValue *v)
+{
+	if (PG_ARGISNULL(i))
+		return NULL;
+	RootValue(PG_GETARG_JSONB_P(i), v);
+	return v;
+}
+
+/* The path argument i, or NULL when it is SQL NULL. */
+static char *
+PathArg(FunctionCallInfo fcinfo, int i)
+{
+	return PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i));
+}
+
+/*
+ * The text[] argument i as C strings (*n of them, NULL elements as NULL);
+ * false when it is SQL NULL.
+ */
+static bool
+TextArrayArg(FunctionCallInfo fcinfo, int i, char ***strings, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			k;
+
+	if (PG_ARGISNULL(i))
+		return false;
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(i), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, n);
+	*strings = palloc(sizeof(char *) * (*n + 1));
+	for (k = 0; k < *n; k++)
+		(*strings)[k] = nulls[k] ? NULL : TextDatumGetCString(elems[k]);
+	return true;
+}
+
+/* _check_tag(val jsonb, path text, required boolean DEFAULT true) */
+PG_FUNCTION_INFO_V1(dt_check_tag);
+Datum
+dt_check_tag(PG_FUNCTION_ARGS)
+{
+	JsonbValue	v;
+	List	   *problems = NIL;
+
+	/* a NULL required is not true */
+	CheckTag(ValueArg(fcinfo, 0, &v), PathArg(fcinfo, 1),
+			 !PG_ARGISNULL(2) && PG_GETARG_BOOL(2), &problems);
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/*
+ * _check_type(val jsonb, path text, types text[]): val of one of types;
+ * NULL types match nothing.
+ */
+PG_FUNCTION_INFO_V1(dt_check_type);
+Datum
+dt_check_type(PG_FUNCTION_ARGS)
+{
+	JsonbValue	v;
+	List	   *problems = NIL;
+	char	  **types = NULL;
+	int			ntypes = 0;
+
+	(void) TextArrayArg(fcinfo, 2, &types, &ntypes);
+	CheckTypes(ValueArg(fcinfo, 0, &v), PathArg(fcinfo, 1),
+			   (const char *const *) types, ntypes, &problems);
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/*
+ * _check_keys(obj jsonb, path text, allowed text[]): the keys of obj not
+ * allowed.  When allowed is NULL or has a NULL element, no key is unknown
+ * (the SQL version's k <> ALL (allowed) was never true then).
+ */
+PG_FUNCTION_INFO_V1(dt_check_keys);
+Datum
+dt_check_keys(PG_FUNCTION_ARGS)
+{
+	JsonbValue	v;
+	List	   *problems = NIL;
+	char	  **allowed;
+	int			nallowed;
+	int			i;
+
+	if (!TextArrayArg(fcinfo, 2, &allowed, &nallowed))
+		PG_RETURN_DATUM(CStringListToTextArray(NIL));
+	for (i = 0; i < nallowed; i++)
+		if (allowed[i] == NULL)
+			PG_RETURN_DATUM(CStringListToTextArray(NIL));
+	CheckKeys(ValueArg(fcinfo, 0, &v), PathArg(fcinfo, 1),
+			  (const char *const *) allowed, nallowed, &problems);
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/*
+ * _check_int(val jsonb, path text, lo bigint, hi bigint): an integer
+ * within [lo, hi]; a NULL bound bounds nothing.
+ */
+PG_FUNCTION_INFO_V1(dt_check_int);
+Datum
+dt_check_int(PG_FUNCTION_ARGS)
+{
+	JsonbValue	v;
+	List	   *problems = NIL;
+	int64		lo = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+	int64		hi = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
+
+	CheckIntBetween(ValueArg(fcinfo, 0, &v), PathArg(fcinfo, 1),
+					PG_ARGISNULL(2) ? NULL : &lo, PG_ARGISNULL(3) ? NULL : &hi,
+					&problems);
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/* _check_request_type(val jsonb, path text) */
+PG_FUNCTION_INFO_V1(dt_check_request_type);
+Datum
+dt_check_request_type(PG_FUNCTION_ARGS)
+{
+	JsonbValue	v;
+	List	   *problems = NIL;
+
+	CheckRequestType(ValueArg(fcinfo, 0, &v), PathArg(fcinfo, 1), &problems);
 	PG_RETURN_DATUM(CStringListToTextArray(problems));
 }
 

@@ -76,17 +76,29 @@ JsonbGetInt(Jsonb *j, const char *key, int dflt)
 	return DatumGetInt32(DirectFunctionCall1(numeric_int4, n));
 }
 
-/* A text[] of a list of C strings (problem lists returned to SQL). */
+/*
+ * A text[] of a list of C strings (problem lists returned to SQL); a NULL
+ * string is a NULL element.
+ */
 Datum
 CStringListToTextArray(List *list)
 {
 	Datum	   *elems = palloc(sizeof(Datum) * (list_length(list) + 1));
+	bool	   *nulls = palloc(sizeof(bool) * (list_length(list) + 1));
 	ListCell   *lc;
 	int			i = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
 
 	foreach(lc, list)
-		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, i, TEXTOID, -1, false, TYPALIGN_INT));
+	{
+		nulls[i] = lfirst(lc) == NULL;
+		elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum((char *) lfirst(lc));
+		i++;
+	}
+	dims[0] = i;
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, TEXTOID, -1, false,
+											  TYPALIGN_INT));
 }
 
 /* A JSON pointer for a message: at most about 60 bytes, "/..." when cut. */

@@ -86,40 +86,21 @@ RETURNS text[] LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_schema_chec
 CREATE FUNCTION ductape._schema_validate(schema jsonb, instance jsonb)
 RETURNS text[] LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_schema_validate';
 
+-- The generic rules of a definition have one implementation, the
+-- library's (src/catalog.c), which the action rules (_check_action) are
+-- made of too: a tag (required unless told otherwise), a JSON type among
+-- types, the keys allowed in an object (the unknown ones in the database's
+-- collation order), an integer within [lo, hi].  Not strict: a NULL value
+-- is absent (a problem only for a required tag), a NULL argument otherwise
+-- is taken as the SQL versions before 0.3.0 took it.
 CREATE FUNCTION ductape._check_tag(val jsonb, path text, required boolean DEFAULT true)
-RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN val IS NULL OR jsonb_typeof(val) = 'null' THEN
-            CASE WHEN required THEN ARRAY[path || ': is required'] ELSE '{}'::text[] END
-        WHEN jsonb_typeof(val) <> 'string' THEN ARRAY[path || ': must be a string']
-        WHEN val #>> '{}' !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
-            ARRAY[format('%s: "%s" is not a valid tag (1 to 63 of a-z 0-9 _ . -, starting with a letter or digit)', path, val #>> '{}')]
-        ELSE '{}'::text[] END
-$$;
-
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_tag' LANGUAGE c IMMUTABLE;
 CREATE FUNCTION ductape._check_type(val jsonb, path text, types text[])
-RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN val IS NULL OR jsonb_typeof(val) = ANY (types) THEN '{}'::text[]
-                ELSE ARRAY[format('%s: must be %s', path, array_to_string(types, ' or '))] END
-$$;
-
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_type' LANGUAGE c IMMUTABLE;
 CREATE FUNCTION ductape._check_keys(obj jsonb, path text, allowed text[])
-RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(array_agg(format('%s/%s: unknown key', path, k) ORDER BY k), '{}')
-      FROM jsonb_object_keys(CASE WHEN jsonb_typeof(obj) = 'object' THEN obj ELSE '{}' END) AS k
-     WHERE k <> ALL (allowed)
-$$;
-
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_keys' LANGUAGE c IMMUTABLE;
 CREATE FUNCTION ductape._check_int(val jsonb, path text, lo bigint, hi bigint)
-RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN val IS NULL THEN '{}'::text[]
-        WHEN jsonb_typeof(val) <> 'number' OR (val #>> '{}')::numeric <> trunc((val #>> '{}')::numeric)
-            THEN ARRAY[path || ': must be an integer']
-        WHEN (val #>> '{}')::numeric NOT BETWEEN lo AND hi
-            THEN ARRAY[format('%s: must be between %s and %s', path, lo, hi)]
-        ELSE '{}'::text[] END
-$$;
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_int' LANGUAGE c IMMUTABLE;
 
 -- Refuse a definition with every problem found (22023), or do nothing.
 CREATE FUNCTION ductape._raise_invalid(what text, errs text[]) RETURNS void

@@ -41,15 +41,9 @@ CREATE TRIGGER actions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON d
 -- Checks of an app spec
 ---------------------------------------------------------------------------
 
+-- A request type, when present (by the library's rule, as _check_tag).
 CREATE FUNCTION ductape._check_request_type(val jsonb, path text)
-RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN val IS NULL THEN '{}'::text[]
-        WHEN jsonb_typeof(val) <> 'string' OR val #>> '{}' NOT IN
-             ('application/json', 'application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain')
-            THEN ARRAY[format('%s: must be one of application/json, application/x-www-form-urlencoded, multipart/form-data, text/plain', path)]
-        ELSE '{}'::text[] END
-$$;
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_request_type' LANGUAGE c IMMUTABLE;
 
 -- What an action definition may say has one implementation, the library's
 -- (src/catalog.c): action_define, app_define and the importers ask it
