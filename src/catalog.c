@@ -1056,7 +1056,7 @@ ValueArg(FunctionCallInfo fcinfo, int i, JsonbValue *v)
 {
 	if (PG_ARGISNULL(i))
 		return NULL;
-	RootValue(PG_GETARG_JSONB_P(i), v);
+	JsonbRootValue(PG_GETARG_JSONB_P(i), v);
 	return v;
 }
 
