@@ -435,7 +435,6 @@ extern bool QueueRecover(void);
 
 /* ---- jobs.c ---- */
 extern void JobsInit(void);
-extern void WakeAtCommit(void);
 extern void JobsCloseInsertState(void);
 extern int64 JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 						  const char *env, const char *product, bool has_run_at,

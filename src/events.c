@@ -52,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+#include "registry.h"
 
 PG_FUNCTION_INFO_V1(dt_endpoint_seal);
 PG_FUNCTION_INFO_V1(dt_endpoint_secret);
@@ -225,7 +226,7 @@ dt_endpoint_check_url(PG_FUNCTION_ARGS)
 Datum
 dt_wake_worker(PG_FUNCTION_ARGS)
 {
-	WakeAtCommit();
+	RegistryWakeAtCommit();
 	PG_RETURN_VOID();
 }
 
@@ -352,7 +353,7 @@ dt_publish(PG_FUNCTION_ARGS)
 								 fan_args, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not store the deliveries");
 			if (SPI_processed > 0)
-				WakeAtCommit();
+				RegistryWakeAtCommit();
 			result = msg_id;
 		}
 	}

@@ -74,9 +74,8 @@ PG_FUNCTION_INFO_V1(dt_retry);
 PG_FUNCTION_INFO_V1(dt_on_row);
 
 
-/* ---- wake the worker when a dispatching transaction commits ---- */
+/* ---- the kept inserter ends with its transaction ---- */
 
-static bool dispatched_in_xact = false;
 static bool xact_callback_registered = false;
 
 static void JobInserterClose(bool clean);
@@ -91,29 +90,15 @@ JobsXactCallback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_PREPARE:
 			JobInserterClose(true);
 			break;
-		case XACT_EVENT_PREPARE:
-			dispatched_in_xact = false;
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (dispatched_in_xact)
-				RegistryWakeWorker(MyDatabaseId);
-			dispatched_in_xact = false;
-			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			JobInserterClose(false);
-			dispatched_in_xact = false;
 			break;
 		default:
 			break;
 	}
 }
 
-/*
- * Wake this database's worker (or have one started) when the current
- * transaction commits; nothing happens if it aborts.
- */
 static void
 JobsSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 					SubTransactionId parentSubid, void *arg)
@@ -130,13 +115,6 @@ EnsureXactCallback(void)
 		RegisterSubXactCallback(JobsSubXactCallback, NULL);
 		xact_callback_registered = true;
 	}
-}
-
-void
-WakeAtCommit(void)
-{
-	EnsureXactCallback();
-	dispatched_in_xact = true;
 }
 
 /* ---- dispatch ---- */
@@ -555,7 +533,7 @@ JobsDispatch(const char *app_tag, const char *action_tag, Jsonb *input,
 
 	if (key != NULL || !JobInsert(args, nulls, &id))
 		id = JobInsertKeyed(args, nulls);
-	WakeAtCommit();
+	RegistryWakeAtCommit();
 	return id;
 }
 
@@ -848,7 +826,7 @@ dt_retry(PG_FUNCTION_ARGS)
 								 "'{failed,cancelled}'::ductape.job_state[]");
 
 	if (done)
-		WakeAtCommit();
+		RegistryWakeAtCommit();
 	PG_RETURN_BOOL(done);
 }
 

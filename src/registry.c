@@ -23,7 +23,10 @@
  * worker.  RegistryNotify is the call-record ring's cheaper variant
  * (calls.c): it sets the worker's latch only once between two collects
  * (the notified flag), or the launcher's when there is no worker, which
- * then finds the database's records in the ring.
+ * then finds the database's records in the ring.  RegistryWakeAtCommit
+ * wakes it when the current transaction commits (a dispatch, a publish, a
+ * workflow started), and not at all when it aborts: the worker must not
+ * look before the rows it is to find are visible.
  *
  * All of it is under the registry's own LWLock; see the locking protocol
  * in shmem.c.
@@ -32,6 +35,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -351,4 +355,46 @@ RegistryNotify(Oid dbid)
 	LWLockRelease(Registry->lock);
 	if (wake)
 		SetLatch(wake);
+}
+
+/* ---- waking the worker when a transaction commits ---- */
+
+static bool wake_at_commit = false;
+static bool wake_callback_registered = false;
+
+static void
+WakeXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				RegistryWakeWorker(MyDatabaseId);
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Wake this database's worker (or have one started) when the current
+ * transaction commits; nothing happens if it aborts.  The callback is
+ * registered once per backend, not per transaction.
+ */
+void
+RegistryWakeAtCommit(void)
+{
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(WakeXactCallback, NULL);
+		wake_callback_registered = true;
+	}
+	wake_at_commit = true;
 }

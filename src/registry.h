@@ -25,6 +25,7 @@ extern int	RegistryReapStale(Oid *reaped, int max);
 /* a database worker */
 extern void RegistryAttach(Oid dbid);
 extern void RegistryRelease(Oid dbid);
+extern void RegistryWakeAtCommit(void);
 extern void RegistryClearNotified(Oid dbid);
 
 /* anyone */

@@ -609,7 +609,7 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 	 */
 	if (IsA(stmt, CreateExtensionStmt) &&
 		strcmp(((CreateExtensionStmt *) stmt)->extname, "ductape") == 0)
-		WakeAtCommit();
+		RegistryWakeAtCommit();
 }
 
 void
