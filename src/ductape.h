@@ -360,7 +360,7 @@ typedef struct QueueItem
 	const QueueKind *kind;
 	MemoryContext cxt;
 	DtRequest  *req;			/* prepare's request to send; NULL: none */
-	char	   *error;			/* prepare failed: its message, */
+	char	   *error;			/* prepare (or judging) failed: its message, */
 	int			sqlerrcode;		/* and its SQLSTATE */
 	TimestampTz started;		/* when sent (or run) */
 	double		duration_ms;	/* of the transfer */
@@ -383,7 +383,11 @@ struct QueueKind
 	void		(*claim) (int n);
 	/* per claimed row, in a subtransaction, in the item's context */
 	void		(*prepare) (QueueItem *item, HeapTuple tup, TupleDesc desc);
-	/* (transfers) a finished transfer, in the item's context */
+	/*
+	 * (transfers) a finished transfer, in the item's context, with no
+	 * transaction open; an error fails the item (item->error), so what must
+	 * happen for every finished transfer is done first
+	 */
 	void		(*judge) (QueueItem *item, Xfer *x);
 	/* (no transfers) the item's work, with no transaction open */
 	void		(*run) (QueueItem *item);
