@@ -64,5 +64,103 @@ is($node->safe_psql('postgres', $worker_pid), $pid, 'the same worker runs (it di
 my $ok = $node->safe_psql('postgres', q{SELECT ductape.dispatch('odd', 'ok')});
 is($node->safe_psql('postgres', "SELECT ductape.wait($ok, '10 s')->>'state'"), 'succeeded', 'and runs the next job');
 
+# ---- an OAuth2 token endpoint that keeps failing ----
+# A job that needs a token has the worker ask for one and waits in the
+# queue meanwhile (without counting an attempt).  When the token endpoint
+# refuses, the job fails with the endpoint's answer, after a bounded
+# number of token requests -- not requeued every 50 ms for good.
+$node->safe_psql('postgres', qq{
+SELECT ductape.http('POST', '$api/oauth/reset')->'status', ductape.http('GET', '$api/reset')->'status';
+SELECT ductape.secret_set('OA_BAD', 'not-the-client-secret');
+SELECT ductape.app_define(jsonb_build_object('tag', 'oab',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'auth', jsonb_build_object('type', 'oauth2', 'grant', 'client_credentials', 'token_url', '$api/oauth/token',
+                             'client_id', 'ductape-client', 'client_secret', '\$Secret{OA_BAD}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'res', 'method', 'GET', 'resource', '/oauth/resource'))));
+});
+my $oab = $node->safe_psql('postgres', q{SELECT ductape.dispatch('oab', 'res')});
+ok(poll("SELECT state FROM ductape.jobs WHERE id = $oab", 'failed', 20),
+	'a job whose token request is refused fails');
+like($node->safe_psql('postgres', "SELECT error FROM ductape.jobs WHERE id = $oab"),
+	qr/^OAuth2 token request for app "oab" failed$/, 'with the token endpoint\'s refusal as its error');
+cmp_ok(api_count('oauth-token'), '<=', 3, 'after a few token requests, not one every 50 ms');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ductape.jobs WHERE app = 'oab' AND state <> 'failed'"), '0',
+	'nothing of it is left queued');
+
+# ---- a slow token endpoint and many queued jobs ----
+# The token request slots are shared by every database: the worker's own
+# requests for queued jobs must not take them all, or a session of another
+# database needing a token is refused.
+$node->safe_psql('postgres', qq{
+SELECT ductape.http('GET', '$api/reset')->'status';
+SELECT ductape.app_define(jsonb_build_object('tag', 'oas',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'auth', jsonb_build_object('type', 'oauth2', 'grant', 'client_credentials',
+                             'token_url', '$api/oauth/token?delay_ms=5000&fail=invalid_client',
+                             'client_id', 'ductape-client', 'client_secret', 'x'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'res', 'method', 'GET', 'resource', '/oauth/resource'))));
+SELECT count(ductape.dispatch('oas', 'res', jsonb_build_object('n', g))) FROM generate_series(1, 100) g;
+});
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', qq{
+CREATE EXTENSION ductape;
+SELECT ductape.secret_set('OA', 's3cret/client:1');
+SELECT ductape.app_define(jsonb_build_object('tag', 'oa',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'auth', jsonb_build_object('type', 'oauth2', 'grant', 'client_credentials', 'token_url', '$api/oauth/token',
+                             'client_id', 'ductape-client', 'client_secret', '\$Secret{OA}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'res', 'method', 'GET', 'resource', '/oauth/resource'))));
+});
+sleep 1;
+($ret, $out, $err) = $node->psql('other', "SELECT ductape.run('oa', 'res')->>'path'");
+is($ret . ': ' . $out . $err, '0: /oauth/resource', 'a session of another database gets its token meanwhile');
+cmp_ok(api_count('oauth-token') - 1, '<=', 3, 'the queued jobs asked for one token at a time');
+ok(poll("SELECT count(*) FROM ductape.jobs WHERE app = 'oas' AND state = 'failed'", '100', 60),
+	'and they all fail with the refusal');
+
+# ---- a provider whose tokens live shorter than the refresh buffer ----
+# (30 s, the buffer 60 s): a session uses the token it asked for; so does
+# the job, instead of asking again every 50 ms.
+$node->safe_psql('postgres', qq{
+SELECT ductape.http('GET', '$api/reset')->'status';
+SELECT ductape.secret_set('OA', 's3cret/client:1');
+SELECT ductape.app_define(jsonb_build_object('tag', 'osh',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'auth', jsonb_build_object('type', 'oauth2', 'grant', 'client_credentials',
+                             'token_url', '$api/oauth/token?expires_in=30',
+                             'client_id', 'ductape-client', 'client_secret', '\$Secret{OA}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'res', 'method', 'GET', 'resource', '/oauth/resource'))));
+});
+my $osh = $node->safe_psql('postgres', q{SELECT ductape.dispatch('osh', 'res')});
+is($node->safe_psql('postgres', "SELECT ductape.wait($osh, '15 s')->>'state'"), 'succeeded',
+	'a job whose token lives shorter than the refresh buffer runs');
+cmp_ok(api_count('oauth-token'), '<=', 2, 'with the token it asked for');
+
+# ---- the message of a prepare error outlives the claim's transaction ----
+# A claimed row whose request cannot be built fails alone, with the error's
+# message; that message is written back after the claim has committed and,
+# here, after the worker served a token request in transactions of its own.
+$node->safe_psql('postgres', qq{
+SELECT ductape.app_define(jsonb_build_object('tag', 'oslow',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'auth', jsonb_build_object('type', 'oauth2', 'grant', 'client_credentials',
+                             'token_url', '$api/oauth/token?delay_ms=1000',
+                             'client_id', 'ductape-client', 'client_secret', '\$Secret{OA}'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'res', 'method', 'GET', 'resource', '/oauth/resource'))));
+});
+my ($oslow, $broken) = split /\|/, $node->safe_psql('postgres', q{
+BEGIN;
+SELECT ductape.dispatch('oslow', 'res') || '|' || ductape.dispatch('odd', 'ok', run_at => now() + interval '1 second');
+-- an administrator's direct edit: the stored action is no longer valid
+UPDATE ductape.actions SET spec = spec || '{"method": 7}' WHERE app = 'odd' AND tag = 'ok';
+UPDATE ductape.jobs SET next_attempt_at = now() WHERE app = 'odd' AND state = 'scheduled';
+COMMIT;
+});
+ok(poll("SELECT state FROM ductape.jobs WHERE id = $broken", 'failed', 10), 'the job whose action is broken fails');
+is($node->safe_psql('postgres', "SELECT error FROM ductape.jobs WHERE id = $broken"),
+	'the stored definition of action "ok" of app "odd" is invalid', 'with the message of the error, intact');
+is($node->safe_psql('postgres', "SELECT ductape.wait($oslow, '15 s')->>'state'"), 'succeeded',
+	'and the job that waited for its token runs');
+
 $node->stop;
 done_testing();
