@@ -237,7 +237,10 @@ BEGIN
                        SET state = 'running', wake_at = now() + make_interval(secs => (step->>'seconds')::float8)
                      WHERE x.run_id = rid AND x.tag = s.tag;
                 END CASE;
-            EXCEPTION WHEN OTHERS THEN
+            -- (OTHERS leaves out query_canceled: a sql step cancelled past
+            -- ductape.user_code_timeout would roll back the whole tick, and
+            -- run again in the next, for good, holding up every run)
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
                 UPDATE ductape.workflow_steps x SET state = 'failed', error = SQLERRM, attempts = x.attempts + 1, finished_at = now()
                  WHERE x.run_id = rid AND x.tag = s.tag;
                 UPDATE ductape.workflow_runs x SET advance = true WHERE x.id = rid;

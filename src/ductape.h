@@ -45,6 +45,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "registry.h"
+
 #define DUCTAPE_VERSION "0.3.0"
 
 /* Project SQLSTATEs (docs/reference.md). */
@@ -507,6 +509,9 @@ extern void GateLeave(DtGate *g);
 extern Oid	GateCheckFunction(Oid fn, const char *what);
 extern void GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg);
 extern Jsonb *GateSelect(Oid role, const char *sql);
+extern bool GateRunningCode(DtUserCode *code);
+extern void GateRefuseOnce(const DtUserCode *code);
+extern void GateForgetRefused(void);
 
 /* ---- workflow.c ---- */
 extern void WorkflowMarkEngineProcess(void);

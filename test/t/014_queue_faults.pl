@@ -162,5 +162,88 @@ is($node->safe_psql('postgres', "SELECT error FROM ductape.jobs WHERE id = $brok
 is($node->safe_psql('postgres', "SELECT ductape.wait($oslow, '15 s')->>'state'"), 'succeeded',
 	'and the job that waited for its token runs');
 
+# ---- user code that keeps catching its cancel ----
+# Past ductape.user_code_timeout (1 s here) it is cancelled, and when it
+# catches that for 10 s more the worker ends.  The next worker must not run
+# the same code again at once, for good: a webhook handler's event counts
+# the attempt and waits before the next, and a workflow's sql step fails.
+$node->safe_psql('postgres', q{
+CREATE SEQUENCE public.runs;
+CREATE FUNCTION public.stubborn(e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM nextval('public.runs');
+    LOOP
+        BEGIN
+            PERFORM pg_sleep(600);
+        EXCEPTION WHEN query_canceled THEN
+            NULL;
+        END;
+    END LOOP;
+END $$;
+SELECT ductape.app_define('{"tag": "hk", "envs": [{"slug": "dev", "base_url": "http://127.0.0.1:1"}],
+  "webhooks": [{"tag": "in", "verify": {"scheme": "none"}, "type": "$Event{type}"}]}');
+SELECT ductape.webhook_subscribe('hk', 'in', 'stubborn.*', 'public.stubborn(jsonb)');
+});
+my $url = $node->safe_psql('postgres', "SELECT ductape.webhook_url('hk', 'in')");
+my ($path) = $url =~ m{^http://127\.0\.0\.1:$hook_port(/webhooks/[0-9a-f]{64})$};
+ok($path, 'the webhook URL');
+my $body = '{"type": "stubborn.1"}';
+my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hook_port, Timeout => 10) or die;
+print $sock "POST $path HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+  . length($body) . "\r\nConnection: close\r\n\r\n$body";
+like(<$sock> // '', qr{^HTTP/1\.1 200}, 'the event is accepted');
+close $sock;
+$pid = $node->safe_psql('postgres', $worker_pid);
+ok(poll("SELECT count(*) FROM ($worker_pid) w WHERE pid <> $pid", '1', 40),
+	'the handler that keeps catching its cancel ends the worker; a new one starts');
+ok(poll("SELECT attempts FROM ductape.webhook_events WHERE event_type = 'stubborn.1'", '1', 20),
+	'the event counts that attempt');
+like($node->safe_psql('postgres', "SELECT error FROM ductape.webhook_events WHERE event_type = 'stubborn.1'"),
+	qr/^public\.stubborn\(jsonb\): webhook handler public\.stubborn\(jsonb\) ended the previous worker: it kept running past ductape\.user_code_timeout/,
+	'saying the handler ended the worker');
+sleep 8;
+cmp_ok($node->safe_psql('postgres', "SELECT last_value FROM public.runs"), '<=', 2,
+	'and the handler is not run again and again');
+$node->safe_psql('postgres', q{
+SELECT ductape.webhook_unsubscribe(id) FROM ductape.webhook_subscriptions;
+UPDATE ductape.webhook_events SET state = 'failed';
+});
+
+$node->safe_psql('postgres', q{
+ALTER SEQUENCE public.runs RESTART;
+CREATE FUNCTION public.stubborn_sql() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.stubborn('{}');
+    RETURN 1;
+END $$;
+SELECT ductape.workflow_define('{"tag": "stuck", "steps": [{"tag": "s", "type": "sql", "sql": "SELECT public.stubborn_sql()"}]}');
+});
+$pid = $node->safe_psql('postgres', $worker_pid);
+my $run = $node->safe_psql('postgres', q{SELECT ductape.workflow_start('stuck')});
+ok(poll("SELECT count(*) FROM ($worker_pid) w WHERE pid <> $pid", '1', 40),
+	'a sql step that keeps catching its cancel ends the worker; a new one starts');
+ok(poll("SELECT state FROM ductape.workflow_runs WHERE id = $run", 'rolled_back', 30),
+	'the run fails (and is rolled back)');
+like($node->safe_psql('postgres', "SELECT error FROM ductape.workflow_runs WHERE id = $run"),
+	qr/^step s failed: a workflow sql step ended the previous worker/, 'saying the step ended the worker');
+cmp_ok($node->safe_psql('postgres', "SELECT last_value FROM public.runs"), '<=', 1,
+	'the step ran once');
+
+# ---- a sql step that is merely slow ----
+# Cancelled past the timeout (57014, which plpgsql's WHEN OTHERS does not
+# catch), it fails its run; the tick is not rolled back, and the other runs
+# go on.
+$node->safe_psql('postgres', q{
+SELECT ductape.workflow_define('{"tag": "slow", "steps": [{"tag": "s", "type": "sql", "sql": "SELECT pg_sleep(600)"}]}');
+SELECT ductape.workflow_define('{"tag": "quick", "steps": [{"tag": "q", "type": "sql", "sql": "SELECT 1 AS one"}]}');
+});
+my $slow = $node->safe_psql('postgres', q{SELECT ductape.workflow_start('slow')});
+my $quick = $node->safe_psql('postgres', q{SELECT pg_sleep(0.3); SELECT ductape.workflow_start('quick')});
+ok(poll("SELECT state FROM ductape.workflow_runs WHERE id = $slow", 'rolled_back', 20), 'the slow step fails its run');
+like($node->safe_psql('postgres', "SELECT error FROM ductape.workflow_runs WHERE id = $slow"),
+	qr/^step s failed: a workflow sql step ran longer than ductape\.user_code_timeout \(1000 ms\) and was cancelled$/,
+	'saying why');
+ok(poll("SELECT state FROM ductape.workflow_runs WHERE id = $quick", 'completed', 20), 'and the other run completes');
+
 $node->stop;
 done_testing();
