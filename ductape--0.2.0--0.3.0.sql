@@ -664,6 +664,15 @@ $$;
 -- The admin-only write policy on the outbox is not needed any more.
 DROP POLICY outbox_admin ON ductape.outbox;
 
+-- The tables that say whom a handler or a sql step runs as are written by
+-- ductape's functions (the owner) only, whatever was granted: a dump of a
+-- 0.2.0 database restored into this version carries 0.2.0's grants of
+-- INSERT, UPDATE and DELETE on them to its admins.
+ALTER TABLE ductape.webhook_subscriptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY webhook_subscriptions_read ON ductape.webhook_subscriptions FOR SELECT USING (true);
+ALTER TABLE ductape.workflows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workflows_read ON ductape.workflows FOR SELECT USING (true);
+
 -- Internal C functions granted to admins with the definition checks: NULL
 -- in, NULL out (a NULL argument used to reach the C code).
 ALTER FUNCTION ductape._schema_check(jsonb, text) STRICT;

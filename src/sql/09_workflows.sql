@@ -21,6 +21,10 @@ CREATE TABLE ductape.workflows (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     role        name                     -- who defined it; NULL: defined before 0.3.0
 );
+-- Only ductape's functions (the owner) write it, whatever was granted
+-- (see webhook_subscriptions in 07_webhooks.sql).
+ALTER TABLE ductape.workflows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workflows_read ON ductape.workflows FOR SELECT USING (true);
 
 -- Conditions and step templates (src/workflow.c).
 CREATE FUNCTION ductape._condition_check(cond text, path text, OUT problems text[], OUT steps text[])
