@@ -436,6 +436,7 @@ extern void OAuthInit(void);
 extern void OAuthShmemRegister(void);
 extern int	OAuthServeRequests(Oid dbid);
 extern void OAuthRecoverRequests(Oid dbid);
+extern void OAuthDiscardRequests(Oid dbid);
 extern int	OAuthPendingDatabases(Oid *dbs, int max);
 
 /* ---- secrets.c ---- */

@@ -1131,6 +1131,49 @@ OAuthRecoverRequests(Oid dbid)
 }
 
 /*
+ * dbid will have no worker to serve its token requests (the database is
+ * dropped, or cannot be connected to, or ductape is not installed there):
+ * its slots are given back.  A request nobody waits for (a worker's own,
+ * for its jobs) is freed; a session still waiting gets an error.  Without
+ * this, the requests a worker was serving when DROP DATABASE stopped it
+ * kept their slots for good -- the slots every database shares: 32 such
+ * drops, and every session needing a token was refused until a restart
+ * -- and a pending one had the launcher start a worker for that database
+ * again and again.
+ */
+void
+OAuthDiscardRequests(Oid dbid)
+{
+	List	   *latches = NIL;
+	ListCell   *lc;
+	int			i;
+
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+
+		if (t->dbid != dbid || (t->state != TOKEN_PENDING && t->state != TOKEN_WORKING))
+			continue;
+		if (t->abandoned || t->requester == 0)
+		{
+			t->state = TOKEN_FREE;
+			continue;
+		}
+		t->ok = false;
+		strlcpy(t->error, "the ductape worker of this database went away", sizeof(t->error));
+		t->detail[0] = '\0';
+		t->state = TOKEN_DONE;
+		if (t->latch)
+			latches = lappend(latches, t->latch);
+	}
+	LWLockRelease(Tokens->lock);
+	foreach(lc, latches)
+		SetLatch((Latch *) lfirst(lc));
+	list_free(latches);
+}
+
+/*
  * Launcher side: the databases with token requests waiting for a worker
  * (at most max); returns how many.
  */

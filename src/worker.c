@@ -206,6 +206,8 @@ ReapStaleWorkers(void)
 	{
 		int			n = CallsDiscard(reaped[i], true);
 
+		OAuthDiscardRequests(reaped[i]);
+
 		if (n > 0)
 			ereport(WARNING,
 					(errmsg_plural("ductape dropped %d call record of database %u",
@@ -225,7 +227,10 @@ ReleaseWorker(Oid dbid, bool discard_records)
 {
 	RegistryRelease(dbid);
 	if (discard_records)
+	{
 		(void) CallsDiscard(dbid, false);
+		OAuthDiscardRequests(dbid);
+	}
 }
 
 void
@@ -496,7 +501,11 @@ ductape_db_worker_main(Datum arg)
 	}
 	OAuthRecoverRequests(dbid);
 	if (!QueueRecover())
-		WorkerLeaveUninstalled();	/* not installed here: nothing to do */
+	{
+		/* not installed here: nothing to do, no token request to serve */
+		OAuthDiscardRequests(dbid);
+		WorkerLeaveUninstalled();
+	}
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "ductape worker loop",
 									ALLOCSET_DEFAULT_SIZES);

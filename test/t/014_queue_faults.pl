@@ -245,5 +245,30 @@ like($node->safe_psql('postgres', "SELECT error FROM ductape.workflow_runs WHERE
 	'saying why');
 ok(poll("SELECT state FROM ductape.workflow_runs WHERE id = $quick", 'completed', 20), 'and the other run completes');
 
+# ---- token requests of a dropped database ----
+# DROP DATABASE stops the database's worker, perhaps while it serves a
+# token request: that request's slot (of 32, shared by every database) is
+# given back, and so is one still pending.  33 drops, then a session
+# still gets a token.
+for my $i (1 .. 33)
+{
+	$node->safe_psql('postgres', "CREATE DATABASE drop_$i");
+	$node->safe_psql("drop_$i", qq{
+CREATE EXTENSION ductape;
+SELECT ductape.app_define(jsonb_build_object('tag', 'od',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'auth', jsonb_build_object('type', 'oauth2', 'grant', 'client_credentials',
+                             'token_url', '$api/oauth/token?delay_ms=2000',
+                             'client_id', 'ductape-client', 'client_secret', 'x'),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'res', 'method', 'GET', 'resource', '/oauth/resource'))));
+SELECT ductape.dispatch('od', 'res');
+SELECT pg_sleep(0.5);
+});
+	$node->safe_psql('postgres', "DROP DATABASE drop_$i");
+}
+$node->safe_psql('other', 'DELETE FROM ductape._oauth_tokens');
+($ret, $out, $err) = $node->psql('other', "SELECT ductape.run('oa', 'res')->>'path'");
+is($ret . ': ' . $out . $err, '0: /oauth/resource', 'after 33 databases dropped while their workers served a token, a session gets one');
+
 $node->stop;
 done_testing();
