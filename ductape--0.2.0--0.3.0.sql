@@ -237,7 +237,10 @@ BEGIN
                        SET state = 'running', wake_at = now() + make_interval(secs => (step->>'seconds')::float8)
                      WHERE x.run_id = rid AND x.tag = s.tag;
                 END CASE;
-            EXCEPTION WHEN OTHERS THEN
+            -- (OTHERS leaves out query_canceled: a sql step cancelled past
+            -- ductape.user_code_timeout would roll back the whole tick, and
+            -- run again in the next, for good, holding up every run)
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
                 UPDATE ductape.workflow_steps x SET state = 'failed', error = SQLERRM, attempts = x.attempts + 1, finished_at = now()
                  WHERE x.run_id = rid AND x.tag = s.tag;
                 UPDATE ductape.workflow_runs x SET advance = true WHERE x.id = rid;
@@ -675,6 +678,15 @@ $$;
 
 -- The admin-only write policy on the outbox is not needed any more.
 DROP POLICY outbox_admin ON ductape.outbox;
+
+-- The tables that say whom a handler or a sql step runs as are written by
+-- ductape's functions (the owner) only, whatever was granted: a dump of a
+-- 0.2.0 database restored into this version carries 0.2.0's grants of
+-- INSERT, UPDATE and DELETE on them to its admins.
+ALTER TABLE ductape.webhook_subscriptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY webhook_subscriptions_read ON ductape.webhook_subscriptions FOR SELECT USING (true);
+ALTER TABLE ductape.workflows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workflows_read ON ductape.workflows FOR SELECT USING (true);
 
 -- Internal C functions granted to admins with the definition checks: NULL
 -- in, NULL out (a NULL argument used to reach the C code).

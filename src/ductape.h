@@ -54,6 +54,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "registry.h"
+
 #define DUCTAPE_VERSION "0.3.0"
 
 /* Project SQLSTATEs (docs/reference.md). */
@@ -392,7 +394,7 @@ typedef struct QueueItem
 	const QueueKind *kind;
 	MemoryContext cxt;
 	DtRequest  *req;			/* prepare's request to send; NULL: none */
-	char	   *error;			/* prepare failed: its message, */
+	char	   *error;			/* prepare (or judging) failed: its message, */
 	int			sqlerrcode;		/* and its SQLSTATE */
 	TimestampTz started;		/* when sent (or run) */
 	double		duration_ms;	/* of the transfer */
@@ -415,7 +417,11 @@ struct QueueKind
 	void		(*claim) (int n);
 	/* per claimed row, in a subtransaction, in the item's context */
 	void		(*prepare) (QueueItem *item, HeapTuple tup, TupleDesc desc);
-	/* (transfers) a finished transfer, in the item's context */
+	/*
+	 * (transfers) a finished transfer, in the item's context, with no
+	 * transaction open; an error fails the item (item->error), so what must
+	 * happen for every finished transfer is done first
+	 */
 	void		(*judge) (QueueItem *item, Xfer *x);
 	/* (no transfers) the item's work, with no transaction open */
 	void		(*run) (QueueItem *item);
@@ -461,6 +467,7 @@ extern void OAuthInit(void);
 extern void OAuthShmemRegister(void);
 extern int	OAuthServeRequests(Oid dbid);
 extern void OAuthRecoverRequests(Oid dbid);
+extern void OAuthDiscardRequests(Oid dbid);
 extern int	OAuthPendingDatabases(Oid *dbs, int max);
 
 /* ---- secrets.c ---- */
@@ -534,6 +541,9 @@ extern void GateLeave(DtGate *g);
 extern Oid	GateCheckFunction(Oid fn, const char *what);
 extern void GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg);
 extern Jsonb *GateSelect(Oid role, const char *sql);
+extern bool GateRunningCode(DtUserCode *code);
+extern void GateRefuseOnce(const DtUserCode *code);
+extern void GateForgetRefused(void);
 
 /* ---- workflow.c ---- */
 extern void WorkflowMarkEngineProcess(void);

@@ -597,6 +597,8 @@ EventsJudge(QueueItem *item, Xfer *x)
 	const char *body;
 	size_t		len;
 
+	/* first: whatever happens next, this delivery is no longer in flight */
+	LoadAdd(run->endpoint_id, -1);
 	XferResult(x, &run->status, &error, &body, &len, &run->retry_after_ms);
 	if (error != NULL)
 		run->error = pstrdup(error);
@@ -610,7 +612,6 @@ EventsJudge(QueueItem *item, Xfer *x)
 
 		run->response = pnstrdup(body, valid);
 	}
-	LoadAdd(run->endpoint_id, -1);
 }
 
 static Datum

@@ -53,6 +53,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/prepare.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -205,6 +206,76 @@ GateCatch(DtGate *g, MemoryContext cxt)
 	return ed;
 }
 
+/* ---- user code that ended the worker ---- */
+
+/*
+ * The user code running now (set while a callback, handler or sql step
+ * runs), which the worker's exit callback keeps in the registry when that
+ * code is what ended the worker; and the code the previous worker kept
+ * there, which this worker refuses once (GateRefuseOnce).  Without that,
+ * what ended the worker -- a webhook handler whose event had not counted
+ * the attempt, a workflow sql step whose tick was rolled back -- ran again
+ * at once in the next worker, and ended it again, for good.
+ */
+static DtUserCode Running;
+static DtUserCode Refused;
+
+/* The code running now, if any (the worker's exit callback asks). */
+bool
+GateRunningCode(DtUserCode *code)
+{
+	*code = Running;
+	return OidIsValid(Running.role);
+}
+
+/* At a worker's start: code refuses the next call of that same code. */
+void
+GateRefuseOnce(const DtUserCode *code)
+{
+	Refused = *code;
+}
+
+/* After the worker's first round: what was to be refused ran no more. */
+void
+GateForgetRefused(void)
+{
+	memset(&Refused, 0, sizeof(Refused));
+}
+
+/* The user code about to run: refused if it ended the previous worker. */
+static void
+GateStartCode(Oid role, Oid fn, const char *sql, const char *name)
+{
+	DtUserCode	code;
+
+	memset(&code, 0, sizeof(code));
+	code.role = role;
+	code.fn = fn;
+	if (sql != NULL)
+	{
+		code.sql_len = strlen(sql);
+		code.sql_hash = hash_bytes((const unsigned char *) sql, code.sql_len);
+	}
+	if (OidIsValid(Refused.role) && Refused.role == code.role && Refused.fn == code.fn &&
+		Refused.sql_hash == code.sql_hash && Refused.sql_len == code.sql_len)
+	{
+		GateForgetRefused();
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("%s ended the previous worker: it kept running past ductape.user_code_timeout, catching its cancel",
+						name),
+				 errdetail("It is not run again this time."),
+				 errhint("Make it stop when it is cancelled.")));
+	}
+	Running = code;
+}
+
+static void
+GateEndCode(void)
+{
+	memset(&Running, 0, sizeof(Running));
+}
+
 /* ---- the gate ---- */
 
 void
@@ -279,6 +350,7 @@ GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 
 	MemoryContext here = CurrentMemoryContext;
 
+	GateStartCode(role, fn, NULL, name);
 	GateEnter(&gate, role);
 	GateArm();
 	PG_TRY();
@@ -304,11 +376,13 @@ GateCallFunction(Oid fn, const char *what, Oid role, Jsonb *arg)
 	{
 		ErrorData  *ed = GateCatch(&gate, here);
 
+		GateEndCode();
 		GateRethrow(ed, name);
 	}
 	PG_END_TRY();
 	GateDisarm();
 	GateLeave(&gate);
+	GateEndCode();
 }
 
 /*
@@ -324,6 +398,7 @@ GateSelect(Oid role, const char *sql)
 	Jsonb	   *volatile result = NULL;
 	DtGate		gate;
 
+	GateStartCode(role, InvalidOid, sql, "a workflow sql step");
 	GateEnter(&gate, role);
 	GateArm();
 	PG_TRY();
@@ -359,11 +434,13 @@ GateSelect(Oid role, const char *sql)
 	{
 		ErrorData  *ed = GateCatch(&gate, here);
 
+		GateEndCode();
 		GateRethrow(ed, "a workflow sql step");
 	}
 	PG_END_TRY();
 	GateDisarm();
 	GateLeave(&gate);
+	GateEndCode();
 	return result;
 }
 

@@ -135,6 +135,87 @@ OAuthShmemRegister(void)
 	DtShmemRegister(&TokenSlotsSegment);
 }
 
+/*
+ * What came of the token requests the worker served lately, per (product,
+ * app, env), in the worker's own memory.  A job that needs a token the
+ * worker has not got posts a request and goes back to the queue
+ * (DT_TOKEN_PENDING, the attempt not counted); claimed again, it learns
+ * here what came of it: a refusal fails the job with the token endpoint's
+ * answer, and a token just fetched is used even when it expires within the
+ * refresh buffer (as a session waiting for its request uses it).  Without
+ * this a job whose token request kept failing, or whose provider gave
+ * tokens shorter-lived than the buffer, went back to the queue every 50 ms
+ * for good, with a new token request each time.
+ */
+#define DT_TOKEN_OUTCOMES 16
+#define DT_TOKEN_OUTCOME_MS 2000
+
+typedef struct TokenOutcome
+{
+	TimestampTz at;				/* when served; 0: unused */
+	char		product[64];
+	char		app[64];
+	char		env[64];
+	bool		ok;
+	char		error[1024];
+	char		detail[1024];
+} TokenOutcome;
+
+static TokenOutcome Outcomes[DT_TOKEN_OUTCOMES];
+
+static bool
+OutcomeIs(TokenOutcome *o, const char *product, const char *app, const char *env)
+{
+	return o->at != 0 && strcmp(o->product, product) == 0 && strcmp(o->app, app) == 0 &&
+		strcmp(o->env, env) == 0;
+}
+
+/* The worker served req with result res: remember it for its jobs. */
+static void
+RememberOutcome(DtTokenSlot *req, DtTokenSlot *res)
+{
+	TokenOutcome *o = &Outcomes[0];
+	int			i;
+
+	for (i = 0; i < DT_TOKEN_OUTCOMES; i++)
+	{
+		if (OutcomeIs(&Outcomes[i], req->product, req->app, req->env))
+		{
+			o = &Outcomes[i];
+			break;
+		}
+		if (Outcomes[i].at < o->at)
+			o = &Outcomes[i];	/* else the oldest */
+	}
+	o->at = GetCurrentTimestamp();
+	strlcpy(o->product, req->product, sizeof(o->product));
+	strlcpy(o->app, req->app, sizeof(o->app));
+	strlcpy(o->env, req->env, sizeof(o->env));
+	o->ok = res->ok;
+	strlcpy(o->error, res->error, sizeof(o->error));
+	strlcpy(o->detail, res->detail, sizeof(o->detail));
+}
+
+/* A request for this (product, app, env) served in the last moments, or NULL. */
+static TokenOutcome *
+RecentOutcome(const char *product, const char *app, const char *env)
+{
+	char		p[64],
+				a[64],
+				e[64];
+	int			i;
+
+	/* (cut to size as the slots cut them) */
+	strlcpy(p, product, sizeof(p));
+	strlcpy(a, app, sizeof(a));
+	strlcpy(e, env, sizeof(e));
+	for (i = 0; i < DT_TOKEN_OUTCOMES; i++)
+		if (OutcomeIs(&Outcomes[i], p, a, e) &&
+			!TimestampDifferenceExceeds(Outcomes[i].at, GetCurrentTimestamp(), DT_TOKEN_OUTCOME_MS))
+			return &Outcomes[i];
+	return NULL;
+}
+
 typedef struct TokenRow
 {
 	bool		found;
@@ -308,6 +389,9 @@ PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wa
 {
 	static bool exit_callback = false;
 	DtTokenSlot *slot = NULL;
+	char		product[sizeof(slot->product)];
+	char		tag[sizeof(slot->app)];
+	char		env[sizeof(slot->env)];
 	int			i;
 
 	if (wait && !exit_callback)
@@ -315,7 +399,30 @@ PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wa
 		before_shmem_exit(AbandonTokenRequestsAtExit, (Datum) 0);
 		exit_callback = true;
 	}
+	strlcpy(product, b->product, sizeof(product));
+	strlcpy(tag, app->tag, sizeof(tag));
+	strlcpy(env, b->env, sizeof(env));
 	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+
+	/*
+	 * The worker's own request (for its jobs) is posted once: the slots are
+	 * shared by every database, and a batch of queued jobs asking one each
+	 * took them all, so that every session needing a token was refused
+	 * while the worker served the copies one after the other.
+	 */
+	for (i = 0; i < DT_TOKEN_SLOTS && !wait; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+
+		if (t->dbid == MyDatabaseId &&
+			(t->state == TOKEN_PENDING || t->state == TOKEN_WORKING) &&
+			strcmp(t->product, product) == 0 && strcmp(t->app, tag) == 0 &&
+			strcmp(t->env, env) == 0)
+		{
+			LWLockRelease(Tokens->lock);
+			return NULL;
+		}
+	}
 	for (i = 0; i < DT_TOKEN_SLOTS && slot == NULL; i++)
 		if (Tokens->slots[i].state == TOKEN_FREE)
 			slot = &Tokens->slots[i];
@@ -330,9 +437,9 @@ PostTokenRequest(DtApp *app, DtBinding *b, bool force, TimestampTz seen, bool wa
 			slot->requester = MyProcPid;
 			slot->latch = MyLatch;
 		}
-		strlcpy(slot->product, b->product, sizeof(slot->product));
-		strlcpy(slot->app, app->tag, sizeof(slot->app));
-		strlcpy(slot->env, b->env, sizeof(slot->env));
+		memcpy(slot->product, product, sizeof(slot->product));
+		memcpy(slot->app, tag, sizeof(slot->app));
+		memcpy(slot->env, env, sizeof(slot->env));
 		slot->force = force;
 		slot->seen_updated_at = seen;
 	}
@@ -373,6 +480,22 @@ OAuthAccessToken(DtApp *app, DtBinding *b, bool force, TimestampTz seen,
 	 */
 	if (IsBackgroundWorker && RegistryWorkerPid(MyDatabaseId) == MyProcPid)
 	{
+		TokenOutcome *o = force ? NULL : RecentOutcome(b->product, app->tag, b->env);
+
+		/* what came of the request posted for this job (see Outcomes) */
+		if (o != NULL && !o->ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_DT_SECRET),
+					 errmsg("%s", o->error),
+					 o->detail[0] ? errdetail("%s", o->detail) : 0,
+					 errhint("Check the app's oauth2 auth spec (token_url, client_id, client_secret) or set tokens with ductape.oauth_set_tokens.")));
+		if (o != NULL && row.found)
+		{
+			*updated_at = row.updated_at;
+			return SecretDecrypt(row.access, row.version,
+								 TokenAad(b->product, app->tag, b->env, "access"),
+								 psprintf("the OAuth2 access token of app \"%s\"", app->tag));
+		}
 		(void) PostTokenRequest(app, b, force, seen, false);
 		ereport(ERROR,
 				(errcode(ERRCODE_DT_TOKEN_PENDING),
@@ -959,6 +1082,7 @@ OAuthServeRequests(Oid dbid)
 		res = palloc0(sizeof(DtTokenSlot));
 		ServeOne(&req, res);
 		MemoryContextSwitchTo(old);
+		RememberOutcome(&req, res);
 
 		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		slot->ok = res->ok;
@@ -1004,6 +1128,49 @@ OAuthRecoverRequests(Oid dbid)
 			t->state = t->abandoned ? TOKEN_FREE : TOKEN_PENDING;
 	}
 	LWLockRelease(Tokens->lock);
+}
+
+/*
+ * dbid will have no worker to serve its token requests (the database is
+ * dropped, or cannot be connected to, or ductape is not installed there):
+ * its slots are given back.  A request nobody waits for (a worker's own,
+ * for its jobs) is freed; a session still waiting gets an error.  Without
+ * this, the requests a worker was serving when DROP DATABASE stopped it
+ * kept their slots for good -- the slots every database shares: 32 such
+ * drops, and every session needing a token was refused until a restart
+ * -- and a pending one had the launcher start a worker for that database
+ * again and again.
+ */
+void
+OAuthDiscardRequests(Oid dbid)
+{
+	List	   *latches = NIL;
+	ListCell   *lc;
+	int			i;
+
+	LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_TOKEN_SLOTS; i++)
+	{
+		DtTokenSlot *t = &Tokens->slots[i];
+
+		if (t->dbid != dbid || (t->state != TOKEN_PENDING && t->state != TOKEN_WORKING))
+			continue;
+		if (t->abandoned || t->requester == 0)
+		{
+			t->state = TOKEN_FREE;
+			continue;
+		}
+		t->ok = false;
+		strlcpy(t->error, "the ductape worker of this database went away", sizeof(t->error));
+		t->detail[0] = '\0';
+		t->state = TOKEN_DONE;
+		if (t->latch)
+			latches = lappend(latches, t->latch);
+	}
+	LWLockRelease(Tokens->lock);
+	foreach(lc, latches)
+		SetLatch((Latch *) lfirst(lc));
+	list_free(latches);
 }
 
 /*

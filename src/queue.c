@@ -47,6 +47,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lwlock.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -269,7 +270,16 @@ Claim(QueueState *q, int n)
 	return got;
 }
 
-/* A transfer finished (the driver handed it back): the kind judges it. */
+/*
+ * A transfer finished (the driver handed it back): the kind judges it.
+ *
+ * Judging reads what the far end sent (a job's answer becomes jsonb), with
+ * no transaction open.  An error there -- an answer jsonb cannot hold, such
+ * as the number 1e200000 or arrays nested deeper than the stack -- fails
+ * the item with its message and SQLSTATE, as a prepare error does.  It must
+ * not end the worker: the item's row would stay in progress, and the next
+ * worker would send the same request again and die the same way, for good.
+ */
 static void
 QueueTransferDone(Xfer *x)
 {
@@ -278,7 +288,24 @@ QueueTransferDone(Xfer *x)
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
 
 	item->duration_ms = (GetCurrentTimestamp() - item->started) / 1000.0;
-	item->kind->judge(item, x);
+	PG_TRY();
+	{
+		item->kind->judge(item, x);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(item->cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		/* no transaction abort releases LWLocks here (shmem.c) */
+		LWLockReleaseAll();
+		item->error = ed->message;
+		item->sqlerrcode = ed->sqlerrcode;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(item->cxt);
 	XferFree(x);
 	MemoryContextSwitchTo(old);
 	q->inflight--;

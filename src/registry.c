@@ -63,6 +63,11 @@ typedef struct RegistryShared
 	Latch	   *launcher_latch;
 	DtDbWorker	workers[DT_MAX_DB_WORKERS];
 	Oid			wanted[DT_MAX_DB_WORKERS];	/* databases asking for a worker */
+	struct
+	{
+		Oid			dbid;		/* InvalidOid: free */
+		DtUserCode	code;
+	}			ended[DT_MAX_DB_WORKERS];	/* user code that ended a worker */
 } RegistryShared;
 
 static RegistryShared *Registry = NULL;
@@ -260,6 +265,56 @@ RegistryRelease(Oid dbid)
  * Before collecting dbid's call records: the next record queued sets the
  * worker's latch again (see RegistryNotify and the protocol in shmem.c).
  */
+/*
+ * A worker of dbid ends because of code (its exit callback): the next
+ * worker of dbid takes it (RegistryTakeEndedBy).  One per database, the
+ * latest; when every entry is taken, the first is overwritten.
+ */
+void
+RegistryNoteEndedBy(Oid dbid, const DtUserCode *code)
+{
+	int			i,
+				at = -1;
+
+	LWLockAcquire(Registry->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_MAX_DB_WORKERS; i++)
+	{
+		if (Registry->ended[i].dbid == dbid)
+		{
+			at = i;
+			break;
+		}
+		if (at < 0 && !OidIsValid(Registry->ended[i].dbid))
+			at = i;
+	}
+	if (at < 0)
+		at = 0;
+	Registry->ended[at].dbid = dbid;
+	Registry->ended[at].code = *code;
+	LWLockRelease(Registry->lock);
+}
+
+/* At a worker's start: the user code that ended the previous one, if any. */
+bool
+RegistryTakeEndedBy(Oid dbid, DtUserCode *code)
+{
+	bool		found = false;
+	int			i;
+
+	LWLockAcquire(Registry->lock, LW_EXCLUSIVE);
+	for (i = 0; i < DT_MAX_DB_WORKERS && !found; i++)
+	{
+		if (Registry->ended[i].dbid == dbid)
+		{
+			*code = Registry->ended[i].code;
+			Registry->ended[i].dbid = InvalidOid;
+			found = true;
+		}
+	}
+	LWLockRelease(Registry->lock);
+	return found;
+}
+
 void
 RegistryClearNotified(Oid dbid)
 {

@@ -145,6 +145,8 @@ RunInSubtransaction(void (*fn) (void *), void *arg, int *sqlerrcode)
 		ed = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		/* (the rollback made the transaction's context current) */
+		MemoryContextSwitchTo(here);
 		error = pstrdup(ed->message);
 		if (sqlerrcode)
 			*sqlerrcode = ed->sqlerrcode;

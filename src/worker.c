@@ -206,6 +206,8 @@ ReapStaleWorkers(void)
 	{
 		int			n = CallsDiscard(reaped[i], true);
 
+		OAuthDiscardRequests(reaped[i]);
+
 		if (n > 0)
 			ereport(WARNING,
 					(errmsg_plural("ductape dropped %d call record of database %u",
@@ -225,7 +227,10 @@ ReleaseWorker(Oid dbid, bool discard_records)
 {
 	RegistryRelease(dbid);
 	if (discard_records)
+	{
 		(void) CallsDiscard(dbid, false);
+		OAuthDiscardRequests(dbid);
+	}
 }
 
 void
@@ -280,6 +285,19 @@ DbWorkerDetach(int code, Datum arg)
 	 * registry's.
 	 */
 	LWLockReleaseAll();
+
+	/*
+	 * User code that kept ignoring its cancel ended this worker: the next
+	 * worker does not run that code again at once.  (Noted before the
+	 * entry is released: from then on the launcher may start the next.)
+	 */
+	if (GateEndedProcess())
+	{
+		DtUserCode	code;
+
+		if (GateRunningCode(&code))
+			RegistryNoteEndedBy(DatumGetObjectId(arg), &code);
+	}
 	RegistryRelease(DatumGetObjectId(arg));
 
 	/*
@@ -293,7 +311,7 @@ DbWorkerDetach(int code, Datum arg)
 		ereport(LOG,
 				(errmsg("ductape worker for database %u ended: user code kept running past ductape.user_code_timeout",
 						DatumGetObjectId(arg)),
-				 errdetail("A new worker is started; it recovers the work this one held.")));
+				 errdetail("A new worker is started; it recovers the work this one held, and refuses that code the next time it is called.")));
 		RegistryWantWorker(DatumGetObjectId(arg));
 	}
 }
@@ -475,9 +493,19 @@ ductape_db_worker_main(Datum arg)
 
 	before_shmem_exit(DbWorkerDetach, ObjectIdGetDatum(dbid));
 	RegistryAttach(dbid);
+	{
+		DtUserCode	code;
+
+		if (RegistryTakeEndedBy(dbid, &code))
+			GateRefuseOnce(&code);
+	}
 	OAuthRecoverRequests(dbid);
 	if (!QueueRecover())
-		WorkerLeaveUninstalled();	/* not installed here: nothing to do */
+	{
+		/* not installed here: nothing to do, no token request to serve */
+		OAuthDiscardRequests(dbid);
+		WorkerLeaveUninstalled();
+	}
 
 	loopcxt = AllocSetContextCreate(TopMemoryContext, "ductape worker loop",
 									ALLOCSET_DEFAULT_SIZES);
@@ -538,6 +566,13 @@ ductape_db_worker_main(Datum arg)
 			if (did_work)
 				woken = true;
 		}
+
+		/*
+		 * What ended the previous worker was refused if this first round ran
+		 * it again (a webhook event's handler, a workflow's sql step);
+		 * later, it is user code like any other.
+		 */
+		GateForgetRefused();
 
 		/* wait for the latch, a transfer, or the next deadline */
 		woken = DriverPump(again ? 0 : Max(timeout, 0), &done) || again;

@@ -46,6 +46,11 @@
  *	  /empty			204, no body
  *	  /empty200			200, Content-Length 0, no Content-Type
  *	  /badjson			200, application/json, "{not json"
+ *	  /json				200, application/json, the body given as ?body=
+ *						(verbatim: a JSON text a parser accepts but
+ *						jsonb cannot hold, such as 1e200000)
+ *	  /nested/<n>		200, application/json, n "[" then n "]" (n <=
+ *						10,000,000): JSON nested deeper than the stack
  *	  /flaky/<key>/<n>	counts the request under <key> too; while that count
  *						is <= n answers ?status=S (default 503, with
  *						"Retry-After" from ?retry_after=V if given), then 200;
@@ -384,6 +389,8 @@ typedef enum Route
 	R_EMPTY,
 	R_EMPTY200,
 	R_BADJSON,
+	R_JSON,
+	R_NESTED,
 	R_FLAKY,
 	R_COUNT,
 	R_RESET,
@@ -413,6 +420,8 @@ static const struct
 	{"/empty", R_EMPTY},
 	{"/empty200", R_EMPTY200},
 	{"/badjson", R_BADJSON},
+	{"/json", R_JSON},
+	{"/nested", R_NESTED},
 	{"/flaky", R_FLAKY},
 	{"/count", R_COUNT},
 	{"/reset", R_RESET},
@@ -1826,6 +1835,30 @@ dispatch(struct MHD_Connection *conn, Request *req, const char *url,
 			return send_response(conn, MHD_HTTP_OK,
 								 static_response("{not json",
 												 "application/json"));
+
+		case R_JSON:
+			{
+				const char *body = query_arg(conn, "body");
+				Buf			b = {0};
+
+				buf_puts(&b, body ? body : "");
+				return send_response(conn, MHD_HTTP_OK,
+									 buf_response(&b, "application/json"));
+			}
+
+		case R_NESTED:
+			{
+				Buf			b = {0};
+
+				if (!parse_uint(req->arg, 10000000, &v))
+					return send_error(conn, 400, "expected /nested/<n>");
+				for (uint64_t i = 0; i < v; i++)
+					buf_puts(&b, "[");
+				for (uint64_t i = 0; i < v; i++)
+					buf_puts(&b, "]");
+				return send_response(conn, MHD_HTTP_OK,
+									 buf_response(&b, "application/json"));
+			}
 
 		case R_FLAKY:
 			if (req->flaky_key == NULL)

@@ -107,6 +107,12 @@ CREATE TABLE ductape.webhook_subscriptions (
     created_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT webhook_subscriptions_unique UNIQUE (app, webhook, event_type, handler)
 );
+-- Rows say whom a handler runs as: only ductape's functions (the owner)
+-- write them.  Row security holds that even where a role has been granted
+-- writes: a dump of a 0.2.0 database, whose grant_admin gave admins
+-- INSERT, UPDATE and DELETE here, carries them into a restore.
+ALTER TABLE ductape.webhook_subscriptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY webhook_subscriptions_read ON ductape.webhook_subscriptions FOR SELECT USING (true);
 
 ---------------------------------------------------------------------------
 -- Functions

@@ -21,6 +21,10 @@ CREATE TABLE ductape.workflows (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     role        name                     -- who defined it; NULL: defined before 0.3.0
 );
+-- Only ductape's functions (the owner) write it, whatever was granted
+-- (see webhook_subscriptions in 07_webhooks.sql).
+ALTER TABLE ductape.workflows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workflows_read ON ductape.workflows FOR SELECT USING (true);
 
 -- Conditions and step templates (src/workflow.c).
 CREATE FUNCTION ductape._condition_check(cond text, path text, OUT problems text[], OUT steps text[])
@@ -559,7 +563,10 @@ BEGIN
                        SET state = 'running', wake_at = now() + make_interval(secs => (step->>'seconds')::float8)
                      WHERE x.run_id = rid AND x.tag = s.tag;
                 END CASE;
-            EXCEPTION WHEN OTHERS THEN
+            -- (OTHERS leaves out query_canceled: a sql step cancelled past
+            -- ductape.user_code_timeout would roll back the whole tick, and
+            -- run again in the next, for good, holding up every run)
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
                 UPDATE ductape.workflow_steps x SET state = 'failed', error = SQLERRM, attempts = x.attempts + 1, finished_at = now()
                  WHERE x.run_id = rid AND x.tag = s.tag;
                 UPDATE ductape.workflow_runs x SET advance = true WHERE x.id = rid;

@@ -91,5 +91,49 @@ $node->safe_psql('postgres', 'CREATE DATABASE old_restored');
 command_ok(['pg_restore', '-d', $node->connstr('old_restored'), $old_dump], 'pg_restore of it');
 is($node->safe_psql('old_restored', $rights), 't|t|t|f', 'and the same rights after the restore');
 
+# A dump of a database still at 0.2.0, restored where the library is this
+# version: pg_dump names no version, so the restore makes a fresh install
+# and then applies the dump's grants -- those 0.2.0's grant_admin gave,
+# among them INSERT, UPDATE and DELETE on the tables that say whom code runs
+# as, which this version takes back on ALTER EXTENSION UPDATE.  Row security
+# keeps them from meaning anything: an admin cannot make a workflow's sql
+# steps, or a webhook handler, run as the superuser.
+$node->safe_psql('postgres', q{
+CREATE DATABASE old020;
+CREATE ROLE dump_adm;
+});
+$node->safe_psql('old020', q{
+CREATE EXTENSION ductape VERSION '0.2.0';
+SELECT ductape.grant_admin('dump_adm');
+});
+my $old_dump = $node->basedir . '/old020.dump';
+command_ok(['pg_dump', '-Fc', '-f', $old_dump, '-d', $node->connstr('old020')], 'pg_dump of a 0.2.0 database');
+$node->safe_psql('postgres', 'CREATE DATABASE from020');
+command_ok(['pg_restore', '-d', $node->connstr('from020'), $old_dump], 'pg_restore where the library is newer');
+is($node->safe_psql('from020', "SELECT extversion FROM pg_extension WHERE extname = 'ductape'"), '0.3.0',
+	'the restore made the current version');
+my $superuser = $node->safe_psql('from020', 'SELECT current_user');
+$node->safe_psql('from020', q{
+SET ROLE dump_adm;
+SELECT ductape.workflow_define('{"tag": "who", "steps": [{"tag": "s", "type": "sql", "sql": "SELECT current_user::text AS who"}], "output": "$Step{s}{who}"}');
+});
+my ($ret, $out, $err) = $node->psql('from020', qq{
+SET ROLE dump_adm;
+UPDATE ductape.workflows SET role = '$superuser' WHERE tag = 'who';
+SELECT role FROM ductape.workflows WHERE tag = 'who';
+});
+is($out, 'dump_adm', 'an admin cannot rewrite who a workflow\'s sql steps run as');
+my $run = $node->safe_psql('from020', q{SET ROLE dump_adm; SELECT ductape.workflow_start('who')});
+ok(poll_until($node, 'from020', "SELECT state FROM ductape.workflow_runs WHERE id = $run", 'completed', 20), 'the run completes');
+is($node->safe_psql('from020', "SELECT output #>> '{}' FROM ductape.workflow_runs WHERE id = $run"), 'dump_adm',
+	'its sql step ran as the admin who defined it');
+$node->safe_psql('from020', q{SELECT ductape.app_define('{"tag": "shop", "webhooks": [{"tag": "hooks", "verify": {"scheme": "none"}}]}')});
+($ret, $out, $err) = $node->psql('from020', qq{
+SET ROLE dump_adm;
+INSERT INTO ductape.webhook_subscriptions (app, webhook, event_type, handler, role)
+VALUES ('shop', 'hooks', '*', 'pg_catalog.jsonb_typeof(jsonb)', '$superuser');
+});
+like($err, qr/new row violates row-level security policy for table "webhook_subscriptions"/, 'nor subscribe a handler as the superuser');
+
 $node->stop;
 done_testing();
