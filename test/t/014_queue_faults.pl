@@ -1,8 +1,9 @@
 # Faults the database worker's queues must survive without dying, looping or
 # sending anything twice: an answer whose body jsonb cannot hold, an OAuth2
-# token endpoint that keeps failing (or is slow) for queued jobs, and user
-# code that keeps catching its cancel in a webhook handler or a workflow
-# sql step.
+# token endpoint that keeps failing (or is slow, or gives short-lived
+# tokens) for queued jobs, user code that keeps catching its cancel in a
+# webhook handler or a workflow sql step, a sql step that is merely slow,
+# and databases dropped while their worker serves a token request.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
