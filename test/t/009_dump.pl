@@ -90,6 +90,9 @@ command_ok(['pg_dump', '-Fc', '-f', $old_dump, '-d', $node->connstr('old_install
 $node->safe_psql('postgres', 'CREATE DATABASE old_restored');
 command_ok(['pg_restore', '-d', $node->connstr('old_restored'), $old_dump], 'pg_restore of it');
 is($node->safe_psql('old_restored', $rights), 't|t|t|f', 'and the same rights after the restore');
+# (each database with ductape has a worker: leave the slots to what follows)
+$node->safe_psql('postgres', 'DROP DATABASE old_install');
+$node->safe_psql('postgres', 'DROP DATABASE old_restored');
 
 # A dump of a database still at 0.2.0, restored where the library is this
 # version: pg_dump names no version, so the restore makes a fresh install
