@@ -695,6 +695,36 @@ ALTER FUNCTION ductape._document_parse(text, text) STRICT;
 ALTER FUNCTION ductape._condition_check(text, text) STRICT;
 ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 
+-- ==== calls partitioned by day, call_retention, retention of finished workflow runs ====
+-- (section: retention)
+
+
+
+-- ==== statistics kept in shared memory (ductape.stats, stats_reset) ====
+-- (section: stats)
+
+
+
+-- ==== metrics and health (ductape.health) ====
+-- (section: metrics)
+
+
+
+-- ==== alerts (NOTIFY ductape_alerts, operational event types) ====
+-- (section: alerts)
+
+
+
+-- ==== lifecycle: every object made by a function is changed and removed by one ====
+-- (section: lifecycle)
+
+
+
+-- ==== descriptions: COMMENT ON every object a user reads ====
+-- (section: descriptions)
+
+
+
 -- An upgrade script's GRANTs and REVOKEs are recorded as the objects'
 -- initial privileges (pg_init_privs), and with them every role the
 -- database had granted ductape to by then; pg_dump leaves initial

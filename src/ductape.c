@@ -194,6 +194,12 @@ DefineSettings(void)
 							&ductape_job_retention_s, 7 * 24 * 3600, 60, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("ductape.call_retention",
+							"How long records in ductape.calls are kept before the worker drops them.",
+							"Calls are stored in one partition per day; a day is dropped whole once all of it is older than this.",
+							&ductape_call_retention_s, 7 * 24 * 3600, 3600, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.workers",
 							"Workers per database.",
 							"one worker per database for now; other values are refused.",
@@ -217,6 +223,12 @@ DefineSettings(void)
 							   "host:port where the webhook listener serves HTTP; empty means no listener.",
 							   "Port 0 picks a free port (webhook_url shows it).  Put a TLS-terminating proxy in front for the internet.",
 							   &ductape_webhook_listen, "",
+							   PGC_POSTMASTER, 0,
+							   webhook_check_listen, NULL, NULL);
+	DefineCustomStringVariable("ductape.metrics_listen",
+							   "host:port where the listener serves Prometheus metrics at /metrics; empty means none.",
+							   "Served by the same process as webhooks, on its own socket.  Keep it on a private address: it names apps, actions and databases.",
+							   &ductape_metrics_listen, "",
 							   PGC_POSTMASTER, 0,
 							   webhook_check_listen, NULL, NULL);
 	DefineCustomStringVariable("ductape.webhook_database",

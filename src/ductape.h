@@ -96,6 +96,7 @@ extern int	ductape_workers;
 extern int	ductape_egress_generation;
 extern int	ductape_max_concurrency;
 extern int	ductape_job_retention_s;
+extern int	ductape_call_retention_s;
 
 extern bool DtIsValidTag(const char *tag);
 
@@ -485,6 +486,7 @@ extern Datum RunHidingStatement(PGFunction fn, FunctionCallInfo fcinfo);
 
 /* ---- webhook.c ---- */
 extern char *ductape_webhook_listen;
+extern char *ductape_metrics_listen;
 extern char *ductape_webhook_database;
 extern int	ductape_webhook_max_body;
 extern int	ductape_webhook_request_timeout_ms;

@@ -24,6 +24,7 @@ int			ductape_workers = 1;
 char	   *ductape_ca_file = NULL;
 int			ductape_max_concurrency = 256;
 int			ductape_job_retention_s = 7 * 24 * 3600;
+int			ductape_call_retention_s = 7 * 24 * 3600;
 
 /*
  * Bumped whenever a setting that decides what we may connect to changes;

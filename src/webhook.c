@@ -106,6 +106,7 @@ PGDLLEXPORT void ductape_listener_main(Datum arg);
 PG_FUNCTION_INFO_V1(dt_webhook_listen_address);
 
 char	   *ductape_webhook_listen = "";
+char	   *ductape_metrics_listen = "";
 char	   *ductape_webhook_database = "postgres";
 int			ductape_webhook_max_body = 1024 * 1024;
 int			ductape_webhook_request_timeout_ms = 5000;
