@@ -698,6 +698,81 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ==== calls partitioned by day, call_retention, retention of finished workflow runs ====
 -- (section: retention)
 
+-- ductape.calls becomes partitioned by UTC day (src/sql/05_run.sql): the
+-- 0.2.0 table is renamed away, the partitioned one made in its place with
+-- the same policy and indexes and the same grants, its rows moved into day
+-- partitions (members of the extension, as the worker's are), the stats
+-- view pointed at the new table, the old one dropped.
+ALTER TABLE ductape.calls RENAME TO calls_0_2_0;
+ALTER TABLE ductape.calls_0_2_0 RENAME CONSTRAINT calls_pkey TO calls_0_2_0_pkey;
+ALTER INDEX ductape.calls_at_idx RENAME TO calls_0_2_0_at_idx;
+ALTER INDEX ductape.calls_app_action_idx RENAME TO calls_0_2_0_app_action_idx;
+CREATE TABLE ductape.calls (
+    id          bigint NOT NULL,
+    at          timestamptz NOT NULL,
+    app         text,
+    action      text,
+    env         text,
+    product     text,
+    method      text NOT NULL,
+    url         text NOT NULL,
+    status      integer,
+    attempts    integer NOT NULL,
+    duration_ms double precision NOT NULL,
+    error       text,
+    job_id      bigint,
+    role        name,
+    PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
+CREATE INDEX calls_at_idx ON ductape.calls (at);
+CREATE INDEX calls_app_action_idx ON ductape.calls (app, action, at);
+ALTER TABLE ductape.calls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY calls_by_role ON ductape.calls FOR SELECT
+    USING (role = current_user
+           OR pg_catalog.has_function_privilege('ductape.secret_get(text)', 'EXECUTE'));
+DO $$
+DECLARE
+    a record;
+    d date;
+    part text;
+BEGIN
+    -- the roles' grants (grant_usage: SELECT), as they were
+    FOR a IN SELECT x.grantee, x.privilege_type, x.is_grantable
+               FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) x
+              WHERE c.oid OPERATOR(pg_catalog.=) 'ductape.calls_0_2_0'::pg_catalog.regclass
+                AND x.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON ductape.calls TO %s%s', a.privilege_type,
+                                  CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE a.grantee::pg_catalog.regrole::text END,
+                                  CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    -- a partition for each day that has rows
+    FOR d IN SELECT DISTINCT (c.at AT TIME ZONE 'UTC')::date FROM ductape.calls_0_2_0 c LOOP
+        part := 'calls_' OPERATOR(pg_catalog.||) pg_catalog.to_char(d, 'YYYYMMDD');
+        EXECUTE pg_catalog.format('CREATE TABLE ductape.%I PARTITION OF ductape.calls FOR VALUES FROM (%L) TO (%L)',
+                                  part, pg_catalog.to_char(d, 'YYYY-MM-DD') OPERATOR(pg_catalog.||) ' 00:00:00+00',
+                                  pg_catalog.to_char(d OPERATOR(pg_catalog.+) 1, 'YYYY-MM-DD') OPERATOR(pg_catalog.||) ' 00:00:00+00');
+        EXECUTE pg_catalog.format('ALTER TABLE ductape.%I ENABLE ROW LEVEL SECURITY', part);
+    END LOOP;
+END
+$$;
+INSERT INTO ductape.calls SELECT * FROM ductape.calls_0_2_0;
+-- (the same definition, bound to the new table; the stats section below
+-- may replace it)
+CREATE OR REPLACE VIEW ductape.stats WITH (security_invoker = true) AS
+SELECT app, action,
+       count(*)                                                        AS calls,
+       count(*) FILTER (WHERE error IS NOT NULL)                       AS errors,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3)  AS p50_ms,
+       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3) AS p95_ms,
+       max(at)                                                         AS last_at
+  FROM ductape.calls
+ GROUP BY app, action;
+DROP TABLE ductape.calls_0_2_0;
+
+-- finished workflow runs are deleted after ductape.job_retention
+CREATE INDEX workflow_runs_finished_idx ON ductape.workflow_runs (finished_at) WHERE finished_at IS NOT NULL;
+
 
 
 -- ==== statistics kept in shared memory (ductape.stats, stats_reset) ====

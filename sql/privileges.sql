@@ -83,7 +83,7 @@ SELECT count(*) AS public_grants
  WHERE n.nspname = 'ductape' AND has_function_privilege('public', p.oid, 'EXECUTE');
 SELECT count(*) AS public_table_grants
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v') AND has_table_privilege('public', c.oid, 'SELECT');
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'p', 'v') AND has_table_privilege('public', c.oid, 'SELECT');
 
 -- The whole matrix (docs/security.md): every function, table and view of the
 -- schema, and what an admin role, a usage role and an unrelated role may do.
@@ -104,13 +104,13 @@ SELECT c.oid::regclass AS relation, c.relkind, c.relrowsecurity AS rls,
        r.role
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
        (VALUES ('dt_admin'), ('dt_app'), ('dt_nobody'), ('public')) r(role)
- WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v')
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'p', 'v')
    AND (has_table_privilege(r.role, c.oid, 'SELECT') OR has_table_privilege(r.role, c.oid, 'INSERT')
         OR has_table_privilege(r.role, c.oid, 'UPDATE') OR has_table_privilege(r.role, c.oid, 'DELETE'))
  ORDER BY c.oid::regclass::text, r.role;
 SELECT count(*) AS relations_nobody_or_public_can_touch
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, (VALUES ('dt_nobody'), ('public')) r(role)
- WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'v', 'S')
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'p', 'v', 'S')
    AND (has_table_privilege(r.role, c.oid, 'SELECT') OR has_table_privilege(r.role, c.oid, 'INSERT')
         OR has_table_privilege(r.role, c.oid, 'UPDATE') OR has_table_privilege(r.role, c.oid, 'DELETE'));
 
@@ -124,7 +124,7 @@ SELECT c.oid::regclass AS relation, a.attname AS column_name,
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
  CROSS JOIN (VALUES ('dt_admin'), ('dt_app'), ('dt_nobody'), ('public')) r(role)
- WHERE n.nspname = 'ductape' AND c.relkind = 'r'
+ WHERE n.nspname = 'ductape' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
    AND (a.attname IN ('role', 'handler', 'on_success', 'on_failure') OR a.atttypid IN ('regrole'::regtype, 'regprocedure'::regtype))
  GROUP BY c.oid, a.attname
  ORDER BY c.oid::regclass::text COLLATE "C", 2;

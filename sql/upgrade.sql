@@ -208,8 +208,22 @@ SELECT expect_error($$SELECT ductape.publish('up.order', '{"n": 8}', idempotency
 RESET ROLE;
 
 -- The update to the current version.
+SELECT count(*) AS calls_before FROM ductape.calls \gset
 ALTER EXTENSION ductape UPDATE;
 SELECT extversion = :'fresh_version' AS current_version FROM pg_extension WHERE extname = 'ductape';
+-- ductape.calls is partitioned by day now: the records made before the
+-- update are all there, in day partitions like the worker's (members of
+-- the extension, no grants, row level security on), and the usage roles
+-- still read ductape.calls
+SELECT c.relkind AS calls_kind, (SELECT count(*) FROM ductape.calls) >= :calls_before AS calls_kept,
+       :calls_before > 0 AS had_calls
+  FROM pg_class c WHERE c.oid = 'ductape.calls'::regclass;
+SELECT count(*) > 0 AS partitions, bool_and(p.relname ~ '^calls_[0-9]{8}$') AS named_by_day,
+       bool_and(p.relacl IS NULL) AS no_grants, bool_and(p.relrowsecurity) AS row_security,
+       bool_and(EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = p.oid
+                          AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')) AS members
+  FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = 'ductape.calls'::regclass;
+SELECT has_table_privilege('dt_up_user', 'ductape.calls', 'SELECT') AS usage_role_reads_calls;
 SELECT ductape.version() = jsonb_build_object('extension', :'fresh_version', 'library', :'fresh_version') AS version;
 
 -- The action rules in C give exactly what the plpgsql gave: the same
@@ -341,7 +355,9 @@ BEGIN
 RETURN QUERY
 WITH ext AS (SELECT e.oid FROM pg_extension e WHERE e.extname = 'ductape'),
      ns AS (SELECT n.oid FROM pg_namespace n WHERE n.nspname = 'ductape'),
-     rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)),
+     -- (the day partitions of ductape.calls and their indexes are made by
+     -- the worker as days come: compared apart, below)
+     rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns) AND NOT c.relispartition),
      fn AS (SELECT p.* FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)),
      -- (types of their own: not a table's row type, not an array)
      typ AS (SELECT t.* FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns)
@@ -371,6 +387,8 @@ UNION ALL
 SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid), ''
   FROM pg_depend d
  WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e'
+   AND NOT (d.classid = 'pg_class'::regclass
+            AND coalesce((SELECT c.relispartition FROM pg_class c WHERE c.oid = d.objid), false))
 UNION ALL
 SELECT 'relation', c.relname::text,
        format('kind %s, options %s, row security %s (forced %s), persistence %s, replica identity %s, owner %s',
@@ -401,6 +419,7 @@ UNION ALL
 SELECT 'constraint', coalesce(co.conrelid::regclass::text, co.contypid::regtype::text) || ' ' || co.conname,
        co.contype::text || ': ' || pg_get_constraintdef(co.oid)
   FROM pg_constraint co WHERE co.connamespace = (SELECT oid FROM ns)
+   AND (co.conrelid = 0 OR co.conrelid IN (SELECT oid FROM rel))
 UNION ALL
 SELECT 'trigger', c.relname || ' ' || tg.tgname,
        pg_get_triggerdef(tg.oid) || ' (enabled ' || tg.tgenabled::text || ')'

@@ -188,6 +188,18 @@ CallsCollect(Oid dbid, DtCallSlot *buf, int max)
 	return n;
 }
 
+/*
+ * Count n collected records as dropped (worker side: a batch it could not
+ * store).
+ */
+void
+CallsCountDropped(int n)
+{
+	LWLockAcquire(Calls->lock, LW_EXCLUSIVE);
+	Calls->dropped += n;
+	LWLockRelease(Calls->lock);
+}
+
 /* Are there call records of dbid not yet collected? */
 bool
 CallsPendingFor(Oid dbid)

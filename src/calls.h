@@ -61,6 +61,7 @@ extern int64 CallsRecord(const DtCallInfo *info);
 /* a database's worker */
 extern bool CallsPendingFor(Oid dbid);
 extern int	CallsCollect(Oid dbid, DtCallSlot *buf, int max);
+extern void CallsCountDropped(int n);
 
 /* the launcher, DROP DATABASE */
 extern int	CallsPendingDatabases(Oid *dbs, int max);

@@ -505,6 +505,9 @@ extern void InboundInit(void);
 
 /* ---- retention.c ---- */
 extern void RetentionInit(void);
+extern int32 CallsDayOf(TimestampTz t);
+extern void CallsDaysEnsure(const int32 *days, int n);
+extern void CallsDaysForget(void);
 
 /* ---- signature.c ---- */
 typedef enum

@@ -316,10 +316,6 @@ DbWorkerDetach(int code, Datum arg)
 	}
 }
 
-/*
- * Insert records into ductape.calls in one transaction.  Returns false
- * when the extension is not installed here (the records are dropped).
- */
 static Datum
 TextArray(Datum *vals, bool *nulls, int n)
 {
@@ -339,9 +335,13 @@ FixedArray(Datum *vals, bool *nulls, int n, Oid type, int len, bool byval, char 
 }
 
 /*
- * Insert records into ductape.calls, one statement for the whole batch.
+ * Insert records into ductape.calls, one statement for the whole batch,
+ * into the parent (PostgreSQL routes each row to its day's partition),
+ * after making sure the batch's days have their partitions (retention.c).
  * (When the extension is not installed here, the worker leaves, dropping
- * them.)
+ * them.)  An error is raised to the caller, with the transaction open.
+ * ON CONFLICT names no target: the key is (id, at), or id while the SQL
+ * objects are still 0.2.0's.
  */
 static void
 FlushCalls(DtCallSlot *recs, int n)
@@ -357,6 +357,28 @@ FlushCalls(DtCallSlot *recs, int n)
 
 	WorkerBeginInstalledWork("ductape: storing call records");
 	{
+		int32		days[8];
+		int			ndays = 0;
+
+		/* the batch's days: one or two, unless records came late */
+		for (i = 0; i < n; i++)
+		{
+			int32		day = CallsDayOf(recs[i].at);
+			int			k;
+
+			for (k = 0; k < ndays && days[k] != day; k++)
+				;
+			if (k < ndays)
+				continue;
+			if (ndays == lengthof(days))
+			{
+				CallsDaysEnsure(days, ndays);
+				ndays = 0;
+			}
+			days[ndays++] = day;
+		}
+		CallsDaysEnsure(days, ndays);
+
 		for (c = 0; c < 14; c++)
 		{
 			vals[c] = palloc(sizeof(Datum) * n);
@@ -410,7 +432,7 @@ FlushCalls(DtCallSlot *recs, int n)
 								  "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), "
 								  "  pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11), "
 								  "  pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14::pg_catalog.name[])) "
-								  "ON CONFLICT (id) DO NOTHING",
+								  "ON CONFLICT DO NOTHING",
 								  14, (Oid *) argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not store call records");
 		SPI_finish();
@@ -421,8 +443,21 @@ FlushCalls(DtCallSlot *recs, int n)
 /*
  * The worker's task for call records: store them once the oldest waiting
  * is a batching window old (many calls, one transaction).
+ *
+ * A batch taken out of the ring stays in this worker's memory until it is
+ * stored: when the INSERT fails (a lock not granted, a partition that
+ * could not be made, a constraint a superuser added), the same batch is
+ * tried again after 1, 2, 4 and 8 s, and nothing more is taken from the
+ * ring meanwhile (its records wait there).  A batch that fails
+ * DT_FLUSH_ATTEMPTS times (a poison row) is dropped, counted with the
+ * ring's dropped records, and logged once, so that it cannot hold the ring
+ * (shared by all databases) forever.
  */
+#define DT_FLUSH_ATTEMPTS 5
+
 static DtCallSlot *FlushBuffer;
+static int	FlushCount = 0;		/* records in FlushBuffer not yet stored */
+static int	FlushFailures = 0;	/* failed attempts to store them */
 static TimestampTz FirstPending = 0;
 
 static bool
@@ -431,6 +466,9 @@ CallRecordsReady(long *in_ms)
 	TimestampTz now = GetCurrentTimestamp();
 	long		waited;
 
+	/* a batch waiting to be tried again: when the task is due */
+	if (FlushCount > 0)
+		return false;
 	if (!CallsPendingFor(MyDatabaseId))
 	{
 		FirstPending = 0;
@@ -445,14 +483,81 @@ CallRecordsReady(long *in_ms)
 	return false;
 }
 
+/*
+ * Store the batch in FlushBuffer; on an error, roll back and return false
+ * with the error's message in *error.
+ */
+static bool
+FlushPending(char **error)
+{
+	MemoryContext here = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		FlushCalls(FlushBuffer, FlushCount);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(here);
+		ed = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(here);
+		*error = pstrdup(ed->message);
+		FreeErrorData(ed);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
 static long
 CallRecordsRun(bool *did_work)
 {
-	int			n;
-
-	while ((n = CallsCollect(MyDatabaseId, FlushBuffer, DT_FLUSH_BATCH)) > 0)
+	for (;;)
 	{
-		FlushCalls(FlushBuffer, n);
+		char	   *error = NULL;
+
+		if (FlushCount == 0)
+			FlushCount = CallsCollect(MyDatabaseId, FlushBuffer, DT_FLUSH_BATCH);
+		if (FlushCount == 0)
+			break;
+		if (FlushPending(&error))
+		{
+			FlushCount = 0;
+			FlushFailures = 0;
+		}
+		else if (++FlushFailures < DT_FLUSH_ATTEMPTS)
+		{
+			long		delay_ms = 1000L << (FlushFailures - 1);
+
+			/* the partitions may have changed under the worker */
+			CallsDaysForget();
+			ereport(LOG,
+					(errmsg_plural("ductape could not store %d call record: %s",
+								   "ductape could not store %d call records: %s",
+								   FlushCount, FlushCount, error),
+					 errdetail("Attempt %d of %d; the worker tries again in %ld ms.",
+							   FlushFailures, DT_FLUSH_ATTEMPTS, delay_ms)));
+			return delay_ms;
+		}
+		else
+		{
+			CallsDaysForget();
+			CallsCountDropped(FlushCount);
+			ereport(LOG,
+					(errmsg_plural("ductape dropped %d call record: %s",
+								   "ductape dropped %d call records: %s",
+								   FlushCount, FlushCount, error),
+					 errdetail("Storing them in ductape.calls failed %d times; they are counted as dropped.",
+							   DT_FLUSH_ATTEMPTS)));
+			FlushCount = 0;
+			FlushFailures = 0;
+		}
 		CHECK_FOR_INTERRUPTS();
 	}
 	FirstPending = 0;

@@ -21,8 +21,20 @@ RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_http';
 -- One row per call made (run, run_response, http), written by a background
 -- worker from a shared-memory buffer: the caller's transaction never writes
 -- here, and a rolled-back caller still leaves its record.
+--
+-- Partitioned by day (UTC) on at: ductape.calls_YYYYMMDD holds
+-- [YYYY-MM-DD 00:00 UTC, next day 00:00 UTC).  The database's worker, the
+-- only writer, creates the partitions (today and the next days ahead, and
+-- any day a late record needs) and drops those whose whole day is older
+-- than ductape.call_retention (src/retention.c): expiring a day costs one
+-- DROP TABLE, not a DELETE of its rows.  There is no default partition.
+-- The partitions are members of the extension, hold no grants and have row
+-- level security enabled with no policy: users read through this table
+-- only, where calls_by_role applies.  The primary key has at because a
+-- partitioned table's unique keys must hold the partition key; id alone is
+-- unique anyway (a shared counter, src/calls.c).
 CREATE TABLE ductape.calls (
-    id          bigint PRIMARY KEY,
+    id          bigint NOT NULL,
     at          timestamptz NOT NULL,
     app         text,
     action      text,
@@ -35,8 +47,9 @@ CREATE TABLE ductape.calls (
     duration_ms double precision NOT NULL,
     error       text,
     job_id      bigint,
-    role        name
-);
+    role        name,
+    PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
 CREATE INDEX calls_at_idx ON ductape.calls (at);
 CREATE INDEX calls_app_action_idx ON ductape.calls (app, action, at);
 

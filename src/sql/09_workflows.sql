@@ -279,6 +279,8 @@ CREATE TABLE ductape.workflow_runs (
     CONSTRAINT workflow_runs_idempotency_key UNIQUE (role, idempotency_key)
 );
 CREATE INDEX workflow_runs_advance_idx ON ductape.workflow_runs (id) WHERE advance;
+-- finished runs are deleted after ductape.job_retention (src/retention.c)
+CREATE INDEX workflow_runs_finished_idx ON ductape.workflow_runs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE ductape.workflow_steps (
     run_id      bigint NOT NULL REFERENCES ductape.workflow_runs (id) ON DELETE CASCADE,
     tag         text NOT NULL,
