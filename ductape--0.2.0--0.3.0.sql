@@ -701,7 +701,8 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ductape.calls becomes partitioned by UTC day (src/sql/05_run.sql): the
 -- 0.2.0 table is renamed away, the partitioned one made in its place with
 -- the same policy and indexes and the same grants, its rows moved into day
--- partitions (members of the extension, as the worker's are), the stats
+-- partitions (members of the extension, as the worker's are; today's and
+-- the next three days' are made here too, as a fresh install does), the stats
 -- view pointed at the new table, the old one dropped.
 ALTER TABLE ductape.calls RENAME TO calls_0_2_0;
 ALTER TABLE ductape.calls_0_2_0 RENAME CONSTRAINT calls_pkey TO calls_0_2_0_pkey;
@@ -746,8 +747,10 @@ BEGIN
                                        ELSE a.grantee::pg_catalog.regrole::text END,
                                   CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
-    -- a partition for each day that has rows
-    FOR d IN SELECT DISTINCT (c.at AT TIME ZONE 'UTC')::date FROM ductape.calls_0_2_0 c LOOP
+    -- a partition for each day that has rows, today and the next three days
+    FOR d IN SELECT (c.at AT TIME ZONE 'UTC')::date FROM ductape.calls_0_2_0 c
+             UNION
+             SELECT (pg_catalog.now() AT TIME ZONE 'UTC')::date OPERATOR(pg_catalog.+) k FROM pg_catalog.generate_series(0, 3) k LOOP
         part := 'calls_' OPERATOR(pg_catalog.||) pg_catalog.to_char(d, 'YYYYMMDD');
         EXECUTE pg_catalog.format('CREATE TABLE ductape.%I PARTITION OF ductape.calls FOR VALUES FROM (%L) TO (%L)',
                                   part, pg_catalog.to_char(d, 'YYYY-MM-DD') OPERATOR(pg_catalog.||) ' 00:00:00+00',

@@ -40,7 +40,8 @@ RESET DateStyle;
 -- with the parent's indexes.
 SELECT count(*) AS partitions,
        count(*) FILTER (WHERE p.relname ~ '^calls_[0-9]{8}$') AS named_by_day,
-       count(*) FILTER (WHERE p.relacl IS NULL) AS without_grants,
+       count(*) FILTER (WHERE NOT EXISTS (SELECT FROM aclexplode(coalesce(p.relacl, acldefault('r', p.relowner))) a
+                                       WHERE a.grantee <> p.relowner)) AS without_grants,
        count(*) FILTER (WHERE p.relrowsecurity) AS with_row_security,
        count(*) FILTER (WHERE NOT EXISTS (SELECT FROM pg_policy po WHERE po.polrelid = p.oid)) AS without_policy,
        count(*) FILTER (WHERE EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = p.oid

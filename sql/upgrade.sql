@@ -219,7 +219,8 @@ SELECT c.relkind AS calls_kind, (SELECT count(*) FROM ductape.calls) >= :calls_b
        :calls_before > 0 AS had_calls
   FROM pg_class c WHERE c.oid = 'ductape.calls'::regclass;
 SELECT count(*) > 0 AS partitions, bool_and(p.relname ~ '^calls_[0-9]{8}$') AS named_by_day,
-       bool_and(p.relacl IS NULL) AS no_grants, bool_and(p.relrowsecurity) AS row_security,
+       bool_and(NOT EXISTS (SELECT FROM aclexplode(coalesce(p.relacl, acldefault('r', p.relowner))) a
+                            WHERE a.grantee <> p.relowner)) AS no_grants, bool_and(p.relrowsecurity) AS row_security,
        bool_and(EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = p.oid
                           AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')) AS members
   FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = 'ductape.calls'::regclass;

@@ -17,7 +17,10 @@
  * [that day 00:00 UTC, the next day 00:00 UTC).  The worker is its only
  * writer, so it is the one that makes the partitions:
  *	- the same task makes today's and the next CALLS_DAYS_AHEAD days' ahead
- *	  of time, so that the flush path normally finds its day made;
+ *	  of time, so that the flush path normally finds its day made (the
+ *	  install and the update script make the first four, so that a restore
+ *	  running GRANTs on ductape.calls does not meet the worker attaching
+ *	  the table's first partition, which updates its pg_class row);
  *	- the flush path (worker.c) calls CallsDaysEnsure for the days of its
  *	  batch before inserting, and a record for a day that has no partition
  *	  (late, or the clock moved) gets its day made on demand: no record is
