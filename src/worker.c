@@ -233,6 +233,35 @@ ReleaseWorker(Oid dbid, bool discard_records)
 	}
 }
 
+/*
+ * No background worker slot was free for dbid's worker.  The launcher tries
+ * again every second; it says so once, and once more when a worker starts
+ * again, not at every try.
+ */
+static bool SlotsExhausted = false;
+
+static void
+NoteSlotsExhausted(Oid dbid)
+{
+	if (SlotsExhausted)
+		return;
+	SlotsExhausted = true;
+	ereport(WARNING,
+			(errmsg("ductape could not start a worker for database %u: no background worker slot is free", dbid),
+			 errdetail("The launcher keeps trying every second and logs again when a worker starts; until then that database's jobs, deliveries, webhook events and call records wait."),
+			 errhint("Raise max_worker_processes (it counts every background worker of the server, parallel query workers included).")));
+}
+
+static void
+NoteWorkerStarted(Oid dbid)
+{
+	if (!SlotsExhausted)
+		return;
+	SlotsExhausted = false;
+	ereport(LOG,
+			(errmsg("ductape started a worker for database %u: a background worker slot is free again", dbid)));
+}
+
 void
 ductape_launcher_main(Datum arg)
 {
@@ -264,12 +293,11 @@ ductape_launcher_main(Datum arg)
 		{
 			if (!StartDbWorker(dbid))
 			{
-				ereport(WARNING,
-						(errmsg("ductape could not start a worker for database %u", dbid),
-						 errhint("Raise max_worker_processes.")));
+				NoteSlotsExhausted(dbid);
 				RegistryRelease(dbid);
 				break;
 			}
+			NoteWorkerStarted(dbid);
 		}
 	}
 }
