@@ -728,9 +728,8 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- the schema, and every function, table, view, column and type a user reads
 -- or calls, as src/sql/ describes them.
 COMMENT ON EXTENSION ductape IS
-    'Third-party API integrations from inside PostgreSQL: calls to the actions of defined apps '
-    '(secrets, OAuth2, retries, egress policy, call records and stats), background jobs, inbound '
-    'webhooks, signed outbound webhooks (published events) and durable workflows';
+    'Third-party API integrations inside PostgreSQL: calls to defined apps, background jobs, '
+    'inbound webhooks, signed outbound webhooks and durable workflows';
 COMMENT ON SCHEMA ductape IS
     'ductape: third-party API integrations run from inside the database. Nothing here is '
     'granted to PUBLIC: ductape.grant_usage and ductape.grant_admin give roles what they need.';
