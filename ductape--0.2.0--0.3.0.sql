@@ -723,6 +723,559 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ==== descriptions: COMMENT ON every object a user reads ====
 -- (section: descriptions)
 
+-- What \dx, \df+ and \d+ show: the extension (the same words as the
+-- comment in ductape.control, which only a fresh CREATE EXTENSION applies),
+-- the schema, and every function, table, view, column and type a user reads
+-- or calls, as src/sql/ describes them.
+COMMENT ON EXTENSION ductape IS
+    'Third-party API integrations inside PostgreSQL: calls to defined apps, background jobs, '
+    'inbound webhooks, signed outbound webhooks and durable workflows';
+COMMENT ON SCHEMA ductape IS
+    'ductape: third-party API integrations run from inside the database. Nothing here is '
+    'granted to PUBLIC: ductape.grant_usage and ductape.grant_admin give roles what they need.';
+COMMENT ON FUNCTION ductape.version() IS
+    'Returns {"extension": ..., "library": ...}: the version of the installed SQL objects and '
+    'of the loaded library, which differ after new binaries are installed until ALTER EXTENSION '
+    'ductape UPDATE. Usage roles.';
+COMMENT ON FUNCTION ductape._schema_validate(jsonb,jsonb) IS
+    'Internal, for debugging: the violations of an instance against a JSON Schema, as run lists '
+    'them (an empty array: valid). Admins.';
+COMMENT ON TABLE ductape.apps IS
+    'One row per app (an API described once: envs, auth, constants, variables, retries, '
+    'webhooks); written by app_define, app_create, the importers and app_drop. Admins read and '
+    'write it.';
+COMMENT ON COLUMN ductape.apps.tag IS
+    'The app''s name in every call: a tag (1 to 63 of a-z 0-9 _ . -).';
+COMMENT ON COLUMN ductape.apps.name IS 'Display name, for people; NULL: none.';
+COMMENT ON COLUMN ductape.apps.description IS 'What the API is, for people; NULL: none.';
+COMMENT ON COLUMN ductape.apps.spec IS
+    'The app spec without tag, name, description and actions (envs, auth, constants, variables, '
+    'retries, timeout_ms, webhooks).';
+COMMENT ON COLUMN ductape.apps.created_at IS 'When the app was first defined.';
+COMMENT ON COLUMN ductape.apps.updated_at IS 'When the app was last defined or changed.';
+COMMENT ON TABLE ductape.actions IS
+    'One row per action (one API endpoint) of an app; written by app_define, action_define and '
+    'the importers, removed with their app. Admins read and write it.';
+COMMENT ON COLUMN ductape.actions.app IS 'The app the action belongs to.';
+COMMENT ON COLUMN ductape.actions.tag IS 'The action''s name in calls, unique within the app.';
+COMMENT ON COLUMN ductape.actions.position IS
+    'Order of the action in the app spec; app_export keeps it.';
+COMMENT ON COLUMN ductape.actions.spec IS
+    'The action spec without its tag (method, resource, headers, query, body, input schema, '
+    'retries, timeout_ms, success).';
+COMMENT ON COLUMN ductape.actions.updated_at IS 'When the action was last defined.';
+COMMENT ON FUNCTION ductape.app_define(jsonb) IS
+    'Creates or replaces a whole app from its spec; afterwards the app has exactly the spec''s '
+    'actions. Every problem of an invalid spec is listed at once (22023). Returns the app tag. '
+    'Admins.';
+COMMENT ON FUNCTION ductape.app_create(text,text,text) IS
+    'Creates an empty app (no envs, no actions) with a tag, a name and a description, to fill '
+    'with action_define or app_define; 42710 if it exists. Returns the tag. Admins.';
+COMMENT ON FUNCTION ductape.action_define(text,jsonb) IS
+    'Creates or replaces one action of an existing app (a new one goes last). Returns the '
+    'action tag. Admins.';
+COMMENT ON FUNCTION ductape.app_export(text) IS
+    'Returns an app as the spec app_define accepts, its actions included: '
+    'app_define(app_export(x)) changes nothing. Admins.';
+COMMENT ON FUNCTION ductape.app_drop(text) IS
+    'Drops an app with its actions, variable values, config, product connections, OAuth2 '
+    'tokens, webhook URLs and subscriptions. Admins.';
+COMMENT ON FUNCTION ductape.describe(text,text) IS
+    'Describes an app (envs, declared variables, constant names, actions) or, given an action, '
+    'its inputs (placement, type, whether required, an example) and an example call. Never '
+    'shows constant values, auth or secrets. Usage roles.';
+COMMENT ON TABLE ductape.products IS
+    'One row per product (your application, with its own envs); the product default always '
+    'exists. Written by product_create. Admins read and write it.';
+COMMENT ON COLUMN ductape.products.tag IS
+    'The product''s name, as in the product argument and ductape.product.';
+COMMENT ON COLUMN ductape.products.name IS 'Display name, for people; NULL: none.';
+COMMENT ON COLUMN ductape.products.envs IS
+    'The product''s environments (tags), dev and prd by default.';
+COMMENT ON COLUMN ductape.products.created_at IS 'When the product was created.';
+COMMENT ON TABLE ductape.product_apps IS
+    'One row per app connected to a product other than default; written by product_connect. '
+    'Admins read and write it.';
+COMMENT ON COLUMN ductape.product_apps.product IS 'The product the app is connected to.';
+COMMENT ON COLUMN ductape.product_apps.app IS 'The app connected to the product.';
+COMMENT ON COLUMN ductape.product_apps.env_map IS
+    'JSON object mapping a product env to the app env it uses; an env missing from it uses the '
+    'app env of the same name.';
+COMMENT ON TABLE ductape.configs IS
+    'Credentials applied to every call of an app in one (product, env); written by config. '
+    'Admins read and write it.';
+COMMENT ON COLUMN ductape.configs.product IS 'The product the credentials apply to.';
+COMMENT ON COLUMN ductape.configs.app IS 'The app whose calls they apply to.';
+COMMENT ON COLUMN ductape.configs.env IS 'The product env they apply to.';
+COMMENT ON COLUMN ductape.configs.credentials IS
+    'A flat-input object of templates (such as {"headers:Authorization": "Bearer $Secret{X}"}), '
+    'stored as written, never resolved.';
+COMMENT ON COLUMN ductape.configs.updated_at IS 'When it was last set.';
+COMMENT ON TABLE ductape.variables IS
+    'Values of the variables an app declares, per (product, app, env); written by variable_set, '
+    'read by templates as $Variable{key}. Admins read and write it.';
+COMMENT ON COLUMN ductape.variables.product IS 'The product the value applies to.';
+COMMENT ON COLUMN ductape.variables.app IS 'The app that declares the variable.';
+COMMENT ON COLUMN ductape.variables.env IS 'The product env the value applies to.';
+COMMENT ON COLUMN ductape.variables.key IS 'The variable''s name, as the app declares it.';
+COMMENT ON COLUMN ductape.variables.value IS 'Its value (any JSON, JSON null included).';
+COMMENT ON COLUMN ductape.variables.updated_at IS 'When it was last set.';
+COMMENT ON FUNCTION ductape.product_create(text,text,text[]) IS
+    'Creates a product with a display name and its envs (dev and prd by default); 42710 if it '
+    'exists. Returns the tag. Admins.';
+COMMENT ON FUNCTION ductape.product_connect(text,text,jsonb) IS
+    'Connects an app to a product, or maps it again; env_map is an object of product env to app '
+    'env (NULL: each env maps to the app env of the same name). Admins.';
+COMMENT ON FUNCTION ductape.config(text,jsonb,text,text) IS
+    'Stores the credentials applied to every call of an app in (product, env): an object of '
+    'templates such as {"headers:Authorization": "Bearer $Secret{X}"}, kept as written. NULL '
+    'env or product: ductape.env, ductape.product. Admins.';
+COMMENT ON FUNCTION ductape.variable_set(text,text,jsonb,text,text) IS
+    'Sets the value of a variable the app declares, for (product, app, env); templates read it '
+    'as $Variable{key}. A SQL NULL value is refused: use ''null''::jsonb. NULL env or product: '
+    'ductape.env, ductape.product. Admins.';
+COMMENT ON TABLE ductape._secrets IS
+    'Internal storage of secrets, encrypted before they are written; read them through the '
+    'secrets view. Written by secret_set and secret_drop; admins may read and write it.';
+COMMENT ON COLUMN ductape._secrets.name IS 'The secret''s name, as in $Secret{NAME}.';
+COMMENT ON COLUMN ductape._secrets.value IS
+    'The value, encrypted with AES-256-GCM under the master key (nonce, ciphertext, tag), bound '
+    'to the name; never the plaintext.';
+COMMENT ON COLUMN ductape._secrets.key_version IS
+    'The master key version that encrypted the value.';
+COMMENT ON COLUMN ductape._secrets.description IS 'What the secret is, for people; NULL: none.';
+COMMENT ON COLUMN ductape._secrets.apps IS 'The apps that may use it; NULL: any.';
+COMMENT ON COLUMN ductape._secrets.envs IS 'The envs in which it may be used; NULL: any.';
+COMMENT ON COLUMN ductape._secrets.expires_at IS 'From when it can no longer be used; NULL: never.';
+COMMENT ON COLUMN ductape._secrets.created_at IS 'When it was first set.';
+COMMENT ON COLUMN ductape._secrets.updated_at IS 'When it was last set.';
+COMMENT ON TABLE ductape._oauth_tokens IS
+    'Internal: the OAuth2 tokens of an app per (product, app, env), encrypted like secrets. '
+    'Written by the worker and oauth_set_tokens; nobody is granted it.';
+COMMENT ON COLUMN ductape._oauth_tokens.product IS 'The product the tokens are for.';
+COMMENT ON COLUMN ductape._oauth_tokens.app IS 'The app the tokens are for.';
+COMMENT ON COLUMN ductape._oauth_tokens.env IS 'The app env the tokens are for.';
+COMMENT ON COLUMN ductape._oauth_tokens.access_token IS 'The access token, encrypted.';
+COMMENT ON COLUMN ductape._oauth_tokens.refresh_token IS
+    'The refresh token, encrypted; NULL: none.';
+COMMENT ON COLUMN ductape._oauth_tokens.key_version IS
+    'The master key version that encrypted the tokens.';
+COMMENT ON COLUMN ductape._oauth_tokens.expires_at IS
+    'When the access token expires; NULL: unknown.';
+COMMENT ON COLUMN ductape._oauth_tokens.updated_at IS 'When the tokens were last stored.';
+COMMENT ON VIEW ductape.secrets IS 'One row per secret, without its value. Admins.';
+COMMENT ON COLUMN ductape.secrets.name IS 'The secret''s name, as in $Secret{NAME}.';
+COMMENT ON COLUMN ductape.secrets.description IS 'What the secret is, for people; NULL: none.';
+COMMENT ON COLUMN ductape.secrets.apps IS 'The apps that may use it; NULL: any.';
+COMMENT ON COLUMN ductape.secrets.envs IS 'The envs in which it may be used; NULL: any.';
+COMMENT ON COLUMN ductape.secrets.expires_at IS 'From when it can no longer be used; NULL: never.';
+COMMENT ON COLUMN ductape.secrets.created_at IS 'When it was first set.';
+COMMENT ON COLUMN ductape.secrets.updated_at IS 'When it was last set.';
+COMMENT ON FUNCTION ductape.secret_set(text,text,text,text[],text[],timestamptz) IS
+    'Creates or replaces a secret: name, value, description, the apps and envs that may use it '
+    '(NULL: any) and an expiry (NULL: never). The value is encrypted before it is stored and '
+    'never reaches a table or the server log. Admins.';
+COMMENT ON FUNCTION ductape.secret_get(text) IS
+    'Returns the decrypted value of a secret. Admins: being allowed to execute it is what makes '
+    'a role an administrator for row-level security.';
+COMMENT ON FUNCTION ductape.secret_drop(text) IS
+    'Deletes a secret; 42704 if there is none by that name. Admins.';
+COMMENT ON FUNCTION ductape.rotate_master_key() IS
+    'Appends a new key version to the master key file and re-encrypts every secret, OAuth2 '
+    'token and endpoint secret under it, in the current transaction. Returns how many values it '
+    're-encrypted. Superusers only.';
+COMMENT ON FUNCTION ductape.oauth_set_tokens(text,text,text,integer,text,text) IS
+    'Stores OAuth2 tokens obtained elsewhere (an authorization-code flow) for (product, app, '
+    'env), encrypted; expires_in in seconds, NULL: no expiry known. The app must use oauth2 '
+    'auth. Admins.';
+COMMENT ON FUNCTION ductape.run(text,text,jsonb,text,text,jsonb) IS
+    'Calls an action and returns the response body: JSON as jsonb, other text as a JSON string, '
+    'an empty body as null. Retries per the policy; raises DT000 for a non-success status, '
+    'DT001 for a network failure or timeout. NULL env or product: ductape.env, ductape.product. '
+    'Usage roles.';
+COMMENT ON FUNCTION ductape.run_response(text,text,jsonb,text,text,jsonb) IS
+    'Calls an action like run, but returns the envelope (status, headers, body, attempts, '
+    'duration_ms, call_id, error) instead of raising for what the API or the network did. Usage '
+    'roles.';
+COMMENT ON FUNCTION ductape.http(text,text,jsonb,jsonb,jsonb) IS
+    'Sends one ad hoc HTTP request without an app, under the egress policy with the default '
+    'retry policy, and returns the envelope (status, headers, body, attempts, duration_ms, '
+    'call_id, error). Usage roles.';
+COMMENT ON TABLE ductape.calls IS
+    'One row per HTTP request made: each run, run_response and http call, each job attempt, '
+    'each OAuth2 token request. Written by the worker within about a second, whatever the '
+    'caller''s transaction does. Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.calls.id IS 'Unique, increasing (not dense) id; the envelope''s call_id.';
+COMMENT ON COLUMN ductape.calls.at IS 'When the call started.';
+COMMENT ON COLUMN ductape.calls.app IS 'The app; NULL for http.';
+COMMENT ON COLUMN ductape.calls.action IS
+    'The action (oauth2-token for a token request); NULL for http.';
+COMMENT ON COLUMN ductape.calls.env IS 'The app env; NULL for http.';
+COMMENT ON COLUMN ductape.calls.product IS 'The product; NULL for http.';
+COMMENT ON COLUMN ductape.calls.method IS 'The HTTP method.';
+COMMENT ON COLUMN ductape.calls.url IS 'The request URL, secrets redacted (at most 1,023 bytes).';
+COMMENT ON COLUMN ductape.calls.status IS
+    'The HTTP status of the last response; NULL when no response arrived.';
+COMMENT ON COLUMN ductape.calls.attempts IS 'Attempts made, the first included.';
+COMMENT ON COLUMN ductape.calls.duration_ms IS
+    'Milliseconds from the start to the end of the call, retries and the waits between them '
+    'included.';
+COMMENT ON COLUMN ductape.calls.error IS
+    'Why the call failed, secrets redacted (at most 511 bytes); NULL: it succeeded.';
+COMMENT ON COLUMN ductape.calls.job_id IS
+    'The job this attempt belongs to; NULL for a synchronous call.';
+COMMENT ON COLUMN ductape.calls.role IS
+    'The role that made the call (current_user); usage roles see the rows of their own role.';
+COMMENT ON VIEW ductape.stats IS
+    'Per (app, action): how many calls, how many failed, latency percentiles and the latest '
+    'call, over the rows of ductape.calls the reader can see. Usage roles.';
+COMMENT ON COLUMN ductape.stats.app IS 'The app; NULL for http.';
+COMMENT ON COLUMN ductape.stats.action IS 'The action; NULL for http.';
+COMMENT ON COLUMN ductape.stats.calls IS 'Calls recorded.';
+COMMENT ON COLUMN ductape.stats.errors IS 'Calls recorded with an error.';
+COMMENT ON COLUMN ductape.stats.p50_ms IS 'Median duration_ms, in milliseconds.';
+COMMENT ON COLUMN ductape.stats.p95_ms IS '95th percentile of duration_ms, in milliseconds.';
+COMMENT ON COLUMN ductape.stats.last_at IS 'When the latest call started.';
+COMMENT ON TYPE ductape.job_state IS
+    'State of a background job: scheduled (run_at in the future), queued (due, or waiting for '
+    'its next retry), running, succeeded, failed (retries exhausted), cancelled.';
+COMMENT ON TABLE ductape.jobs IS
+    'One row per background job (an action call dispatched to the worker), kept for '
+    'ductape.job_retention once finished. Written by dispatch, on_row and the worker. Usage '
+    'roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.jobs.id IS 'The job id dispatch returns.';
+COMMENT ON COLUMN ductape.jobs.app IS 'The app to call.';
+COMMENT ON COLUMN ductape.jobs.action IS 'The action to call.';
+COMMENT ON COLUMN ductape.jobs.input IS 'The action input (a flat object).';
+COMMENT ON COLUMN ductape.jobs.env IS 'The product env, fixed at dispatch.';
+COMMENT ON COLUMN ductape.jobs.product IS 'The product, fixed at dispatch.';
+COMMENT ON COLUMN ductape.jobs.options IS
+    'The call options (timeout_ms, retries, idempotency_key).';
+COMMENT ON COLUMN ductape.jobs.state IS
+    'Where the job is: scheduled, queued, running, succeeded, failed or cancelled.';
+COMMENT ON COLUMN ductape.jobs.attempts IS 'Attempts made so far.';
+COMMENT ON COLUMN ductape.jobs.next_attempt_at IS
+    'When the job is due: its run_at, or its next retry.';
+COMMENT ON COLUMN ductape.jobs.idempotency_key IS
+    'The dispatching role''s key for this job (unique per role); NULL: none given.';
+COMMENT ON COLUMN ductape.jobs.on_success IS
+    'Function of one jsonb (the job) run as role after the job succeeds; NULL: none.';
+COMMENT ON COLUMN ductape.jobs.on_failure IS
+    'Function of one jsonb (the job) run as role after the job fails for good; NULL: none.';
+COMMENT ON COLUMN ductape.jobs.response IS 'The envelope of the last attempt; NULL before any.';
+COMMENT ON COLUMN ductape.jobs.error IS 'Why the last attempt failed; NULL: it did not fail.';
+COMMENT ON COLUMN ductape.jobs.role IS
+    'The role that dispatched (current_user); callbacks run as it, and usage roles see the rows '
+    'of their own role.';
+COMMENT ON COLUMN ductape.jobs.created_at IS 'When the job was dispatched.';
+COMMENT ON COLUMN ductape.jobs.finished_at IS
+    'When it succeeded, failed for good or was cancelled; NULL while not finished.';
+COMMENT ON VIEW ductape.queue IS
+    'Per job state: how many jobs the reader can see, and the oldest; what a dashboard polls. '
+    'Usage roles.';
+COMMENT ON COLUMN ductape.queue.state IS 'The job state.';
+COMMENT ON COLUMN ductape.queue.jobs IS 'Jobs in that state.';
+COMMENT ON COLUMN ductape.queue.oldest_created_at IS 'When the oldest of them was dispatched.';
+COMMENT ON COLUMN ductape.queue.oldest_age IS
+    'How long the oldest has waited: for queued and scheduled jobs since it became due '
+    '(negative while in the future), for the others since it was dispatched.';
+COMMENT ON FUNCTION ductape.dispatch(text,text,jsonb,text,text,timestamptz,text,regprocedure,regprocedure,jsonb) IS
+    'Queues an action call as a background job and returns its id; the worker sends it after '
+    'the transaction commits (at run_at if given). A key the role used before returns that job. '
+    'on_success and on_failure name functions of one jsonb run as the caller when the job ends. '
+    'Usage roles.';
+COMMENT ON FUNCTION ductape.on_row() IS
+    'Trigger function: FOR EACH ROW EXECUTE FUNCTION ductape.on_row(app, action [, '
+    'input_template [, env [, product]]]) dispatches one job per row written, with the row (or '
+    'the template filled with $Row{col} and $Old{col}) as input. Usage roles.';
+COMMENT ON FUNCTION ductape.job(bigint) IS
+    'Returns a job as jsonb (id, app, action, env, product, state, attempts, next_attempt_at, '
+    'response, error, created_at, finished_at); 42704 for a job the caller cannot see. Usage '
+    'roles.';
+COMMENT ON FUNCTION ductape.wait(bigint,interval) IS
+    'Waits until a committed job finishes, or the timeout passes, and returns it as job() does. '
+    'Usage roles.';
+COMMENT ON FUNCTION ductape.cancel(bigint) IS
+    'Cancels a scheduled or queued job (a running one is not interrupted); returns whether it '
+    'did. Usage roles, for their own jobs; admins, for any.';
+COMMENT ON FUNCTION ductape.retry(bigint) IS
+    'Puts a failed or cancelled job back in the queue, due now, its attempts counted from 0 '
+    'again; returns whether it did. Usage roles, for their own jobs; admins, for any.';
+COMMENT ON TABLE ductape._webhook_tokens IS
+    'The tokens of the webhook URLs webhook_url hands out, one per (product, app, webhook, '
+    'env). Admins read it; only ductape writes it.';
+COMMENT ON COLUMN ductape._webhook_tokens.token IS
+    'The unguessable token (64 hex digits) at the end of the URL.';
+COMMENT ON COLUMN ductape._webhook_tokens.product IS
+    'The product events received through the URL belong to.';
+COMMENT ON COLUMN ductape._webhook_tokens.app IS 'The app whose webhook the URL reaches.';
+COMMENT ON COLUMN ductape._webhook_tokens.webhook IS 'The webhook, as the app spec names it.';
+COMMENT ON COLUMN ductape._webhook_tokens.env IS 'The app env.';
+COMMENT ON COLUMN ductape._webhook_tokens.role IS
+    'The role that asked for the URL; events received through it belong to that role.';
+COMMENT ON COLUMN ductape._webhook_tokens.created_at IS 'When the URL was first handed out.';
+COMMENT ON TYPE ductape.webhook_state IS
+    'State of an inbound webhook event: received (handlers to run), handled, failed (handlers '
+    'failed for good).';
+COMMENT ON TABLE ductape.webhook_events IS
+    'One row per inbound webhook event, stored once (by event id) after its signature is '
+    'verified and before the sender gets 200; the worker then runs the subscribed handlers. '
+    'Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.webhook_events.id IS 'Event row id.';
+COMMENT ON COLUMN ductape.webhook_events.app IS 'The app whose webhook received it.';
+COMMENT ON COLUMN ductape.webhook_events.webhook IS 'The webhook, as the app spec names it.';
+COMMENT ON COLUMN ductape.webhook_events.env IS 'The app env of the URL.';
+COMMENT ON COLUMN ductape.webhook_events.product IS 'The product of the URL.';
+COMMENT ON COLUMN ductape.webhook_events.event_id IS
+    'The sender''s event id (the webhook''s id selector); a repeat is stored once. NULL: no id '
+    'selector.';
+COMMENT ON COLUMN ductape.webhook_events.event_type IS
+    'The event type (the type selector), matched by subscriptions; NULL: no type selector.';
+COMMENT ON COLUMN ductape.webhook_events.headers IS
+    'The request headers as received, sensitive values redacted.';
+COMMENT ON COLUMN ductape.webhook_events.payload IS 'The body, when it is JSON; NULL otherwise.';
+COMMENT ON COLUMN ductape.webhook_events.body IS
+    'The body as text, when it is not JSON; NULL otherwise.';
+COMMENT ON COLUMN ductape.webhook_events.received_at IS 'When the listener received it.';
+COMMENT ON COLUMN ductape.webhook_events.state IS 'received, handled or failed.';
+COMMENT ON COLUMN ductape.webhook_events.attempts IS 'Rounds of handler runs so far.';
+COMMENT ON COLUMN ductape.webhook_events.error IS
+    'Why the last handler run failed; NULL: none failed.';
+COMMENT ON COLUMN ductape.webhook_events.next_attempt_at IS 'When handlers run next.';
+COMMENT ON COLUMN ductape.webhook_events.handled_by IS
+    'Ids of the subscriptions whose handler succeeded for it.';
+COMMENT ON COLUMN ductape.webhook_events.handled_at IS 'When it became handled; NULL until then.';
+COMMENT ON COLUMN ductape.webhook_events.role IS
+    'The role the URL belongs to (who asked for it); usage roles see the rows of their own '
+    'role.';
+COMMENT ON TABLE ductape.webhook_subscriptions IS
+    'One row per handler subscribed to a webhook''s events; written by webhook_subscribe and '
+    'webhook_unsubscribe only. Admins read it.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.id IS
+    'The subscription id webhook_subscribe returns.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.app IS 'The app whose webhook it subscribes to.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.webhook IS 'The webhook, as the app spec names it.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.event_type IS
+    'The event types it receives: exact, with * wildcards, or * for all.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.handler IS
+    'The function of one jsonb run for each matching event.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.role IS
+    'The role that subscribed; the handler runs as it.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.created_at IS 'When it was subscribed.';
+COMMENT ON FUNCTION ductape._signature_check(jsonb,text,jsonb,text,timestamptz) IS
+    'Internal, for debugging: checks a webhook signature as the listener does, with verify '
+    'settings, secret, headers and body at a given time; returns verified, or why not. Admins.';
+COMMENT ON FUNCTION ductape.webhook_url(text,text,text,text) IS
+    'Returns the URL to give a webhook''s sender for (product, app, webhook, env): the '
+    'listener''s address and an unguessable token, the same every time; events received there '
+    'belong to the caller. Needs ductape.webhook_listen, in ductape.webhook_database. Admins.';
+COMMENT ON FUNCTION ductape.webhook_subscribe(text,text,text,regprocedure) IS
+    'Runs handler(event jsonb), as the caller, for each event of the webhook whose type matches '
+    'event_type (exact, * wildcards). Returns the subscription id (the same one when subscribed '
+    'before). Admins.';
+COMMENT ON FUNCTION ductape.webhook_unsubscribe(bigint) IS
+    'Removes a subscription: later events no longer reach its handler. Admins.';
+COMMENT ON TABLE ductape.endpoints IS
+    'One row per outbound webhook endpoint (a receiver of published messages); written by the '
+    'endpoint_* functions and the worker, which disables an endpoint answering 410 or failing '
+    'for 5 days. Admins read it and may update url, event_types, description and headers.';
+COMMENT ON COLUMN ductape.endpoints.id IS 'The endpoint id endpoint_create returns.';
+COMMENT ON COLUMN ductape.endpoints.url IS
+    'Where messages are POSTed (http or https, under the egress policy).';
+COMMENT ON COLUMN ductape.endpoints.event_types IS
+    'The message types it receives: exact, or * patterns.';
+COMMENT ON COLUMN ductape.endpoints.description IS 'Whose endpoint it is, for people; NULL: none.';
+COMMENT ON COLUMN ductape.endpoints.headers IS 'Extra headers sent with every delivery.';
+COMMENT ON COLUMN ductape.endpoints.secret IS
+    'The signing secret, encrypted under the master key; endpoint_secret shows it.';
+COMMENT ON COLUMN ductape.endpoints.key_version IS 'The master key version that encrypted secret.';
+COMMENT ON COLUMN ductape.endpoints.previous_secret IS
+    'The secret before the last rotation, encrypted; it also signs for 24 hours after '
+    'rotated_at. NULL: none.';
+COMMENT ON COLUMN ductape.endpoints.previous_key_version IS
+    'The master key version that encrypted previous_secret.';
+COMMENT ON COLUMN ductape.endpoints.rotated_at IS 'When the secret was last rotated; NULL: never.';
+COMMENT ON COLUMN ductape.endpoints.enabled IS
+    'Whether deliveries are made; a disabled endpoint keeps its pending ones.';
+COMMENT ON COLUMN ductape.endpoints.disabled_reason IS
+    'Why it is disabled (who disabled it, a 410, or 5 days of failures); NULL while enabled.';
+COMMENT ON COLUMN ductape.endpoints.disabled_at IS 'When it was disabled; NULL while enabled.';
+COMMENT ON COLUMN ductape.endpoints.failing_since IS
+    'The first failure since the last success; NULL: not failing.';
+COMMENT ON COLUMN ductape.endpoints.role IS 'The role that created it.';
+COMMENT ON COLUMN ductape.endpoints.created_at IS 'When it was created.';
+COMMENT ON TABLE ductape.messages IS
+    'One row per published message (outbound event); written by publish, deleted once older '
+    'than ductape.job_retention with nothing left to deliver. Usage roles see their own rows, '
+    'admins all.';
+COMMENT ON COLUMN ductape.messages.id IS
+    'The message id (msg_ and 32 hex digits), sent as webhook-id on every attempt.';
+COMMENT ON COLUMN ductape.messages.event_type IS
+    'The event type, matched against the endpoints'' event_types.';
+COMMENT ON COLUMN ductape.messages.payload IS 'The body sent.';
+COMMENT ON COLUMN ductape.messages.idempotency_key IS
+    'The publishing role''s key for it (unique per role); NULL: none given.';
+COMMENT ON COLUMN ductape.messages.role IS
+    'The role that published it; usage roles see the rows of their own role.';
+COMMENT ON COLUMN ductape.messages.created_at IS 'When it was published.';
+COMMENT ON TYPE ductape.outbox_state IS
+    'State of one message''s delivery to one endpoint: pending, delivering, succeeded, failed '
+    '(attempts exhausted).';
+COMMENT ON TABLE ductape.outbox IS
+    'One row per (message, endpoint) delivery to make; the worker sends it and retries it. '
+    'Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.outbox.id IS 'Outbox row id.';
+COMMENT ON COLUMN ductape.outbox.message_id IS 'The message to deliver (ductape.messages.id).';
+COMMENT ON COLUMN ductape.outbox.endpoint_id IS
+    'The endpoint to deliver it to (ductape.endpoints.id).';
+COMMENT ON COLUMN ductape.outbox.state IS 'pending, delivering, succeeded or failed.';
+COMMENT ON COLUMN ductape.outbox.attempts IS 'Attempts made so far.';
+COMMENT ON COLUMN ductape.outbox.next_attempt_at IS 'When the next attempt is due.';
+COMMENT ON COLUMN ductape.outbox.last_status IS
+    'The HTTP status of the last attempt; NULL: no answer (or no attempt yet).';
+COMMENT ON COLUMN ductape.outbox.last_error IS
+    'Why the last attempt failed; NULL: it did not fail.';
+COMMENT ON COLUMN ductape.outbox.role IS
+    'The role that published the message; usage roles see the rows of their own role.';
+COMMENT ON COLUMN ductape.outbox.created_at IS 'When the delivery was queued.';
+COMMENT ON COLUMN ductape.outbox.finished_at IS
+    'When it succeeded or failed for good; NULL until then.';
+COMMENT ON TABLE ductape.deliveries IS
+    'One row per delivery attempt of a message to an endpoint, written when the attempt ends. '
+    'Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.deliveries.id IS 'Attempt row id.';
+COMMENT ON COLUMN ductape.deliveries.message_id IS 'The message sent (ductape.messages.id).';
+COMMENT ON COLUMN ductape.deliveries.endpoint_id IS
+    'The endpoint it was sent to (ductape.endpoints.id).';
+COMMENT ON COLUMN ductape.deliveries.attempt IS 'Which attempt it was (1 for the first).';
+COMMENT ON COLUMN ductape.deliveries.at IS 'When the attempt was sent.';
+COMMENT ON COLUMN ductape.deliveries.status IS 'The HTTP status; NULL: no response.';
+COMMENT ON COLUMN ductape.deliveries.duration_ms IS 'Milliseconds the attempt took.';
+COMMENT ON COLUMN ductape.deliveries.response IS 'The first 1 kB of the response body; NULL: none.';
+COMMENT ON COLUMN ductape.deliveries.error IS 'Why the attempt failed; NULL: it succeeded.';
+COMMENT ON COLUMN ductape.deliveries.succeeded IS 'Whether the endpoint answered 2xx in time.';
+COMMENT ON COLUMN ductape.deliveries.next_attempt_at IS 'When it is tried again; NULL: it is not.';
+COMMENT ON COLUMN ductape.deliveries.role IS
+    'The role that published the message; usage roles see the rows of their own role.';
+COMMENT ON FUNCTION ductape.endpoint_create(text,text[],text,text,jsonb) IS
+    'Registers an outbound webhook endpoint: url, the event types it receives (exact or * '
+    'patterns), its signing secret (whsec_ and base64; NULL: generated), a description and '
+    'extra headers. Returns its id. Admins.';
+COMMENT ON FUNCTION ductape.endpoint_secret(bigint) IS
+    'Returns the current signing secret of an endpoint (whsec_...), to give its owner. Admins.';
+COMMENT ON FUNCTION ductape.endpoint_rotate_secret(bigint) IS
+    'Generates and returns a new signing secret; the previous one also signs for 24 hours. '
+    'Admins.';
+COMMENT ON FUNCTION ductape.endpoint_disable(bigint) IS
+    'Stops deliveries to an endpoint: its pending deliveries wait, and messages published '
+    'meanwhile are not sent to it. Admins.';
+COMMENT ON FUNCTION ductape.endpoint_enable(bigint) IS
+    'Resumes deliveries to a disabled endpoint and restarts its 5-day failure clock. Admins.';
+COMMENT ON FUNCTION ductape.endpoint_delete(bigint) IS
+    'Removes an endpoint and its pending deliveries; the recorded attempts stay in '
+    'ductape.deliveries. Admins.';
+COMMENT ON FUNCTION ductape.publish(text,jsonb,text) IS
+    'Publishes a message in the caller''s transaction to every enabled endpoint whose types '
+    'match; the worker delivers it after commit, signed the Standard Webhooks way. Returns the '
+    'message id; a key the role used before returns that message. Usage roles.';
+COMMENT ON FUNCTION ductape.message_retry(text,bigint) IS
+    'Sends a message again with a fresh schedule, to one endpoint or (NULL) to every enabled '
+    'endpoint that matches; returns how many deliveries it queued. Admins.';
+COMMENT ON TABLE ductape.workflows IS
+    'One row per workflow definition; written by workflow_define and workflow_drop only. Admins '
+    'read it.';
+COMMENT ON COLUMN ductape.workflows.tag IS 'The workflow''s name, as workflow_start takes it.';
+COMMENT ON COLUMN ductape.workflows.spec IS
+    'The definition: input schema, steps (action, sql or sleep, with dependencies, conditions, '
+    'retries, compensations) and output.';
+COMMENT ON COLUMN ductape.workflows.created_at IS 'When it was first defined.';
+COMMENT ON COLUMN ductape.workflows.updated_at IS 'When it was last defined.';
+COMMENT ON COLUMN ductape.workflows.role IS
+    'The definer: the role whose rights its sql steps run with; NULL: defined before 0.3.0 (its '
+    'sql steps fail until it is defined again).';
+COMMENT ON FUNCTION ductape.workflow_define(jsonb) IS
+    'Creates or replaces a workflow definition and records the caller as its definer, whose '
+    'rights its sql steps run with. Every problem is listed at once (22023). Returns the tag. '
+    'Admins.';
+COMMENT ON FUNCTION ductape.workflow_drop(text) IS
+    'Removes a workflow definition; refused (55006) while runs of it are running. Admins.';
+COMMENT ON TYPE ductape.workflow_state IS
+    'State of a workflow run: running, completed, failed, rolled_back (compensated after a '
+    'failed step), cancelled.';
+COMMENT ON TYPE ductape.workflow_step_state IS
+    'State of a step of a workflow run: pending, running, completed, failed, skipped, '
+    'rolled_back (its compensation ran).';
+COMMENT ON TABLE ductape.workflow_runs IS
+    'One row per workflow run, advanced by the worker. Usage roles see their own rows, admins '
+    'all.';
+COMMENT ON COLUMN ductape.workflow_runs.id IS 'The run id workflow_start returns.';
+COMMENT ON COLUMN ductape.workflow_runs.tag IS 'The workflow (ductape.workflows.tag).';
+COMMENT ON COLUMN ductape.workflow_runs.spec IS 'The definition as it was when the run started.';
+COMMENT ON COLUMN ductape.workflow_runs.input IS 'The run''s input object.';
+COMMENT ON COLUMN ductape.workflow_runs.env IS 'The product env, fixed at the start.';
+COMMENT ON COLUMN ductape.workflow_runs.product IS 'The product, fixed at the start.';
+COMMENT ON COLUMN ductape.workflow_runs.state IS
+    'running, completed, failed, rolled_back or cancelled.';
+COMMENT ON COLUMN ductape.workflow_runs.compensating IS
+    'Whether a step failed and the run is undoing completed steps.';
+COMMENT ON COLUMN ductape.workflow_runs.advance IS
+    'Whether the worker has something to do for the run (internal).';
+COMMENT ON COLUMN ductape.workflow_runs.output IS
+    'The output, filled from the spec''s output template when the run completes; NULL until '
+    'then.';
+COMMENT ON COLUMN ductape.workflow_runs.error IS 'Why the run failed; NULL: it did not.';
+COMMENT ON COLUMN ductape.workflow_runs.idempotency_key IS
+    'The starting role''s key for it (unique per role); NULL: none given.';
+COMMENT ON COLUMN ductape.workflow_runs.role IS
+    'The role that started it; its action steps run as it, and usage roles see the rows of '
+    'their own role.';
+COMMENT ON COLUMN ductape.workflow_runs.created_at IS 'When it started.';
+COMMENT ON COLUMN ductape.workflow_runs.finished_at IS 'When it ended; NULL while running.';
+COMMENT ON COLUMN ductape.workflow_runs.definer IS
+    'The role that defined the workflow; its sql steps run as it.';
+COMMENT ON TABLE ductape.workflow_steps IS
+    'One row per step of a workflow run. Readers see the steps of the runs they see.';
+COMMENT ON COLUMN ductape.workflow_steps.run_id IS
+    'The run the step belongs to (ductape.workflow_runs.id).';
+COMMENT ON COLUMN ductape.workflow_steps.tag IS 'The step, as the spec names it.';
+COMMENT ON COLUMN ductape.workflow_steps.position IS 'Order of the step in the spec.';
+COMMENT ON COLUMN ductape.workflow_steps.state IS
+    'pending, running, completed, failed, skipped or rolled_back.';
+COMMENT ON COLUMN ductape.workflow_steps.output IS
+    'The step''s result: an action''s response body, a sql step''s row; NULL: none yet.';
+COMMENT ON COLUMN ductape.workflow_steps.attempts IS 'Attempts the step''s job made.';
+COMMENT ON COLUMN ductape.workflow_steps.job_id IS
+    'The job of a running action step, then of its compensation; NULL: none.';
+COMMENT ON COLUMN ductape.workflow_steps.wake_at IS 'When a sleep step ends; NULL for other steps.';
+COMMENT ON COLUMN ductape.workflow_steps.error IS 'Why the step failed; NULL: it did not.';
+COMMENT ON COLUMN ductape.workflow_steps.finished_at IS 'When the step ended; NULL until then.';
+COMMENT ON FUNCTION ductape.workflow_start(text,jsonb,text,text,text) IS
+    'Starts a run of a workflow with an input object and returns its id; the worker begins once '
+    'the transaction commits. The run belongs to the caller and keeps a copy of the definition; '
+    'a key the role used before returns that run. Usage roles.';
+COMMENT ON FUNCTION ductape.workflow_status(bigint) IS
+    'Returns a run as jsonb (state, output, error, times and its steps); NULL for a run that '
+    'does not exist or that the caller cannot see. Usage roles.';
+COMMENT ON FUNCTION ductape.workflow_cancel(bigint) IS
+    'Stops a running run of the caller''s: queued step jobs are cancelled, pending steps '
+    'skipped, and no compensation runs. Returns false if it was not running or not the '
+    'caller''s. Usage roles.';
+COMMENT ON FUNCTION ductape.import_openapi(text,text,boolean,text) IS
+    'Creates an app from an OpenAPI 3.0 or 3.1 document (JSON or YAML): one action per '
+    'operation, envs from its servers or base_url, auth as $Secret templates. Returns the tag; '
+    'update_if_exists replaces the actions of an existing app. Admins.';
+COMMENT ON FUNCTION ductape.import_postman(jsonb,text,boolean) IS
+    'Creates an app from a Postman v2.1 collection: one action per request, credentials as '
+    '$Secret templates (their values are never stored). Returns the tag; update_if_exists '
+    'replaces the actions of an existing app. Admins.';
+COMMENT ON FUNCTION ductape.grant_usage(name) IS
+    'Grants a role what an application needs: calls, jobs, publishing, workflow runs, describe, '
+    'version, and reading its own rows of calls, jobs, webhook events, messages, deliveries and '
+    'runs. Superusers.';
+COMMENT ON FUNCTION ductape.grant_admin(name) IS
+    'Grants a role usage plus defining apps, products, config, variables, secrets, OAuth2 '
+    'tokens, webhooks, endpoints and workflows; such a role reads every row. Superusers.';
+
 
 
 -- An upgrade script's GRANTs and REVOKEs are recorded as the objects'

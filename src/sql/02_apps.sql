@@ -18,6 +18,19 @@ CREATE TABLE ductape.apps (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE ductape.apps IS
+    'One row per app (an API described once: envs, auth, constants, variables, retries, '
+    'webhooks); written by app_define, app_create, the importers and app_drop. Admins read and '
+    'write it.';
+COMMENT ON COLUMN ductape.apps.tag IS
+    'The app''s name in every call: a tag (1 to 63 of a-z 0-9 _ . -).';
+COMMENT ON COLUMN ductape.apps.name IS 'Display name, for people; NULL: none.';
+COMMENT ON COLUMN ductape.apps.description IS 'What the API is, for people; NULL: none.';
+COMMENT ON COLUMN ductape.apps.spec IS
+    'The app spec without tag, name, description and actions (envs, auth, constants, variables, '
+    'retries, timeout_ms, webhooks).';
+COMMENT ON COLUMN ductape.apps.created_at IS 'When the app was first defined.';
+COMMENT ON COLUMN ductape.apps.updated_at IS 'When the app was last defined or changed.';
 
 CREATE TABLE ductape.actions (
     app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
@@ -27,6 +40,17 @@ CREATE TABLE ductape.actions (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (app, tag)
 );
+COMMENT ON TABLE ductape.actions IS
+    'One row per action (one API endpoint) of an app; written by app_define, action_define and '
+    'the importers, removed with their app. Admins read and write it.';
+COMMENT ON COLUMN ductape.actions.app IS 'The app the action belongs to.';
+COMMENT ON COLUMN ductape.actions.tag IS 'The action''s name in calls, unique within the app.';
+COMMENT ON COLUMN ductape.actions.position IS
+    'Order of the action in the app spec; app_export keeps it.';
+COMMENT ON COLUMN ductape.actions.spec IS
+    'The action spec without its tag (method, resource, headers, query, body, input schema, '
+    'retries, timeout_ms, success).';
+COMMENT ON COLUMN ductape.actions.updated_at IS 'When the action was last defined.';
 
 -- Any change to the catalog invalidates every backend's cache of it at
 -- commit (the other catalog tables have the same trigger).
@@ -238,6 +262,10 @@ BEGIN
     RETURN t;
 END
 $$;
+COMMENT ON FUNCTION ductape.app_define(jsonb) IS
+    'Creates or replaces a whole app from its spec; afterwards the app has exactly the spec''s '
+    'actions. Every problem of an invalid spec is listed at once (22023). Returns the app tag. '
+    'Admins.';
 
 CREATE FUNCTION ductape.app_create(tag text, name text DEFAULT NULL, description text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $$
@@ -253,6 +281,9 @@ BEGIN
     RETURN app_create.tag;
 END
 $$;
+COMMENT ON FUNCTION ductape.app_create(text,text,text) IS
+    'Creates an empty app (no envs, no actions) with a tag, a name and a description, to fill '
+    'with action_define or app_define; 42710 if it exists. Returns the tag. Admins.';
 
 CREATE FUNCTION ductape._app_row(tag text) RETURNS ductape.apps
 LANGUAGE plpgsql STABLE AS $$
@@ -286,6 +317,9 @@ BEGIN
     RETURN spec->>'tag';
 END
 $$;
+COMMENT ON FUNCTION ductape.action_define(text,jsonb) IS
+    'Creates or replaces one action of an existing app (a new one goes last). Returns the '
+    'action tag. Admins.';
 
 CREATE FUNCTION ductape.app_export(tag text) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -296,6 +330,9 @@ LANGUAGE sql STABLE AS $$
                    FROM ductape.actions x WHERE x.app = r.tag), '[]'))
       FROM ductape._app_row(tag) r
 $$;
+COMMENT ON FUNCTION ductape.app_export(text) IS
+    'Returns an app as the spec app_define accepts, its actions included: '
+    'app_define(app_export(x)) changes nothing. Admins.';
 
 CREATE FUNCTION ductape.app_drop(tag text) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -304,6 +341,9 @@ BEGIN
     DELETE FROM ductape.apps a WHERE a.tag = app_drop.tag;
 END
 $$;
+COMMENT ON FUNCTION ductape.app_drop(text) IS
+    'Drops an app with its actions, variable values, config, product connections, OAuth2 '
+    'tokens, webhook URLs and subscriptions. Admins.';
 
 -- Where an unprefixed input key goes is decided by one implementation, the
 -- request builder's (src/request.c): describe() asks it.
@@ -369,6 +409,10 @@ BEGIN
         'example', format('select ductape.run(%L, %L, %L);', r.tag, describe.action, example::text)));
 END
 $$;
+COMMENT ON FUNCTION ductape.describe(text,text) IS
+    'Describes an app (envs, declared variables, constant names, actions) or, given an action, '
+    'its inputs (placement, type, whether required, an example) and an example call. Never '
+    'shows constant values, auth or secrets. Usage roles.';
 
 -- pg_dump keeps the definitions.
 SELECT pg_catalog.pg_extension_config_dump('ductape.apps', '');

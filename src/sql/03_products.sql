@@ -15,6 +15,15 @@ CREATE TABLE ductape.products (
     envs        text[] NOT NULL DEFAULT '{dev,prd}',
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE ductape.products IS
+    'One row per product (your application, with its own envs); the product default always '
+    'exists. Written by product_create. Admins read and write it.';
+COMMENT ON COLUMN ductape.products.tag IS
+    'The product''s name, as in the product argument and ductape.product.';
+COMMENT ON COLUMN ductape.products.name IS 'Display name, for people; NULL: none.';
+COMMENT ON COLUMN ductape.products.envs IS
+    'The product''s environments (tags), dev and prd by default.';
+COMMENT ON COLUMN ductape.products.created_at IS 'When the product was created.';
 INSERT INTO ductape.products (tag, name) VALUES ('default', 'Default product');
 
 -- An app used by a product, with the product env -> app env mapping.
@@ -24,6 +33,14 @@ CREATE TABLE ductape.product_apps (
     env_map     jsonb NOT NULL DEFAULT '{}',
     PRIMARY KEY (product, app)
 );
+COMMENT ON TABLE ductape.product_apps IS
+    'One row per app connected to a product other than default; written by product_connect. '
+    'Admins read and write it.';
+COMMENT ON COLUMN ductape.product_apps.product IS 'The product the app is connected to.';
+COMMENT ON COLUMN ductape.product_apps.app IS 'The app connected to the product.';
+COMMENT ON COLUMN ductape.product_apps.env_map IS
+    'JSON object mapping a product env to the app env it uses; an env missing from it uses the '
+    'app env of the same name.';
 
 -- Credentials per (product, app, env): flat-input templates such as
 -- {"headers:Authorization": "Bearer $Secret{KEY}"}, never resolved values.
@@ -35,6 +52,16 @@ CREATE TABLE ductape.configs (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (product, app, env)
 );
+COMMENT ON TABLE ductape.configs IS
+    'Credentials applied to every call of an app in one (product, env); written by config. '
+    'Admins read and write it.';
+COMMENT ON COLUMN ductape.configs.product IS 'The product the credentials apply to.';
+COMMENT ON COLUMN ductape.configs.app IS 'The app whose calls they apply to.';
+COMMENT ON COLUMN ductape.configs.env IS 'The product env they apply to.';
+COMMENT ON COLUMN ductape.configs.credentials IS
+    'A flat-input object of templates (such as {"headers:Authorization": "Bearer $Secret{X}"}), '
+    'stored as written, never resolved.';
+COMMENT ON COLUMN ductape.configs.updated_at IS 'When it was last set.';
 
 CREATE TABLE ductape.variables (
     product     text NOT NULL REFERENCES ductape.products (tag) ON DELETE CASCADE,
@@ -45,6 +72,15 @@ CREATE TABLE ductape.variables (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (product, app, env, key)
 );
+COMMENT ON TABLE ductape.variables IS
+    'Values of the variables an app declares, per (product, app, env); written by variable_set, '
+    'read by templates as $Variable{key}. Admins read and write it.';
+COMMENT ON COLUMN ductape.variables.product IS 'The product the value applies to.';
+COMMENT ON COLUMN ductape.variables.app IS 'The app that declares the variable.';
+COMMENT ON COLUMN ductape.variables.env IS 'The product env the value applies to.';
+COMMENT ON COLUMN ductape.variables.key IS 'The variable''s name, as the app declares it.';
+COMMENT ON COLUMN ductape.variables.value IS 'Its value (any JSON, JSON null included).';
+COMMENT ON COLUMN ductape.variables.updated_at IS 'When it was last set.';
 
 -- (the catalog trigger of 02_apps.sql: every backend's cache is
 -- invalidated at commit)
@@ -98,6 +134,9 @@ BEGIN
     RETURN product_create.tag;
 END
 $$;
+COMMENT ON FUNCTION ductape.product_create(text,text,text[]) IS
+    'Creates a product with a display name and its envs (dev and prd by default); 42710 if it '
+    'exists. Returns the tag. Admins.';
 
 CREATE FUNCTION ductape.product_connect(product text, app text, env_map jsonb DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -128,6 +167,9 @@ BEGIN
     ON CONFLICT ON CONSTRAINT product_apps_pkey DO UPDATE SET env_map = EXCLUDED.env_map;
 END
 $$;
+COMMENT ON FUNCTION ductape.product_connect(text,text,jsonb) IS
+    'Connects an app to a product, or maps it again; env_map is an object of product env to app '
+    'env (NULL: each env maps to the app env of the same name). Admins.';
 
 -- The env a caller names under a product (checked), for config and variables.
 CREATE FUNCTION ductape._product_env(p ductape.products, env text) RETURNS text
@@ -177,6 +219,10 @@ BEGIN
     ON CONFLICT ON CONSTRAINT configs_pkey DO UPDATE SET credentials = EXCLUDED.credentials, updated_at = now();
 END
 $$;
+COMMENT ON FUNCTION ductape.config(text,jsonb,text,text) IS
+    'Stores the credentials applied to every call of an app in (product, env): an object of '
+    'templates such as {"headers:Authorization": "Bearer $Secret{X}"}, kept as written. NULL '
+    'env or product: ductape.env, ductape.product. Admins.';
 
 CREATE FUNCTION ductape.variable_set(app text, key text, value jsonb,
                                      env text DEFAULT NULL, product text DEFAULT NULL)
@@ -201,6 +247,10 @@ BEGIN
     ON CONFLICT ON CONSTRAINT variables_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
 END
 $$;
+COMMENT ON FUNCTION ductape.variable_set(text,text,jsonb,text,text) IS
+    'Sets the value of a variable the app declares, for (product, app, env); templates read it '
+    'as $Variable{key}. A SQL NULL value is refused: use ''null''::jsonb. NULL env or product: '
+    'ductape.env, ductape.product. Admins.';
 
 -- pg_dump keeps them (the default product is made by CREATE EXTENSION).
 SELECT pg_catalog.pg_extension_config_dump('ductape.products', 'WHERE tag <> ''default''');

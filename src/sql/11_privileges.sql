@@ -26,6 +26,10 @@ BEGIN
         ductape.workflow_runs, ductape.workflow_steps TO %I', role);
 END
 $$;
+COMMENT ON FUNCTION ductape.grant_usage(name) IS
+    'Grants a role what an application needs: calls, jobs, publishing, workflow runs, describe, '
+    'version, and reading its own rows of calls, jobs, webhook events, messages, deliveries and '
+    'runs. Superusers.';
 
 -- Usage plus defining apps, products, config, variables, secrets, webhooks,
 -- endpoints and workflows.  (rotate_master_key writes the key file and
@@ -97,6 +101,9 @@ BEGIN
     EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
 END
 $$;
+COMMENT ON FUNCTION ductape.grant_admin(name) IS
+    'Grants a role usage plus defining apps, products, config, variables, secrets, OAuth2 '
+    'tokens, webhooks, endpoints and workflows; such a role reads every row. Superusers.';
 
 -- Nothing is granted to PUBLIC; revoke the default EXECUTE on functions.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;
