@@ -18,7 +18,7 @@ SELECT t AS event_type, p AS event_types, ductape._endpoint_wants(p::text[], t) 
                ('ductapex.y', '{*}'), ('ductape.job.failed', NULL)) v(t, p);
 
 -- Wait until cond (a boolean over ductape.outbox) holds, up to 10 s.
-CREATE FUNCTION public.wait_outbox(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
+CREATE FUNCTION public.wait_alert_outbox(cond text) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE ok boolean;
 BEGIN
   FOR i IN 1..200 LOOP
@@ -59,7 +59,7 @@ SELECT m.event_type, m.payload - 'at' #- '{object,id}' AS payload,
 SELECT m.id AS msg_id FROM ductape.messages m
  WHERE m.event_type = 'ductape.job.failed' AND m.payload->'object'->>'id' = :'job_id' \gset
 SELECT o.endpoint_id = :ep_ops AS to_ep_ops FROM ductape.outbox o WHERE o.message_id = :'msg_id';
-SELECT wait_outbox(format('bool_and(state = %L) FILTER (WHERE message_id = %L)', 'succeeded', :'msg_id')) AS delivered;
+SELECT wait_alert_outbox(format('bool_and(state = %L) FILTER (WHERE message_id = %L)', 'succeeded', :'msg_id')) AS delivered;
 -- signed like any message: the signature it sent checks out with the endpoint's secret
 SELECT d.status, r->'headers'->>'webhook-id' = d.message_id AS webhook_id,
        r->'headers'->>'webhook-signature' = ductape._signature_standard(ductape.endpoint_secret(:ep_ops), d.message_id,
@@ -116,4 +116,4 @@ SELECT ductape.endpoint_delete(id) FROM ductape.endpoints WHERE id IN (:ep_ops, 
 SELECT ductape.app_drop('al');
 DROP OWNED BY dt_alerts;
 DROP ROLE dt_alerts;
-DROP FUNCTION public.wait_outbox(text);
+DROP FUNCTION public.wait_alert_outbox(text);
