@@ -55,11 +55,12 @@ SQL_SOURCES = \
 	src/sql/08_events.sql \
 	src/sql/09_workflows.sql \
 	src/sql/10_import.sql \
+	src/sql/10a_alerts.sql \
 	src/sql/11_privileges.sql
 DATA_built = ductape--$(EXTVERSION).sql
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows boundary plpgsql_check fuzz descriptions upgrade
+REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events alerts schema import workflows boundary plpgsql_check fuzz descriptions upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

@@ -713,6 +713,139 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ==== alerts (NOTIFY ductape_alerts, operational event types) ====
 -- (section: alerts)
 
+-- Outbound matching: "*" no longer matches ductape's operational types
+-- (publish refuses event types beginning with "ductape.", in the library).
+-- Does an endpoint subscribed to these types and patterns want a message of
+-- this type?  ductape's operational types ("ductape.job.failed", see
+-- 10a_alerts.sql) match only patterns that name them ("ductape.*",
+-- "ductape.job.failed"): "*" means the team's own events.
+CREATE FUNCTION ductape._endpoint_wants(event_types text[], event_type text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT EXISTS (SELECT FROM pg_catalog.unnest(event_types) t
+                    WHERE ductape._type_matches(event_type, t)
+                      AND (NOT pg_catalog.starts_with(event_type, 'ductape.')
+                           OR pg_catalog.starts_with(t, 'ductape.')))
+$$;
+COMMENT ON FUNCTION ductape._endpoint_wants(text[], text) IS
+    'Whether an endpoint with these event_types receives a message of this type ("*" does not match ductape.* operational types).';
+
+-- message_retry matches through _endpoint_wants.
+CREATE OR REPLACE FUNCTION ductape.message_retry(message_id text, endpoint_id bigint DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    m ductape.messages;
+    n integer;
+BEGIN
+    SELECT * INTO m FROM ductape.messages WHERE id = message_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('message %s does not exist', message_id);
+    END IF;
+    IF endpoint_id IS NOT NULL THEN
+        PERFORM ductape._endpoint_row(endpoint_id);
+    END IF;
+    INSERT INTO ductape.outbox AS o (message_id, endpoint_id, role)
+    SELECT m.id, e.id, m.role FROM ductape.endpoints e
+     WHERE CASE WHEN endpoint_id IS NULL
+                THEN e.enabled AND ductape._endpoint_wants(e.event_types, m.event_type)
+                ELSE e.id = endpoint_id END
+    ON CONFLICT ON CONSTRAINT outbox_message_endpoint DO UPDATE
+       SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
+     WHERE o.state IN ('succeeded', 'failed');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM ductape._wake_worker();
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- The alerts (src/sql/10a_alerts.sql).
+-- The alert of one row whose state just became final-and-bad.
+CREATE FUNCTION ductape._alert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    kind text;
+    object text;
+    reason text;
+    payload jsonb;
+    event_type text;
+    msg_id text;
+BEGIN
+    IF TG_TABLE_SCHEMA <> 'ductape' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER'
+       OR TG_TABLE_NAME NOT IN ('endpoints', 'jobs', 'webhook_events', 'workflow_runs') THEN
+        RAISE EXCEPTION USING ERRCODE = '39P01',
+            MESSAGE = format('ductape._alert() cannot be used by trigger %s on %I.%I', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+            DETAIL = 'It fires AFTER UPDATE FOR EACH ROW on ductape.endpoints, jobs, webhook_events and workflow_runs only.';
+    END IF;
+    CASE TG_TABLE_NAME
+    WHEN 'endpoints' THEN
+        kind := 'endpoint.disabled';
+        object := 'endpoint';
+        reason := CASE WHEN NEW.disabled_reason = 'the endpoint answered 410 Gone' THEN 'answered 410 Gone'
+                       WHEN starts_with(NEW.disabled_reason, 'failing continuously since ') THEN 'failing for 5 days'
+                       WHEN starts_with(NEW.disabled_reason, 'disabled by ') THEN 'disabled by an administrator'
+                       ELSE 'disabled' END;
+    WHEN 'jobs' THEN
+        kind := 'job.failed';
+        object := 'job';
+        reason := format('%s after %s attempt%s',
+                         CASE WHEN NEW.error ~ '^HTTP [0-9]{3}$' THEN NEW.error ELSE 'no HTTP status' END,
+                         NEW.attempts, CASE WHEN NEW.attempts = 1 THEN '' ELSE 's' END);
+    WHEN 'webhook_events' THEN
+        kind := 'webhook_event.failed';
+        object := 'webhook_event';
+        reason := format('handlers failed %s time%s', NEW.attempts, CASE WHEN NEW.attempts = 1 THEN '' ELSE 's' END);
+    WHEN 'workflow_runs' THEN
+        kind := 'workflow.failed';
+        object := 'workflow_run';
+        reason := CASE WHEN NEW.state = 'rolled_back' THEN 'a step failed; rolled back'
+                       WHEN starts_with(NEW.error, 'compensation of step ') THEN 'a compensation failed'
+                       WHEN starts_with(NEW.error, 'output: ') THEN 'the output template failed'
+                       WHEN starts_with(NEW.error, 'the workflow engine failed') THEN 'the workflow engine failed'
+                       ELSE 'failed' END;
+    END CASE;
+    payload := jsonb_build_object('kind', kind, 'object', jsonb_build_object('type', object, 'id', NEW.id),
+                                  'reason', reason, 'at', clock_timestamp(), 'database', current_database());
+    PERFORM pg_notify('ductape_alerts', payload::text);
+
+    -- the operational message, when an endpoint wants it (one scan of the
+    -- endpoints, usually a handful of rows, when nobody does)
+    event_type := 'ductape.' || kind;
+    IF EXISTS (SELECT FROM ductape.endpoints e WHERE e.enabled AND ductape._endpoint_wants(e.event_types, event_type)) THEN
+        msg_id := 'msg_' || replace(gen_random_uuid()::text, '-', '');
+        INSERT INTO ductape.messages (id, event_type, payload, role)
+        VALUES (msg_id, event_type, payload, current_user);
+        INSERT INTO ductape.outbox (message_id, endpoint_id, role)
+        SELECT msg_id, e.id, current_user FROM ductape.endpoints e
+         WHERE e.enabled AND ductape._endpoint_wants(e.event_types, event_type);
+        PERFORM ductape._wake_worker();
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER alert_disabled AFTER UPDATE OF enabled ON ductape.endpoints
+    FOR EACH ROW WHEN (OLD.enabled AND NOT NEW.enabled) EXECUTE FUNCTION ductape._alert();
+CREATE TRIGGER alert_failed AFTER UPDATE OF state ON ductape.jobs
+    FOR EACH ROW WHEN (NEW.state = 'failed' AND OLD.state <> 'failed') EXECUTE FUNCTION ductape._alert();
+CREATE TRIGGER alert_failed AFTER UPDATE OF state ON ductape.webhook_events
+    FOR EACH ROW WHEN (NEW.state = 'failed' AND OLD.state <> 'failed') EXECUTE FUNCTION ductape._alert();
+CREATE TRIGGER alert_failed AFTER UPDATE OF state ON ductape.workflow_runs
+    FOR EACH ROW WHEN (NEW.state IN ('failed', 'rolled_back') AND OLD.state NOT IN ('failed', 'rolled_back'))
+    EXECUTE FUNCTION ductape._alert();
+
+COMMENT ON FUNCTION ductape._alert() IS
+    'Trigger: NOTIFY ductape_alerts and publish the ductape.* operational message of a row that just failed for good (see docs/reference.md, Alerts).';
+COMMENT ON TRIGGER alert_disabled ON ductape.endpoints IS
+    'Alerts endpoint.disabled when an endpoint is disabled (410 Gone, five days failing, endpoint_disable).';
+COMMENT ON TRIGGER alert_failed ON ductape.jobs IS
+    'Alerts job.failed when a job fails for good (retries exhausted).';
+COMMENT ON TRIGGER alert_failed ON ductape.webhook_events IS
+    'Alerts webhook_event.failed when an inbound event''s handlers fail for good.';
+COMMENT ON TRIGGER alert_failed ON ductape.workflow_runs IS
+    'Alerts workflow.failed when a workflow run ends failed or rolled_back.';
+
 
 
 -- ==== lifecycle: every object made by a function is changed and removed by one ====

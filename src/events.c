@@ -277,6 +277,13 @@ dt_publish(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event_type cannot be empty"),
 				 errhint("Name the event, such as 'invoice.paid'; endpoints subscribe to types and patterns.")));
+	/* ductape's own operational messages (docs/reference.md, "Alerts") */
+	if (strncmp(type, "ductape.", 8) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("event type \"%s\" is reserved", type),
+				 errdetail("Event types beginning with \"ductape.\" are ductape's operational messages, published by ductape alone."),
+				 errhint("Name your events without the \"ductape.\" prefix.")));
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -347,6 +347,20 @@ COMMENT ON FUNCTION ductape.publish(text,jsonb,text) IS
     'match; the worker delivers it after commit, signed the Standard Webhooks way. Returns the '
     'message id; a key the role used before returns that message. Usage roles.';
 
+-- Does an endpoint subscribed to these types and patterns want a message of
+-- this type?  ductape's operational types ("ductape.job.failed", see
+-- 10a_alerts.sql) match only patterns that name them ("ductape.*",
+-- "ductape.job.failed"): "*" means the team's own events.
+CREATE FUNCTION ductape._endpoint_wants(event_types text[], event_type text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT EXISTS (SELECT FROM pg_catalog.unnest(event_types) t
+                    WHERE ductape._type_matches(event_type, t)
+                      AND (NOT pg_catalog.starts_with(event_type, 'ductape.')
+                           OR pg_catalog.starts_with(t, 'ductape.')))
+$$;
+COMMENT ON FUNCTION ductape._endpoint_wants(text[], text) IS
+    'Whether an endpoint with these event_types receives a message of this type ("*" does not match ductape.* operational types).';
+
 -- Deliver a message again, to one endpoint or to every enabled endpoint
 -- that wants its type, with a fresh retry schedule.  Returns how many.
 CREATE FUNCTION ductape.message_retry(message_id text, endpoint_id bigint DEFAULT NULL)
@@ -366,7 +380,7 @@ BEGIN
     INSERT INTO ductape.outbox AS o (message_id, endpoint_id, role)
     SELECT m.id, e.id, m.role FROM ductape.endpoints e
      WHERE CASE WHEN endpoint_id IS NULL
-                THEN e.enabled AND EXISTS (SELECT FROM unnest(e.event_types) t WHERE ductape._type_matches(m.event_type, t))
+                THEN e.enabled AND ductape._endpoint_wants(e.event_types, m.event_type)
                 ELSE e.id = endpoint_id END
     ON CONFLICT ON CONSTRAINT outbox_message_endpoint DO UPDATE
        SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
