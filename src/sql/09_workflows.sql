@@ -225,13 +225,16 @@ $$;
 CREATE FUNCTION ductape.workflow_define(spec jsonb) RETURNS text
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
 
--- Remove a workflow; refused while runs of it are active.
+-- Remove a workflow; refused while runs of it are active.  (Nothing else
+-- refers to a workflow; its finished runs keep their own copy of it.)
 CREATE FUNCTION ductape.workflow_drop(workflow text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM ductape._tag_arg(workflow, 'workflow');
     PERFORM ductape._workflow_row(workflow);
+    PERFORM FROM ductape.workflows w WHERE w.tag = workflow FOR UPDATE;
     SELECT count(*) INTO n FROM ductape.workflow_runs r WHERE r.tag = workflow AND r.state = 'running';
     IF n > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '55006',
