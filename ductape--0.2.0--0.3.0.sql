@@ -719,8 +719,8 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- (section: lifecycle)
 
 -- Removing things: the drop functions below refuse (2BP01) what other
--- objects still use unless cascade => true; app_drop gains that argument.
-DROP FUNCTION ductape.app_drop(text);
+-- objects still use unless cascade => true; app_drop gains a form with
+-- that argument, and app_drop(tag) becomes app_drop(tag, false).
 
 ---------------------------------------------------------------------------
 -- Removing things: what still uses an app, an action, a product or a
@@ -935,7 +935,7 @@ COMMENT ON FUNCTION ductape._drop_dependents(text, text, text, text, boolean) IS
 -- app_drop and action_drop learn their caller through the caller proxy
 -- (src/gate.c, see 07_webhooks.sql): cascade drops an on_row trigger only
 -- for the owner of its table.
-CREATE FUNCTION ductape._app_drop(tag text, cascade boolean DEFAULT false) RETURNS void
+CREATE FUNCTION ductape._app_drop(tag text, cascade boolean) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ductape._tag_arg(tag, 'app');
@@ -948,10 +948,16 @@ $$;
 COMMENT ON FUNCTION ductape._app_drop(text, boolean) IS
     'The implementation of ductape.app_drop, behind the caller proxy (granted to nobody).';
 
-CREATE FUNCTION ductape.app_drop(tag text, cascade boolean DEFAULT false) RETURNS void
+CREATE FUNCTION ductape.app_drop(tag text, cascade boolean) RETURNS void
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
 COMMENT ON FUNCTION ductape.app_drop(text, boolean) IS
     'Removes an app with its actions, connections, credentials, variable values and tokens; refused (2BP01) while workflows, triggers, jobs, runs, subscriptions or webhook URLs use it, unless cascade => true.';
+-- The signature of the releases before (grants and dumps name it); no
+-- default on cascade above, so that app_drop('x') is this one.
+CREATE OR REPLACE FUNCTION ductape.app_drop(tag text) RETURNS void
+LANGUAGE sql AS $$ SELECT ductape.app_drop(tag, false) $$;
+COMMENT ON FUNCTION ductape.app_drop(text) IS
+    'app_drop(tag, cascade => false): refused (2BP01) while something uses the app.';
 
 CREATE FUNCTION ductape._action_drop(app text, action text, cascade boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1207,7 +1213,8 @@ BEGIN
     PERFORM ductape.grant_usage(role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION
         ductape.app_define(jsonb), ductape.app_create(text, text, text),
-        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text, boolean),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.app_drop(text, boolean),
         ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
         ductape.workflow_define(jsonb), ductape.workflow_drop(text),
         ductape.variable_set(text, text, jsonb, text, text),

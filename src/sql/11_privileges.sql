@@ -57,7 +57,8 @@ BEGIN
     PERFORM ductape.grant_usage(role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION
         ductape.app_define(jsonb), ductape.app_create(text, text, text),
-        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text, boolean),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.app_drop(text, boolean),
         ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
         ductape.workflow_define(jsonb), ductape.workflow_drop(text),
         ductape.variable_set(text, text, jsonb, text, text),
