@@ -851,6 +851,655 @@ COMMENT ON TRIGGER alert_failed ON ductape.workflow_runs IS
 -- ==== lifecycle: every object made by a function is changed and removed by one ====
 -- (section: lifecycle)
 
+-- Removing things: the drop functions below refuse (2BP01) what other
+-- objects still use unless cascade => true; app_drop gains a form with
+-- that argument, and app_drop(tag) becomes app_drop(tag, false).
+
+---------------------------------------------------------------------------
+-- Removing things: what still uses an app, an action, a product or a
+-- connection (docs/reference.md, "Removing things")
+---------------------------------------------------------------------------
+-- Dependents are what would run against the removed object later: on_row
+-- triggers, workflow definitions, queued and scheduled jobs, running
+-- workflow runs, webhook subscriptions and webhook URLs handed out to a
+-- provider.  Without cascade a drop that has any is refused (2BP01, the
+-- detail naming them); with cascade they are dropped or cancelled first.
+-- Settings that only mean something with the object (an app's actions, a
+-- product's connections, credentials, variable values and OAuth2 tokens)
+-- go with it.  (plpgsql: the tables of later files are read at run time.)
+
+-- A tag passed as an argument: 22023 unless it is one.
+CREATE FUNCTION ductape._tag_arg(tag text, what text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tag IS NULL OR tag !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = CASE WHEN tag IS NULL THEN format('%s tag cannot be NULL', what)
+                           ELSE format('invalid %s tag "%s"', what, tag) END,
+            DETAIL = 'A tag is 1 to 63 characters: lower-case letters, digits, "_", "." and "-", starting with a letter or a digit.';
+    END IF;
+    RETURN tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._tag_arg(text, text) IS
+    'Checks a tag passed as an argument (22023 unless it is one); returns it.';
+
+-- A trigger's arguments (pg_trigger.tgargs: each ends with a NUL byte), each
+-- in the escape form of encode(): exact for a tag, which is all they are
+-- compared with.
+CREATE FUNCTION ductape._trigger_args(args bytea, n integer) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    out text[] := '{}';
+    p integer;
+BEGIN
+    FOR i IN 1 .. coalesce(n, 0) LOOP
+        p := position('\x00'::bytea IN args);
+        EXIT WHEN p = 0;
+        out := out || encode(substring(args FROM 1 FOR p - 1), 'escape');
+        args := substring(args FROM p + 1);
+    END LOOP;
+    RETURN out;
+END
+$$;
+COMMENT ON FUNCTION ductape._trigger_args(bytea, integer) IS
+    'The arguments of a trigger (pg_trigger.tgargs), in encode()''s escape form.';
+
+-- What uses an action (d_app, d_action), an app (d_app), a product
+-- (d_product) or a connection (d_app, d_product): one line per dependent,
+-- with its kind and what identifies it.
+CREATE FUNCTION ductape._dependents(d_app text, d_action text, d_product text)
+RETURNS TABLE (dep_kind text, dep_line text, dep_ref jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    this text := CASE WHEN d_action IS NOT NULL THEN 'this action'
+                      WHEN d_app IS NOT NULL AND d_product IS NOT NULL THEN 'this connection'
+                      WHEN d_app IS NOT NULL THEN 'this app' ELSE 'this product' END;
+    n bigint;
+BEGIN
+    -- on_row triggers: EXECUTE FUNCTION ductape.on_row(app, action, template, env, product)
+    RETURN QUERY
+    SELECT 'trigger', format('trigger "%s" on table %s dispatches %s.', t.tgname, t.tgrelid::regclass, this),
+           jsonb_build_object('trigger', t.tgname, 'table', t.tgrelid::oid)
+      FROM pg_trigger t, LATERAL (SELECT ductape._trigger_args(t.tgargs, t.tgnargs) AS args) a
+     WHERE t.tgfoid = 'ductape.on_row()'::regprocedure
+       AND (d_app IS NULL OR a.args[1] = d_app) AND (d_action IS NULL OR a.args[2] = d_action)
+       AND (d_product IS NULL OR a.args[5] = d_product)
+     ORDER BY t.tgrelid::regclass::text, t.tgname;
+    -- workflow definitions (a workflow is started under any product)
+    IF d_product IS NULL THEN
+        RETURN QUERY
+        SELECT 'workflow', format('workflow "%s" step "%s" %s %s.', w.tag, x.s->>'tag',
+                                  CASE WHEN c.comp THEN 'compensates with' ELSE 'uses' END, this),
+               jsonb_build_object('workflow', w.tag)
+          FROM ductape.workflows w,
+               jsonb_array_elements(w.spec->'steps') WITH ORDINALITY x(s, ord),
+               LATERAL (VALUES (false, CASE WHEN x.s->>'type' = 'action' THEN x.s END),
+                               (true, x.s->'compensate')) c(comp, call)
+         WHERE c.call->>'app' = d_app AND (d_action IS NULL OR c.call->>'action' = d_action)
+         ORDER BY w.tag, x.ord, c.comp;
+    END IF;
+    -- webhook subscriptions to the app's webhooks
+    IF d_app IS NOT NULL AND d_action IS NULL AND d_product IS NULL THEN
+        RETURN QUERY
+        SELECT 'subscription', format('webhook subscription %s runs %s for webhook "%s" events "%s".',
+                                      s.id, s.handler, s.webhook, s.event_type),
+               jsonb_build_object('subscription', s.id)
+          FROM ductape.webhook_subscriptions s WHERE s.app = d_app ORDER BY s.id;
+    END IF;
+    -- webhook URLs a provider may still send to
+    IF d_action IS NULL THEN
+        RETURN QUERY
+        SELECT 'webhook_url', format('webhook "%s" of app "%s" has a URL for product "%s", env "%s".',
+                                     t.webhook, t.app, t.product, t.env),
+               jsonb_build_object('token', t.token)
+          FROM ductape._webhook_tokens t
+         WHERE (d_app IS NULL OR t.app = d_app) AND (d_product IS NULL OR t.product = d_product)
+         ORDER BY t.app, t.webhook, t.product, t.env;
+    END IF;
+    -- running workflow runs (their own copy of the definition) that call it
+    SELECT count(*) INTO n FROM ductape.workflow_runs r
+     WHERE r.state = 'running' AND (d_product IS NULL OR r.product = d_product)
+       AND (d_app IS NULL OR EXISTS (
+              SELECT FROM jsonb_array_elements(r.spec->'steps') s
+               WHERE (s->>'type' = 'action' AND s->>'app' = d_app AND (d_action IS NULL OR s->>'action' = d_action))
+                  OR (s->'compensate'->>'app' = d_app AND (d_action IS NULL OR s->'compensate'->>'action' = d_action))));
+    IF n > 0 THEN
+        RETURN QUERY SELECT 'runs', CASE WHEN n = 1 THEN '1 running workflow run uses it.'
+                                         ELSE format('%s running workflow runs use it.', n) END, jsonb_build_object('count', n);
+    END IF;
+    -- jobs waiting to run (a running job finishes its attempt; a retry of
+    -- it after the drop fails)
+    SELECT count(*) INTO n FROM ductape.jobs j
+     WHERE j.state IN ('scheduled', 'queued')
+       AND (d_app IS NULL OR j.app = d_app) AND (d_action IS NULL OR j.action = d_action)
+       AND (d_product IS NULL OR j.product = d_product);
+    IF n > 0 THEN
+        RETURN QUERY SELECT 'jobs', CASE WHEN n = 1 THEN '1 job that uses it is queued or scheduled.'
+                                         ELSE format('%s jobs that use it are queued or scheduled.', n) END, jsonb_build_object('count', n);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape._dependents(text, text, text) IS
+    'What still uses an action, an app, a product or a connection: one line per dependent (the drop functions'' 2BP01 detail).';
+
+-- Before a drop: refuse it when something depends on the object (2BP01),
+-- or, with cascade, drop or cancel the dependents.  Run by the SECURITY
+-- DEFINER drop implementations; an on_row trigger is dropped only when the
+-- caller owns its table.
+CREATE FUNCTION ductape._drop_dependents(d_app text, d_action text, d_product text, what text, cascade boolean)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    deps jsonb[];
+    lines text[];
+    total bigint;
+    detail text;
+    caller name := ductape._caller();
+    reason text := format('cancelled: %s was dropped', what);
+    d jsonb;
+    rel record;
+    runs bigint[];
+BEGIN
+    SELECT array_agg(x.dep_line ORDER BY x.ord), array_agg(jsonb_build_object('kind', x.dep_kind, 'ref', x.dep_ref) ORDER BY x.ord),
+           sum(coalesce((x.dep_ref->>'count')::bigint, 1))
+      INTO lines, deps, total
+      FROM ductape._dependents(d_app, d_action, d_product) WITH ORDINALITY x(dep_kind, dep_line, dep_ref, ord);
+    IF lines IS NULL THEN
+        RETURN;
+    END IF;
+    detail := array_to_string(lines[1:20], E'\n')
+              || CASE WHEN cardinality(lines) > 20 THEN format(E'\nand %s more.', cardinality(lines) - 20) ELSE '' END;
+    IF NOT coalesce(cascade, false) THEN
+        RAISE EXCEPTION USING ERRCODE = '2BP01',
+            MESSAGE = format('cannot drop %s because other objects depend on it', what),
+            DETAIL = detail,
+            HINT = 'Pass cascade => true to drop or cancel them too, or remove them first.';
+    END IF;
+    RAISE NOTICE USING
+        MESSAGE = CASE WHEN total = 1 THEN 'drop cascades to 1 other object'
+                       ELSE format('drop cascades to %s other objects', total) END,
+        DETAIL = detail;
+    FOREACH d IN ARRAY deps LOOP
+        CASE d->>'kind'
+        WHEN 'trigger' THEN
+            SELECT c.oid::regclass AS name, c.relowner INTO rel
+              FROM pg_class c WHERE c.oid = (d->'ref'->>'table')::oid;
+            IF NOT pg_has_role(caller, rel.relowner, 'USAGE') THEN
+                RAISE EXCEPTION USING ERRCODE = '42501',
+                    MESSAGE = format('must be owner of table %s to drop its trigger "%s"', rel.name, d->'ref'->>'trigger'),
+                    HINT = format('Its owner can drop the trigger; then drop %s again.', what);
+            END IF;
+            EXECUTE format('DROP TRIGGER %I ON %s', d->'ref'->>'trigger', rel.name);
+        WHEN 'workflow' THEN
+            DELETE FROM ductape.workflows w WHERE w.tag = d->'ref'->>'workflow';
+        WHEN 'subscription' THEN
+            DELETE FROM ductape.webhook_subscriptions s WHERE s.id = (d->'ref'->>'subscription')::bigint;
+        WHEN 'webhook_url' THEN
+            DELETE FROM ductape._webhook_tokens t WHERE t.token = d->'ref'->>'token';
+        WHEN 'runs' THEN
+            WITH cancelled AS (
+                UPDATE ductape.workflow_runs r SET state = 'cancelled', advance = false, finished_at = now(), error = reason
+                 WHERE r.state = 'running' AND (d_product IS NULL OR r.product = d_product)
+                   AND (d_app IS NULL OR EXISTS (
+                          SELECT FROM jsonb_array_elements(r.spec->'steps') s
+                           WHERE (s->>'type' = 'action' AND s->>'app' = d_app AND (d_action IS NULL OR s->>'action' = d_action))
+                              OR (s->'compensate'->>'app' = d_app AND (d_action IS NULL OR s->'compensate'->>'action' = d_action))))
+                RETURNING r.id)
+            SELECT array_agg(id) INTO runs FROM cancelled;
+            UPDATE ductape.jobs j SET state = 'cancelled', finished_at = now(), error = reason
+             WHERE j.state IN ('scheduled', 'queued')
+               AND j.id IN (SELECT x.job_id FROM ductape.workflow_steps x WHERE x.run_id = ANY (runs) AND x.job_id IS NOT NULL);
+            UPDATE ductape.workflow_steps x
+               SET state = CASE WHEN x.state = 'pending' THEN 'skipped' ELSE 'failed' END::ductape.workflow_step_state,
+                   error = CASE WHEN x.state = 'running' THEN reason END, finished_at = now()
+             WHERE x.run_id = ANY (runs) AND x.state IN ('pending', 'running');
+        WHEN 'jobs' THEN
+            UPDATE ductape.jobs j SET state = 'cancelled', finished_at = now(), error = reason
+             WHERE j.state IN ('scheduled', 'queued')
+               AND (d_app IS NULL OR j.app = d_app) AND (d_action IS NULL OR j.action = d_action)
+               AND (d_product IS NULL OR j.product = d_product);
+        END CASE;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ductape._drop_dependents(text, text, text, text, boolean) IS
+    'Refuses a drop that other objects depend on (2BP01), or with cascade drops or cancels them; used by the drop functions.';
+
+-- app_drop and action_drop learn their caller through the caller proxy
+-- (src/gate.c, see 07_webhooks.sql): cascade drops an on_row trigger only
+-- for the owner of its table.
+CREATE FUNCTION ductape._app_drop(tag text, cascade boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ductape._tag_arg(tag, 'app');
+    PERFORM ductape._app_row(tag);
+    PERFORM FROM ductape.apps a WHERE a.tag = _app_drop.tag FOR UPDATE;
+    PERFORM ductape._drop_dependents(tag, NULL, NULL, format('app "%s"', tag), cascade);
+    DELETE FROM ductape.apps a WHERE a.tag = _app_drop.tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._app_drop(text, boolean) IS
+    'The implementation of ductape.app_drop, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.app_drop(tag text, cascade boolean) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.app_drop(text, boolean) IS
+    'Removes an app with its actions, connections, credentials, variable values and tokens; refused (2BP01) while workflows, triggers, jobs, runs, subscriptions or webhook URLs use it, unless cascade => true.';
+-- The signature of the releases before (grants and dumps name it); no
+-- default on cascade above, so that app_drop('x') is this one.
+CREATE OR REPLACE FUNCTION ductape.app_drop(tag text) RETURNS void
+LANGUAGE sql AS $$ SELECT ductape.app_drop(tag, false) $$;
+COMMENT ON FUNCTION ductape.app_drop(text) IS
+    'app_drop(tag, cascade => false): refused (2BP01) while something uses the app.';
+
+CREATE FUNCTION ductape._action_drop(app text, action text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps;
+BEGIN
+    PERFORM ductape._tag_arg(app, 'app');
+    PERFORM ductape._tag_arg(action, 'action');
+    a := ductape._app_row(app);
+    PERFORM FROM ductape.actions x WHERE x.app = a.tag AND x.tag = action FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('action "%s" of app "%s" does not exist', action, a.tag),
+            HINT = format('Call ductape.describe(%L) to list its actions.', a.tag);
+    END IF;
+    PERFORM ductape._drop_dependents(a.tag, action, NULL, format('action "%s" of app "%s"', action, a.tag), cascade);
+    DELETE FROM ductape.actions x WHERE x.app = a.tag AND x.tag = action;
+END
+$$;
+COMMENT ON FUNCTION ductape._action_drop(text, text, boolean) IS
+    'The implementation of ductape.action_drop, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.action_drop(app text, action text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.action_drop(text, text, boolean) IS
+    'Removes one action of an app; refused (2BP01) while workflows, on_row triggers, queued jobs or running workflow runs use it, unless cascade => true.';
+
+-- product_drop and product_disconnect learn their caller through the caller
+-- proxy, as app_drop does (02_apps.sql): what uses the product or the
+-- connection is refused or, with cascade, dropped or cancelled first.
+-- The default product is never dropped: every app is usable under it.
+CREATE FUNCTION ductape._product_drop(product text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    p ductape.products;
+BEGIN
+    PERFORM ductape._tag_arg(product, 'product');
+    IF product = 'default' THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = 'product "default" cannot be dropped',
+            DETAIL = 'Every app is usable under the default product, which is the default of the ductape.product setting.',
+            HINT = 'Remove what it holds with ductape.config_unset, ductape.variable_unset and ductape.product_disconnect.';
+    END IF;
+    p := ductape._product_row(product);
+    PERFORM FROM ductape.products x WHERE x.tag = p.tag FOR UPDATE;
+    PERFORM ductape._drop_dependents(NULL, NULL, p.tag, format('product "%s"', p.tag), cascade);
+    -- connections, credentials, variable values and OAuth2 tokens go with it
+    DELETE FROM ductape.products x WHERE x.tag = p.tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._product_drop(text, boolean) IS
+    'The implementation of ductape.product_drop, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.product_drop(product text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.product_drop(text, boolean) IS
+    'Removes a product with its connections, credentials, variable values and OAuth2 tokens; refused (2BP01) while jobs, runs, on_row triggers or webhook URLs use it, unless cascade => true. The default product cannot be dropped (55006).';
+
+CREATE FUNCTION ductape._product_disconnect(product text, app text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    p ductape.products;
+    a ductape.apps;
+BEGIN
+    PERFORM ductape._tag_arg(product, 'product');
+    PERFORM ductape._tag_arg(app, 'app');
+    p := ductape._product_row(product);
+    a := ductape._app_row(app);
+    PERFORM FROM ductape.product_apps x WHERE x.product = p.tag AND x.app = a.tag FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('app "%s" is not connected to product "%s"', a.tag, p.tag),
+            HINT = 'See ductape.product_apps for the connections there are.';
+    END IF;
+    PERFORM ductape._drop_dependents(a.tag, NULL, p.tag,
+                                     format('the connection of app "%s" to product "%s"', a.tag, p.tag), cascade);
+    DELETE FROM ductape.product_apps x WHERE x.product = p.tag AND x.app = a.tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._product_disconnect(text, text, boolean) IS
+    'The implementation of ductape.product_disconnect, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.product_disconnect(product text, app text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.product_disconnect(text, text, boolean) IS
+    'Removes the connection of an app to a product (credentials and variable values stay); refused (2BP01) while jobs, runs, on_row triggers or webhook URLs use it, unless cascade => true.';
+
+-- Remove the credentials of (product, app, env); NULL env and product are
+-- the session's (ductape.env, ductape.product).  A job or call that runs
+-- afterwards goes without them.
+CREATE FUNCTION ductape.config_unset(app text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(ductape._tag_arg(app, 'app'));
+    p ductape.products := ductape._product_row(ductape._tag_arg(coalesce(product, current_setting('ductape.product')), 'product'));
+    e text := ductape._product_env(p, ductape._tag_arg(coalesce(env, current_setting('ductape.env')), 'env'));
+BEGIN
+    DELETE FROM ductape.configs c WHERE c.product = p.tag AND c.app = a.tag AND c.env = e;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('app "%s" has no credentials for product "%s", env "%s"', a.tag, p.tag, e),
+            HINT = 'See ductape.configs for the credentials there are.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape.config_unset(text, text, text) IS
+    'Removes the credentials ductape.config stored for (product, app, env); NULL env and product are the session''s.';
+
+-- Remove a variable's value for (product, app, env): the app's default, if
+-- it declares one, applies again.
+CREATE FUNCTION ductape.variable_unset(app text, key text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r ductape.apps := ductape._app_row(ductape._tag_arg(app, 'app'));
+    p ductape.products := ductape._product_row(ductape._tag_arg(coalesce(product, current_setting('ductape.product')), 'product'));
+    e text := ductape._product_env(p, ductape._tag_arg(coalesce(env, current_setting('ductape.env')), 'env'));
+BEGIN
+    IF key IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'variable key cannot be NULL';
+    END IF;
+    DELETE FROM ductape.variables v WHERE v.product = p.tag AND v.app = r.tag AND v.env = e AND v.key = key;
+    IF NOT FOUND THEN
+        IF NOT coalesce(r.spec->'variables', '{}') ? key THEN
+            RAISE EXCEPTION USING ERRCODE = '42704',
+                MESSAGE = format('variable "%s" is not declared by app "%s"', key, r.tag);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('variable "%s" of app "%s" has no value for product "%s", env "%s"', key, r.tag, p.tag, e),
+            HINT = 'See ductape.variables for the values there are.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape.variable_unset(text, text, text, text) IS
+    'Removes the value ductape.variable_set stored for a variable in (product, app, env); NULL env and product are the session''s.';
+
+-- Run a handled or failed event's handlers again: a failed event runs the
+-- handlers that had not succeeded, a handled one every handler subscribed
+-- now, each with a fresh retry schedule.  An event still waiting (received)
+-- is the worker's: refused.
+CREATE FUNCTION ductape.webhook_event_retry(id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    e ductape.webhook_events;
+BEGIN
+    SELECT * INTO e FROM ductape.webhook_events x WHERE x.id = id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('webhook event %s does not exist', id),
+            HINT = 'See ductape.webhook_events for the events there are.';
+    END IF;
+    IF e.state = 'received' THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('webhook event %s is still waiting to be handled', id),
+            DETAIL = 'The worker runs its handlers (and retries them); only a handled or failed event can be retried.',
+            HINT = 'Wait until its state is handled or failed.';
+    END IF;
+    IF e.state = 'handled' THEN
+        e.handled_by := '{}';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s
+                    WHERE s.app = e.app AND s.webhook = e.webhook
+                      AND ductape._type_matches(e.event_type, s.event_type)
+                      AND s.id <> ALL (e.handled_by)) THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('webhook event %s has no handler to run', id),
+            DETAIL = format('No subscription to webhook "%s" of app "%s" wants events "%s"%s.', e.webhook, e.app,
+                            e.event_type, CASE WHEN e.state = 'failed' THEN ' that has not handled it yet' ELSE '' END),
+            HINT = 'Subscribe a handler with ductape.webhook_subscribe first.';
+    END IF;
+    UPDATE ductape.webhook_events x
+       SET state = 'received', attempts = 0, error = NULL, next_attempt_at = now(),
+           handled_at = NULL, handled_by = e.handled_by
+     WHERE x.id = id;
+    PERFORM ductape._wake_worker();
+END
+$$;
+COMMENT ON FUNCTION ductape.webhook_event_retry(bigint) IS
+    'Runs a handled or failed inbound webhook event''s handlers again (a failed one: those that had not succeeded); refused (55006) while it waits to be handled.';
+
+-- Remove a workflow; refused while runs of it are active.  (Nothing else
+-- refers to a workflow; its finished runs keep their own copy of it.)
+CREATE OR REPLACE FUNCTION ductape.workflow_drop(workflow text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM ductape._tag_arg(workflow, 'workflow');
+    PERFORM ductape._workflow_row(workflow);
+    PERFORM FROM ductape.workflows w WHERE w.tag = workflow FOR UPDATE;
+    SELECT count(*) INTO n FROM ductape.workflow_runs r WHERE r.tag = workflow AND r.state = 'running';
+    IF n > 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('workflow "%s" has active runs', workflow),
+            DETAIL = CASE WHEN n = 1 THEN '1 run of it is running.'
+                          ELSE format('%s runs of it are running.', n) END,
+            HINT = 'Cancel them with ductape.workflow_cancel, or wait until they end.';
+    END IF;
+    DELETE FROM ductape.workflows w WHERE w.tag = workflow;
+END
+$$;
+
+-- grant_* and revoke_* name only roles that exist ("public" is not PUBLIC).
+-- A role named to grant_* or revoke_*: one that exists (42704), so that
+-- "public" never means PUBLIC.
+CREATE FUNCTION ductape._role_arg(role name) RETURNS oid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r oid;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'role cannot be NULL';
+    END IF;
+    SELECT a.oid INTO r FROM pg_roles a WHERE a.rolname = role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('role "%s" does not exist', role);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ductape._role_arg(name) IS
+    'Checks a role named to grant_* or revoke_*: it exists (42704; "public" is not PUBLIC); returns its oid.';
+
+CREATE OR REPLACE FUNCTION ductape.grant_usage(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape._role_arg(role);
+    EXECUTE format('GRANT USAGE ON SCHEMA ductape TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.run(text, text, jsonb, text, text, jsonb),
+        ductape.run_response(text, text, jsonb, text, text, jsonb),
+        ductape.http(text, text, jsonb, jsonb, jsonb),
+        ductape.describe(text, text),
+        ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
+        ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
+        ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
+        ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
+        ductape.webhook_events, ductape.messages, ductape.outbox, ductape.deliveries,
+        ductape.workflow_runs, ductape.workflow_steps TO %I', role);
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION ductape.grant_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape.grant_usage(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.app_define(jsonb), ductape.app_create(text, text, text),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.app_drop(text, boolean),
+        ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
+        ductape.workflow_define(jsonb), ductape.workflow_drop(text),
+        ductape.variable_set(text, text, jsonb, text, text),
+        ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
+        ductape.config(text, jsonb, text, text),
+        ductape.action_drop(text, text, boolean), ductape.product_drop(text, boolean),
+        ductape.product_disconnect(text, text, boolean), ductape.config_unset(text, text, text),
+        ductape.variable_unset(text, text, text, text), ductape.webhook_event_retry(bigint),
+        ductape.secret_set(text, text, text, text[], text[], timestamptz),
+        ductape.secret_get(text), ductape.secret_drop(text),
+        ductape.oauth_set_tokens(text, text, text, integer, text, text),
+        ductape.webhook_url(text, text, text, text),
+        ductape.webhook_subscribe(text, text, text, regprocedure), ductape.webhook_unsubscribe(bigint),
+        ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
+        ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
+        ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
+        ductape.message_retry(text, bigint) TO %I', role);
+    -- the definition checks are plain SQL run as the caller; not the
+    -- implementations behind the caller proxy, nor the workflow engine.
+    -- (Named here, not put back together from pg_proc: a new internal
+    -- function is added to this list; sql/privileges.sql shows every one.)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape._action_body(jsonb), ductape._app_row(text), ductape._catalog_changed(),
+        ductape._check_action(jsonb, text, jsonb, jsonb), ductape._check_app(jsonb),
+        ductape._check_auth(jsonb), ductape._check_int(jsonb, text, bigint, bigint),
+        ductape._check_keys(jsonb, text, text[]), ductape._check_request_type(jsonb, text),
+        ductape._check_retries(jsonb, text), ductape._check_step_call(jsonb, text),
+        ductape._check_tag(jsonb, text, boolean), ductape._check_type(jsonb, text, text[]),
+        ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
+        ductape._condition_check(text, text), ductape._condition_eval(text, jsonb),
+        ductape._deref(jsonb, jsonb, text), ductape._document_parse(text, text),
+        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check(text, text[], jsonb),
+        ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
+        ductape._endpoint_seal(bigint, text), ductape._example_schema(jsonb),
+        ductape._import_auth(text, text, text, text), ductape._import_check_exists(text, boolean),
+        ductape._import_define(jsonb), ductape._import_refuse(text, text[], text),
+        ductape._json_refs(jsonb), ductape._kebab(text),
+        ductape._openapi_action(jsonb, text, jsonb, text, text), ductape._openapi_auth(jsonb, text),
+        ductape._openapi_resource(text), ductape._placement(jsonb, text, jsonb),
+        ductape._pointer_escape(text), ductape._postman_requests(jsonb, text, text),
+        ductape._postman_template(text), ductape._product_env(ductape.products, text),
+        ductape._product_row(text), ductape._raise_invalid(text, text[]), ductape._ref_path(text),
+        ductape._ref_target(jsonb, text), ductape._schema_bad_patterns(jsonb),
+        ductape._schema_check(jsonb, text), ductape._schema_validate(jsonb, jsonb),
+        ductape._signature_check(jsonb, text, jsonb, text, timestamptz),
+        ductape._signature_standard(text, text, bigint, text), ductape._tag_arg(text, text),
+        ductape._template_errors(jsonb, text, jsonb, jsonb), ductape._template_steps(jsonb),
+        ductape._type_matches(text, text), ductape._unique_tag(text, text[]),
+        ductape._unique_tags(jsonb[]), ductape._wake_worker(), ductape._webhook_listen_address(),
+        ductape._webhook_spec(ductape.apps, text), ductape._with_refs(jsonb, jsonb),
+        ductape._workflow_apply(jsonb, jsonb), ductape._workflow_row(text),
+        ductape._workflow_template_errors(jsonb, text) TO %I', role);
+    -- (the remaining internal C functions are STRICT: NULL in, NULL out)
+    -- (secret_set writes _secrets as its caller, in C, encrypting first;
+    -- a row there says nothing about who runs what)
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
+        ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
+        ductape._secrets TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
+        ductape.endpoints, ductape.workflows, ductape.secrets TO %I', role);
+    EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
+END
+$$;
+
+
+-- revoke_usage and revoke_admin, like grant_usage and grant_admin, are
+-- for the extension's owner and superusers (nobody is granted them).  They
+-- refuse the roles revoking from would break ductape or do nothing for:
+-- the extension's owner (ductape's own functions run as it) and
+-- superusers (they bypass privileges).
+CREATE FUNCTION ductape._revocable_role(role name) RETURNS oid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r oid := ductape._role_arg(role);
+BEGIN
+    IF r = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ductape') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('cannot revoke ductape from role "%s": it owns the extension', role),
+            DETAIL = 'ductape''s own functions and background workers act as the extension''s owner.';
+    END IF;
+    IF (SELECT a.rolsuper FROM pg_roles a WHERE a.oid = r) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('cannot revoke ductape from role "%s": it is a superuser', role),
+            DETAIL = 'A superuser bypasses every privilege check, so revoking would change nothing.',
+            HINT = format('Take superuser away first (ALTER ROLE %I NOSUPERUSER).', role);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ductape._revocable_role(name) IS
+    'Checks a role named to revoke_usage or revoke_admin: it exists and is neither the extension''s owner nor a superuser.';
+
+-- Take every privilege on ductape's schema and objects away from a role
+-- (what grant_usage and grant_admin gave, and any other grant made on
+-- them by their owner).  Its rows (jobs, calls, messages, events, runs)
+-- stay; jobs it queued still run.  What it inherits from other roles stays.
+CREATE FUNCTION ductape.revoke_usage(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape._revocable_role(role);
+    EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM %I', role);
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA ductape FROM %I', role);
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA ductape FROM %I', role);
+    EXECUTE format('REVOKE ALL ON SCHEMA ductape FROM %I', role);
+END
+$$;
+COMMENT ON FUNCTION ductape.revoke_usage(name) IS
+    'Takes every ductape privilege away from a role (usage and admin); its rows stay. For the extension''s owner and superusers.';
+
+-- Take the admin privileges away, keeping usage (when the role had it).
+CREATE FUNCTION ductape.revoke_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r oid := ductape._revocable_role(role);
+    had_usage boolean;
+BEGIN
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) x
+                    WHERE n.nspname OPERATOR(pg_catalog.=) 'ductape' AND x.grantee OPERATOR(pg_catalog.=) r
+                      AND x.privilege_type OPERATOR(pg_catalog.=) 'USAGE')
+      INTO had_usage;
+    PERFORM ductape.revoke_usage(role);
+    IF had_usage THEN
+        PERFORM ductape.grant_usage(role);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape.revoke_admin(name) IS
+    'Takes the admin privileges away from a role, keeping what grant_usage gives (when it had it). For the extension''s owner and superusers.';
+
+-- Roles granted usage or admin before: what the new grant_usage and
+-- grant_admin give (app_drop's new signature, the new functions).
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.rolname,
+                    has_function_privilege(a.oid, 'ductape.app_define(jsonb)', 'EXECUTE') AS admin
+               FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) x
+               JOIN pg_catalog.pg_roles a ON a.oid = x.grantee
+              WHERE p.oid IN ('ductape.run(text,text,jsonb,text,text,jsonb)'::regprocedure,
+                              'ductape.app_define(jsonb)'::regprocedure)
+                AND x.privilege_type = 'EXECUTE' AND x.grantee <> p.proowner
+    LOOP
+        IF r.admin THEN
+            PERFORM ductape.grant_admin(r.rolname);
+        ELSE
+            PERFORM ductape.grant_usage(r.rolname);
+        END IF;
+    END LOOP;
+END
+$$;
+
 
 
 -- ==== descriptions: COMMENT ON every object a user reads ====
@@ -910,9 +1559,6 @@ COMMENT ON FUNCTION ductape.action_define(text,jsonb) IS
 COMMENT ON FUNCTION ductape.app_export(text) IS
     'Returns an app as the spec app_define accepts, its actions included: '
     'app_define(app_export(x)) changes nothing. Admins.';
-COMMENT ON FUNCTION ductape.app_drop(text) IS
-    'Drops an app with its actions, variable values, config, product connections, OAuth2 '
-    'tokens, webhook URLs and subscriptions. Admins.';
 COMMENT ON FUNCTION ductape.describe(text,text) IS
     'Describes an app (envs, declared variables, constant names, actions) or, given an action, '
     'its inputs (placement, type, whether required, an example) and an example call. Never '

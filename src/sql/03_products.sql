@@ -171,6 +171,68 @@ COMMENT ON FUNCTION ductape.product_connect(text,text,jsonb) IS
     'Connects an app to a product, or maps it again; env_map is an object of product env to app '
     'env (NULL: each env maps to the app env of the same name). Admins.';
 
+-- product_drop and product_disconnect learn their caller through the caller
+-- proxy, as app_drop does (02_apps.sql): what uses the product or the
+-- connection is refused or, with cascade, dropped or cancelled first.
+-- The default product is never dropped: every app is usable under it.
+CREATE FUNCTION ductape._product_drop(product text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    p ductape.products;
+BEGIN
+    PERFORM ductape._tag_arg(product, 'product');
+    IF product = 'default' THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = 'product "default" cannot be dropped',
+            DETAIL = 'Every app is usable under the default product, which is the default of the ductape.product setting.',
+            HINT = 'Remove what it holds with ductape.config_unset, ductape.variable_unset and ductape.product_disconnect.';
+    END IF;
+    p := ductape._product_row(product);
+    PERFORM FROM ductape.products x WHERE x.tag = p.tag FOR UPDATE;
+    PERFORM ductape._drop_dependents(NULL, NULL, p.tag, format('product "%s"', p.tag), cascade);
+    -- connections, credentials, variable values and OAuth2 tokens go with it
+    DELETE FROM ductape.products x WHERE x.tag = p.tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._product_drop(text, boolean) IS
+    'The implementation of ductape.product_drop, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.product_drop(product text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.product_drop(text, boolean) IS
+    'Removes a product with its connections, credentials, variable values and OAuth2 tokens; refused (2BP01) while jobs, runs, on_row triggers or webhook URLs use it, unless cascade => true. The default product cannot be dropped (55006).';
+
+CREATE FUNCTION ductape._product_disconnect(product text, app text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    p ductape.products;
+    a ductape.apps;
+BEGIN
+    PERFORM ductape._tag_arg(product, 'product');
+    PERFORM ductape._tag_arg(app, 'app');
+    p := ductape._product_row(product);
+    a := ductape._app_row(app);
+    PERFORM FROM ductape.product_apps x WHERE x.product = p.tag AND x.app = a.tag FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('app "%s" is not connected to product "%s"', a.tag, p.tag),
+            HINT = 'See ductape.product_apps for the connections there are.';
+    END IF;
+    PERFORM ductape._drop_dependents(a.tag, NULL, p.tag,
+                                     format('the connection of app "%s" to product "%s"', a.tag, p.tag), cascade);
+    DELETE FROM ductape.product_apps x WHERE x.product = p.tag AND x.app = a.tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._product_disconnect(text, text, boolean) IS
+    'The implementation of ductape.product_disconnect, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.product_disconnect(product text, app text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.product_disconnect(text, text, boolean) IS
+    'Removes the connection of an app to a product (credentials and variable values stay); refused (2BP01) while jobs, runs, on_row triggers or webhook URLs use it, unless cascade => true.';
+
 -- The env a caller names under a product (checked), for config and variables.
 CREATE FUNCTION ductape._product_env(p ductape.products, env text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
@@ -251,6 +313,56 @@ COMMENT ON FUNCTION ductape.variable_set(text,text,jsonb,text,text) IS
     'Sets the value of a variable the app declares, for (product, app, env); templates read it '
     'as $Variable{key}. A SQL NULL value is refused: use ''null''::jsonb. NULL env or product: '
     'ductape.env, ductape.product. Admins.';
+
+-- Remove the credentials of (product, app, env); NULL env and product are
+-- the session's (ductape.env, ductape.product).  A job or call that runs
+-- afterwards goes without them.
+CREATE FUNCTION ductape.config_unset(app text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps := ductape._app_row(ductape._tag_arg(app, 'app'));
+    p ductape.products := ductape._product_row(ductape._tag_arg(coalesce(product, current_setting('ductape.product')), 'product'));
+    e text := ductape._product_env(p, ductape._tag_arg(coalesce(env, current_setting('ductape.env')), 'env'));
+BEGIN
+    DELETE FROM ductape.configs c WHERE c.product = p.tag AND c.app = a.tag AND c.env = e;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('app "%s" has no credentials for product "%s", env "%s"', a.tag, p.tag, e),
+            HINT = 'See ductape.configs for the credentials there are.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape.config_unset(text, text, text) IS
+    'Removes the credentials ductape.config stored for (product, app, env); NULL env and product are the session''s.';
+
+-- Remove a variable's value for (product, app, env): the app's default, if
+-- it declares one, applies again.
+CREATE FUNCTION ductape.variable_unset(app text, key text, env text DEFAULT NULL, product text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r ductape.apps := ductape._app_row(ductape._tag_arg(app, 'app'));
+    p ductape.products := ductape._product_row(ductape._tag_arg(coalesce(product, current_setting('ductape.product')), 'product'));
+    e text := ductape._product_env(p, ductape._tag_arg(coalesce(env, current_setting('ductape.env')), 'env'));
+BEGIN
+    IF key IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'variable key cannot be NULL';
+    END IF;
+    DELETE FROM ductape.variables v WHERE v.product = p.tag AND v.app = r.tag AND v.env = e AND v.key = key;
+    IF NOT FOUND THEN
+        IF NOT coalesce(r.spec->'variables', '{}') ? key THEN
+            RAISE EXCEPTION USING ERRCODE = '42704',
+                MESSAGE = format('variable "%s" is not declared by app "%s"', key, r.tag);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('variable "%s" of app "%s" has no value for product "%s", env "%s"', key, r.tag, p.tag, e),
+            HINT = 'See ductape.variables for the values there are.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape.variable_unset(text, text, text, text) IS
+    'Removes the value ductape.variable_set stored for a variable in (product, app, env); NULL env and product are the session''s.';
 
 -- pg_dump keeps them (the default product is made by CREATE EXTENSION).
 SELECT pg_catalog.pg_extension_config_dump('ductape.products', 'WHERE tag <> ''default''');

@@ -303,6 +303,11 @@ COMMENT ON FUNCTION ductape.webhook_subscribe(text,text,text,regprocedure) IS
     'before). Admins.';
 
 -- Stop handling events of a subscription (events already handled stay so).
+-- Events the worker claims after this commits never run its handler, nor do
+-- retries; a round the worker had already started when it committed still
+-- runs it once.  An event left waiting for no other handler is parked
+-- until a subscription wants it (ductape.webhook_event_retry is for
+-- finished events).
 CREATE FUNCTION ductape.webhook_unsubscribe(id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -316,6 +321,50 @@ END
 $$;
 COMMENT ON FUNCTION ductape.webhook_unsubscribe(bigint) IS
     'Removes a subscription: later events no longer reach its handler. Admins.';
+
+-- Run a handled or failed event's handlers again: a failed event runs the
+-- handlers that had not succeeded, a handled one every handler subscribed
+-- now, each with a fresh retry schedule.  An event still waiting (received)
+-- is the worker's: refused.
+CREATE FUNCTION ductape.webhook_event_retry(id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    e ductape.webhook_events;
+BEGIN
+    SELECT * INTO e FROM ductape.webhook_events x WHERE x.id = id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('webhook event %s does not exist', id),
+            HINT = 'See ductape.webhook_events for the events there are.';
+    END IF;
+    IF e.state = 'received' THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('webhook event %s is still waiting to be handled', id),
+            DETAIL = 'The worker runs its handlers (and retries them); only a handled or failed event can be retried.',
+            HINT = 'Wait until its state is handled or failed.';
+    END IF;
+    IF e.state = 'handled' THEN
+        e.handled_by := '{}';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s
+                    WHERE s.app = e.app AND s.webhook = e.webhook
+                      AND ductape._type_matches(e.event_type, s.event_type)
+                      AND s.id <> ALL (e.handled_by)) THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('webhook event %s has no handler to run', id),
+            DETAIL = format('No subscription to webhook "%s" of app "%s" wants events "%s"%s.', e.webhook, e.app,
+                            e.event_type, CASE WHEN e.state = 'failed' THEN ' that has not handled it yet' ELSE '' END),
+            HINT = 'Subscribe a handler with ductape.webhook_subscribe first.';
+    END IF;
+    UPDATE ductape.webhook_events x
+       SET state = 'received', attempts = 0, error = NULL, next_attempt_at = now(),
+           handled_at = NULL, handled_by = e.handled_by
+     WHERE x.id = id;
+    PERFORM ductape._wake_worker();
+END
+$$;
+COMMENT ON FUNCTION ductape.webhook_event_retry(bigint) IS
+    'Runs a handled or failed inbound webhook event''s handlers again (a failed one: those that had not succeeded); refused (55006) while it waits to be handled.';
 
 -- pg_dump keeps the URLs (the provider has them) and the subscriptions.
 SELECT pg_catalog.pg_extension_config_dump('ductape._webhook_tokens', '');

@@ -241,13 +241,16 @@ COMMENT ON FUNCTION ductape.workflow_define(jsonb) IS
     'rights its sql steps run with. Every problem is listed at once (22023). Returns the tag. '
     'Admins.';
 
--- Remove a workflow; refused while runs of it are active.
+-- Remove a workflow; refused while runs of it are active.  (Nothing else
+-- refers to a workflow; its finished runs keep their own copy of it.)
 CREATE FUNCTION ductape.workflow_drop(workflow text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM ductape._tag_arg(workflow, 'workflow');
     PERFORM ductape._workflow_row(workflow);
+    PERFORM FROM ductape.workflows w WHERE w.tag = workflow FOR UPDATE;
     SELECT count(*) INTO n FROM ductape.workflow_runs r WHERE r.tag = workflow AND r.state = 'running';
     IF n > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '55006',
