@@ -29,6 +29,9 @@ OBJS = \
 	src/run.o \
 	src/egress.o \
 	src/calls.o \
+	src/counters.o \
+	src/metrics.o \
+	src/health.o \
 	src/signature.o \
 	src/events.o \
 	src/workflow.o \
@@ -81,7 +84,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 $(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h \
-	src/registry.h src/shmem.h
+	src/registry.h src/shmem.h src/counters.h
 
 # The generated install script: a header with the guard against running it
 # in psql, then each source file under a line naming it.
@@ -107,7 +110,7 @@ FUZZ_RT = $(shell $(FUZZ_CC) -print-resource-dir)/lib/linux/libclang_rt.fuzzer_n
 fuzz: test/fuzz/ductape_fuzz.so
 
 $(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h \
-		src/registry.h src/shmem.h
+		src/registry.h src/shmem.h src/counters.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 

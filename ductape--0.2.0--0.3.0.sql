@@ -708,6 +708,106 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ==== metrics and health (ductape.health) ====
 -- (section: metrics)
 
+-- What an operator or a probe checks (docs/reference.md, "Metrics and
+-- health"): workers, listener, queue depths, the master key file, dropped
+-- call records, and an overall ok.  Administrators (grant_admin).
+CREATE FUNCTION ductape.health() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'dt_health' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION ductape.health() IS
+    'ductape''s health as jsonb: ok, problems, this database''s worker, every database''s worker, the listener, jobs per state and the oldest due job''s wait, deliveries waiting, endpoints disabled, webhook events waiting, whether the master key file is readable, call records dropped.';
+
+-- The jobs in flight, for the gauges the worker publishes (/metrics) and
+-- health(), and for putting back what a dead worker left running: neither
+-- reads a finished row.
+CREATE INDEX jobs_running_idx ON ductape.jobs (id) WHERE state = 'running';
+
+-- grant_admin gives health() too.
+-- Usage plus defining apps, products, config, variables, secrets, webhooks,
+-- endpoints and workflows.  (rotate_master_key writes the key file and
+-- stays with superusers.)
+CREATE OR REPLACE FUNCTION ductape.grant_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape.grant_usage(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.app_define(jsonb), ductape.app_create(text, text, text),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
+        ductape.workflow_define(jsonb), ductape.workflow_drop(text),
+        ductape.variable_set(text, text, jsonb, text, text),
+        ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
+        ductape.config(text, jsonb, text, text),
+        ductape.secret_set(text, text, text, text[], text[], timestamptz),
+        ductape.secret_get(text), ductape.secret_drop(text),
+        ductape.oauth_set_tokens(text, text, text, integer, text, text),
+        ductape.webhook_url(text, text, text, text),
+        ductape.webhook_subscribe(text, text, text, regprocedure), ductape.webhook_unsubscribe(bigint),
+        ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
+        ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
+        ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
+        ductape.message_retry(text, bigint), ductape.health() TO %I', role);
+    -- the definition checks are plain SQL run as the caller; not the
+    -- implementations behind the caller proxy, nor the workflow engine.
+    -- (Named here, not put back together from pg_proc: a new internal
+    -- function is added to this list; sql/privileges.sql shows every one.)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape._action_body(jsonb), ductape._app_row(text), ductape._catalog_changed(),
+        ductape._check_action(jsonb, text, jsonb, jsonb), ductape._check_app(jsonb),
+        ductape._check_auth(jsonb), ductape._check_int(jsonb, text, bigint, bigint),
+        ductape._check_keys(jsonb, text, text[]), ductape._check_request_type(jsonb, text),
+        ductape._check_retries(jsonb, text), ductape._check_step_call(jsonb, text),
+        ductape._check_tag(jsonb, text, boolean), ductape._check_type(jsonb, text, text[]),
+        ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
+        ductape._condition_check(text, text), ductape._condition_eval(text, jsonb),
+        ductape._deref(jsonb, jsonb, text), ductape._document_parse(text, text),
+        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check(text, text[], jsonb),
+        ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
+        ductape._endpoint_seal(bigint, text), ductape._example_schema(jsonb),
+        ductape._import_auth(text, text, text, text), ductape._import_check_exists(text, boolean),
+        ductape._import_define(jsonb), ductape._import_refuse(text, text[], text),
+        ductape._json_refs(jsonb), ductape._kebab(text),
+        ductape._openapi_action(jsonb, text, jsonb, text, text), ductape._openapi_auth(jsonb, text),
+        ductape._openapi_resource(text), ductape._placement(jsonb, text, jsonb),
+        ductape._pointer_escape(text), ductape._postman_requests(jsonb, text, text),
+        ductape._postman_template(text), ductape._product_env(ductape.products, text),
+        ductape._product_row(text), ductape._raise_invalid(text, text[]), ductape._ref_path(text),
+        ductape._ref_target(jsonb, text), ductape._schema_bad_patterns(jsonb),
+        ductape._schema_check(jsonb, text), ductape._schema_validate(jsonb, jsonb),
+        ductape._signature_check(jsonb, text, jsonb, text, timestamptz),
+        ductape._signature_standard(text, text, bigint, text),
+        ductape._template_errors(jsonb, text, jsonb, jsonb), ductape._template_steps(jsonb),
+        ductape._type_matches(text, text), ductape._unique_tag(text, text[]),
+        ductape._unique_tags(jsonb[]), ductape._wake_worker(), ductape._webhook_listen_address(),
+        ductape._webhook_spec(ductape.apps, text), ductape._with_refs(jsonb, jsonb),
+        ductape._workflow_apply(jsonb, jsonb), ductape._workflow_row(text),
+        ductape._workflow_template_errors(jsonb, text) TO %I', role);
+    -- (the remaining internal C functions are STRICT: NULL in, NULL out)
+    -- (secret_set writes _secrets as its caller, in C, encrypting first;
+    -- a row there says nothing about who runs what)
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
+        ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
+        ductape._secrets TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
+        ductape.endpoints, ductape.workflows, ductape.secrets TO %I', role);
+    EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
+END
+$$;
+
+-- Roles granted admin before: they get health() as well.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT p.grantee::regrole::name AS role
+               FROM pg_proc f, aclexplode(f.proacl) p
+              WHERE f.oid = 'ductape.secret_set(text, text, text, text[], text[], timestamptz)'::regprocedure
+                AND p.privilege_type = 'EXECUTE' AND p.grantee <> 0 AND p.grantee <> f.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION ductape.health() TO %I', r.role);
+    END LOOP;
+END
+$$;
+
 
 
 -- ==== alerts (NOTIFY ductape_alerts, operational event types) ====

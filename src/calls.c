@@ -263,3 +263,15 @@ CallsDiscard(Oid dbid, bool count_dropped)
 	LWLockRelease(Calls->lock);
 	return n;
 }
+
+/* Records lost since server start (ring full, or no worker); /metrics. */
+uint64
+CallsDroppedTotal(void)
+{
+	uint64		n;
+
+	LWLockAcquire(Calls->lock, LW_SHARED);
+	n = Calls->dropped;
+	LWLockRelease(Calls->lock);
+	return n;
+}

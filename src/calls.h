@@ -66,4 +66,7 @@ extern int	CallsCollect(Oid dbid, DtCallSlot *buf, int max);
 extern int	CallsPendingDatabases(Oid *dbs, int max);
 extern int	CallsDiscard(Oid dbid, bool count_dropped);
 
+/* /metrics, ductape.health() */
+extern uint64 CallsDroppedTotal(void);
+
 #endif							/* DUCTAPE_CALLS_H */

@@ -24,6 +24,7 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "counters.h"
 #include "egress.h"
 #include "registry.h"
 #include "shmem.h"
@@ -274,6 +275,7 @@ RegisterShmem(void)
 	RegistryShmemRegister();
 	OAuthShmemRegister();
 	WebhookShmemRegister();
+	CountersShmemRegister();
 }
 
 /*
@@ -345,6 +347,7 @@ _PG_init(void)
 	WorkflowInit();
 	WorkerRegisterLauncher();
 	RetentionInit();
+	HealthInit();
 	WebhookRegisterListener();
 	WorkerInstallHooks();
 }

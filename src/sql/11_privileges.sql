@@ -50,7 +50,7 @@ BEGIN
         ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
         ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
         ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
-        ductape.message_retry(text, bigint) TO %I', role);
+        ductape.message_retry(text, bigint), ductape.health() TO %I', role);
     -- the definition checks are plain SQL run as the caller; not the
     -- implementations behind the caller proxy, nor the workflow engine.
     -- (Named here, not put back together from pg_proc: a new internal
