@@ -1610,6 +1610,11 @@ ductape_listener_main(Datum arg)
 						   limit, ductape_webhook_max_connections_per_address,
 						   ductape_webhook_request_timeout_ms)));
 	}
+	else
+	{
+		/* metrics only: no database (shown in pg_stat_activity all the same) */
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	}
 	if (metrics)
 	{
 		md = StartMetricsDaemon();
