@@ -27,6 +27,7 @@
 #include "egress.h"
 #include "registry.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -274,6 +275,7 @@ RegisterShmem(void)
 	RegistryShmemRegister();
 	OAuthShmemRegister();
 	WebhookShmemRegister();
+	StatsShmemRegister();
 }
 
 /*
