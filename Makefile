@@ -29,6 +29,7 @@ OBJS = \
 	src/run.o \
 	src/egress.o \
 	src/calls.o \
+	src/stats.o \
 	src/counters.o \
 	src/metrics.o \
 	src/health.o \
@@ -62,7 +63,7 @@ SQL_SOURCES = \
 DATA_built = ductape--$(EXTVERSION).sql
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
 
-REGRESS = setup apps template run retry egress calls secrets products privileges oauth jobs webhooks events schema import workflows boundary plpgsql_check fuzz upgrade
+REGRESS = setup apps template run retry egress calls stats secrets products privileges oauth jobs webhooks events schema import workflows boundary plpgsql_check fuzz upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

@@ -703,6 +703,185 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ==== statistics kept in shared memory (ductape.stats, stats_reset) ====
 -- (section: stats)
 
+-- Counters of every request made (run, run_response, http, and the
+-- worker's jobs, deliveries and token requests), kept in shared memory by
+-- src/stats.c per (database, role, app, action, env), whatever
+-- ductape.log_requests keeps: reading them scans no table.  The caller sees
+-- its own role's counters; administrators (who may read secrets) see every
+-- role's, summed.
+CREATE FUNCTION ductape._stats(OUT app text, OUT action text, OUT env text,
+                               OUT calls bigint, OUT errors bigint,
+                               OUT errors_4xx bigint, OUT errors_5xx bigint,
+                               OUT errors_network bigint, OUT errors_egress bigint,
+                               OUT errors_other bigint,
+                               OUT p50_ms double precision, OUT p95_ms double precision,
+                               OUT p99_ms double precision, OUT mean_ms double precision,
+                               OUT min_ms double precision, OUT max_ms double precision,
+                               OUT last_at timestamptz, OUT since timestamptz)
+RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats';
+COMMENT ON FUNCTION ductape._stats() IS
+    'The request counters of the current database, per app, action and env, summed over the roles the caller may see (its own; every role for an administrator). Backs the ductape.stats view.';
+
+CREATE FUNCTION ductape.stats_reset() RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats_reset';
+COMMENT ON FUNCTION ductape.stats_reset() IS
+    'Removes the request counters of the current database, every role''s (ductape.stats starts from zero). For administrators.';
+
+CREATE FUNCTION ductape._stats_info(OUT entries integer, OUT max_entries integer,
+                                    OUT overflow_entries integer, OUT overflowed_calls bigint,
+                                    OUT lost_calls bigint, OUT call_records_dropped bigint)
+RETURNS record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats_info';
+COMMENT ON FUNCTION ductape._stats_info() IS
+    'Cluster-wide figures since the server started: request-counter entries in use and their capacity, overflow entries, calls counted in an overflow entry or not at all, and call records dropped because the buffer was full or their database had no worker.';
+
+-- Keeps the columns of 0.2.0 first, in their order and types: replaced in
+-- place, so its grants and the views built on it stay.
+CREATE OR REPLACE VIEW ductape.stats WITH (security_invoker = true) AS
+SELECT app, action, calls, errors,
+       round(p50_ms::numeric, 3) AS p50_ms,
+       round(p95_ms::numeric, 3) AS p95_ms,
+       last_at, env, errors_4xx, errors_5xx, errors_network, errors_egress, errors_other,
+       round(p99_ms::numeric, 3) AS p99_ms,
+       round(mean_ms::numeric, 3) AS mean_ms,
+       round(min_ms::numeric, 3) AS min_ms,
+       round(max_ms::numeric, 3) AS max_ms,
+       since
+  FROM ductape._stats();
+COMMENT ON VIEW ductape.stats IS
+    'Requests made per app, action and env, from counters in shared memory: calls, errors by class, latency percentiles from a histogram. A role sees its own calls; administrators see every role''s. Survives a clean restart; ductape.stats_reset() clears it.';
+COMMENT ON COLUMN ductape.stats.app IS 'The app called; NULL for ductape.http(); ''(other)'' for the calls of new keys once the counters were full.';
+COMMENT ON COLUMN ductape.stats.action IS 'The action called; NULL for ductape.http(); ''oauth2-token'' for token requests.';
+COMMENT ON COLUMN ductape.stats.calls IS 'Requests made (each with its retries counts once).';
+COMMENT ON COLUMN ductape.stats.errors IS 'Requests that failed: the sum of the errors_* columns.';
+COMMENT ON COLUMN ductape.stats.p50_ms IS 'Median duration in milliseconds, interpolated in the latency histogram (the error is less than the width of the bucket it falls in).';
+COMMENT ON COLUMN ductape.stats.p95_ms IS '95th percentile of the duration in milliseconds, interpolated in the latency histogram.';
+COMMENT ON COLUMN ductape.stats.last_at IS 'When the latest request started.';
+COMMENT ON COLUMN ductape.stats.env IS 'The environment called; NULL for ductape.http().';
+COMMENT ON COLUMN ductape.stats.errors_4xx IS 'Failed requests the API answered with a status from 400 to 499.';
+COMMENT ON COLUMN ductape.stats.errors_5xx IS 'Failed requests the API answered with a status from 500 to 599.';
+COMMENT ON COLUMN ductape.stats.errors_network IS 'Requests that got no answer: network failure or timeout (DT001).';
+COMMENT ON COLUMN ductape.stats.errors_egress IS 'Requests refused by the egress policy (DT002).';
+COMMENT ON COLUMN ductape.stats.errors_other IS 'Other failures: a status the action does not accept outside 400-599, a response over ductape.max_response_size, a cancelled statement.';
+COMMENT ON COLUMN ductape.stats.p99_ms IS '99th percentile of the duration in milliseconds, interpolated in the latency histogram.';
+COMMENT ON COLUMN ductape.stats.mean_ms IS 'Mean duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.min_ms IS 'Shortest duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.max_ms IS 'Longest duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.since IS 'When counting began: the start of the first request counted since the counters were created or reset.';
+
+-- Usage roles read ductape.stats through ductape._stats(); administrators
+-- reset the counters and read _stats_info.
+CREATE OR REPLACE FUNCTION ductape.grant_usage(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA ductape TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.run(text, text, jsonb, text, text, jsonb),
+        ductape.run_response(text, text, jsonb, text, text, jsonb),
+        ductape.http(text, text, jsonb, jsonb, jsonb),
+        ductape.describe(text, text),
+        ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
+        ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
+        ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape._stats(),
+        ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
+        ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
+        ductape.webhook_events, ductape.messages, ductape.outbox, ductape.deliveries,
+        ductape.workflow_runs, ductape.workflow_steps TO %I', role);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ductape.grant_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape.grant_usage(role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape.app_define(jsonb), ductape.app_create(text, text, text),
+        ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
+        ductape.workflow_define(jsonb), ductape.workflow_drop(text),
+        ductape.variable_set(text, text, jsonb, text, text),
+        ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
+        ductape.config(text, jsonb, text, text),
+        ductape.stats_reset(), ductape._stats_info(),
+        ductape.secret_set(text, text, text, text[], text[], timestamptz),
+        ductape.secret_get(text), ductape.secret_drop(text),
+        ductape.oauth_set_tokens(text, text, text, integer, text, text),
+        ductape.webhook_url(text, text, text, text),
+        ductape.webhook_subscribe(text, text, text, regprocedure), ductape.webhook_unsubscribe(bigint),
+        ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
+        ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
+        ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
+        ductape.message_retry(text, bigint) TO %I', role);
+    -- the definition checks are plain SQL run as the caller; not the
+    -- implementations behind the caller proxy, nor the workflow engine.
+    -- (Named here, not put back together from pg_proc: a new internal
+    -- function is added to this list; sql/privileges.sql shows every one.)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION
+        ductape._action_body(jsonb), ductape._app_row(text), ductape._catalog_changed(),
+        ductape._check_action(jsonb, text, jsonb, jsonb), ductape._check_app(jsonb),
+        ductape._check_auth(jsonb), ductape._check_int(jsonb, text, bigint, bigint),
+        ductape._check_keys(jsonb, text, text[]), ductape._check_request_type(jsonb, text),
+        ductape._check_retries(jsonb, text), ductape._check_step_call(jsonb, text),
+        ductape._check_tag(jsonb, text, boolean), ductape._check_type(jsonb, text, text[]),
+        ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
+        ductape._condition_check(text, text), ductape._condition_eval(text, jsonb),
+        ductape._deref(jsonb, jsonb, text), ductape._document_parse(text, text),
+        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check(text, text[], jsonb),
+        ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
+        ductape._endpoint_seal(bigint, text), ductape._example_schema(jsonb),
+        ductape._import_auth(text, text, text, text), ductape._import_check_exists(text, boolean),
+        ductape._import_define(jsonb), ductape._import_refuse(text, text[], text),
+        ductape._json_refs(jsonb), ductape._kebab(text),
+        ductape._openapi_action(jsonb, text, jsonb, text, text), ductape._openapi_auth(jsonb, text),
+        ductape._openapi_resource(text), ductape._placement(jsonb, text, jsonb),
+        ductape._pointer_escape(text), ductape._postman_requests(jsonb, text, text),
+        ductape._postman_template(text), ductape._product_env(ductape.products, text),
+        ductape._product_row(text), ductape._raise_invalid(text, text[]), ductape._ref_path(text),
+        ductape._ref_target(jsonb, text), ductape._schema_bad_patterns(jsonb),
+        ductape._schema_check(jsonb, text), ductape._schema_validate(jsonb, jsonb),
+        ductape._signature_check(jsonb, text, jsonb, text, timestamptz),
+        ductape._signature_standard(text, text, bigint, text),
+        ductape._template_errors(jsonb, text, jsonb, jsonb), ductape._template_steps(jsonb),
+        ductape._type_matches(text, text), ductape._unique_tag(text, text[]),
+        ductape._unique_tags(jsonb[]), ductape._wake_worker(), ductape._webhook_listen_address(),
+        ductape._webhook_spec(ductape.apps, text), ductape._with_refs(jsonb, jsonb),
+        ductape._workflow_apply(jsonb, jsonb), ductape._workflow_row(text),
+        ductape._workflow_template_errors(jsonb, text) TO %I', role);
+    -- (the remaining internal C functions are STRICT: NULL in, NULL out)
+    -- (secret_set writes _secrets as its caller, in C, encrypting first;
+    -- a row there says nothing about who runs what)
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
+        ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
+        ductape._secrets TO %I', role);
+    EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
+        ductape.endpoints, ductape.workflows, ductape.secrets TO %I', role);
+    EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
+END
+$$;
+
+-- Roles granted under 0.2.0 get what the new grant_usage and grant_admin add.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT p.grantee::regrole::name AS role
+               FROM pg_class c, aclexplode(c.relacl) p
+              WHERE c.oid = 'ductape.stats'::regclass AND p.privilege_type = 'SELECT'
+                AND p.grantee <> 0 AND p.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION ductape._stats() TO %I', r.role);
+    END LOOP;
+    FOR r IN SELECT DISTINCT p.grantee::regrole::name AS role
+               FROM pg_proc f, aclexplode(f.proacl) p
+              WHERE f.oid = 'ductape.secret_get(text)'::regprocedure AND p.privilege_type = 'EXECUTE'
+                AND p.grantee <> 0 AND p.grantee <> f.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION ductape.stats_reset(), ductape._stats_info() TO %I', r.role);
+    END LOOP;
+END
+$$;
+
 
 
 -- ==== metrics and health (ductape.health) ====
@@ -737,6 +916,7 @@ BEGIN
         ductape.variable_set(text, text, jsonb, text, text),
         ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
         ductape.config(text, jsonb, text, text),
+        ductape.stats_reset(), ductape._stats_info(),
         ductape.secret_set(text, text, text, text[], text[], timestamptz),
         ductape.secret_get(text), ductape.secret_drop(text),
         ductape.oauth_set_tokens(text, text, text, integer, text, text),

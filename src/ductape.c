@@ -28,6 +28,7 @@
 #include "egress.h"
 #include "registry.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -275,6 +276,7 @@ RegisterShmem(void)
 	RegistryShmemRegister();
 	OAuthShmemRegister();
 	WebhookShmemRegister();
+	StatsShmemRegister();
 	CountersShmemRegister();
 }
 

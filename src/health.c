@@ -298,7 +298,7 @@ dt_health(PG_FUNCTION_ARGS)
 	JsonString(&buf, key_problem);
 	appendStringInfoChar(&buf, '}');
 	JsonKey(&buf, &first, "call_records_dropped");
-	appendStringInfo(&buf, UINT64_FORMAT, CallsDroppedTotal());
+	appendStringInfo(&buf, INT64_FORMAT, CallsDropped());
 	appendStringInfoChar(&buf, '}');
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));

@@ -5,11 +5,13 @@
  *	  text exposition format, version 0.0.4 (docs/reference.md, "Metrics").
  *	  The listener (webhook.c) serves it on ductape.metrics_listen.
  *
- * Layer 2 (core logic): calls layer 1 (counters.c, registry.c, calls.c) and
+ * Layer 2 (core logic): calls layer 1 (counters.c, stats.c, registry.c, calls.c) and
  * secrets.c (whether the master key file is readable), and PostgreSQL.
  *
  * Everything comes from shared memory: the per-database counters and the
- * gauges each database's worker published (counters.c), whether each
+ * gauges each database's worker published (counters.c), the calls and
+ * their latency histogram per app, action and env (stats.c, summed over
+ * roles: roles are not labels), whether each
  * database has a worker (registry.c), the call records dropped (calls.c).
  * No SQL, no catalog access, no transaction: a scrape costs a copy of a
  * few fixed tables and the formatting, however large the tables behind
@@ -37,6 +39,7 @@
 #include "calls.h"
 #include "counters.h"
 #include "registry.h"
+#include "stats.h"
 
 #define METRICS_MAX_BYTES (16 * 1024 * 1024)
 
@@ -172,6 +175,117 @@ static const struct
 	{"ductape_webhook_events_waiting", "Inbound webhook events received and not yet handled (parked events excluded).", DT_G_EVENTS_WAITING},
 };
 
+/* The label value of an outcome: a success, or each error class of stats.h. */
+static const char *const CallOutcome[DT_STATS_NCLASSES] = {
+	[DT_STATS_4XX] = "http_4xx",
+	[DT_STATS_5XX] = "http_5xx",
+	[DT_STATS_NETWORK] = "network",
+	[DT_STATS_EGRESS] = "egress",
+	[DT_STATS_OTHER] = "other",
+};
+
+/* {database="...",app="...",action="...",env="..." (no closing brace) */
+static void
+CallLabels(StringInfo out, const char *name, const char *database, const DtStatsRow *row)
+{
+	appendStringInfo(out, "%s{database=\"", name);
+	AppendLabelValue(out, database);
+	appendStringInfoString(out, "\",app=\"");
+	/* a database's overflow row: the calls of keys that found no entry */
+	AppendLabelValue(out, row->overflow ? "_overflow" : row->app);
+	appendStringInfoString(out, "\",action=\"");
+	AppendLabelValue(out, row->action);
+	appendStringInfoString(out, "\",env=\"");
+	AppendLabelValue(out, row->env);
+	appendStringInfoChar(out, '"');
+}
+
+/* The name of a database in the snapshot, NULL when unknown. */
+static const char *
+DatabaseName(const DtCountersDb *dbs, int ndbs, Oid dbid)
+{
+	int			i;
+
+	for (i = 0; i < ndbs; i++)
+		if (dbs[i].dbid == dbid)
+			return dbs[i].name[0] ? dbs[i].name : NULL;
+	return NULL;
+}
+
+/*
+ * ductape_calls_total and ductape_call_duration_seconds, per database, app,
+ * action and env; false when the text reached its bound and the rest was
+ * left out.
+ */
+static bool
+RenderCalls(StringInfo out, const DtCountersDb *dbs, int ndbs)
+{
+	DtStatsRow *rows = NULL;
+	int			nrows = StatsCollect(InvalidOid, InvalidOid, true, &rows);
+	const char **names = palloc0(sizeof(char *) * Max(nrows, 1));
+	int			i,
+				b,
+				k;
+	int			shown = nrows;
+
+	for (i = 0; i < nrows; i++)
+		names[i] = DatabaseName(dbs, ndbs, rows[i].dbid);
+
+	Family(out, "ductape_calls_total", "counter",
+		   "Requests ductape made (run, run_response, http, jobs, workflow steps), by outcome: ok or the error class.");
+	for (i = 0; i < nrows; i++)
+	{
+		const DtStatsCounters *c = &rows[i].c;
+		int64		errors = 0;
+
+		if (names[i] == NULL)
+			continue;
+		if (out->len > METRICS_MAX_BYTES)
+		{
+			shown = i;
+			break;
+		}
+		for (k = 0; k < DT_STATS_NCLASSES; k++)
+			errors += c->errors[k];
+		CallLabels(out, "ductape_calls_total", names[i], &rows[i]);
+		appendStringInfo(out, ",outcome=\"ok\"} " INT64_FORMAT "\n", Max(c->calls - errors, 0));
+		for (k = 0; k < DT_STATS_NCLASSES; k++)
+		{
+			CallLabels(out, "ductape_calls_total", names[i], &rows[i]);
+			appendStringInfo(out, ",outcome=\"%s\"} " INT64_FORMAT "\n", CallOutcome[k], c->errors[k]);
+		}
+	}
+
+	Family(out, "ductape_call_duration_seconds", "histogram",
+		   "Duration of the requests ductape made, retries included.");
+	for (i = 0; i < shown; i++)
+	{
+		const DtStatsCounters *c = &rows[i].c;
+		int64		cumulative = 0;
+
+		if (names[i] == NULL)
+			continue;
+		for (b = 0; b < DT_STATS_NBUCKETS; b++)
+		{
+			cumulative += c->buckets[b];
+			CallLabels(out, "ductape_call_duration_seconds_bucket", names[i], &rows[i]);
+			if (b < DT_STATS_NBUCKETS - 1)
+				appendStringInfo(out, ",le=\"%g\"} " INT64_FORMAT "\n",
+								 DtStatsBucketUpperMs[b] / 1000.0, cumulative);
+			else
+				appendStringInfo(out, ",le=\"+Inf\"} " INT64_FORMAT "\n", cumulative);
+		}
+		CallLabels(out, "ductape_call_duration_seconds_sum", names[i], &rows[i]);
+		appendStringInfo(out, "} %.6f\n", c->sum_ms / 1000.0);
+		CallLabels(out, "ductape_call_duration_seconds_count", names[i], &rows[i]);
+		appendStringInfo(out, "} " INT64_FORMAT "\n", cumulative);
+	}
+	pfree(names);
+	if (rows)
+		pfree(rows);
+	return shown == nrows;
+}
+
 /*
  * The whole text into out.  webhooks_served: the listener is serving
  * webhooks (ductape.webhook_listen is set and it listens).
@@ -199,7 +313,7 @@ MetricsRender(StringInfo out, bool webhooks_served)
 	appendStringInfo(out, "ductape_master_key_readable %d\n", key_problem == NULL ? 1 : 0);
 	Family(out, "ductape_call_records_dropped_total", "counter",
 		   "Call records lost since server start (the ring was full, or the database had no worker).");
-	appendStringInfo(out, "ductape_call_records_dropped_total " UINT64_FORMAT "\n", CallsDroppedTotal());
+	appendStringInfo(out, "ductape_call_records_dropped_total " INT64_FORMAT "\n", CallsDropped());
 
 	/* databases whose name is not known yet are left out until it is */
 	Family(out, "ductape_worker_up", "gauge",
@@ -255,7 +369,7 @@ MetricsRender(StringInfo out, bool webhooks_served)
 						  row->outcome, (int64) dbs[i].counters[row->counter]);
 	}
 
-	if (out->len > METRICS_MAX_BYTES)
+	if (!RenderCalls(out, dbs, ndbs))
 		truncated = true;
 
 	Family(out, "ductape_metrics_truncated", "gauge",

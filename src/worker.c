@@ -69,6 +69,7 @@
 #include "calls.h"
 #include "counters.h"
 #include "registry.h"
+#include "stats.h"
 
 PGDLLEXPORT void ductape_launcher_main(Datum arg);
 PGDLLEXPORT void ductape_db_worker_main(Datum arg);
@@ -643,9 +644,12 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
 
-	/* the database is gone: so are its counters (/metrics) */
+	/* the database is gone (DROP DATABASE raises otherwise): its counters too */
 	if (OidIsValid(dropped_db))
+	{
+		(void) StatsForgetDatabase(dropped_db);
 		CountersForget(dropped_db);
+	}
 
 	/*
 	 * A new installation gets its worker within moments of its commit (not

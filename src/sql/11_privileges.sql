@@ -19,6 +19,7 @@ BEGIN
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
         ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape._stats(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
     EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
@@ -42,6 +43,7 @@ BEGIN
         ductape.variable_set(text, text, jsonb, text, text),
         ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
         ductape.config(text, jsonb, text, text),
+        ductape.stats_reset(), ductape._stats_info(),
         ductape.secret_set(text, text, text, text[], text[], timestamptz),
         ductape.secret_get(text), ductape.secret_drop(text),
         ductape.oauth_set_tokens(text, text, text, integer, text, text),

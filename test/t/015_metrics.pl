@@ -157,6 +157,18 @@ ok(poll_metric('ductape_jobs_finished_total{database="postgres",outcome="failed"
 is(value(scrape(), 'ductape_job_retries_total{database="postgres"}'), '1', 'jobs retried: 1');
 is(value(scrape(), 'ductape_jobs_finished_total{database="postgres",outcome="cancelled"}'), '1',
 	'jobs cancelled: 1');
+# calls per app, action and env, from the request counters (summed over roles)
+my $calls = scrape();
+is(value($calls, 'ductape_calls_total{database="postgres",app="m",action="ok",env="dev",outcome="ok"}'), '3',
+	'ductape_calls_total counts the calls that succeeded');
+is(value($calls, 'ductape_calls_total{database="postgres",app="m",action="bad",env="dev",outcome="http_4xx"}'), '1',
+	'and those answered 4xx');
+is(value($calls, 'ductape_call_duration_seconds_count{database="postgres",app="m",action="ok",env="dev"}'), '3',
+	'the histogram counts them');
+is(value($calls, 'ductape_call_duration_seconds_bucket{database="postgres",app="m",action="ok",env="dev",le="+Inf"}'), '3',
+	'its +Inf bucket holds them all');
+like($calls, qr/^ductape_call_duration_seconds_bucket\{database="postgres",app="m",action="ok",env="dev",le="0.0005"\} \d+$/m,
+	'with buckets in seconds');
 $node->safe_psql('postgres', q{
 BEGIN;
 SELECT ductape.cancel(ductape.dispatch('m', 'ok', run_at => now() + interval '1 hour'));
