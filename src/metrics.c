@@ -33,6 +33,7 @@
 
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "ductape.h"
@@ -184,20 +185,40 @@ static const char *const CallOutcome[DT_STATS_NCLASSES] = {
 	[DT_STATS_OTHER] = "other",
 };
 
-/* {database="...",app="...",action="...",env="..." (no closing brace) */
+/*
+ * {database="...",app="...",action="...",env="..." (no closing brace) into
+ * labels, made once per row and copied into each of its series.
+ */
 static void
-CallLabels(StringInfo out, const char *name, const char *database, const DtStatsRow *row)
+CallLabels(StringInfo labels, const char *database, const DtStatsRow *row)
 {
-	appendStringInfo(out, "%s{database=\"", name);
-	AppendLabelValue(out, database);
-	appendStringInfoString(out, "\",app=\"");
+	resetStringInfo(labels);
+	appendStringInfoString(labels, "{database=\"");
+	AppendLabelValue(labels, database);
+	appendStringInfoString(labels, "\",app=\"");
 	/* a database's overflow row: the calls of keys that found no entry */
-	AppendLabelValue(out, row->overflow ? "_overflow" : row->app);
-	appendStringInfoString(out, "\",action=\"");
-	AppendLabelValue(out, row->action);
-	appendStringInfoString(out, "\",env=\"");
-	AppendLabelValue(out, row->env);
-	appendStringInfoChar(out, '"');
+	AppendLabelValue(labels, row->overflow ? "_overflow" : row->app);
+	appendStringInfoString(labels, "\",action=\"");
+	AppendLabelValue(labels, row->action);
+	appendStringInfoString(labels, "\",env=\"");
+	AppendLabelValue(labels, row->env);
+	appendStringInfoChar(labels, '"');
+}
+
+/* name, labels, rest (",le=\"1\"}" or "}"), " ", v: without printf */
+static void
+CallSeries(StringInfo out, const char *name, int namelen, const StringInfo labels,
+		   const char *rest, int64 v)
+{
+	char		num[MAXINT8LEN + 1];
+	int			len = pg_lltoa(v, num);
+
+	appendBinaryStringInfo(out, name, namelen);
+	appendBinaryStringInfo(out, labels->data, labels->len);
+	appendStringInfoString(out, rest);
+	appendStringInfoChar(out, ' ');
+	appendBinaryStringInfo(out, num, len);
+	appendStringInfoChar(out, '\n');
 }
 
 /* The name of a database in the snapshot, NULL when unknown. */
@@ -220,18 +241,31 @@ DatabaseName(const DtCountersDb *dbs, int ndbs, Oid dbid)
 static bool
 RenderCalls(StringInfo out, const DtCountersDb *dbs, int ndbs)
 {
+#define CALLS "ductape_calls_total"
+#define BUCKET "ductape_call_duration_seconds_bucket"
+#define COUNT "ductape_call_duration_seconds_count"
+#define SUM "ductape_call_duration_seconds_sum"
 	DtStatsRow *rows = NULL;
 	int			nrows = StatsCollect(InvalidOid, InvalidOid, true, &rows);
 	const char **names = palloc0(sizeof(char *) * Max(nrows, 1));
+	char	   *outcome_rest[DT_STATS_NCLASSES];
+	char	   *le_rest[DT_STATS_NBUCKETS];
+	StringInfoData labels;
 	int			i,
 				b,
 				k;
 	int			shown = nrows;
 
+	initStringInfo(&labels);
 	for (i = 0; i < nrows; i++)
 		names[i] = DatabaseName(dbs, ndbs, rows[i].dbid);
+	for (k = 0; k < DT_STATS_NCLASSES; k++)
+		outcome_rest[k] = psprintf(",outcome=\"%s\"}", CallOutcome[k]);
+	for (b = 0; b < DT_STATS_NBUCKETS - 1; b++)
+		le_rest[b] = psprintf(",le=\"%g\"}", DtStatsBucketUpperMs[b] / 1000.0);
+	le_rest[DT_STATS_NBUCKETS - 1] = ",le=\"+Inf\"}";
 
-	Family(out, "ductape_calls_total", "counter",
+	Family(out, CALLS, "counter",
 		   "Requests ductape made (run, run_response, http, jobs, workflow steps), by outcome: ok or the error class.");
 	for (i = 0; i < nrows; i++)
 	{
@@ -247,13 +281,10 @@ RenderCalls(StringInfo out, const DtCountersDb *dbs, int ndbs)
 		}
 		for (k = 0; k < DT_STATS_NCLASSES; k++)
 			errors += c->errors[k];
-		CallLabels(out, "ductape_calls_total", names[i], &rows[i]);
-		appendStringInfo(out, ",outcome=\"ok\"} " INT64_FORMAT "\n", Max(c->calls - errors, 0));
+		CallLabels(&labels, names[i], &rows[i]);
+		CallSeries(out, CALLS, strlen(CALLS), &labels, ",outcome=\"ok\"}", Max(c->calls - errors, 0));
 		for (k = 0; k < DT_STATS_NCLASSES; k++)
-		{
-			CallLabels(out, "ductape_calls_total", names[i], &rows[i]);
-			appendStringInfo(out, ",outcome=\"%s\"} " INT64_FORMAT "\n", CallOutcome[k], c->errors[k]);
-		}
+			CallSeries(out, CALLS, strlen(CALLS), &labels, outcome_rest[k], c->errors[k]);
 	}
 
 	Family(out, "ductape_call_duration_seconds", "histogram",
@@ -265,25 +296,25 @@ RenderCalls(StringInfo out, const DtCountersDb *dbs, int ndbs)
 
 		if (names[i] == NULL)
 			continue;
+		CallLabels(&labels, names[i], &rows[i]);
 		for (b = 0; b < DT_STATS_NBUCKETS; b++)
 		{
 			cumulative += c->buckets[b];
-			CallLabels(out, "ductape_call_duration_seconds_bucket", names[i], &rows[i]);
-			if (b < DT_STATS_NBUCKETS - 1)
-				appendStringInfo(out, ",le=\"%g\"} " INT64_FORMAT "\n",
-								 DtStatsBucketUpperMs[b] / 1000.0, cumulative);
-			else
-				appendStringInfo(out, ",le=\"+Inf\"} " INT64_FORMAT "\n", cumulative);
+			CallSeries(out, BUCKET, strlen(BUCKET), &labels, le_rest[b], cumulative);
 		}
-		CallLabels(out, "ductape_call_duration_seconds_sum", names[i], &rows[i]);
+		appendStringInfoString(out, SUM);
+		appendBinaryStringInfo(out, labels.data, labels.len);
 		appendStringInfo(out, "} %.6f\n", c->sum_ms / 1000.0);
-		CallLabels(out, "ductape_call_duration_seconds_count", names[i], &rows[i]);
-		appendStringInfo(out, "} " INT64_FORMAT "\n", cumulative);
+		CallSeries(out, COUNT, strlen(COUNT), &labels, "}", cumulative);
 	}
 	pfree(names);
 	if (rows)
 		pfree(rows);
 	return shown == nrows;
+#undef CALLS
+#undef BUCKET
+#undef COUNT
+#undef SUM
 }
 
 /*
