@@ -24,9 +24,11 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "counters.h"
 #include "egress.h"
 #include "registry.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -322,6 +324,8 @@ RegisterShmem(void)
 	RegistryShmemRegister();
 	OAuthShmemRegister();
 	WebhookShmemRegister();
+	StatsShmemRegister();
+	CountersShmemRegister();
 }
 
 /*
@@ -393,6 +397,7 @@ _PG_init(void)
 	WorkflowInit();
 	WorkerRegisterLauncher();
 	RetentionInit();
+	HealthInit();
 	WebhookRegisterListener();
 	WorkerInstallHooks();
 }

@@ -52,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+#include "counters.h"
 #include "registry.h"
 
 PG_FUNCTION_INFO_V1(dt_endpoint_seal);
@@ -684,6 +685,7 @@ EventsWriteBack(List *batch, MemoryContext after_cxt)
 		cols[9][i] = CStringGetTextDatum(ok ? "succeeded" : delay >= 0 ? "pending" : "failed");
 		cols[10][i] = Int64GetDatum(delay);
 		nulls[10][i] = delay < 0;
+		CountersAddAtCommit(ok ? DT_C_DELIVERIES_SUCCEEDED : delay >= 0 ? DT_C_DELIVERIES_RETRIED : DT_C_DELIVERIES_FAILED, 1);
 		if (ok)
 			ok_ids = lappend(ok_ids, &run->endpoint_id);
 		else if (run->status == 410)

@@ -70,6 +70,18 @@
  *	(WebhooksTakePending).  Each is a hint on its own; neither has to agree
  *	with any other state, so they need no lock and no ordering.
  *
+ *	"ductape counters" (counters.c): per database, its name, a counter
+ *	per outcome and the gauges its worker publishes, under one LWLock of
+ *	its own for the slot table only (which database owns a slot, its
+ *	name); the counters and gauges are atomics, bumped and read without
+ *	the lock.
+ *	  exclusive: a process takes its database's slot on its first bump,
+ *	  once (MyCounterSlot), or fills in the name; DROP DATABASE and a
+ *	  worker leaving a database without the extension free it
+ *	  (CountersForget).
+ *	  shared: readers copy every slot (CountersSnapshot: /metrics in the
+ *	  listener, ductape.health() in a backend).
+ *
  * No two of these locks are ever held together.  Every function that
  * takes one releases it before returning and, while holding it, calls
  * nothing that takes another.  An operation that concerns two subsystems

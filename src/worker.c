@@ -67,7 +67,9 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "counters.h"
 #include "registry.h"
+#include "stats.h"
 
 PGDLLEXPORT void ductape_launcher_main(Datum arg);
 PGDLLEXPORT void ductape_db_worker_main(Datum arg);
@@ -642,6 +644,7 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 				  QueryCompletion *qc)
 {
 	Node	   *stmt = pstmt->utilityStmt;
+	Oid			dropped_db = InvalidOid;
 
 	/* DDL on ductape.jobs must not find it held open by a dispatch */
 	JobsCloseInsertState();
@@ -657,7 +660,10 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 
 		if (OidIsValid(dbid) && dbid != MyDatabaseId &&
 			pg_database_ownercheck(dbid, GetUserId()))
+		{
 			StopWorkerForDatabase(dbid);
+			dropped_db = dbid;
+		}
 	}
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
@@ -665,6 +671,13 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+
+	/* the database is gone (DROP DATABASE raises otherwise): its counters too */
+	if (OidIsValid(dropped_db))
+	{
+		(void) StatsForgetDatabase(dropped_db);
+		CountersForget(dropped_db);
+	}
 
 	/*
 	 * A new installation gets its worker within moments of its commit (not

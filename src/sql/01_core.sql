@@ -68,6 +68,14 @@ COMMENT ON FUNCTION ductape.version() IS
     'of the loaded library, which differ after new binaries are installed until ALTER EXTENSION '
     'ductape UPDATE. Usage roles.';
 
+-- What an operator or a probe checks (docs/reference.md, "Metrics and
+-- health"): workers, listener, queue depths, the master key file, dropped
+-- call records, and an overall ok.  Administrators (grant_admin).
+CREATE FUNCTION ductape.health() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'dt_health' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION ductape.health() IS
+    'ductape''s health as jsonb: ok, problems, this database''s worker, every database''s worker, the listener, jobs per state and the oldest due job''s wait, deliveries waiting, endpoints disabled, webhook events waiting, whether the master key file is readable, call records dropped.';
+
 -- Who called the ductape function being run (current_user at the call);
 -- fails anywhere else.  The SECURITY DEFINER implementations behind the
 -- caller proxy (src/gate.c) read it.

@@ -85,22 +85,66 @@ CREATE POLICY calls_by_role ON ductape.calls FOR SELECT
     USING (role = current_user
            OR pg_catalog.has_function_privilege('ductape.secret_get(text)', 'EXECUTE'));
 
+-- Counters of every request made (run, run_response, http, and the
+-- worker's jobs, deliveries and token requests), kept in shared memory by
+-- src/stats.c per (database, role, app, action, env), whatever
+-- ductape.log_requests keeps: reading them scans no table.  The caller sees
+-- its own role's counters; administrators (who may read secrets) see every
+-- role's, summed.
+CREATE FUNCTION ductape._stats(OUT app text, OUT action text, OUT env text,
+                               OUT calls bigint, OUT errors bigint,
+                               OUT errors_4xx bigint, OUT errors_5xx bigint,
+                               OUT errors_network bigint, OUT errors_egress bigint,
+                               OUT errors_other bigint,
+                               OUT p50_ms double precision, OUT p95_ms double precision,
+                               OUT p99_ms double precision, OUT mean_ms double precision,
+                               OUT min_ms double precision, OUT max_ms double precision,
+                               OUT last_at timestamptz, OUT since timestamptz)
+RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats';
+COMMENT ON FUNCTION ductape._stats() IS
+    'The request counters of the current database, per app, action and env, summed over the roles the caller may see (its own; every role for an administrator). Backs the ductape.stats view.';
+
+CREATE FUNCTION ductape.stats_reset() RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats_reset';
+COMMENT ON FUNCTION ductape.stats_reset() IS
+    'Removes the request counters of the current database, every role''s (ductape.stats starts from zero). For administrators.';
+
+CREATE FUNCTION ductape._stats_info(OUT entries integer, OUT max_entries integer,
+                                    OUT overflow_entries integer, OUT overflowed_calls bigint,
+                                    OUT lost_calls bigint, OUT call_records_dropped bigint)
+RETURNS record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats_info';
+COMMENT ON FUNCTION ductape._stats_info() IS
+    'Cluster-wide figures since the server started: request-counter entries in use and their capacity, overflow entries, calls counted in an overflow entry or not at all, and call records dropped because the buffer was full or their database had no worker.';
+
+-- Keeps the columns of 0.2.0 first, in their order and types.
 CREATE VIEW ductape.stats WITH (security_invoker = true) AS
-SELECT app, action,
-       count(*)                                                        AS calls,
-       count(*) FILTER (WHERE error IS NOT NULL)                       AS errors,
-       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3)  AS p50_ms,
-       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3) AS p95_ms,
-       max(at)                                                         AS last_at
-  FROM ductape.calls
- GROUP BY app, action;
+SELECT app, action, calls, errors,
+       round(p50_ms::numeric, 3) AS p50_ms,
+       round(p95_ms::numeric, 3) AS p95_ms,
+       last_at, env, errors_4xx, errors_5xx, errors_network, errors_egress, errors_other,
+       round(p99_ms::numeric, 3) AS p99_ms,
+       round(mean_ms::numeric, 3) AS mean_ms,
+       round(min_ms::numeric, 3) AS min_ms,
+       round(max_ms::numeric, 3) AS max_ms,
+       since
+  FROM ductape._stats();
 COMMENT ON VIEW ductape.stats IS
-    'Per (app, action): how many calls, how many failed, latency percentiles and the latest '
-    'call, over the rows of ductape.calls the reader can see. Usage roles.';
-COMMENT ON COLUMN ductape.stats.app IS 'The app; NULL for http.';
-COMMENT ON COLUMN ductape.stats.action IS 'The action; NULL for http.';
-COMMENT ON COLUMN ductape.stats.calls IS 'Calls recorded.';
-COMMENT ON COLUMN ductape.stats.errors IS 'Calls recorded with an error.';
-COMMENT ON COLUMN ductape.stats.p50_ms IS 'Median duration_ms, in milliseconds.';
-COMMENT ON COLUMN ductape.stats.p95_ms IS '95th percentile of duration_ms, in milliseconds.';
-COMMENT ON COLUMN ductape.stats.last_at IS 'When the latest call started.';
+    'Requests made per app, action and env, from counters in shared memory: calls, errors by class, latency percentiles from a histogram. A role sees its own calls; administrators see every role''s. Survives a clean restart; ductape.stats_reset() clears it.';
+COMMENT ON COLUMN ductape.stats.app IS 'The app called; NULL for ductape.http(); ''(other)'' for the calls of new keys once the counters were full.';
+COMMENT ON COLUMN ductape.stats.action IS 'The action called; NULL for ductape.http(); ''oauth2-token'' for token requests.';
+COMMENT ON COLUMN ductape.stats.calls IS 'Requests made (each with its retries counts once).';
+COMMENT ON COLUMN ductape.stats.errors IS 'Requests that failed: the sum of the errors_* columns.';
+COMMENT ON COLUMN ductape.stats.p50_ms IS 'Median duration in milliseconds, interpolated in the latency histogram (the error is less than the width of the bucket it falls in).';
+COMMENT ON COLUMN ductape.stats.p95_ms IS '95th percentile of the duration in milliseconds, interpolated in the latency histogram.';
+COMMENT ON COLUMN ductape.stats.last_at IS 'When the latest request started.';
+COMMENT ON COLUMN ductape.stats.env IS 'The environment called; NULL for ductape.http().';
+COMMENT ON COLUMN ductape.stats.errors_4xx IS 'Failed requests the API answered with a status from 400 to 499.';
+COMMENT ON COLUMN ductape.stats.errors_5xx IS 'Failed requests the API answered with a status from 500 to 599.';
+COMMENT ON COLUMN ductape.stats.errors_network IS 'Requests that got no answer: network failure or timeout (DT001).';
+COMMENT ON COLUMN ductape.stats.errors_egress IS 'Requests refused by the egress policy (DT002).';
+COMMENT ON COLUMN ductape.stats.errors_other IS 'Other failures: a status the action does not accept outside 400-599, a response over ductape.max_response_size, a cancelled statement.';
+COMMENT ON COLUMN ductape.stats.p99_ms IS '99th percentile of the duration in milliseconds, interpolated in the latency histogram.';
+COMMENT ON COLUMN ductape.stats.mean_ms IS 'Mean duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.min_ms IS 'Shortest duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.max_ms IS 'Longest duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.since IS 'When counting began: the start of the first request counted since the counters were created or reset.';

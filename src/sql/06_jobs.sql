@@ -67,6 +67,10 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON ductape.jobs (role, idempotency_
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX jobs_due_idx ON ductape.jobs (next_attempt_at, id) WHERE state IN ('queued', 'scheduled');
 CREATE INDEX jobs_finished_idx ON ductape.jobs (finished_at) WHERE finished_at IS NOT NULL;
+-- The jobs in flight, for the gauges the worker publishes (/metrics) and
+-- health(), and for putting back what a dead worker left running: neither
+-- reads a finished row.
+CREATE INDEX jobs_running_idx ON ductape.jobs (id) WHERE state = 'running';
 ALTER TABLE ductape.jobs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY jobs_by_role ON ductape.jobs FOR SELECT
     USING (role = current_user

@@ -40,6 +40,7 @@ BEGIN
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
         ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape._stats(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
     EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
@@ -71,6 +72,7 @@ BEGIN
         ductape.action_drop(text, text, boolean), ductape.product_drop(text, boolean),
         ductape.product_disconnect(text, text, boolean), ductape.config_unset(text, text, text),
         ductape.variable_unset(text, text, text, text), ductape.webhook_event_retry(bigint),
+        ductape.stats_reset(), ductape._stats_info(),
         ductape.secret_set(text, text, text, text[], text[], timestamptz),
         ductape.secret_get(text), ductape.secret_drop(text),
         ductape.oauth_set_tokens(text, text, text, integer, text, text),
@@ -79,7 +81,7 @@ BEGIN
         ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
         ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
         ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
-        ductape.message_retry(text, bigint) TO %I', role);
+        ductape.message_retry(text, bigint), ductape.health() TO %I', role);
     -- the definition checks are plain SQL run as the caller; not the
     -- implementations behind the caller proxy, nor the workflow engine.
     -- (Named here, not put back together from pg_proc: a new internal
