@@ -15,7 +15,8 @@
  * minimum and maximum of the durations, the start of the latest call and
  * when the entry began counting.  Every request that makes a call record
  * is counted, whatever ductape.log_requests keeps: synchronous calls in
- * backends, and the worker's jobs, deliveries and token requests.
+ * backends, the worker's job attempts and OAuth2 token requests (outbound
+ * deliveries are recorded in ductape.deliveries, not here).
  *
  * The entries are a fixed array in the segment, found through a chained
  * hash table of entry indexes (heads[], next), so the segment holds no
