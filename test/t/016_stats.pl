@@ -83,6 +83,9 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM ductape.stats'), '0',
 	'after a crash the counters start from zero');
 $node->safe_psql('postgres', "SELECT count(ductape.run('st', 'ok')) FROM generate_series(1, 5)");
 is($node->safe_psql('postgres', "SELECT calls FROM ductape.stats"), '5', 'counting again');
+$node->restart;
+is($node->safe_psql('postgres', "SELECT calls FROM ductape.stats"), '5',
+	'a clean restart after the reset keeps them too');
 
 # the postmaster killed: no file is written, and the last one was removed
 # when it was read
