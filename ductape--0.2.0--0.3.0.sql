@@ -703,8 +703,8 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- ==== statistics kept in shared memory (ductape.stats, stats_reset) ====
 -- (section: stats)
 
--- Counters of every request made (run, run_response, http, and the
--- worker's jobs, deliveries and token requests), kept in shared memory by
+-- Counters of every request that makes a call record (run, run_response,
+-- http, job attempts, OAuth2 token requests), kept in shared memory by
 -- src/stats.c per (database, role, app, action, env), whatever
 -- ductape.log_requests keeps: reading them scans no table.  The caller sees
 -- its own role's counters; administrators (who may read secrets) see every

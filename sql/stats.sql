@@ -116,3 +116,6 @@ RESET ROLE;
 
 DROP OWNED BY st_admin, st_app1, st_app2;
 DROP ROLE st_admin, st_app1, st_app2;
+
+-- (later files count the apps)
+SELECT ductape.app_drop('st'), ductape.app_drop('st-down'), ductape.app_drop('st-far');

@@ -128,7 +128,7 @@ WarnDropped(uint64 dropped)
 	before = pg_atomic_exchange_u64(&Calls->warned_dropped, dropped);
 	ereport(WARNING,
 			(errmsg("ductape's buffer of call records is full: call records are being dropped"),
-			 errdetail("%llu call records were dropped since the last such warning, %llu since the server started; the buffer holds %d records. The calls are still counted in ductape.stats.",
+			 errdetail("Call records dropped since the last such warning: %llu; since the server started: %llu. The buffer holds %d records. The calls are still counted in ductape.stats.",
 					   (unsigned long long) (dropped > before ? dropped - before : 0),
 					   (unsigned long long) dropped, DT_CALL_SLOTS),
 			 errhint("Each database's ductape worker moves the records into ductape.calls: check that it runs (pg_stat_activity, backend_type \"ductape worker\") and keeps up, or keep fewer records with ductape.log_requests = 'errors'.")));

@@ -197,7 +197,7 @@ CallLabels(StringInfo labels, const char *database, const DtStatsRow *row)
 	AppendLabelValue(labels, database);
 	appendStringInfoString(labels, "\",app=\"");
 	/* a database's overflow row: the calls of keys that found no entry */
-	AppendLabelValue(labels, row->overflow ? "_overflow" : row->app);
+	AppendLabelValue(labels, row->overflow ? "(other)" : row->app);
 	appendStringInfoString(labels, "\",action=\"");
 	AppendLabelValue(labels, row->action);
 	appendStringInfoString(labels, "\",env=\"");

@@ -15,7 +15,8 @@
  * minimum and maximum of the durations, the start of the latest call and
  * when the entry began counting.  Every request that makes a call record
  * is counted, whatever ductape.log_requests keeps: synchronous calls in
- * backends, and the worker's jobs, deliveries and token requests.
+ * backends, the worker's job attempts and OAuth2 token requests (outbound
+ * deliveries are recorded in ductape.deliveries, not here).
  *
  * The entries are a fixed array in the segment, found through a chained
  * hash table of entry indexes (heads[], next), so the segment holds no
@@ -315,7 +316,7 @@ StatsCount(const char *app, const char *action, const char *env, Oid roleid,
 				oh;
 	int			bucket;
 	StatsEntry *e;
-	bool		overflowed = false;
+	bool		full;
 
 	if (Stats == NULL)
 		return;
@@ -323,45 +324,66 @@ StatsCount(const char *app, const char *action, const char *env, Oid roleid,
 		duration_ms = 0;
 	MakeKey(&key, MyDatabaseId, OidIsValid(roleid) ? roleid : GetUserId(), false,
 			app, action, env);
-	MakeKey(&okey, MyDatabaseId, InvalidOid, true, NULL, NULL, NULL);
 	h = HashKey(&key);
-	oh = HashKey(&okey);
 	bucket = BucketOf(duration_ms);
 
 	/* the usual case: the entry exists */
 	LWLockAcquire(Stats->lock, LW_SHARED);
 	e = Lookup(&key, h);
-	if (e == NULL && Stats->nregular >= DT_STATS_MAX_ENTRIES)
+	if (e != NULL)
+		AddCall(e, bucket, duration_ms, cls, at);
+	full = Stats->nregular >= DT_STATS_MAX_ENTRIES;
+	LWLockRelease(Stats->lock);
+	if (e != NULL)
+		return;
+
+	/*
+	 * A new key: its entry is added, or when the table is full the call
+	 * goes to its database's overflow entry (added if need be).  The
+	 * overflow entry is looked for in shared mode first, so that a full
+	 * table does not make every call take the lock exclusive.
+	 */
+	MakeKey(&okey, MyDatabaseId, InvalidOid, true, NULL, NULL, NULL);
+	oh = HashKey(&okey);
+	if (full)
 	{
+		bool		overflowed = false;
+
+		LWLockAcquire(Stats->lock, LW_SHARED);
+		e = Lookup(&key, h);	/* added meanwhile? */
+		if (e == NULL && Stats->nregular >= DT_STATS_MAX_ENTRIES)
+		{
+			e = Lookup(&okey, oh);
+			overflowed = e != NULL;
+		}
+		if (e != NULL)
+			AddCall(e, bucket, duration_ms, cls, at);
+		LWLockRelease(Stats->lock);
+		if (overflowed)
+			pg_atomic_fetch_add_u64(&Stats->overflowed, 1);
+		if (e != NULL)
+			return;
+	}
+
+	full = false;
+	LWLockAcquire(Stats->lock, LW_EXCLUSIVE);
+	e = Lookup(&key, h);
+	if (e == NULL)
+		e = Insert(&key, h, at);
+	if (e == NULL)
+	{
+		full = true;
 		e = Lookup(&okey, oh);
-		overflowed = true;
+		if (e == NULL)
+			e = Insert(&okey, oh, at);
 	}
 	if (e != NULL)
 		AddCall(e, bucket, duration_ms, cls, at);
 	LWLockRelease(Stats->lock);
 
 	if (e == NULL)
-	{
-		/* a new key: add its entry (or its database's overflow entry) */
-		overflowed = false;
-		LWLockAcquire(Stats->lock, LW_EXCLUSIVE);
-		e = Lookup(&key, h);
-		if (e == NULL)
-			e = Insert(&key, h, at);
-		if (e == NULL)
-		{
-			overflowed = true;
-			e = Lookup(&okey, oh);
-			if (e == NULL)
-				e = Insert(&okey, oh, at);
-		}
-		if (e != NULL)
-			AddCall(e, bucket, duration_ms, cls, at);
-		LWLockRelease(Stats->lock);
-	}
-	if (e == NULL)
 		pg_atomic_fetch_add_u64(&Stats->lost, 1);
-	else if (overflowed)
+	else if (full)
 		pg_atomic_fetch_add_u64(&Stats->overflowed, 1);
 }
 

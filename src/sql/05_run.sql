@@ -85,8 +85,8 @@ CREATE POLICY calls_by_role ON ductape.calls FOR SELECT
     USING (role = current_user
            OR pg_catalog.has_function_privilege('ductape.secret_get(text)', 'EXECUTE'));
 
--- Counters of every request made (run, run_response, http, and the
--- worker's jobs, deliveries and token requests), kept in shared memory by
+-- Counters of every request that makes a call record (run, run_response,
+-- http, job attempts, OAuth2 token requests), kept in shared memory by
 -- src/stats.c per (database, role, app, action, env), whatever
 -- ductape.log_requests keeps: reading them scans no table.  The caller sees
 -- its own role's counters; administrators (who may read secrets) see every
