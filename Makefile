@@ -29,6 +29,10 @@ OBJS = \
 	src/run.o \
 	src/egress.o \
 	src/calls.o \
+	src/stats.o \
+	src/counters.o \
+	src/metrics.o \
+	src/health.o \
 	src/signature.o \
 	src/events.o \
 	src/workflow.o \
@@ -55,11 +59,12 @@ SQL_SOURCES = \
 	src/sql/08_events.sql \
 	src/sql/09_workflows.sql \
 	src/sql/10_import.sql \
+	src/sql/10a_alerts.sql \
 	src/sql/11_privileges.sql
 DATA_built = ductape--$(EXTVERSION).sql
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
 
-REGRESS = setup apps template run retry egress calls retention secrets products privileges oauth jobs webhooks events schema import workflows boundary plpgsql_check fuzz upgrade
+REGRESS = setup apps template run retry egress calls retention stats secrets products privileges oauth jobs webhooks events alerts schema import workflows boundary plpgsql_check fuzz lifecycle descriptions upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 
@@ -81,7 +86,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 $(OBJS): src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h \
-	src/registry.h src/shmem.h
+	src/registry.h src/shmem.h src/counters.h
 
 # The generated install script: a header with the guard against running it
 # in psql, then each source file under a line naming it.
@@ -107,7 +112,7 @@ FUZZ_RT = $(shell $(FUZZ_CC) -print-resource-dir)/lib/linux/libclang_rt.fuzzer_n
 fuzz: test/fuzz/ductape_fuzz.so
 
 $(FUZZ_DIR)/%.o: src/%.c src/ductape.h src/compat.h src/egress.h src/calls.h src/http.h \
-		src/registry.h src/shmem.h
+		src/registry.h src/shmem.h src/counters.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 

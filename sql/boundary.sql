@@ -254,7 +254,8 @@ SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
 UPDATE ductape.apps SET spec = '[]' WHERE tag = 'bnd';
 SELECT expect_error($$SELECT ductape.run('bnd', 'echo')$$);
 RESET ROLE;
-SELECT ductape.app_drop('bnd');
+-- (its workflow, webhook URL and queued jobs go with it)
+SELECT ductape.app_drop('bnd', cascade => true);
 
 DROP SCHEMA dt_b CASCADE;
 REASSIGN OWNED BY dt_b_admin, dt_b_admin2, dt_b_admin3, dt_b_alice, dt_b_mallory TO CURRENT_USER;

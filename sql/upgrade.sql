@@ -521,6 +521,10 @@ SELECT k.kind, (SELECT count(*) > 0 FROM fresh_catalog f WHERE f.kind = k.kind) 
                (7, 'trigger'), (8, 'view'), (9, 'policy'), (10, 'type'), (11, 'sequence'), (12, 'function'),
                (13, 'comment'), (14, 'config dump'), (15, 'privilege'), (16, 'initial privilege'), (17, 'row')) k(n, kind)
  ORDER BY k.n;
+-- (descriptions, "comment" above: pg_description of the extension, its
+-- schema and every object and column in it; both installs describe their
+-- objects, and sql/descriptions.sql checks that none is left out)
+SELECT count(*) >= 250 AS descriptions_compared FROM fresh_catalog WHERE kind = 'comment';
 -- (every kind is in the list above)
 SELECT DISTINCT kind AS unlisted_kind FROM fresh_catalog
  WHERE kind NOT IN ('extension', 'member', 'relation', 'column', 'index', 'constraint', 'trigger', 'view', 'policy',

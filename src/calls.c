@@ -15,7 +15,11 @@
  * The ring is shared by all databases.  Each record carries its database;
  * a worker takes only its own records and marks them consumed, and the
  * ring's tail advances over the consumed prefix.  When the ring is full a
- * record is dropped and counted (the caller is never blocked).
+ * record is dropped and counted (the caller is never blocked); the count
+ * is shown by ductape._stats_info (CallsDropped), and the process that
+ * drops one raises a WARNING, at most one a minute in the whole cluster (a
+ * shared timestamp, changed by compare-and-exchange without the lock).
+ * The call itself is still counted in ductape.stats (stats.c).
  *
  * Call ids come from a shared counter seeded with the microseconds since
  * 2000 at server start, so they are unique and increasing across restarts
@@ -50,6 +54,8 @@ typedef struct CallsRing
 	uint64		head;			/* next record goes to slots[head % size] */
 	uint64		tail;			/* oldest record not yet consumed */
 	uint64		dropped;		/* records lost: ring full, or no worker */
+	pg_atomic_uint64 warned_at; /* TimestampTz of the last WARNING, 0: none */
+	pg_atomic_uint64 warned_dropped;	/* dropped as of that WARNING */
 	DtCallSlot	slots[DT_CALL_SLOTS];
 } CallsRing;
 
@@ -68,6 +74,8 @@ CallsShmemInit(void *mem, LWLockPadded *locks)
 
 	ring->lock = &locks[0].lock;
 	pg_atomic_init_u64(&ring->next_id, (uint64) GetCurrentTimestamp());
+	pg_atomic_init_u64(&ring->warned_at, 0);
+	pg_atomic_init_u64(&ring->warned_dropped, 0);
 }
 
 static const DtShmemSegment CallsSegment = {
@@ -101,6 +109,32 @@ CopyField(char *dst, const char *src, size_t size)
 }
 
 /*
+ * A record was dropped (dropped: the count after it): a WARNING, unless one
+ * was raised in the last minute by any process.  After the ring's lock is
+ * released.
+ */
+static void
+WarnDropped(uint64 dropped)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		last = pg_atomic_read_u64(&Calls->warned_at);
+	uint64		before;
+
+	if (last != 0 && !TimestampDifferenceExceeds((TimestampTz) last, now, 60 * 1000))
+		return;
+	/* one process wins the minute */
+	if (!pg_atomic_compare_exchange_u64(&Calls->warned_at, &last, (uint64) now))
+		return;
+	before = pg_atomic_exchange_u64(&Calls->warned_dropped, dropped);
+	ereport(WARNING,
+			(errmsg("ductape's buffer of call records is full: call records are being dropped"),
+			 errdetail("Call records dropped since the last such warning: %llu; since the server started: %llu. The buffer holds %d records. The calls are still counted in ductape.stats.",
+					   (unsigned long long) (dropped > before ? dropped - before : 0),
+					   (unsigned long long) dropped, DT_CALL_SLOTS),
+			 errhint("Each database's ductape worker moves the records into ductape.calls: check that it runs (pg_stat_activity, backend_type \"ductape worker\") and keeps up, or keep fewer records with ductape.log_requests = 'errors'.")));
+}
+
+/*
  * Queue a record; returns its call id (0 when the ring was full).  The
  * record is built before the lock is taken: under it, only the copy.
  */
@@ -109,6 +143,7 @@ CallsRecord(const DtCallInfo *info)
 {
 	DtCallSlot	rec;
 	int64		id;
+	uint64		dropped = 0;
 
 	if (Calls == NULL)
 		return 0;
@@ -136,6 +171,7 @@ CallsRecord(const DtCallInfo *info)
 	if (Calls->head - Calls->tail >= DT_CALL_SLOTS)
 	{
 		Calls->dropped++;
+		dropped = Calls->dropped;
 		id = 0;
 	}
 	else
@@ -145,9 +181,26 @@ CallsRecord(const DtCallInfo *info)
 	}
 	LWLockRelease(Calls->lock);
 
+	if (dropped > 0)
+		WarnDropped(dropped);
+
 	/* after the record is in: see the protocol in shmem.c */
 	RegistryNotify(MyDatabaseId);
 	return id;
+}
+
+/* Records dropped since the server started. */
+int64
+CallsDropped(void)
+{
+	uint64		n;
+
+	if (Calls == NULL)
+		return 0;
+	LWLockAcquire(Calls->lock, LW_SHARED);
+	n = Calls->dropped;
+	LWLockRelease(Calls->lock);
+	return (int64) n;
 }
 
 /* Advance tail over the consumed prefix; the lock is held exclusive. */

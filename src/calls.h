@@ -63,6 +63,10 @@ extern bool CallsPendingFor(Oid dbid);
 extern int	CallsCollect(Oid dbid, DtCallSlot *buf, int max);
 extern void CallsCountDropped(int n);
 
+/* records dropped since server start: the ring was full, or their
+ * database got no worker (health, ductape._stats_info) */
+extern int64 CallsDropped(void);
+
 /* the launcher, DROP DATABASE */
 extern int	CallsPendingDatabases(Oid *dbs, int max);
 extern int	CallsDiscard(Oid dbid, bool count_dropped);

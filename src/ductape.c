@@ -24,9 +24,11 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "counters.h"
 #include "egress.h"
 #include "registry.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -127,138 +129,186 @@ DefineSettings(void)
 {
 	DefineCustomStringVariable("ductape.env",
 							   "Environment used when a call passes no env.",
-							   "An environment slug such as dev or prd.",
+							   "A tag such as dev or prd.  run, run_response, dispatch, workflow_start, config, "
+							   "variable_set, webhook_url and oauth_set_tokens use it when their env argument is NULL.  "
+							   "Any role may SET it; it applies from the next call.  Jobs and workflow runs keep the env "
+							   "they were started with.",
 							   &ductape_env, "dev",
 							   PGC_USERSET, 0,
 							   check_tag_guc, NULL, NULL);
 	DefineCustomStringVariable("ductape.product",
 							   "Product used when a call passes no product.",
-							   NULL,
+							   "A product tag; the product \"default\" always exists and reaches every app.  The functions "
+							   "that take a product argument use this one when it is NULL.  Any role may SET it; it "
+							   "applies from the next call.  Jobs and workflow runs keep the product they were started "
+							   "with.",
 							   &ductape_product, "default",
 							   PGC_USERSET, 0,
 							   check_tag_guc, NULL, NULL);
 	DefineCustomIntVariable("ductape.default_timeout",
 							"Timeout of one HTTP attempt when neither the call, the action nor the app sets timeout_ms.",
-							NULL,
+							"In milliseconds, for each attempt separately, 1 ms to 24 h.  The call's timeout_ms "
+							"option, then the action's, then the app's come first.  Any role may SET it for its own "
+							"calls; jobs, workflow steps and OAuth2 token requests, made by the worker, use the value "
+							"of the worker's session.  Applies from the next request.",
 							&ductape_default_timeout_ms, 30000, 1, 24 * 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.max_response_size",
 							"Largest response body accepted; a larger one fails the call.",
-							NULL,
+							"In bytes, 1 kB to 512 MB.  A response body larger than this fails the call with SQLSTATE "
+							"54000 (run_response and jobs too).  Only a superuser may set it (per session, per role "
+							"or server-wide); applies from the next request.",
 							&ductape_max_response_size, 10 * 1024 * 1024,
 							1024, MaxAllocSize / 2,
 							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 	DefineCustomEnumVariable("ductape.log_requests",
 							 "Which calls are recorded in ductape.calls: all, errors or none.",
-							 NULL,
+							 "all records every request; errors only the calls that failed (those recorded with an "
+							 "error); none records nothing (the envelope's call_id is then 0).  Set in postgresql.conf "
+							 "or with ALTER SYSTEM; takes effect at the next reload.",
 							 &ductape_log_requests, DT_LOG_ALL,
 							 log_requests_options,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	DefineCustomStringVariable("ductape.allowed_hosts",
 							   "Hosts, *.domain patterns, addresses and CIDRs that outbound calls may reach; empty means any public address.",
-							   "Private addresses are reachable only when listed here (as an address, CIDR or exact host name) or when ductape.allow_private_networks is on.",
+							   "Private addresses are reachable only when listed here (as an address, CIDR or exact host "
+							   "name) or when ductape.allow_private_networks is on.  Only a superuser may set it; "
+							   "applies from the next request.",
 							   &ductape_allowed_hosts, "",
 							   PGC_SUSET, GUC_LIST_INPUT,
 							   egress_check_allowed_hosts, assign_allowed_hosts, NULL);
 	DefineCustomBoolVariable("ductape.allow_private_networks",
 							 "Allows outbound calls to loopback, private, link-local and other non-public addresses.",
-							 NULL,
+							 "Covers loopback, RFC 1918, link-local (cloud metadata included), CGNAT, unique-local, "
+							 "multicast and reserved ranges, and their IPv4-mapped forms; checked on the resolved "
+							 "address of every connection and redirect.  Off by default: such addresses are reachable "
+							 "only when ductape.allowed_hosts lists them.  Only a superuser may set it; applies from "
+							 "the next request.",
 							 &ductape_allow_private_networks, false,
 							 PGC_SUSET, 0,
 							 NULL, assign_egress_bool, NULL);
 	DefineCustomBoolVariable("ductape.https_only",
 							 "Refuses outbound calls over plain http.",
-							 NULL,
+							 "When on, a call or a redirect to an http:// URL is refused with SQLSTATE DT002; https to "
+							 "http redirects are refused either way.  Only a superuser may set it; applies from the "
+							 "next request.",
 							 &ductape_https_only, false,
 							 PGC_SUSET, 0,
 							 NULL, assign_egress_bool, NULL);
 	DefineCustomStringVariable("ductape.proxy",
 							   "Proxy URL for outbound calls; proxy environment variables are always ignored.",
-							   NULL,
+							   "An http://, https://, socks5:// or socks5h:// URL through which every outbound request "
+							   "goes; empty means direct connections.  The egress policy still checks each target.  Only "
+							   "a superuser may set it; applies from the next request.",
 							   &ductape_proxy, "",
 							   PGC_SUSET, 0,
 							   check_proxy, assign_egress_string, NULL);
 
 	DefineCustomIntVariable("ductape.max_concurrency",
 							"Requests a worker keeps in flight at once.",
-							NULL,
+							"Shared by jobs and outbound event deliveries, 1 to 10,000; one endpoint gets at most a "
+							"quarter of it.  Set in postgresql.conf or with ALTER SYSTEM; takes effect at the next "
+							"reload.",
 							&ductape_max_concurrency, 256, 1, 10000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.job_retention",
 							"How long finished jobs are kept before the worker purges them.",
-							NULL,
+							"In seconds (60 s and up, default 7 days).  Once a minute the worker deletes finished "
+							"jobs older than this, and with them finished outbox rows, deliveries, messages with "
+							"nothing left to deliver and handled or failed webhook events.  Set in postgresql.conf or "
+							"with ALTER SYSTEM; takes effect at the next reload.",
 							&ductape_job_retention_s, 7 * 24 * 3600, 60, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.call_retention",
 							"How long records in ductape.calls are kept before the worker drops them.",
-							"Calls are stored in one partition per day; a day is dropped whole once all of it is older than this.",
+							"Calls are stored in one partition per day; a day is dropped whole once all of it is "
+							"older than this.  In seconds, 1 h and up, default 7 days.  Set in postgresql.conf or "
+							"with ALTER SYSTEM; takes effect at the next reload.",
 							&ductape_call_retention_s, 7 * 24 * 3600, 3600, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.workers",
 							"Workers per database.",
-							"one worker per database for now; other values are refused.",
+							"One worker per database for now; other values are refused.  Set in postgresql.conf; "
+							"takes effect at server start.",
 							&ductape_workers, 1, 1, 1,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("ductape.master_key_file",
 							   "File of master keys that encrypt secrets and tokens; empty means $PGDATA/ductape_master.key.",
-							   "One 32-byte key per line as 64 hex digits or base64, optionally prefixed by \"version:\".",
+							   "An absolute path; the file must not be readable by other users.  One 32-byte key per "
+							   "line as 64 hex digits or base64, optionally prefixed by \"version:\"; the highest version "
+							   "encrypts, every listed version decrypts.  Set in postgresql.conf; takes effect at server "
+							   "start.  Only superusers may read it.",
 							   &ductape_master_key_file, "",
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
 							   check_master_key_file, NULL, NULL);
 	DefineCustomStringVariable("ductape.ca_file",
 							   "PEM file of certificate authorities trusted for https calls; empty means the system's bundle.",
-							   "For APIs behind a private or internal CA.",
+							   "For APIs behind a private or internal CA.  An absolute path to a readable file.  Only a "
+							   "superuser may set it; applies from the next request.",
 							   &ductape_ca_file, "",
 							   PGC_SUSET, 0,
 							   check_ca_file, assign_egress_string, NULL);
 
 	DefineCustomStringVariable("ductape.webhook_listen",
 							   "host:port where the webhook listener serves HTTP; empty means no listener.",
-							   "Port 0 picks a free port (webhook_url shows it).  Put a TLS-terminating proxy in front for the internet.",
+							   "Port 0 picks a free port (webhook_url shows it).  Put a TLS-terminating proxy in front "
+							   "for the internet.  Set in postgresql.conf; takes effect at server start.",
 							   &ductape_webhook_listen, "",
 							   PGC_POSTMASTER, 0,
 							   webhook_check_listen, NULL, NULL);
 	DefineCustomStringVariable("ductape.metrics_listen",
 							   "host:port where the listener serves Prometheus metrics at /metrics; empty means none.",
-							   "Served by the same process as webhooks, on its own socket.  Keep it on a private address: it names apps, actions and databases.",
+							   "Served by the same process as webhooks, on its own socket.  Keep it on a private "
+							   "address: it names apps, actions and databases.  Set in postgresql.conf; takes effect at "
+							   "server start.",
 							   &ductape_metrics_listen, "",
 							   PGC_POSTMASTER, 0,
 							   webhook_check_listen, NULL, NULL);
 	DefineCustomStringVariable("ductape.webhook_database",
 							   "Database whose ductape receives webhook events.",
-							   "A background worker connects to one database; webhook_url works there only.",
+							   "A background worker connects to one database: webhook events are stored there, and "
+							   "webhook_url works there only.  Set in postgresql.conf; takes effect at server start.",
 							   &ductape_webhook_database, "postgres",
 							   PGC_POSTMASTER, 0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.webhook_max_body",
 							"Largest webhook request body accepted; a larger one is answered 413.",
-							NULL,
+							"In bytes, 1 kB to 64 MB.  Set in postgresql.conf or with ALTER SYSTEM; takes effect at "
+							"the next reload.",
 							&ductape_webhook_max_body, 1024 * 1024, 1024, 64 * 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.webhook_request_timeout",
 							"Time a webhook request may take to arrive in full, head and body; a slower one is answered 408 and closed.",
-							"Counted from the connection opening, or from the previous answer on a kept-alive connection.  Bounds how long slow clients can hold the listener's connections.",
+							"Counted from the connection opening, or from the previous answer on a kept-alive "
+							"connection.  Bounds how long slow clients can hold the listener's connections.  In "
+							"milliseconds, 100 ms to 600 s.  Set in postgresql.conf or with ALTER SYSTEM; takes "
+							"effect at the next reload.",
 							&ductape_webhook_request_timeout_ms, 5000, 100, 600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ductape.webhook_max_connections_per_address",
 							"Connections the webhook listener accepts at once from one client address; 0 means no cap.",
-							"Further connections from that address are closed at once.  Behind a proxy every connection comes from the proxy's address: raise this or set 0, and limit clients in the proxy.",
+							"Further connections from that address are closed at once.  Behind a proxy every "
+							"connection comes from the proxy's address: raise this or set 0, and limit clients in the "
+							"proxy.  Set in postgresql.conf; takes effect at server start.",
 							&ductape_webhook_max_connections_per_address, 512, 0, 100000,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ductape.user_code_timeout",
 							"Time a job callback, webhook handler or workflow sql step may run in a worker before it is cancelled.",
-							"The worker runs user code one piece at a time; this keeps one slow or hostile function from holding it.  Code that keeps catching the cancel is ended with the worker 10 s later (the worker restarts).  0: no limit.",
+							"The worker runs user code one piece at a time; this keeps one slow or hostile function "
+							"from holding it.  Code that keeps catching the cancel is ended with the worker 10 s "
+							"later (the worker restarts).  0: no limit.  In milliseconds.  Set in postgresql.conf or "
+							"with ALTER SYSTEM; takes effect at the next reload.",
 							&ductape_user_code_timeout_ms, 60 * 1000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
@@ -274,6 +324,8 @@ RegisterShmem(void)
 	RegistryShmemRegister();
 	OAuthShmemRegister();
 	WebhookShmemRegister();
+	StatsShmemRegister();
+	CountersShmemRegister();
 }
 
 /*
@@ -345,6 +397,7 @@ _PG_init(void)
 	WorkflowInit();
 	WorkerRegisterLauncher();
 	RetentionInit();
+	HealthInit();
 	WebhookRegisterListener();
 	WorkerInstallHooks();
 }

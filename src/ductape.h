@@ -481,6 +481,7 @@ extern char *SecretDecrypt(bytea *blob, int version, const char *aad, const char
 extern char *SecretResolve(const char *name, const char *app, const char *env);
 /* call a SQL function whose arguments carry a secret: see secrets.c */
 extern Datum RunHidingStatement(PGFunction fn, FunctionCallInfo fcinfo);
+extern char *SecretsKeyFileProblem(void);
 
 /* ---- calls.c: see calls.h ---- */
 
@@ -495,6 +496,7 @@ extern bool webhook_check_listen(char **newval, void **extra, GucSource source);
 extern void WebhookRegisterListener(void);
 extern void WebhookShmemRegister(void);
 extern bool WebhooksTakePending(void);
+extern bool WebhookListenerServing(bool metrics);
 #ifdef DT_FUZZ
 extern char *WebhookFuzzRequest(const char *raw, size_t len);
 #endif
@@ -508,6 +510,12 @@ extern void RetentionInit(void);
 extern int32 CallsDayOf(TimestampTz t);
 extern void CallsDaysEnsure(const int32 *days, int n);
 extern void CallsDaysForget(void);
+
+/* ---- metrics.c: the /metrics text ---- */
+extern void MetricsRender(StringInfo out, bool webhooks_served);
+
+/* ---- health.c ---- */
+extern void HealthInit(void);
 
 /* ---- signature.c ---- */
 typedef enum

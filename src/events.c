@@ -52,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+#include "counters.h"
 #include "registry.h"
 
 PG_FUNCTION_INFO_V1(dt_endpoint_seal);
@@ -277,6 +278,13 @@ dt_publish(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event_type cannot be empty"),
 				 errhint("Name the event, such as 'invoice.paid'; endpoints subscribe to types and patterns.")));
+	/* ductape's own operational messages (docs/reference.md, "Alerts") */
+	if (strncmp(type, "ductape.", 8) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("event type \"%s\" is reserved", type),
+				 errdetail("Event types beginning with \"ductape.\" are ductape's operational messages, published by ductape alone."),
+				 errhint("Name your events without the \"ductape.\" prefix.")));
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -677,6 +685,7 @@ EventsWriteBack(List *batch, MemoryContext after_cxt)
 		cols[9][i] = CStringGetTextDatum(ok ? "succeeded" : delay >= 0 ? "pending" : "failed");
 		cols[10][i] = Int64GetDatum(delay);
 		nulls[10][i] = delay < 0;
+		CountersAddAtCommit(ok ? DT_C_DELIVERIES_SUCCEEDED : delay >= 0 ? DT_C_DELIVERIES_RETRIED : DT_C_DELIVERIES_FAILED, 1);
 		if (ok)
 			ok_ids = lappend(ok_ids, &run->endpoint_id);
 		else if (run->status == 410)

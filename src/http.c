@@ -49,6 +49,7 @@
 #include "calls.h"
 #include "egress.h"
 #include "http.h"
+#include "stats.h"
 
 #define DT_MAX_REDIRECTS 5
 
@@ -990,11 +991,46 @@ ShouldRetry(DtRequest *req, Outcome *o)
 	return RetryWorthIt(req, o->kind, o->sent, o->final, o->status, o->retry_after_ms);
 }
 
+/* The class ductape.stats counts a failed call in (stats.h). */
+static DtStatsErrorClass
+ErrorClass(CallResult *cr, const char *error)
+{
+	if (error == NULL)
+		return DT_STATS_OK;
+	switch (cr->o.kind)
+	{
+		case OUT_RESPONSE:
+			if (cr->o.status >= 400 && cr->o.status <= 499)
+				return DT_STATS_4XX;
+			if (cr->o.status >= 500 && cr->o.status <= 599)
+				return DT_STATS_5XX;
+			return DT_STATS_OTHER;
+		case OUT_NETWORK:
+		case OUT_TIMEOUT:
+			return DT_STATS_NETWORK;
+		case OUT_EGRESS:
+			return DT_STATS_EGRESS;
+		case OUT_TOO_LARGE:
+			break;
+	}
+	return DT_STATS_OTHER;
+}
+
+/*
+ * Count the call in ductape.stats (always) and queue its record (as
+ * ductape.log_requests says).  cls: the error class, or DT_STATS_OK to
+ * have it worked out from the outcome and error.
+ */
 static void
-RecordCall(DtRequest *req, CallResult *cr, const char *error)
+RecordCall(DtRequest *req, CallResult *cr, const char *error, DtStatsErrorClass cls)
 {
 	DtCallInfo	info;
 	bool		failed = error != NULL;
+
+	if (cls == DT_STATS_OK)
+		cls = ErrorClass(cr, error);
+	StatsCount(req->app, req->action, req->env, req->roleid, cr->duration_ms, cls,
+			   GetCurrentTimestamp() - (TimestampTz) (cr->duration_ms * 1000.0));
 
 	cr->call_id = 0;
 	if (ductape_log_requests == DT_LOG_NONE ||
@@ -1068,14 +1104,14 @@ Execute(DtRequest *req, CallResult *cr)
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 		cr->o.kind = OUT_NETWORK;
-		RecordCall(req, cr, "interrupted");
+		RecordCall(req, cr, "interrupted", DT_STATS_OTHER);
 		ReThrowError(edata);
 	}
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	cr->duration_ms = (t1.tv_sec - t0.tv_sec) * 1000.0 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
 	(void) start;
-	RecordCall(req, cr, CallError(req, &cr->o));
+	RecordCall(req, cr, CallError(req, &cr->o), DT_STATS_OK);
 
 	if (cr->o.kind == OUT_EGRESS)
 		ereport(ERROR,
@@ -1312,7 +1348,7 @@ XferJudge(Xfer *x, int attempt, double duration_ms, Jsonb **envelope,
 	cr.o = *o;
 	cr.attempts = attempt;
 	cr.duration_ms = duration_ms;
-	RecordCall(req, &cr, CallError(req, o));
+	RecordCall(req, &cr, CallError(req, o), DT_STATS_OK);
 	*envelope = EnvelopeOf(req, o, x->easy, attempt, duration_ms, cr.call_id);
 	*error = NULL;
 	*delay_ms = 0;

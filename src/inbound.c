@@ -35,6 +35,7 @@
 #include "utils/regproc.h"
 
 #include "ductape.h"
+#include "counters.h"
 
 #define HANDLER_BATCH 100
 #define PARK_BATCH 1000			/* events without a subscription parked per pass */
@@ -268,6 +269,8 @@ InboundWriteBack(List *batch, MemoryContext after_cxt)
 								  "                    ($5 OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
 								  "WHERE id OPERATOR(pg_catalog.=) $1", 5, types, a, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not record webhook handlers");
+		CountersAddAtCommit(nulls[2] == 'n' ? DT_C_EVENTS_HANDLED :
+							attempts >= RETRY_HANDLER_MAX_ROUNDS ? DT_C_EVENTS_FAILED : DT_C_EVENTS_RETRIED, 1);
 	}
 	return NIL;
 }

@@ -64,6 +64,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+#include "counters.h"
 #include "registry.h"
 
 PG_FUNCTION_INFO_V1(dt_dispatch);
@@ -811,9 +812,13 @@ UpdateJob(int64 id, const char *set, const char *from_states)
 Datum
 dt_cancel(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(UpdateJob(PG_GETARG_INT64(0),
-							 "state = 'cancelled', finished_at = pg_catalog.now()",
-							 "'{scheduled,queued}'::ductape.job_state[]"));
+	bool		done = UpdateJob(PG_GETARG_INT64(0),
+								 "state = 'cancelled', finished_at = pg_catalog.now()",
+								 "'{scheduled,queued}'::ductape.job_state[]");
+
+	if (done)
+		CountersAddAtCommit(DT_C_JOBS_CANCELLED, 1);
+	PG_RETURN_BOOL(done);
 }
 
 /* retry(id): a failed or cancelled job goes back to queued; true if it did. */
@@ -976,10 +981,12 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 		{
 			case XFER_SUCCEEDED:
 				state = "succeeded";
+				CountersAddAtCommit(DT_C_JOBS_SUCCEEDED, 1);
 				break;
 			case XFER_RETRY:
 				state = "queued";
 				delay = run->delay_ms;
+				CountersAddAtCommit(DT_C_JOBS_RETRIED, 1);
 				break;
 			default:
 				if (run->item.error != NULL && run->item.sqlerrcode == ERRCODE_DT_TOKEN_PENDING)
@@ -988,7 +995,10 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 					delay = -2;
 				}
 				else
+				{
 					state = "failed";
+					CountersAddAtCommit(DT_C_JOBS_FAILED, 1);
+				}
 				break;
 		}
 		ids[i] = Int64GetDatum(run->id);

@@ -59,6 +59,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+#include "counters.h"
 #include "registry.h"
 #include "shmem.h"
 
@@ -1083,6 +1084,7 @@ OAuthServeRequests(Oid dbid)
 		ServeOne(&req, res);
 		MemoryContextSwitchTo(old);
 		RememberOutcome(&req, res);
+		CountersAdd(res->ok ? DT_C_OAUTH_SUCCEEDED : DT_C_OAUTH_FAILED, 1);
 
 		LWLockAcquire(Tokens->lock, LW_EXCLUSIVE);
 		slot->ok = res->ok;

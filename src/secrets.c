@@ -92,6 +92,31 @@ KeyError(const char *path, const char *detail)
 			 errhint("Check ductape.master_key_file: a file of 32-byte keys, one per line, as 64 hex digits or base64.")));
 }
 
+/*
+ * Whether the master key file can be read now, for ductape.health() and
+ * /metrics: NULL if it can, else why, without the path (the setting is for
+ * superusers only) and without reading a key.
+ */
+char *
+SecretsKeyFileProblem(void)
+{
+	const char *path = KeyFilePath();
+	struct stat st;
+	int			fd;
+
+	if (stat(path, &st) != 0)
+		return psprintf("The file cannot be read: %s.", strerror(errno));
+	if (st.st_mode & S_IRWXO)
+		return pstrdup("The file is accessible to other users; it must be mode 0600 or 0640.");
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return psprintf("The file cannot be read: %s.", strerror(errno));
+	close(fd);
+	if (st.st_size == 0)
+		return pstrdup("The file is empty.");
+	return NULL;
+}
+
 /* Decode one key (hex or base64) into out; false if it is not 32 bytes. */
 static bool
 DecodeKey(const char *text, unsigned char *out)

@@ -63,12 +63,40 @@
  *	  shared: the waiting backend reads its slot's state; the launcher
  *	  lists the databases that have pending requests.
  *
+ *	"ductape stats" (stats.c): the request counters -- a fixed array of
+ *	entries per (database, role, app, action, env), found through hash
+ *	chains of entry indexes -- under one LWLock of its own, plus a
+ *	spinlock in each entry.
+ *	  shared: every process that sends HTTP finds its entry and adds a call
+ *	  under the entry's spinlock (StatsCount); readers copy the entries,
+ *	  each under its spinlock (StatsCollect, StatsGetInfo).  The spinlock
+ *	  is held for a few additions only and is the one lock ever taken
+ *	  while one of ours is held (it is a leaf: nothing is taken under it).
+ *	  exclusive: adding the entry of a key seen for the first time (or of
+ *	  a database's overflow), removing a database's entries (stats_reset,
+ *	  DROP DATABASE).  The overflowed and lost counters are atomics.
+ *	  The init function (in the postmaster) reads the file the last clean
+ *	  exit wrote; the postmaster writes it at exit, when no other process
+ *	  is left, without the lock.
+ *
  *	"ductape webhook listener" (webhook.c): two atomics, no lock.  The
  *	listener's bound port: written by the listener (0 when it exits), read
  *	by webhook_url.  The webhooks-pending flag: set by the listener after
  *	it committed new events, exchanged for 0 by the database's worker
  *	(WebhooksTakePending).  Each is a hint on its own; neither has to agree
  *	with any other state, so they need no lock and no ordering.
+ *
+ *	"ductape counters" (counters.c): per database, its name, a counter
+ *	per outcome and the gauges its worker publishes, under one LWLock of
+ *	its own for the slot table only (which database owns a slot, its
+ *	name); the counters and gauges are atomics, bumped and read without
+ *	the lock.
+ *	  exclusive: a process takes its database's slot on its first bump,
+ *	  once (MyCounterSlot), or fills in the name; DROP DATABASE and a
+ *	  worker leaving a database without the extension free it
+ *	  (CountersForget).
+ *	  shared: readers copy every slot (CountersSnapshot: /metrics in the
+ *	  listener, ductape.health() in a backend).
  *
  * No two of these locks are ever held together.  Every function that
  * takes one releases it before returning and, while holding it, calls
@@ -92,10 +120,14 @@
  *	  database whose records were taken meanwhile gets a worker that finds
  *	  nothing to do, which is harmless;
  *	- a worker's exit: its registry entry is released, then, where wanted,
- *	  its records are discarded.
+ *	  its records are discarded;
+ *	- a request is counted (stats lock) before its record is queued (ring
+ *	  lock), one after the other.
  * So there is no lock order to keep and no deadlock among them.  The only
  * other lock involved is PostgreSQL's AddinShmemInitLock, held by shmem.c
- * alone while it creates the segments; init functions take no lock.
+ * alone while it creates the segments; init functions take no lock (the
+ * stats segment's init reads its file, in the postmaster, before any other
+ * process exists).
  *
  * While holding one of these LWLocks, code does bounded work on shared
  * memory only: copy a record or a slot, scan a fixed array, set a field.

@@ -45,6 +45,15 @@
  * Events are received in one database, ductape.webhook_database: a
  * background worker can connect to one database only.
  *
+ * Metrics: when ductape.metrics_listen is set, the same process serves
+ * GET /metrics on that address with a second libmicrohttpd daemon, its
+ * epoll descriptor in the same wait set: its own socket, its own small
+ * connection limits and a short idle timeout, so a slow or hostile scraper
+ * holds neither the webhook connections nor the loop (MHD writes without
+ * blocking).  The text is made by metrics.c from shared memory only; a
+ * scrape runs no SQL and opens no transaction.  The listener runs when
+ * either setting is set; with metrics alone it connects to no database.
+ *
  * Shared state (the segment "ductape webhook listener", see shmem.c): the
  * port the listener bound, for webhook_url when the configured port is 0,
  * and the webhooks-pending flag, set after a batch with new events commits
@@ -99,6 +108,7 @@
 #include "utils/timestamp.h"
 
 #include "ductape.h"
+#include "counters.h"
 #include "registry.h"
 #include "shmem.h"
 
@@ -119,6 +129,7 @@ int			ductape_webhook_max_connections_per_address = 512;
 typedef struct ListenerShared
 {
 	pg_atomic_uint32 port;		/* the listener's bound port; 0: none */
+	pg_atomic_uint32 metrics_port;	/* the metrics daemon's; 0: none */
 	pg_atomic_uint32 pending;	/* events stored since the worker looked */
 } ListenerShared;
 
@@ -136,6 +147,7 @@ ListenerShmemInit(void *mem, LWLockPadded *locks)
 	ListenerShared *l = mem;
 
 	pg_atomic_init_u32(&l->port, 0);
+	pg_atomic_init_u32(&l->metrics_port, 0);
 	pg_atomic_init_u32(&l->pending, 0);
 }
 
@@ -164,6 +176,13 @@ static void
 ListenerSetPort(uint32 port)
 {
 	pg_atomic_write_u32(&Listener->port, port);
+}
+
+/* Whether the listener serves webhooks (metrics false) or /metrics now. */
+bool
+WebhookListenerServing(bool metrics)
+{
+	return pg_atomic_read_u32(metrics ? &Listener->metrics_port : &Listener->port) != 0;
 }
 
 /* New events are stored (committed) for the worker's handlers. */
@@ -446,6 +465,7 @@ static enum MHD_Result
 Refuse(struct MHD_Connection *conn, unsigned int status, const char *message)
 {
 	DisarmDeadline(ConnOf(conn));
+	CountersAdd(DT_C_EVENTS_REJECTED, 1);
 	return Answer(conn, status, message);
 }
 
@@ -992,6 +1012,8 @@ StoreBatch(Inbound *batch)
 	}
 	if (SPI_processed > 0)
 		BatchStoredNew = true;
+	CountersAddAtCommit(DT_C_EVENTS_RECEIVED, SPI_processed);
+	CountersAddAtCommit(DT_C_EVENTS_DUPLICATE, list_length(cols[0]) - SPI_processed);
 }
 
 /*
@@ -1020,6 +1042,8 @@ AnswerBatch(Inbound *batch, bool committed)
 			in->status = MHD_HTTP_SERVICE_UNAVAILABLE;
 			in->message = "the event could not be stored; try again";
 		}
+		if (committed && !in->stored)
+			CountersAdd(DT_C_EVENTS_REJECTED, 1);
 		MHD_resume_connection(in->conn);
 	}
 }
@@ -1250,21 +1274,20 @@ ListenerConnectionLimit(void)
 	return Max(limit, LISTENER_MIN_CONNECTIONS);
 }
 
-static struct MHD_Daemon *
-StartDaemon(int *limit)
+/* The address of a listen setting (name: the setting's name), resolved. */
+static struct addrinfo *
+ResolveListen(const char *setting, const char *name)
 {
 	char	   *host;
 	char	   *port;
 	struct addrinfo hints;
 	struct addrinfo *ai;
-	struct MHD_Daemon *d;
 	int			rc;
-	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
-	if (!ParseListen(ductape_webhook_listen, &host, &port))
+	if (!ParseListen(setting, &host, &port))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid ductape.webhook_listen \"%s\"", ductape_webhook_listen),
+				 errmsg("invalid %s \"%s\"", name, setting),
 				 errhint("Use host:port, such as 0.0.0.0:8080 or [::1]:8080.")));
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -1274,7 +1297,17 @@ StartDaemon(int *limit)
 	if (rc != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("could not resolve ductape.webhook_listen host \"%s\": %s", host, gai_strerror(rc))));
+				 errmsg("could not resolve %s host \"%s\": %s", name, host, gai_strerror(rc))));
+	return ai;
+}
+
+static struct MHD_Daemon *
+StartDaemon(int *limit)
+{
+	struct addrinfo *ai = ResolveListen(ductape_webhook_listen, "ductape.webhook_listen");
+	struct MHD_Daemon *d;
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	*limit = ListenerConnectionLimit();
@@ -1308,6 +1341,129 @@ StartDaemon(int *limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("ductape webhook listener could not listen on %s", ductape_webhook_listen),
+				 errhint("Check that the address is local and the port is free.")));
+	return d;
+}
+
+/* ---- /metrics ---- */
+
+/*
+ * The metrics daemon's limits: scrapers are few (Prometheus keeps one
+ * connection per target), so a handful of connections, fewer from one
+ * address, each closed after METRICS_IDLE_TIMEOUT_S without traffic.  A
+ * client that opens them all and says nothing keeps scrapes out for that
+ * long, not webhooks: those have their own daemon and limits.
+ */
+#define METRICS_MAX_CONNECTIONS 32
+#define METRICS_CONNECTIONS_PER_ADDRESS 8
+#define METRICS_IDLE_TIMEOUT_S 5
+
+static MemoryContext MetricsContext = NULL;
+static bool ServingWebhooks = false;
+
+static enum MHD_Result
+AnswerText(struct MHD_Connection *conn, unsigned int status, const char *content_type,
+		   const char *body, size_t len)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result r;
+
+	resp = MHD_create_response_from_buffer(len, (void *) body, MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	r = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return r;
+}
+
+/*
+ * Answered from the head: GET or HEAD /metrics (a query string is
+ * ignored; MHD strips it), 405 for another method, 404 for another path.
+ * A body sent with it is not read; MHD closes such a connection after the
+ * answer.
+ */
+static enum MHD_Result
+HandleMetrics(struct MHD_Connection *conn, const char *url, const char *method)
+{
+	StringInfoData out;
+	enum MHD_Result r;
+
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+	{
+		static const char msg[] = "metrics are read with GET\n";
+
+		return AnswerText(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
+						  msg, sizeof(msg) - 1);
+	}
+	if (strcmp(url, "/metrics") != 0)
+	{
+		static const char msg[] = "not found: metrics are at /metrics\n";
+
+		return AnswerText(conn, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8",
+						  msg, sizeof(msg) - 1);
+	}
+	MemoryContextSwitchTo(MetricsContext);
+	initStringInfo(&out);
+	MetricsRender(&out, ServingWebhooks);
+	r = AnswerText(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+				   out.data, out.len);
+	return r;
+}
+
+/* MHD's access handler for the metrics daemon: no error may unwind through MHD. */
+static enum MHD_Result
+OnMetricsRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				 const char *version, const char *upload_data, size_t *upload_data_size,
+				 void **req_cls)
+{
+	MemoryContext here = CurrentMemoryContext;
+	volatile enum MHD_Result r = MHD_NO;
+
+	PG_TRY();
+	{
+		r = HandleMetrics(conn, url, method);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(here);
+		EmitErrorReport();
+		FlushErrorState();
+		LWLockReleaseAll();
+		r = MHD_NO;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(here);
+	MemoryContextReset(MetricsContext);
+	return r;
+}
+
+static struct MHD_Daemon *
+StartMetricsDaemon(void)
+{
+	struct addrinfo *ai = ResolveListen(ductape_metrics_listen, "ductape.metrics_listen");
+	struct MHD_Daemon *d;
+	unsigned int flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	MetricsContext = AllocSetContextCreate(TopMemoryContext, "ductape metrics scrape",
+										   ALLOCSET_DEFAULT_SIZES);
+	d = MHD_start_daemon(flags, 0, NULL, NULL, OnMetricsRequest, NULL,
+						 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) METRICS_IDLE_TIMEOUT_S,
+						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) METRICS_MAX_CONNECTIONS,
+						 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+						 (unsigned int) METRICS_CONNECTIONS_PER_ADDRESS,
+						 MHD_OPTION_EXTERNAL_LOGGER, OnLog, NULL,
+						 MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (d == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("ductape listener could not serve metrics on %s", ductape_metrics_listen),
 				 errhint("Check that the address is local and the port is free.")));
 	return d;
 }
@@ -1395,60 +1551,93 @@ static void
 ListenerExit(int code, Datum arg)
 {
 	ListenerSetPort(0);
+	pg_atomic_write_u32(&Listener->metrics_port, 0);
 }
 
 void
 ductape_listener_main(Datum arg)
 {
-	struct MHD_Daemon *d;
+	struct MHD_Daemon *d = NULL;
+	struct MHD_Daemon *md = NULL;
 	const union MHD_DaemonInfo *info;
 	WaitEventSet *wes;
-	int			limit;
+	int			limit = 0;
+	bool		webhooks = ductape_webhook_listen[0] != '\0';
+	bool		metrics = ductape_metrics_listen[0] != '\0';
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(ductape_webhook_database, NULL, 0);
-
-	/*
-	 * This session is the bootstrap superuser's: nothing a database owner
-	 * can create (in schema public, say) or set for the database
-	 * (search_path, role, timeouts) may reach its SQL (gate.c).
-	 */
-	GatePinSession();
-	pgstat_report_appname("ductape webhook listener");
-
-	ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
-											ALLOCSET_DEFAULT_SIZES);
-	BatchContext = AllocSetContextCreate(TopMemoryContext, "ductape listener batch",
-										 ALLOCSET_DEFAULT_SIZES);
-	d = StartDaemon(&limit);
-	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	ListenerSetPort(info ? info->port : 0);
 	before_shmem_exit(ListenerExit, (Datum) 0);
-	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
-	if (info == NULL)
-		elog(ERROR, "libmicrohttpd has no epoll descriptor");
-
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	wes = CreateWaitEventSet(TopMemoryContext, 4);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
-	ereport(LOG,
-			(errmsg("ductape webhook listener serving http://%s in database \"%s\"",
-					ductape_webhook_listen, ductape_webhook_database),
-			 errdetail("At most %d connections at once, %d from one address (0: no cap); a request must arrive within %d ms.",
-					   limit, ductape_webhook_max_connections_per_address,
-					   ductape_webhook_request_timeout_ms)));
+	pgstat_report_appname("ductape webhook listener");
+
+	if (webhooks)
+	{
+		BackgroundWorkerInitializeConnection(ductape_webhook_database, NULL, 0);
+
+		/*
+		 * This session is the bootstrap superuser's: nothing a database
+		 * owner can create (in schema public, say) or set for the database
+		 * (search_path, role, timeouts) may reach its SQL (gate.c).
+		 */
+		GatePinSession();
+
+		/* the database's counters are named before anything is counted */
+		StartTransactionCommand();
+		if (OidIsValid(get_namespace_oid("ductape", true)))
+			CountersAttach();
+		CommitTransactionCommand();
+
+		ListenerContext = AllocSetContextCreate(TopMemoryContext, "ductape listener",
+												ALLOCSET_DEFAULT_SIZES);
+		BatchContext = AllocSetContextCreate(TopMemoryContext, "ductape listener batch",
+											 ALLOCSET_DEFAULT_SIZES);
+		d = StartDaemon(&limit);
+		info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+		if (info == NULL)
+			elog(ERROR, "libmicrohttpd has no epoll descriptor");
+		AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
+		info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+		ListenerSetPort(info ? info->port : 0);
+		ServingWebhooks = true;
+		ereport(LOG,
+				(errmsg("ductape webhook listener serving http://%s in database \"%s\"",
+						ductape_webhook_listen, ductape_webhook_database),
+				 errdetail("At most %d connections at once, %d from one address (0: no cap); a request must arrive within %d ms.",
+						   limit, ductape_webhook_max_connections_per_address,
+						   ductape_webhook_request_timeout_ms)));
+	}
+	else
+	{
+		/* metrics only: no database (shown in pg_stat_activity all the same) */
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	}
+	if (metrics)
+	{
+		md = StartMetricsDaemon();
+		info = MHD_get_daemon_info(md, MHD_DAEMON_INFO_EPOLL_FD);
+		if (info == NULL)
+			elog(ERROR, "libmicrohttpd has no epoll descriptor");
+		AddWaitEventToSet(wes, WL_SOCKET_READABLE, info->epoll_fd, NULL, NULL);
+		info = MHD_get_daemon_info(md, MHD_DAEMON_INFO_BIND_PORT);
+		pg_atomic_write_u32(&Listener->metrics_port, info ? info->port : 1);
+		ereport(LOG,
+				(errmsg("ductape listener serving metrics at http://%s/metrics", ductape_metrics_listen)));
+	}
 
 	for (;;)
 	{
-		WaitEvent	ev[3];
+		WaitEvent	ev[4];
 		MHD_UNSIGNED_LONG_LONG mhd_timeout;
 		long		timeout = 1000;
-		long		deadline = NextDeadline();
+		long		deadline = d ? NextDeadline() : -1;
 
-		if (MHD_get_timeout(d, &mhd_timeout) == MHD_YES)
+		if (d && MHD_get_timeout(d, &mhd_timeout) == MHD_YES)
+			timeout = Min((long) mhd_timeout, timeout);
+		if (md && MHD_get_timeout(md, &mhd_timeout) == MHD_YES)
 			timeout = Min((long) mhd_timeout, timeout);
 		if (deadline >= 0)
 			timeout = Min(deadline, timeout);
@@ -1460,6 +1649,12 @@ ductape_listener_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+
+		/* scrapes first: they are answered at once, from shared memory */
+		if (md)
+			MHD_run(md);
+		if (d == NULL)
+			continue;
 
 		/*
 		 * Close what is past the deadline (MHD sees it at once), serve;
@@ -1482,7 +1677,8 @@ WebhookRegisterListener(void)
 {
 	BackgroundWorker bgw;
 
-	if (ductape_webhook_listen == NULL || ductape_webhook_listen[0] == '\0')
+	if ((ductape_webhook_listen == NULL || ductape_webhook_listen[0] == '\0') &&
+		(ductape_metrics_listen == NULL || ductape_metrics_listen[0] == '\0'))
 		return;
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

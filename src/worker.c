@@ -67,7 +67,9 @@
 
 #include "ductape.h"
 #include "calls.h"
+#include "counters.h"
 #include "registry.h"
+#include "stats.h"
 
 PGDLLEXPORT void ductape_launcher_main(Datum arg);
 PGDLLEXPORT void ductape_db_worker_main(Datum arg);
@@ -233,6 +235,35 @@ ReleaseWorker(Oid dbid, bool discard_records)
 	}
 }
 
+/*
+ * No background worker slot was free for dbid's worker.  The launcher tries
+ * again every second; it says so once, and once more when a worker starts
+ * again, not at every try.
+ */
+static bool SlotsExhausted = false;
+
+static void
+NoteSlotsExhausted(Oid dbid)
+{
+	if (SlotsExhausted)
+		return;
+	SlotsExhausted = true;
+	ereport(WARNING,
+			(errmsg("ductape could not start a worker for database %u: no background worker slot is free", dbid),
+			 errdetail("The launcher keeps trying every second and logs again when a worker starts; until then that database's jobs, deliveries, webhook events and call records wait."),
+			 errhint("Raise max_worker_processes (it counts every background worker of the server, parallel query workers included).")));
+}
+
+static void
+NoteWorkerStarted(Oid dbid)
+{
+	if (!SlotsExhausted)
+		return;
+	SlotsExhausted = false;
+	ereport(LOG,
+			(errmsg("ductape started a worker for database %u: a background worker slot is free again", dbid)));
+}
+
 void
 ductape_launcher_main(Datum arg)
 {
@@ -264,12 +295,11 @@ ductape_launcher_main(Datum arg)
 		{
 			if (!StartDbWorker(dbid))
 			{
-				ereport(WARNING,
-						(errmsg("ductape could not start a worker for database %u", dbid),
-						 errhint("Raise max_worker_processes.")));
+				NoteSlotsExhausted(dbid);
 				RegistryRelease(dbid);
 				break;
 			}
+			NoteWorkerStarted(dbid);
 		}
 	}
 }
@@ -719,6 +749,7 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 				  QueryCompletion *qc)
 {
 	Node	   *stmt = pstmt->utilityStmt;
+	Oid			dropped_db = InvalidOid;
 
 	/* DDL on ductape.jobs must not find it held open by a dispatch */
 	JobsCloseInsertState();
@@ -734,7 +765,10 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 
 		if (OidIsValid(dbid) && dbid != MyDatabaseId &&
 			pg_database_ownercheck(dbid, GetUserId()))
+		{
 			StopWorkerForDatabase(dbid);
+			dropped_db = dbid;
+		}
 	}
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
@@ -742,6 +776,13 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+
+	/* the database is gone (DROP DATABASE raises otherwise): its counters too */
+	if (OidIsValid(dropped_db))
+	{
+		(void) StatsForgetDatabase(dropped_db);
+		CountersForget(dropped_db);
+	}
 
 	/*
 	 * A new installation gets its worker within moments of its commit (not

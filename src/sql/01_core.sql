@@ -13,6 +13,9 @@
 
 -- Nothing in this schema is granted to PUBLIC.
 REVOKE ALL ON SCHEMA ductape FROM PUBLIC;
+COMMENT ON SCHEMA ductape IS
+    'ductape: third-party API integrations run from inside the database. Nothing here is '
+    'granted to PUBLIC: ductape.grant_usage and ductape.grant_admin give roles what they need.';
 
 ---------------------------------------------------------------------------
 -- The library's entry points
@@ -60,6 +63,18 @@ $$;
 -- binaries are installed until ALTER EXTENSION ductape UPDATE runs.
 CREATE FUNCTION ductape.version() RETURNS jsonb
     AS 'MODULE_PATHNAME', 'dt_version' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION ductape.version() IS
+    'Returns {"extension": ..., "library": ...}: the version of the installed SQL objects and '
+    'of the loaded library, which differ after new binaries are installed until ALTER EXTENSION '
+    'ductape UPDATE. Usage roles.';
+
+-- What an operator or a probe checks (docs/reference.md, "Metrics and
+-- health"): workers, listener, queue depths, the master key file, dropped
+-- call records, and an overall ok.  Administrators (grant_admin).
+CREATE FUNCTION ductape.health() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'dt_health' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION ductape.health() IS
+    'ductape''s health as jsonb: ok, problems, this database''s worker, every database''s worker, the listener, jobs per state and the oldest due job''s wait, deliveries waiting, endpoints disabled, webhook events waiting, whether the master key file is readable, call records dropped.';
 
 -- Who called the ductape function being run (current_user at the call);
 -- fails anywhere else.  The SECURITY DEFINER implementations behind the
@@ -85,6 +100,9 @@ CREATE FUNCTION ductape._schema_check(schema jsonb, path text)
 RETURNS text[] LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_schema_check';
 CREATE FUNCTION ductape._schema_validate(schema jsonb, instance jsonb)
 RETURNS text[] LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_schema_validate';
+COMMENT ON FUNCTION ductape._schema_validate(jsonb,jsonb) IS
+    'Internal, for debugging: the violations of an instance against a JSON Schema, as run lists '
+    'them (an empty array: valid). Admins.';
 
 -- The generic rules of a definition have one implementation, the
 -- library's (src/catalog.c), which the action rules (_check_action) are

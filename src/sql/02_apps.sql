@@ -18,6 +18,19 @@ CREATE TABLE ductape.apps (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE ductape.apps IS
+    'One row per app (an API described once: envs, auth, constants, variables, retries, '
+    'webhooks); written by app_define, app_create, the importers and app_drop. Admins read and '
+    'write it.';
+COMMENT ON COLUMN ductape.apps.tag IS
+    'The app''s name in every call: a tag (1 to 63 of a-z 0-9 _ . -).';
+COMMENT ON COLUMN ductape.apps.name IS 'Display name, for people; NULL: none.';
+COMMENT ON COLUMN ductape.apps.description IS 'What the API is, for people; NULL: none.';
+COMMENT ON COLUMN ductape.apps.spec IS
+    'The app spec without tag, name, description and actions (envs, auth, constants, variables, '
+    'retries, timeout_ms, webhooks).';
+COMMENT ON COLUMN ductape.apps.created_at IS 'When the app was first defined.';
+COMMENT ON COLUMN ductape.apps.updated_at IS 'When the app was last defined or changed.';
 
 CREATE TABLE ductape.actions (
     app         text NOT NULL REFERENCES ductape.apps (tag) ON DELETE CASCADE,
@@ -27,6 +40,17 @@ CREATE TABLE ductape.actions (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (app, tag)
 );
+COMMENT ON TABLE ductape.actions IS
+    'One row per action (one API endpoint) of an app; written by app_define, action_define and '
+    'the importers, removed with their app. Admins read and write it.';
+COMMENT ON COLUMN ductape.actions.app IS 'The app the action belongs to.';
+COMMENT ON COLUMN ductape.actions.tag IS 'The action''s name in calls, unique within the app.';
+COMMENT ON COLUMN ductape.actions.position IS
+    'Order of the action in the app spec; app_export keeps it.';
+COMMENT ON COLUMN ductape.actions.spec IS
+    'The action spec without its tag (method, resource, headers, query, body, input schema, '
+    'retries, timeout_ms, success).';
+COMMENT ON COLUMN ductape.actions.updated_at IS 'When the action was last defined.';
 
 -- Any change to the catalog invalidates every backend's cache of it at
 -- commit (the other catalog tables have the same trigger).
@@ -238,6 +262,10 @@ BEGIN
     RETURN t;
 END
 $$;
+COMMENT ON FUNCTION ductape.app_define(jsonb) IS
+    'Creates or replaces a whole app from its spec; afterwards the app has exactly the spec''s '
+    'actions. Every problem of an invalid spec is listed at once (22023). Returns the app tag. '
+    'Admins.';
 
 CREATE FUNCTION ductape.app_create(tag text, name text DEFAULT NULL, description text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $$
@@ -253,6 +281,9 @@ BEGIN
     RETURN app_create.tag;
 END
 $$;
+COMMENT ON FUNCTION ductape.app_create(text,text,text) IS
+    'Creates an empty app (no envs, no actions) with a tag, a name and a description, to fill '
+    'with action_define or app_define; 42710 if it exists. Returns the tag. Admins.';
 
 CREATE FUNCTION ductape._app_row(tag text) RETURNS ductape.apps
 LANGUAGE plpgsql STABLE AS $$
@@ -286,6 +317,9 @@ BEGIN
     RETURN spec->>'tag';
 END
 $$;
+COMMENT ON FUNCTION ductape.action_define(text,jsonb) IS
+    'Creates or replaces one action of an existing app (a new one goes last). Returns the '
+    'action tag. Admins.';
 
 CREATE FUNCTION ductape.app_export(tag text) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -296,14 +330,273 @@ LANGUAGE sql STABLE AS $$
                    FROM ductape.actions x WHERE x.app = r.tag), '[]'))
       FROM ductape._app_row(tag) r
 $$;
+COMMENT ON FUNCTION ductape.app_export(text) IS
+    'Returns an app as the spec app_define accepts, its actions included: '
+    'app_define(app_export(x)) changes nothing. Admins.';
 
-CREATE FUNCTION ductape.app_drop(tag text) RETURNS void
-LANGUAGE plpgsql AS $$
+---------------------------------------------------------------------------
+-- Removing things: what still uses an app, an action, a product or a
+-- connection (docs/reference.md, "Removing things")
+---------------------------------------------------------------------------
+-- Dependents are what would run against the removed object later: on_row
+-- triggers, workflow definitions, queued and scheduled jobs, running
+-- workflow runs, webhook subscriptions and webhook URLs handed out to a
+-- provider.  Without cascade a drop that has any is refused (2BP01, the
+-- detail naming them); with cascade they are dropped or cancelled first.
+-- Settings that only mean something with the object (an app's actions, a
+-- product's connections, credentials, variable values and OAuth2 tokens)
+-- go with it.  (plpgsql: the tables of later files are read at run time.)
+
+-- A tag passed as an argument: 22023 unless it is one.
+CREATE FUNCTION ductape._tag_arg(tag text, what text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ductape._app_row(tag);
-    DELETE FROM ductape.apps a WHERE a.tag = app_drop.tag;
+    IF tag IS NULL OR tag !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = CASE WHEN tag IS NULL THEN format('%s tag cannot be NULL', what)
+                           ELSE format('invalid %s tag "%s"', what, tag) END,
+            DETAIL = 'A tag is 1 to 63 characters: lower-case letters, digits, "_", "." and "-", starting with a letter or a digit.';
+    END IF;
+    RETURN tag;
 END
 $$;
+COMMENT ON FUNCTION ductape._tag_arg(text, text) IS
+    'Checks a tag passed as an argument (22023 unless it is one); returns it.';
+
+-- A trigger's arguments (pg_trigger.tgargs: each ends with a NUL byte), each
+-- in the escape form of encode(): exact for a tag, which is all they are
+-- compared with.
+CREATE FUNCTION ductape._trigger_args(args bytea, n integer) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    out text[] := '{}';
+    p integer;
+BEGIN
+    FOR i IN 1 .. coalesce(n, 0) LOOP
+        p := position('\x00'::bytea IN args);
+        EXIT WHEN p = 0;
+        out := out || encode(substring(args FROM 1 FOR p - 1), 'escape');
+        args := substring(args FROM p + 1);
+    END LOOP;
+    RETURN out;
+END
+$$;
+COMMENT ON FUNCTION ductape._trigger_args(bytea, integer) IS
+    'The arguments of a trigger (pg_trigger.tgargs), in encode()''s escape form.';
+
+-- What uses an action (d_app, d_action), an app (d_app), a product
+-- (d_product) or a connection (d_app, d_product): one line per dependent,
+-- with its kind and what identifies it.
+CREATE FUNCTION ductape._dependents(d_app text, d_action text, d_product text)
+RETURNS TABLE (dep_kind text, dep_line text, dep_ref jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    this text := CASE WHEN d_action IS NOT NULL THEN 'this action'
+                      WHEN d_app IS NOT NULL AND d_product IS NOT NULL THEN 'this connection'
+                      WHEN d_app IS NOT NULL THEN 'this app' ELSE 'this product' END;
+    n bigint;
+BEGIN
+    -- on_row triggers: EXECUTE FUNCTION ductape.on_row(app, action, template, env, product)
+    RETURN QUERY
+    SELECT 'trigger', format('trigger "%s" on table %s dispatches %s.', t.tgname, t.tgrelid::regclass, this),
+           jsonb_build_object('trigger', t.tgname, 'table', t.tgrelid::oid)
+      FROM pg_trigger t, LATERAL (SELECT ductape._trigger_args(t.tgargs, t.tgnargs) AS args) a
+     WHERE t.tgfoid = 'ductape.on_row()'::regprocedure
+       AND (d_app IS NULL OR a.args[1] = d_app) AND (d_action IS NULL OR a.args[2] = d_action)
+       AND (d_product IS NULL OR a.args[5] = d_product)
+     ORDER BY t.tgrelid::regclass::text, t.tgname;
+    -- workflow definitions (a workflow is started under any product)
+    IF d_product IS NULL THEN
+        RETURN QUERY
+        SELECT 'workflow', format('workflow "%s" step "%s" %s %s.', w.tag, x.s->>'tag',
+                                  CASE WHEN c.comp THEN 'compensates with' ELSE 'uses' END, this),
+               jsonb_build_object('workflow', w.tag)
+          FROM ductape.workflows w,
+               jsonb_array_elements(w.spec->'steps') WITH ORDINALITY x(s, ord),
+               LATERAL (VALUES (false, CASE WHEN x.s->>'type' = 'action' THEN x.s END),
+                               (true, x.s->'compensate')) c(comp, call)
+         WHERE c.call->>'app' = d_app AND (d_action IS NULL OR c.call->>'action' = d_action)
+         ORDER BY w.tag, x.ord, c.comp;
+    END IF;
+    -- webhook subscriptions to the app's webhooks
+    IF d_app IS NOT NULL AND d_action IS NULL AND d_product IS NULL THEN
+        RETURN QUERY
+        SELECT 'subscription', format('webhook subscription %s runs %s for webhook "%s" events "%s".',
+                                      s.id, s.handler, s.webhook, s.event_type),
+               jsonb_build_object('subscription', s.id)
+          FROM ductape.webhook_subscriptions s WHERE s.app = d_app ORDER BY s.id;
+    END IF;
+    -- webhook URLs a provider may still send to
+    IF d_action IS NULL THEN
+        RETURN QUERY
+        SELECT 'webhook_url', format('webhook "%s" of app "%s" has a URL for product "%s", env "%s".',
+                                     t.webhook, t.app, t.product, t.env),
+               jsonb_build_object('token', t.token)
+          FROM ductape._webhook_tokens t
+         WHERE (d_app IS NULL OR t.app = d_app) AND (d_product IS NULL OR t.product = d_product)
+         ORDER BY t.app, t.webhook, t.product, t.env;
+    END IF;
+    -- running workflow runs (their own copy of the definition) that call it
+    SELECT count(*) INTO n FROM ductape.workflow_runs r
+     WHERE r.state = 'running' AND (d_product IS NULL OR r.product = d_product)
+       AND (d_app IS NULL OR EXISTS (
+              SELECT FROM jsonb_array_elements(r.spec->'steps') s
+               WHERE (s->>'type' = 'action' AND s->>'app' = d_app AND (d_action IS NULL OR s->>'action' = d_action))
+                  OR (s->'compensate'->>'app' = d_app AND (d_action IS NULL OR s->'compensate'->>'action' = d_action))));
+    IF n > 0 THEN
+        RETURN QUERY SELECT 'runs', CASE WHEN n = 1 THEN '1 running workflow run uses it.'
+                                         ELSE format('%s running workflow runs use it.', n) END, jsonb_build_object('count', n);
+    END IF;
+    -- jobs waiting to run (a running job finishes its attempt; a retry of
+    -- it after the drop fails)
+    SELECT count(*) INTO n FROM ductape.jobs j
+     WHERE j.state IN ('scheduled', 'queued')
+       AND (d_app IS NULL OR j.app = d_app) AND (d_action IS NULL OR j.action = d_action)
+       AND (d_product IS NULL OR j.product = d_product);
+    IF n > 0 THEN
+        RETURN QUERY SELECT 'jobs', CASE WHEN n = 1 THEN '1 job that uses it is queued or scheduled.'
+                                         ELSE format('%s jobs that use it are queued or scheduled.', n) END, jsonb_build_object('count', n);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape._dependents(text, text, text) IS
+    'What still uses an action, an app, a product or a connection: one line per dependent (the drop functions'' 2BP01 detail).';
+
+-- Before a drop: refuse it when something depends on the object (2BP01),
+-- or, with cascade, drop or cancel the dependents.  Run by the SECURITY
+-- DEFINER drop implementations; an on_row trigger is dropped only when the
+-- caller owns its table.
+CREATE FUNCTION ductape._drop_dependents(d_app text, d_action text, d_product text, what text, cascade boolean)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    deps jsonb[];
+    lines text[];
+    total bigint;
+    detail text;
+    caller name := ductape._caller();
+    reason text := format('cancelled: %s was dropped', what);
+    d jsonb;
+    rel record;
+    runs bigint[];
+BEGIN
+    SELECT array_agg(x.dep_line ORDER BY x.ord), array_agg(jsonb_build_object('kind', x.dep_kind, 'ref', x.dep_ref) ORDER BY x.ord),
+           sum(coalesce((x.dep_ref->>'count')::bigint, 1))
+      INTO lines, deps, total
+      FROM ductape._dependents(d_app, d_action, d_product) WITH ORDINALITY x(dep_kind, dep_line, dep_ref, ord);
+    IF lines IS NULL THEN
+        RETURN;
+    END IF;
+    detail := array_to_string(lines[1:20], E'\n')
+              || CASE WHEN cardinality(lines) > 20 THEN format(E'\nand %s more.', cardinality(lines) - 20) ELSE '' END;
+    IF NOT coalesce(cascade, false) THEN
+        RAISE EXCEPTION USING ERRCODE = '2BP01',
+            MESSAGE = format('cannot drop %s because other objects depend on it', what),
+            DETAIL = detail,
+            HINT = 'Pass cascade => true to drop or cancel them too, or remove them first.';
+    END IF;
+    RAISE NOTICE USING
+        MESSAGE = CASE WHEN total = 1 THEN 'drop cascades to 1 other object'
+                       ELSE format('drop cascades to %s other objects', total) END,
+        DETAIL = detail;
+    FOREACH d IN ARRAY deps LOOP
+        CASE d->>'kind'
+        WHEN 'trigger' THEN
+            SELECT c.oid::regclass AS name, c.relowner INTO rel
+              FROM pg_class c WHERE c.oid = (d->'ref'->>'table')::oid;
+            IF NOT pg_has_role(caller, rel.relowner, 'USAGE') THEN
+                RAISE EXCEPTION USING ERRCODE = '42501',
+                    MESSAGE = format('must be owner of table %s to drop its trigger "%s"', rel.name, d->'ref'->>'trigger'),
+                    HINT = format('Its owner can drop the trigger; then drop %s again.', what);
+            END IF;
+            EXECUTE format('DROP TRIGGER %I ON %s', d->'ref'->>'trigger', rel.name);
+        WHEN 'workflow' THEN
+            DELETE FROM ductape.workflows w WHERE w.tag = d->'ref'->>'workflow';
+        WHEN 'subscription' THEN
+            DELETE FROM ductape.webhook_subscriptions s WHERE s.id = (d->'ref'->>'subscription')::bigint;
+        WHEN 'webhook_url' THEN
+            DELETE FROM ductape._webhook_tokens t WHERE t.token = d->'ref'->>'token';
+        WHEN 'runs' THEN
+            WITH cancelled AS (
+                UPDATE ductape.workflow_runs r SET state = 'cancelled', advance = false, finished_at = now(), error = reason
+                 WHERE r.state = 'running' AND (d_product IS NULL OR r.product = d_product)
+                   AND (d_app IS NULL OR EXISTS (
+                          SELECT FROM jsonb_array_elements(r.spec->'steps') s
+                           WHERE (s->>'type' = 'action' AND s->>'app' = d_app AND (d_action IS NULL OR s->>'action' = d_action))
+                              OR (s->'compensate'->>'app' = d_app AND (d_action IS NULL OR s->'compensate'->>'action' = d_action))))
+                RETURNING r.id)
+            SELECT array_agg(id) INTO runs FROM cancelled;
+            UPDATE ductape.jobs j SET state = 'cancelled', finished_at = now(), error = reason
+             WHERE j.state IN ('scheduled', 'queued')
+               AND j.id IN (SELECT x.job_id FROM ductape.workflow_steps x WHERE x.run_id = ANY (runs) AND x.job_id IS NOT NULL);
+            UPDATE ductape.workflow_steps x
+               SET state = CASE WHEN x.state = 'pending' THEN 'skipped' ELSE 'failed' END::ductape.workflow_step_state,
+                   error = CASE WHEN x.state = 'running' THEN reason END, finished_at = now()
+             WHERE x.run_id = ANY (runs) AND x.state IN ('pending', 'running');
+        WHEN 'jobs' THEN
+            UPDATE ductape.jobs j SET state = 'cancelled', finished_at = now(), error = reason
+             WHERE j.state IN ('scheduled', 'queued')
+               AND (d_app IS NULL OR j.app = d_app) AND (d_action IS NULL OR j.action = d_action)
+               AND (d_product IS NULL OR j.product = d_product);
+        END CASE;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ductape._drop_dependents(text, text, text, text, boolean) IS
+    'Refuses a drop that other objects depend on (2BP01), or with cascade drops or cancels them; used by the drop functions.';
+
+-- app_drop and action_drop learn their caller through the caller proxy
+-- (src/gate.c, see 07_webhooks.sql): cascade drops an on_row trigger only
+-- for the owner of its table.
+CREATE FUNCTION ductape._app_drop(tag text, cascade boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ductape._tag_arg(tag, 'app');
+    PERFORM ductape._app_row(tag);
+    PERFORM FROM ductape.apps a WHERE a.tag = _app_drop.tag FOR UPDATE;
+    PERFORM ductape._drop_dependents(tag, NULL, NULL, format('app "%s"', tag), cascade);
+    DELETE FROM ductape.apps a WHERE a.tag = _app_drop.tag;
+END
+$$;
+COMMENT ON FUNCTION ductape._app_drop(text, boolean) IS
+    'The implementation of ductape.app_drop, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.app_drop(tag text, cascade boolean) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.app_drop(text, boolean) IS
+    'Removes an app with its actions, connections, credentials, variable values and tokens; refused (2BP01) while workflows, triggers, jobs, runs, subscriptions or webhook URLs use it, unless cascade => true.';
+-- The signature of the releases before (grants and dumps name it); no
+-- default on cascade above, so that app_drop('x') is this one.
+CREATE FUNCTION ductape.app_drop(tag text) RETURNS void
+LANGUAGE sql AS $$ SELECT ductape.app_drop(tag, false) $$;
+COMMENT ON FUNCTION ductape.app_drop(text) IS
+    'app_drop(tag, cascade => false): refused (2BP01) while something uses the app.';
+
+CREATE FUNCTION ductape._action_drop(app text, action text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    a ductape.apps;
+BEGIN
+    PERFORM ductape._tag_arg(app, 'app');
+    PERFORM ductape._tag_arg(action, 'action');
+    a := ductape._app_row(app);
+    PERFORM FROM ductape.actions x WHERE x.app = a.tag AND x.tag = action FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = format('action "%s" of app "%s" does not exist', action, a.tag),
+            HINT = format('Call ductape.describe(%L) to list its actions.', a.tag);
+    END IF;
+    PERFORM ductape._drop_dependents(a.tag, action, NULL, format('action "%s" of app "%s"', action, a.tag), cascade);
+    DELETE FROM ductape.actions x WHERE x.app = a.tag AND x.tag = action;
+END
+$$;
+COMMENT ON FUNCTION ductape._action_drop(text, text, boolean) IS
+    'The implementation of ductape.action_drop, behind the caller proxy (granted to nobody).';
+
+CREATE FUNCTION ductape.action_drop(app text, action text, cascade boolean DEFAULT false) RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.action_drop(text, text, boolean) IS
+    'Removes one action of an app; refused (2BP01) while workflows, on_row triggers, queued jobs or running workflow runs use it, unless cascade => true.';
 
 -- Where an unprefixed input key goes is decided by one implementation, the
 -- request builder's (src/request.c): describe() asks it.
@@ -369,6 +662,10 @@ BEGIN
         'example', format('select ductape.run(%L, %L, %L);', r.tag, describe.action, example::text)));
 END
 $$;
+COMMENT ON FUNCTION ductape.describe(text,text) IS
+    'Describes an app (envs, declared variables, constant names, actions) or, given an action, '
+    'its inputs (placement, type, whether required, an example) and an example call. Never '
+    'shows constant values, auth or secrets. Usage roles.';
 
 -- pg_dump keeps the definitions.
 SELECT pg_catalog.pg_extension_config_dump('ductape.apps', '');

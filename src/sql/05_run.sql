@@ -8,15 +8,28 @@ CREATE FUNCTION ductape.run(app text, action text, input jsonb DEFAULT '{}',
                             env text DEFAULT NULL, product text DEFAULT NULL,
                             options jsonb DEFAULT '{}')
 RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_run';
+COMMENT ON FUNCTION ductape.run(text,text,jsonb,text,text,jsonb) IS
+    'Calls an action and returns the response body: JSON as jsonb, other text as a JSON string, '
+    'an empty body as null. Retries per the policy; raises DT000 for a non-success status, '
+    'DT001 for a network failure or timeout. NULL env or product: ductape.env, ductape.product. '
+    'Usage roles.';
 
 CREATE FUNCTION ductape.run_response(app text, action text, input jsonb DEFAULT '{}',
                                      env text DEFAULT NULL, product text DEFAULT NULL,
                                      options jsonb DEFAULT '{}')
 RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_run_response';
+COMMENT ON FUNCTION ductape.run_response(text,text,jsonb,text,text,jsonb) IS
+    'Calls an action like run, but returns the envelope (status, headers, body, attempts, '
+    'duration_ms, call_id, error) instead of raising for what the API or the network did. Usage '
+    'roles.';
 
 CREATE FUNCTION ductape.http(method text, url text, headers jsonb DEFAULT '{}',
                              body jsonb DEFAULT NULL, options jsonb DEFAULT '{}')
 RETURNS jsonb LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_http';
+COMMENT ON FUNCTION ductape.http(text,text,jsonb,jsonb,jsonb) IS
+    'Sends one ad hoc HTTP request without an app, under the egress policy with the default '
+    'retry policy, and returns the envelope (status, headers, body, attempts, duration_ms, '
+    'call_id, error). Usage roles.';
 
 -- One row per call made (run, run_response, http), written by a background
 -- worker from a shared-memory buffer: the caller's transaction never writes
@@ -50,6 +63,31 @@ CREATE TABLE ductape.calls (
     role        name,
     PRIMARY KEY (id, at)
 ) PARTITION BY RANGE (at);
+COMMENT ON TABLE ductape.calls IS
+    'One row per HTTP request made: each run, run_response and http call, each job attempt, '
+    'each OAuth2 token request. Written by the worker within about a second, whatever the '
+    'caller''s transaction does. Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.calls.id IS 'Unique, increasing (not dense) id; the envelope''s call_id.';
+COMMENT ON COLUMN ductape.calls.at IS 'When the call started.';
+COMMENT ON COLUMN ductape.calls.app IS 'The app; NULL for http.';
+COMMENT ON COLUMN ductape.calls.action IS
+    'The action (oauth2-token for a token request); NULL for http.';
+COMMENT ON COLUMN ductape.calls.env IS 'The app env; NULL for http.';
+COMMENT ON COLUMN ductape.calls.product IS 'The product; NULL for http.';
+COMMENT ON COLUMN ductape.calls.method IS 'The HTTP method.';
+COMMENT ON COLUMN ductape.calls.url IS 'The request URL, secrets redacted (at most 1,023 bytes).';
+COMMENT ON COLUMN ductape.calls.status IS
+    'The HTTP status of the last response; NULL when no response arrived.';
+COMMENT ON COLUMN ductape.calls.attempts IS 'Attempts made, the first included.';
+COMMENT ON COLUMN ductape.calls.duration_ms IS
+    'Milliseconds from the start to the end of the call, retries and the waits between them '
+    'included.';
+COMMENT ON COLUMN ductape.calls.error IS
+    'Why the call failed, secrets redacted (at most 511 bytes); NULL: it succeeded.';
+COMMENT ON COLUMN ductape.calls.job_id IS
+    'The job this attempt belongs to; NULL for a synchronous call.';
+COMMENT ON COLUMN ductape.calls.role IS
+    'The role that made the call (current_user); usage roles see the rows of their own role.';
 CREATE INDEX calls_at_idx ON ductape.calls (at);
 CREATE INDEX calls_app_action_idx ON ductape.calls (app, action, at);
 
@@ -78,12 +116,66 @@ BEGIN
 END
 $$;
 
+-- Counters of every request that makes a call record (run, run_response,
+-- http, job attempts, OAuth2 token requests), kept in shared memory by
+-- src/stats.c per (database, role, app, action, env), whatever
+-- ductape.log_requests keeps: reading them scans no table.  The caller sees
+-- its own role's counters; administrators (who may read secrets) see every
+-- role's, summed.
+CREATE FUNCTION ductape._stats(OUT app text, OUT action text, OUT env text,
+                               OUT calls bigint, OUT errors bigint,
+                               OUT errors_4xx bigint, OUT errors_5xx bigint,
+                               OUT errors_network bigint, OUT errors_egress bigint,
+                               OUT errors_other bigint,
+                               OUT p50_ms double precision, OUT p95_ms double precision,
+                               OUT p99_ms double precision, OUT mean_ms double precision,
+                               OUT min_ms double precision, OUT max_ms double precision,
+                               OUT last_at timestamptz, OUT since timestamptz)
+RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats';
+COMMENT ON FUNCTION ductape._stats() IS
+    'The request counters of the current database, per app, action and env, summed over the roles the caller may see (its own; every role for an administrator). Backs the ductape.stats view.';
+
+CREATE FUNCTION ductape.stats_reset() RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats_reset';
+COMMENT ON FUNCTION ductape.stats_reset() IS
+    'Removes the request counters of the current database, every role''s (ductape.stats starts from zero). For administrators.';
+
+CREATE FUNCTION ductape._stats_info(OUT entries integer, OUT max_entries integer,
+                                    OUT overflow_entries integer, OUT overflowed_calls bigint,
+                                    OUT lost_calls bigint, OUT call_records_dropped bigint)
+RETURNS record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_stats_info';
+COMMENT ON FUNCTION ductape._stats_info() IS
+    'Cluster-wide figures since the server started: request-counter entries in use and their capacity, overflow entries, calls counted in an overflow entry or not at all, and call records dropped because the buffer was full or their database had no worker.';
+
+-- Keeps the columns of 0.2.0 first, in their order and types.
 CREATE VIEW ductape.stats WITH (security_invoker = true) AS
-SELECT app, action,
-       count(*)                                                        AS calls,
-       count(*) FILTER (WHERE error IS NOT NULL)                       AS errors,
-       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3)  AS p50_ms,
-       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::numeric, 3) AS p95_ms,
-       max(at)                                                         AS last_at
-  FROM ductape.calls
- GROUP BY app, action;
+SELECT app, action, calls, errors,
+       round(p50_ms::numeric, 3) AS p50_ms,
+       round(p95_ms::numeric, 3) AS p95_ms,
+       last_at, env, errors_4xx, errors_5xx, errors_network, errors_egress, errors_other,
+       round(p99_ms::numeric, 3) AS p99_ms,
+       round(mean_ms::numeric, 3) AS mean_ms,
+       round(min_ms::numeric, 3) AS min_ms,
+       round(max_ms::numeric, 3) AS max_ms,
+       since
+  FROM ductape._stats();
+COMMENT ON VIEW ductape.stats IS
+    'Requests made per app, action and env, from counters in shared memory: calls, errors by class, latency percentiles from a histogram. A role sees its own calls; administrators see every role''s. Survives a clean restart; ductape.stats_reset() clears it.';
+COMMENT ON COLUMN ductape.stats.app IS 'The app called; NULL for ductape.http(); ''(other)'' for the calls of new keys once the counters were full.';
+COMMENT ON COLUMN ductape.stats.action IS 'The action called; NULL for ductape.http(); ''oauth2-token'' for token requests.';
+COMMENT ON COLUMN ductape.stats.calls IS 'Requests made (each with its retries counts once).';
+COMMENT ON COLUMN ductape.stats.errors IS 'Requests that failed: the sum of the errors_* columns.';
+COMMENT ON COLUMN ductape.stats.p50_ms IS 'Median duration in milliseconds, interpolated in the latency histogram (the error is less than the width of the bucket it falls in).';
+COMMENT ON COLUMN ductape.stats.p95_ms IS '95th percentile of the duration in milliseconds, interpolated in the latency histogram.';
+COMMENT ON COLUMN ductape.stats.last_at IS 'When the latest request started.';
+COMMENT ON COLUMN ductape.stats.env IS 'The environment called; NULL for ductape.http().';
+COMMENT ON COLUMN ductape.stats.errors_4xx IS 'Failed requests the API answered with a status from 400 to 499.';
+COMMENT ON COLUMN ductape.stats.errors_5xx IS 'Failed requests the API answered with a status from 500 to 599.';
+COMMENT ON COLUMN ductape.stats.errors_network IS 'Requests that got no answer: network failure or timeout (DT001).';
+COMMENT ON COLUMN ductape.stats.errors_egress IS 'Requests refused by the egress policy (DT002).';
+COMMENT ON COLUMN ductape.stats.errors_other IS 'Other failures: a status the action does not accept outside 400-599, a response over ductape.max_response_size, a cancelled statement.';
+COMMENT ON COLUMN ductape.stats.p99_ms IS '99th percentile of the duration in milliseconds, interpolated in the latency histogram.';
+COMMENT ON COLUMN ductape.stats.mean_ms IS 'Mean duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.min_ms IS 'Shortest duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.max_ms IS 'Longest duration in milliseconds (exact).';
+COMMENT ON COLUMN ductape.stats.since IS 'When counting began: the start of the first request counted since the counters were created or reset.';

@@ -65,8 +65,24 @@ CREATE TABLE ductape._webhook_tokens (
     created_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT webhook_tokens_scope UNIQUE (product, app, webhook, env)
 );
+COMMENT ON TABLE ductape._webhook_tokens IS
+    'The tokens of the webhook URLs webhook_url hands out, one per (product, app, webhook, '
+    'env). Admins read it; only ductape writes it.';
+COMMENT ON COLUMN ductape._webhook_tokens.token IS
+    'The unguessable token (64 hex digits) at the end of the URL.';
+COMMENT ON COLUMN ductape._webhook_tokens.product IS
+    'The product events received through the URL belong to.';
+COMMENT ON COLUMN ductape._webhook_tokens.app IS 'The app whose webhook the URL reaches.';
+COMMENT ON COLUMN ductape._webhook_tokens.webhook IS 'The webhook, as the app spec names it.';
+COMMENT ON COLUMN ductape._webhook_tokens.env IS 'The app env.';
+COMMENT ON COLUMN ductape._webhook_tokens.role IS
+    'The role that asked for the URL; events received through it belong to that role.';
+COMMENT ON COLUMN ductape._webhook_tokens.created_at IS 'When the URL was first handed out.';
 
 CREATE TYPE ductape.webhook_state AS ENUM ('received', 'handled', 'failed');
+COMMENT ON TYPE ductape.webhook_state IS
+    'State of an inbound webhook event: received (handlers to run), handled, failed (handlers '
+    'failed for good).';
 -- Written by the listener in one transaction per batch of requests, before
 -- any of them is answered 200.
 CREATE TABLE ductape.webhook_events (
@@ -89,6 +105,37 @@ CREATE TABLE ductape.webhook_events (
     handled_at      timestamptz,
     role            name NOT NULL
 );
+COMMENT ON TABLE ductape.webhook_events IS
+    'One row per inbound webhook event, stored once (by event id) after its signature is '
+    'verified and before the sender gets 200; the worker then runs the subscribed handlers. '
+    'Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.webhook_events.id IS 'Event row id.';
+COMMENT ON COLUMN ductape.webhook_events.app IS 'The app whose webhook received it.';
+COMMENT ON COLUMN ductape.webhook_events.webhook IS 'The webhook, as the app spec names it.';
+COMMENT ON COLUMN ductape.webhook_events.env IS 'The app env of the URL.';
+COMMENT ON COLUMN ductape.webhook_events.product IS 'The product of the URL.';
+COMMENT ON COLUMN ductape.webhook_events.event_id IS
+    'The sender''s event id (the webhook''s id selector); a repeat is stored once. NULL: no id '
+    'selector.';
+COMMENT ON COLUMN ductape.webhook_events.event_type IS
+    'The event type (the type selector), matched by subscriptions; NULL: no type selector.';
+COMMENT ON COLUMN ductape.webhook_events.headers IS
+    'The request headers as received, sensitive values redacted.';
+COMMENT ON COLUMN ductape.webhook_events.payload IS 'The body, when it is JSON; NULL otherwise.';
+COMMENT ON COLUMN ductape.webhook_events.body IS
+    'The body as text, when it is not JSON; NULL otherwise.';
+COMMENT ON COLUMN ductape.webhook_events.received_at IS 'When the listener received it.';
+COMMENT ON COLUMN ductape.webhook_events.state IS 'received, handled or failed.';
+COMMENT ON COLUMN ductape.webhook_events.attempts IS 'Rounds of handler runs so far.';
+COMMENT ON COLUMN ductape.webhook_events.error IS
+    'Why the last handler run failed; NULL: none failed.';
+COMMENT ON COLUMN ductape.webhook_events.next_attempt_at IS 'When handlers run next.';
+COMMENT ON COLUMN ductape.webhook_events.handled_by IS
+    'Ids of the subscriptions whose handler succeeded for it.';
+COMMENT ON COLUMN ductape.webhook_events.handled_at IS 'When it became handled; NULL until then.';
+COMMENT ON COLUMN ductape.webhook_events.role IS
+    'The role the URL belongs to (who asked for it); usage roles see the rows of their own '
+    'role.';
 CREATE UNIQUE INDEX webhook_events_event_id_idx ON ductape.webhook_events (product, app, webhook, env, event_id)
     WHERE event_id IS NOT NULL;
 CREATE INDEX webhook_events_due_idx ON ductape.webhook_events (next_attempt_at, id) WHERE state = 'received';
@@ -107,6 +154,20 @@ CREATE TABLE ductape.webhook_subscriptions (
     created_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT webhook_subscriptions_unique UNIQUE (app, webhook, event_type, handler)
 );
+COMMENT ON TABLE ductape.webhook_subscriptions IS
+    'One row per handler subscribed to a webhook''s events; written by webhook_subscribe and '
+    'webhook_unsubscribe only. Admins read it.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.id IS
+    'The subscription id webhook_subscribe returns.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.app IS 'The app whose webhook it subscribes to.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.webhook IS 'The webhook, as the app spec names it.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.event_type IS
+    'The event types it receives: exact, with * wildcards, or * for all.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.handler IS
+    'The function of one jsonb run for each matching event.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.role IS
+    'The role that subscribed; the handler runs as it.';
+COMMENT ON COLUMN ductape.webhook_subscriptions.created_at IS 'When it was subscribed.';
 -- Rows say whom a handler runs as: only ductape's functions (the owner)
 -- write them.  Row security holds that even where a role has been granted
 -- writes: a dump of a 0.2.0 database, whose grant_admin gave admins
@@ -128,6 +189,9 @@ $$;
 -- Check a signature as the listener would at time "at" (tests, debugging).
 CREATE FUNCTION ductape._signature_check(verify jsonb, secret text, headers jsonb, body text, at timestamptz DEFAULT now())
 RETURNS text LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_signature_check';
+COMMENT ON FUNCTION ductape._signature_check(jsonb,text,jsonb,text,timestamptz) IS
+    'Internal, for debugging: checks a webhook signature as the listener does, with verify '
+    'settings, secret, headers and body at a given time; returns verified, or why not. Admins.';
 
 CREATE FUNCTION ductape._webhook_listen_address() RETURNS text
 LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_webhook_listen_address';
@@ -188,6 +252,10 @@ $$;
 
 CREATE FUNCTION ductape.webhook_url(app text, webhook text, env text DEFAULT NULL, product text DEFAULT NULL)
 RETURNS text LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.webhook_url(text,text,text,text) IS
+    'Returns the URL to give a webhook''s sender for (product, app, webhook, env): the '
+    'listener''s address and an unguessable token, the same every time; events received there '
+    'belong to the caller. Needs ductape.webhook_listen, in ductape.webhook_database. Admins.';
 
 CREATE FUNCTION ductape._webhook_subscribe(app text, webhook text, event_type text, handler regprocedure)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -229,8 +297,17 @@ $$;
 
 CREATE FUNCTION ductape.webhook_subscribe(app text, webhook text, event_type text, handler regprocedure)
 RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.webhook_subscribe(text,text,text,regprocedure) IS
+    'Runs handler(event jsonb), as the caller, for each event of the webhook whose type matches '
+    'event_type (exact, * wildcards). Returns the subscription id (the same one when subscribed '
+    'before). Admins.';
 
 -- Stop handling events of a subscription (events already handled stay so).
+-- Events the worker claims after this commits never run its handler, nor do
+-- retries; a round the worker had already started when it committed still
+-- runs it once.  An event left waiting for no other handler is parked
+-- until a subscription wants it (ductape.webhook_event_retry is for
+-- finished events).
 CREATE FUNCTION ductape.webhook_unsubscribe(id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -242,6 +319,52 @@ BEGIN
     END IF;
 END
 $$;
+COMMENT ON FUNCTION ductape.webhook_unsubscribe(bigint) IS
+    'Removes a subscription: later events no longer reach its handler. Admins.';
+
+-- Run a handled or failed event's handlers again: a failed event runs the
+-- handlers that had not succeeded, a handled one every handler subscribed
+-- now, each with a fresh retry schedule.  An event still waiting (received)
+-- is the worker's: refused.
+CREATE FUNCTION ductape.webhook_event_retry(id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    e ductape.webhook_events;
+BEGIN
+    SELECT * INTO e FROM ductape.webhook_events x WHERE x.id = id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('webhook event %s does not exist', id),
+            HINT = 'See ductape.webhook_events for the events there are.';
+    END IF;
+    IF e.state = 'received' THEN
+        RAISE EXCEPTION USING ERRCODE = '55006',
+            MESSAGE = format('webhook event %s is still waiting to be handled', id),
+            DETAIL = 'The worker runs its handlers (and retries them); only a handled or failed event can be retried.',
+            HINT = 'Wait until its state is handled or failed.';
+    END IF;
+    IF e.state = 'handled' THEN
+        e.handled_by := '{}';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ductape.webhook_subscriptions s
+                    WHERE s.app = e.app AND s.webhook = e.webhook
+                      AND ductape._type_matches(e.event_type, s.event_type)
+                      AND s.id <> ALL (e.handled_by)) THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = format('webhook event %s has no handler to run', id),
+            DETAIL = format('No subscription to webhook "%s" of app "%s" wants events "%s"%s.', e.webhook, e.app,
+                            e.event_type, CASE WHEN e.state = 'failed' THEN ' that has not handled it yet' ELSE '' END),
+            HINT = 'Subscribe a handler with ductape.webhook_subscribe first.';
+    END IF;
+    UPDATE ductape.webhook_events x
+       SET state = 'received', attempts = 0, error = NULL, next_attempt_at = now(),
+           handled_at = NULL, handled_by = e.handled_by
+     WHERE x.id = id;
+    PERFORM ductape._wake_worker();
+END
+$$;
+COMMENT ON FUNCTION ductape.webhook_event_retry(bigint) IS
+    'Runs a handled or failed inbound webhook event''s handlers again (a failed one: those that had not succeeded); refused (55006) while it waits to be handled.';
 
 -- pg_dump keeps the URLs (the provider has them) and the subscriptions.
 SELECT pg_catalog.pg_extension_config_dump('ductape._webhook_tokens', '');

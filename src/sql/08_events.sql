@@ -32,6 +32,35 @@ CREATE TABLE ductape.endpoints (
     role            name NOT NULL DEFAULT current_user,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE ductape.endpoints IS
+    'One row per outbound webhook endpoint (a receiver of published messages); written by the '
+    'endpoint_* functions and the worker, which disables an endpoint answering 410 or failing '
+    'for 5 days. Admins read it and may update url, event_types, description and headers.';
+COMMENT ON COLUMN ductape.endpoints.id IS 'The endpoint id endpoint_create returns.';
+COMMENT ON COLUMN ductape.endpoints.url IS
+    'Where messages are POSTed (http or https, under the egress policy).';
+COMMENT ON COLUMN ductape.endpoints.event_types IS
+    'The message types it receives: exact, or * patterns.';
+COMMENT ON COLUMN ductape.endpoints.description IS 'Whose endpoint it is, for people; NULL: none.';
+COMMENT ON COLUMN ductape.endpoints.headers IS 'Extra headers sent with every delivery.';
+COMMENT ON COLUMN ductape.endpoints.secret IS
+    'The signing secret, encrypted under the master key; endpoint_secret shows it.';
+COMMENT ON COLUMN ductape.endpoints.key_version IS 'The master key version that encrypted secret.';
+COMMENT ON COLUMN ductape.endpoints.previous_secret IS
+    'The secret before the last rotation, encrypted; it also signs for 24 hours after '
+    'rotated_at. NULL: none.';
+COMMENT ON COLUMN ductape.endpoints.previous_key_version IS
+    'The master key version that encrypted previous_secret.';
+COMMENT ON COLUMN ductape.endpoints.rotated_at IS 'When the secret was last rotated; NULL: never.';
+COMMENT ON COLUMN ductape.endpoints.enabled IS
+    'Whether deliveries are made; a disabled endpoint keeps its pending ones.';
+COMMENT ON COLUMN ductape.endpoints.disabled_reason IS
+    'Why it is disabled (who disabled it, a 410, or 5 days of failures); NULL while enabled.';
+COMMENT ON COLUMN ductape.endpoints.disabled_at IS 'When it was disabled; NULL while enabled.';
+COMMENT ON COLUMN ductape.endpoints.failing_since IS
+    'The first failure since the last success; NULL: not failing.';
+COMMENT ON COLUMN ductape.endpoints.role IS 'The role that created it.';
+COMMENT ON COLUMN ductape.endpoints.created_at IS 'When it was created.';
 
 -- What was published: one row per message.
 CREATE TABLE ductape.messages (
@@ -42,6 +71,20 @@ CREATE TABLE ductape.messages (
     role            name NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
+COMMENT ON TABLE ductape.messages IS
+    'One row per published message (outbound event); written by publish, deleted once older '
+    'than ductape.job_retention with nothing left to deliver. Usage roles see their own rows, '
+    'admins all.';
+COMMENT ON COLUMN ductape.messages.id IS
+    'The message id (msg_ and 32 hex digits), sent as webhook-id on every attempt.';
+COMMENT ON COLUMN ductape.messages.event_type IS
+    'The event type, matched against the endpoints'' event_types.';
+COMMENT ON COLUMN ductape.messages.payload IS 'The body sent.';
+COMMENT ON COLUMN ductape.messages.idempotency_key IS
+    'The publishing role''s key for it (unique per role); NULL: none given.';
+COMMENT ON COLUMN ductape.messages.role IS
+    'The role that published it; usage roles see the rows of their own role.';
+COMMENT ON COLUMN ductape.messages.created_at IS 'When it was published.';
 -- Idempotency keys are per role.
 CREATE UNIQUE INDEX messages_idempotency_key_idx ON ductape.messages (role, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -52,6 +95,9 @@ CREATE POLICY messages_by_role ON ductape.messages FOR SELECT
 
 -- One row per (message, endpoint): the delivery's state.
 CREATE TYPE ductape.outbox_state AS ENUM ('pending', 'delivering', 'succeeded', 'failed');
+COMMENT ON TYPE ductape.outbox_state IS
+    'State of one message''s delivery to one endpoint: pending, delivering, succeeded, failed '
+    '(attempts exhausted).';
 CREATE TABLE ductape.outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     message_id      text NOT NULL,
@@ -66,6 +112,25 @@ CREATE TABLE ductape.outbox (
     finished_at     timestamptz,
     CONSTRAINT outbox_message_endpoint UNIQUE (message_id, endpoint_id)
 );
+COMMENT ON TABLE ductape.outbox IS
+    'One row per (message, endpoint) delivery to make; the worker sends it and retries it. '
+    'Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.outbox.id IS 'Outbox row id.';
+COMMENT ON COLUMN ductape.outbox.message_id IS 'The message to deliver (ductape.messages.id).';
+COMMENT ON COLUMN ductape.outbox.endpoint_id IS
+    'The endpoint to deliver it to (ductape.endpoints.id).';
+COMMENT ON COLUMN ductape.outbox.state IS 'pending, delivering, succeeded or failed.';
+COMMENT ON COLUMN ductape.outbox.attempts IS 'Attempts made so far.';
+COMMENT ON COLUMN ductape.outbox.next_attempt_at IS 'When the next attempt is due.';
+COMMENT ON COLUMN ductape.outbox.last_status IS
+    'The HTTP status of the last attempt; NULL: no answer (or no attempt yet).';
+COMMENT ON COLUMN ductape.outbox.last_error IS
+    'Why the last attempt failed; NULL: it did not fail.';
+COMMENT ON COLUMN ductape.outbox.role IS
+    'The role that published the message; usage roles see the rows of their own role.';
+COMMENT ON COLUMN ductape.outbox.created_at IS 'When the delivery was queued.';
+COMMENT ON COLUMN ductape.outbox.finished_at IS
+    'When it succeeded or failed for good; NULL until then.';
 CREATE INDEX outbox_due_idx ON ductape.outbox (endpoint_id, next_attempt_at, id) WHERE state = 'pending';
 CREATE INDEX outbox_finished_idx ON ductape.outbox (finished_at) WHERE finished_at IS NOT NULL;
 ALTER TABLE ductape.outbox ENABLE ROW LEVEL SECURITY;
@@ -88,6 +153,23 @@ CREATE TABLE ductape.deliveries (
     next_attempt_at timestamptz,             -- when it is tried again; NULL: not
     role            name NOT NULL
 );
+COMMENT ON TABLE ductape.deliveries IS
+    'One row per delivery attempt of a message to an endpoint, written when the attempt ends. '
+    'Usage roles see their own rows, admins all.';
+COMMENT ON COLUMN ductape.deliveries.id IS 'Attempt row id.';
+COMMENT ON COLUMN ductape.deliveries.message_id IS 'The message sent (ductape.messages.id).';
+COMMENT ON COLUMN ductape.deliveries.endpoint_id IS
+    'The endpoint it was sent to (ductape.endpoints.id).';
+COMMENT ON COLUMN ductape.deliveries.attempt IS 'Which attempt it was (1 for the first).';
+COMMENT ON COLUMN ductape.deliveries.at IS 'When the attempt was sent.';
+COMMENT ON COLUMN ductape.deliveries.status IS 'The HTTP status; NULL: no response.';
+COMMENT ON COLUMN ductape.deliveries.duration_ms IS 'Milliseconds the attempt took.';
+COMMENT ON COLUMN ductape.deliveries.response IS 'The first 1 kB of the response body; NULL: none.';
+COMMENT ON COLUMN ductape.deliveries.error IS 'Why the attempt failed; NULL: it succeeded.';
+COMMENT ON COLUMN ductape.deliveries.succeeded IS 'Whether the endpoint answered 2xx in time.';
+COMMENT ON COLUMN ductape.deliveries.next_attempt_at IS 'When it is tried again; NULL: it is not.';
+COMMENT ON COLUMN ductape.deliveries.role IS
+    'The role that published the message; usage roles see the rows of their own role.';
 CREATE INDEX deliveries_message_idx ON ductape.deliveries (message_id, endpoint_id);
 CREATE INDEX deliveries_at_idx ON ductape.deliveries (at);
 ALTER TABLE ductape.deliveries ENABLE ROW LEVEL SECURITY;
@@ -166,6 +248,10 @@ $$;
 CREATE FUNCTION ductape.endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
                                         description text DEFAULT NULL, headers jsonb DEFAULT '{}')
 RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller_hidden';
+COMMENT ON FUNCTION ductape.endpoint_create(text,text[],text,text,jsonb) IS
+    'Registers an outbound webhook endpoint: url, the event types it receives (exact or * '
+    'patterns), its signing secret (whsec_ and base64; NULL: generated), a description and '
+    'extra headers. Returns its id. Admins.';
 
 CREATE FUNCTION ductape._endpoint_row(id bigint) RETURNS ductape.endpoints
 LANGUAGE plpgsql AS $$
@@ -183,6 +269,8 @@ $$;
 
 CREATE FUNCTION ductape.endpoint_secret(id bigint) RETURNS text
 LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_endpoint_secret';
+COMMENT ON FUNCTION ductape.endpoint_secret(bigint) IS
+    'Returns the current signing secret of an endpoint (whsec_...), to give its owner. Admins.';
 
 -- A new secret; the old one keeps signing (a second v1 signature) for 24 hours.
 CREATE FUNCTION ductape.endpoint_rotate_secret(id bigint) RETURNS text
@@ -198,6 +286,9 @@ BEGIN
     RETURN sealed.secret;
 END
 $$;
+COMMENT ON FUNCTION ductape.endpoint_rotate_secret(bigint) IS
+    'Generates and returns a new signing secret; the previous one also signs for 24 hours. '
+    'Admins.';
 
 -- endpoint_disable names who disabled it: its caller, through the proxy
 CREATE FUNCTION ductape._endpoint_disable(id bigint) RETURNS void
@@ -212,6 +303,9 @@ $$;
 
 CREATE FUNCTION ductape.endpoint_disable(id bigint) RETURNS void
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.endpoint_disable(bigint) IS
+    'Stops deliveries to an endpoint: its pending deliveries wait, and messages published '
+    'meanwhile are not sent to it. Admins.';
 
 -- Deliveries still pending resume; the failure clock starts again.
 CREATE FUNCTION ductape.endpoint_enable(id bigint) RETURNS void
@@ -224,6 +318,8 @@ BEGIN
     PERFORM ductape._wake_worker();
 END
 $$;
+COMMENT ON FUNCTION ductape.endpoint_enable(bigint) IS
+    'Resumes deliveries to a disabled endpoint and restarts its 5-day failure clock. Admins.';
 
 -- Remove an endpoint; its pending deliveries are dropped (the attempts made
 -- stay in ductape.deliveries until the retention purge).
@@ -236,6 +332,9 @@ BEGIN
     DELETE FROM ductape.endpoints e WHERE e.id = id;
 END
 $$;
+COMMENT ON FUNCTION ductape.endpoint_delete(bigint) IS
+    'Removes an endpoint and its pending deliveries; the recorded attempts stay in '
+    'ductape.deliveries. Admins.';
 
 ---------------------------------------------------------------------------
 -- Messages
@@ -243,6 +342,24 @@ $$;
 
 CREATE FUNCTION ductape.publish(event_type text, payload jsonb, idempotency_key text DEFAULT NULL)
 RETURNS text LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_publish';
+COMMENT ON FUNCTION ductape.publish(text,jsonb,text) IS
+    'Publishes a message in the caller''s transaction to every enabled endpoint whose types '
+    'match; the worker delivers it after commit, signed the Standard Webhooks way. Returns the '
+    'message id; a key the role used before returns that message. Usage roles.';
+
+-- Does an endpoint subscribed to these types and patterns want a message of
+-- this type?  ductape's operational types ("ductape.job.failed", see
+-- 10a_alerts.sql) match only patterns that name them ("ductape.*",
+-- "ductape.job.failed"): "*" means the team's own events.
+CREATE FUNCTION ductape._endpoint_wants(event_types text[], event_type text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT EXISTS (SELECT FROM pg_catalog.unnest(event_types) t
+                    WHERE ductape._type_matches(event_type, t)
+                      AND (NOT pg_catalog.starts_with(event_type, 'ductape.')
+                           OR pg_catalog.starts_with(t, 'ductape.')))
+$$;
+COMMENT ON FUNCTION ductape._endpoint_wants(text[], text) IS
+    'Whether an endpoint with these event_types receives a message of this type ("*" does not match ductape.* operational types).';
 
 -- Deliver a message again, to one endpoint or to every enabled endpoint
 -- that wants its type, with a fresh retry schedule.  Returns how many.
@@ -263,7 +380,7 @@ BEGIN
     INSERT INTO ductape.outbox AS o (message_id, endpoint_id, role)
     SELECT m.id, e.id, m.role FROM ductape.endpoints e
      WHERE CASE WHEN endpoint_id IS NULL
-                THEN e.enabled AND EXISTS (SELECT FROM unnest(e.event_types) t WHERE ductape._type_matches(m.event_type, t))
+                THEN e.enabled AND ductape._endpoint_wants(e.event_types, m.event_type)
                 ELSE e.id = endpoint_id END
     ON CONFLICT ON CONSTRAINT outbox_message_endpoint DO UPDATE
        SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
@@ -275,6 +392,9 @@ BEGIN
     RETURN n;
 END
 $$;
+COMMENT ON FUNCTION ductape.message_retry(text,bigint) IS
+    'Sends a message again with a fresh schedule, to one endpoint or (NULL) to every enabled '
+    'endpoint that matches; returns how many deliveries it queued. Admins.';
 
 -- pg_dump keeps the endpoints (and the counter behind their ids).
 SELECT pg_catalog.pg_extension_config_dump('ductape.endpoints', '');

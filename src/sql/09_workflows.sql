@@ -21,6 +21,18 @@ CREATE TABLE ductape.workflows (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     role        name                     -- who defined it; NULL: defined before 0.3.0
 );
+COMMENT ON TABLE ductape.workflows IS
+    'One row per workflow definition; written by workflow_define and workflow_drop only. Admins '
+    'read it.';
+COMMENT ON COLUMN ductape.workflows.tag IS 'The workflow''s name, as workflow_start takes it.';
+COMMENT ON COLUMN ductape.workflows.spec IS
+    'The definition: input schema, steps (action, sql or sleep, with dependencies, conditions, '
+    'retries, compensations) and output.';
+COMMENT ON COLUMN ductape.workflows.created_at IS 'When it was first defined.';
+COMMENT ON COLUMN ductape.workflows.updated_at IS 'When it was last defined.';
+COMMENT ON COLUMN ductape.workflows.role IS
+    'The definer: the role whose rights its sql steps run with; NULL: defined before 0.3.0 (its '
+    'sql steps fail until it is defined again).';
 -- Only ductape's functions (the owner) write it, whatever was granted
 -- (see webhook_subscriptions in 07_webhooks.sql).
 ALTER TABLE ductape.workflows ENABLE ROW LEVEL SECURITY;
@@ -224,14 +236,21 @@ END
 $$;
 CREATE FUNCTION ductape.workflow_define(spec jsonb) RETURNS text
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.workflow_define(jsonb) IS
+    'Creates or replaces a workflow definition and records the caller as its definer, whose '
+    'rights its sql steps run with. Every problem is listed at once (22023). Returns the tag. '
+    'Admins.';
 
--- Remove a workflow; refused while runs of it are active.
+-- Remove a workflow; refused while runs of it are active.  (Nothing else
+-- refers to a workflow; its finished runs keep their own copy of it.)
 CREATE FUNCTION ductape.workflow_drop(workflow text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM ductape._tag_arg(workflow, 'workflow');
     PERFORM ductape._workflow_row(workflow);
+    PERFORM FROM ductape.workflows w WHERE w.tag = workflow FOR UPDATE;
     SELECT count(*) INTO n FROM ductape.workflow_runs r WHERE r.tag = workflow AND r.state = 'running';
     IF n > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '55006',
@@ -243,6 +262,8 @@ BEGIN
     DELETE FROM ductape.workflows w WHERE w.tag = workflow;
 END
 $$;
+COMMENT ON FUNCTION ductape.workflow_drop(text) IS
+    'Removes a workflow definition; refused (55006) while runs of it are running. Admins.';
 
 ---------------------------------------------------------------------------
 -- Runs
@@ -257,7 +278,13 @@ $$;
 -- tables, so a crash loses nothing: the next tick reads where each run
 -- stands from its steps and their jobs.
 CREATE TYPE ductape.workflow_state AS ENUM ('running', 'completed', 'failed', 'rolled_back', 'cancelled');
+COMMENT ON TYPE ductape.workflow_state IS
+    'State of a workflow run: running, completed, failed, rolled_back (compensated after a '
+    'failed step), cancelled.';
 CREATE TYPE ductape.workflow_step_state AS ENUM ('pending', 'running', 'completed', 'failed', 'skipped', 'rolled_back');
+COMMENT ON TYPE ductape.workflow_step_state IS
+    'State of a step of a workflow run: pending, running, completed, failed, skipped, '
+    'rolled_back (its compensation ran).';
 CREATE TABLE ductape.workflow_runs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tag             text NOT NULL,
@@ -278,6 +305,34 @@ CREATE TABLE ductape.workflow_runs (
     -- idempotency keys are per role
     CONSTRAINT workflow_runs_idempotency_key UNIQUE (role, idempotency_key)
 );
+COMMENT ON TABLE ductape.workflow_runs IS
+    'One row per workflow run, advanced by the worker. Usage roles see their own rows, admins '
+    'all.';
+COMMENT ON COLUMN ductape.workflow_runs.id IS 'The run id workflow_start returns.';
+COMMENT ON COLUMN ductape.workflow_runs.tag IS 'The workflow (ductape.workflows.tag).';
+COMMENT ON COLUMN ductape.workflow_runs.spec IS 'The definition as it was when the run started.';
+COMMENT ON COLUMN ductape.workflow_runs.input IS 'The run''s input object.';
+COMMENT ON COLUMN ductape.workflow_runs.env IS 'The product env, fixed at the start.';
+COMMENT ON COLUMN ductape.workflow_runs.product IS 'The product, fixed at the start.';
+COMMENT ON COLUMN ductape.workflow_runs.state IS
+    'running, completed, failed, rolled_back or cancelled.';
+COMMENT ON COLUMN ductape.workflow_runs.compensating IS
+    'Whether a step failed and the run is undoing completed steps.';
+COMMENT ON COLUMN ductape.workflow_runs.advance IS
+    'Whether the worker has something to do for the run (internal).';
+COMMENT ON COLUMN ductape.workflow_runs.output IS
+    'The output, filled from the spec''s output template when the run completes; NULL until '
+    'then.';
+COMMENT ON COLUMN ductape.workflow_runs.error IS 'Why the run failed; NULL: it did not.';
+COMMENT ON COLUMN ductape.workflow_runs.idempotency_key IS
+    'The starting role''s key for it (unique per role); NULL: none given.';
+COMMENT ON COLUMN ductape.workflow_runs.role IS
+    'The role that started it; its action steps run as it, and usage roles see the rows of '
+    'their own role.';
+COMMENT ON COLUMN ductape.workflow_runs.created_at IS 'When it started.';
+COMMENT ON COLUMN ductape.workflow_runs.finished_at IS 'When it ended; NULL while running.';
+COMMENT ON COLUMN ductape.workflow_runs.definer IS
+    'The role that defined the workflow; its sql steps run as it.';
 CREATE INDEX workflow_runs_advance_idx ON ductape.workflow_runs (id) WHERE advance;
 -- finished runs are deleted after ductape.job_retention (src/retention.c)
 CREATE INDEX workflow_runs_finished_idx ON ductape.workflow_runs (finished_at) WHERE finished_at IS NOT NULL;
@@ -294,6 +349,22 @@ CREATE TABLE ductape.workflow_steps (
     finished_at timestamptz,
     PRIMARY KEY (run_id, tag)
 );
+COMMENT ON TABLE ductape.workflow_steps IS
+    'One row per step of a workflow run. Readers see the steps of the runs they see.';
+COMMENT ON COLUMN ductape.workflow_steps.run_id IS
+    'The run the step belongs to (ductape.workflow_runs.id).';
+COMMENT ON COLUMN ductape.workflow_steps.tag IS 'The step, as the spec names it.';
+COMMENT ON COLUMN ductape.workflow_steps.position IS 'Order of the step in the spec.';
+COMMENT ON COLUMN ductape.workflow_steps.state IS
+    'pending, running, completed, failed, skipped or rolled_back.';
+COMMENT ON COLUMN ductape.workflow_steps.output IS
+    'The step''s result: an action''s response body, a sql step''s row; NULL: none yet.';
+COMMENT ON COLUMN ductape.workflow_steps.attempts IS 'Attempts the step''s job made.';
+COMMENT ON COLUMN ductape.workflow_steps.job_id IS
+    'The job of a running action step, then of its compensation; NULL: none.';
+COMMENT ON COLUMN ductape.workflow_steps.wake_at IS 'When a sleep step ends; NULL for other steps.';
+COMMENT ON COLUMN ductape.workflow_steps.error IS 'Why the step failed; NULL: it did not.';
+COMMENT ON COLUMN ductape.workflow_steps.finished_at IS 'When the step ended; NULL until then.';
 CREATE INDEX workflow_steps_running_idx ON ductape.workflow_steps (job_id) WHERE state = 'running' OR job_id IS NOT NULL AND state = 'completed';
 CREATE INDEX workflow_steps_wake_idx ON ductape.workflow_steps (wake_at) WHERE state = 'running' AND wake_at IS NOT NULL;
 ALTER TABLE ductape.workflow_runs ENABLE ROW LEVEL SECURITY;
@@ -371,6 +442,10 @@ $$;
 CREATE FUNCTION ductape.workflow_start(tag text, input jsonb DEFAULT '{}', idempotency_key text DEFAULT NULL,
                                        env text DEFAULT NULL, product text DEFAULT NULL)
 RETURNS bigint LANGUAGE c VOLATILE SECURITY INVOKER AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.workflow_start(text,jsonb,text,text,text) IS
+    'Starts a run of a workflow with an input object and returns its id; the worker begins once '
+    'the transaction commits. The run belongs to the caller and keeps a copy of the definition; '
+    'a key the role used before returns that run. Usage roles.';
 
 CREATE FUNCTION ductape.workflow_status(id bigint) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -382,6 +457,9 @@ LANGUAGE sql STABLE AS $$
                            FROM ductape.workflow_steps s WHERE s.run_id = r.id))
       FROM ductape.workflow_runs r WHERE r.id = workflow_status.id
 $$;
+COMMENT ON FUNCTION ductape.workflow_status(bigint) IS
+    'Returns a run as jsonb (state, output, error, times and its steps); NULL for a run that '
+    'does not exist or that the caller cannot see. Usage roles.';
 
 CREATE FUNCTION ductape._workflow_cancel(id bigint) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -407,6 +485,10 @@ $$;
 
 CREATE FUNCTION ductape.workflow_cancel(id bigint) RETURNS boolean
 LANGUAGE c VOLATILE SECURITY INVOKER AS 'MODULE_PATHNAME', 'dt_as_caller';
+COMMENT ON FUNCTION ductape.workflow_cancel(bigint) IS
+    'Stops a running run of the caller''s: queued step jobs are cancelled, pending steps '
+    'skipped, and no compensation runs. Returns false if it was not running or not the '
+    'caller''s. Usage roles.';
 
 ---------------------------------------------------------------------------
 -- The engine

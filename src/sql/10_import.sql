@@ -476,6 +476,10 @@ BEGIN
     RETURN ductape._import_define(app_spec);
 END
 $$;
+COMMENT ON FUNCTION ductape.import_openapi(text,text,boolean,text) IS
+    'Creates an app from an OpenAPI 3.0 or 3.1 document (JSON or YAML): one action per '
+    'operation, envs from its servers or base_url, auth as $Secret templates. Returns the tag; '
+    'update_if_exists replaces the actions of an existing app. Admins.';
 
 ---------------------------------------------------------------------------
 -- Postman
@@ -719,3 +723,7 @@ BEGIN
     RETURN ductape._import_define(app_spec);
 END
 $$;
+COMMENT ON FUNCTION ductape.import_postman(jsonb,text,boolean) IS
+    'Creates an app from a Postman v2.1 collection: one action per request, credentials as '
+    '$Secret templates (their values are never stored). Returns the tag; update_if_exists '
+    'replaces the actions of an existing app. Admins.';

@@ -7,9 +7,30 @@
 
 -- What an application role needs: make calls, dispatch jobs, publish
 -- events, start workflows, describe actions, read its own records.
+-- A role named to grant_* or revoke_*: one that exists (42704), so that
+-- "public" never means PUBLIC.
+CREATE FUNCTION ductape._role_arg(role name) RETURNS oid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r oid;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'role cannot be NULL';
+    END IF;
+    SELECT a.oid INTO r FROM pg_roles a WHERE a.rolname = role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('role "%s" does not exist', role);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ductape._role_arg(name) IS
+    'Checks a role named to grant_* or revoke_*: it exists (42704; "public" is not PUBLIC); returns its oid.';
+
 CREATE FUNCTION ductape.grant_usage(role name) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM ductape._role_arg(role);
     EXECUTE format('GRANT USAGE ON SCHEMA ductape TO %I', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION
         ductape.run(text, text, jsonb, text, text, jsonb),
@@ -19,6 +40,7 @@ BEGIN
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
         ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape._stats(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
     EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
@@ -26,6 +48,10 @@ BEGIN
         ductape.workflow_runs, ductape.workflow_steps TO %I', role);
 END
 $$;
+COMMENT ON FUNCTION ductape.grant_usage(name) IS
+    'Grants a role what an application needs: calls, jobs, publishing, workflow runs, describe, '
+    'version, and reading its own rows of calls, jobs, webhook events, messages, deliveries and '
+    'runs. Superusers.';
 
 -- Usage plus defining apps, products, config, variables, secrets, webhooks,
 -- endpoints and workflows.  (rotate_master_key writes the key file and
@@ -37,11 +63,16 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION
         ductape.app_define(jsonb), ductape.app_create(text, text, text),
         ductape.action_define(text, jsonb), ductape.app_export(text), ductape.app_drop(text),
+        ductape.app_drop(text, boolean),
         ductape.import_openapi(text, text, boolean, text), ductape.import_postman(jsonb, text, boolean),
         ductape.workflow_define(jsonb), ductape.workflow_drop(text),
         ductape.variable_set(text, text, jsonb, text, text),
         ductape.product_create(text, text, text[]), ductape.product_connect(text, text, jsonb),
         ductape.config(text, jsonb, text, text),
+        ductape.action_drop(text, text, boolean), ductape.product_drop(text, boolean),
+        ductape.product_disconnect(text, text, boolean), ductape.config_unset(text, text, text),
+        ductape.variable_unset(text, text, text, text), ductape.webhook_event_retry(bigint),
+        ductape.stats_reset(), ductape._stats_info(),
         ductape.secret_set(text, text, text, text[], text[], timestamptz),
         ductape.secret_get(text), ductape.secret_drop(text),
         ductape.oauth_set_tokens(text, text, text, integer, text, text),
@@ -50,7 +81,7 @@ BEGIN
         ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
         ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
         ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
-        ductape.message_retry(text, bigint) TO %I', role);
+        ductape.message_retry(text, bigint), ductape.health() TO %I', role);
     -- the definition checks are plain SQL run as the caller; not the
     -- implementations behind the caller proxy, nor the workflow engine.
     -- (Named here, not put back together from pg_proc: a new internal
@@ -79,7 +110,7 @@ BEGIN
         ductape._ref_target(jsonb, text), ductape._schema_bad_patterns(jsonb),
         ductape._schema_check(jsonb, text), ductape._schema_validate(jsonb, jsonb),
         ductape._signature_check(jsonb, text, jsonb, text, timestamptz),
-        ductape._signature_standard(text, text, bigint, text),
+        ductape._signature_standard(text, text, bigint, text), ductape._tag_arg(text, text),
         ductape._template_errors(jsonb, text, jsonb, jsonb), ductape._template_steps(jsonb),
         ductape._type_matches(text, text), ductape._unique_tag(text, text[]),
         ductape._unique_tags(jsonb[]), ductape._wake_worker(), ductape._webhook_listen_address(),
@@ -97,6 +128,73 @@ BEGIN
     EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
 END
 $$;
+COMMENT ON FUNCTION ductape.grant_admin(name) IS
+    'Grants a role usage plus defining apps, products, config, variables, secrets, OAuth2 '
+    'tokens, webhooks, endpoints and workflows; such a role reads every row. Superusers.';
+
+-- revoke_usage and revoke_admin, like grant_usage and grant_admin, are
+-- for the extension's owner and superusers (nobody is granted them).  They
+-- refuse the roles revoking from would break ductape or do nothing for:
+-- the extension's owner (ductape's own functions run as it) and
+-- superusers (they bypass privileges).
+CREATE FUNCTION ductape._revocable_role(role name) RETURNS oid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r oid := ductape._role_arg(role);
+BEGIN
+    IF r = (SELECT e.extowner FROM pg_extension e WHERE e.extname = 'ductape') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('cannot revoke ductape from role "%s": it owns the extension', role),
+            DETAIL = 'ductape''s own functions and background workers act as the extension''s owner.';
+    END IF;
+    IF (SELECT a.rolsuper FROM pg_roles a WHERE a.oid = r) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('cannot revoke ductape from role "%s": it is a superuser', role),
+            DETAIL = 'A superuser bypasses every privilege check, so revoking would change nothing.',
+            HINT = format('Take superuser away first (ALTER ROLE %I NOSUPERUSER).', role);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ductape._revocable_role(name) IS
+    'Checks a role named to revoke_usage or revoke_admin: it exists and is neither the extension''s owner nor a superuser.';
+
+-- Take every privilege on ductape's schema and objects away from a role
+-- (what grant_usage and grant_admin gave, and any other grant made on
+-- them by their owner).  Its rows (jobs, calls, messages, events, runs)
+-- stay; jobs it queued still run.  What it inherits from other roles stays.
+CREATE FUNCTION ductape.revoke_usage(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ductape._revocable_role(role);
+    EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM %I', role);
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA ductape FROM %I', role);
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA ductape FROM %I', role);
+    EXECUTE format('REVOKE ALL ON SCHEMA ductape FROM %I', role);
+END
+$$;
+COMMENT ON FUNCTION ductape.revoke_usage(name) IS
+    'Takes every ductape privilege away from a role (usage and admin); its rows stay. For the extension''s owner and superusers.';
+
+-- Take the admin privileges away, keeping usage (when the role had it).
+CREATE FUNCTION ductape.revoke_admin(role name) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r oid := ductape._revocable_role(role);
+    had_usage boolean;
+BEGIN
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) x
+                    WHERE n.nspname OPERATOR(pg_catalog.=) 'ductape' AND x.grantee OPERATOR(pg_catalog.=) r
+                      AND x.privilege_type OPERATOR(pg_catalog.=) 'USAGE')
+      INTO had_usage;
+    PERFORM ductape.revoke_usage(role);
+    IF had_usage THEN
+        PERFORM ductape.grant_usage(role);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ductape.revoke_admin(name) IS
+    'Takes the admin privileges away from a role, keeping what grant_usage gives (when it had it). For the extension''s owner and superusers.';
 
 -- Nothing is granted to PUBLIC; revoke the default EXECUTE on functions.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;

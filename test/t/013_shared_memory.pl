@@ -4,7 +4,8 @@
 # finish and every record arrives.  And a session terminated while it waits
 # for a token gives its request slot back: there are 32 slots, and 32
 # sessions terminated at once would otherwise leave every later token
-# request refused.  A call cut short by an error is still recorded.
+# request refused.  A call cut short by an error is still recorded.  The
+# launcher says once, not every second, that no worker slot is free.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -97,6 +98,27 @@ like($err, qr/canceling statement due to statement timeout/, 'a call is cut shor
 ok(poll_until($node, 'postgres', "SELECT error FROM ductape.calls WHERE url LIKE '%/delay/5000'",
 		'interrupted'),
 	'and its record says it was interrupted');
+
+# More databases want a worker than max_worker_processes (8) allows: the
+# launcher, trying every second, says so once, not at every try; and once
+# more when a worker starts again.
+my @dbs = map { "slots$_" } 1 .. 9;
+$node->safe_psql('postgres', "CREATE DATABASE $_") for @dbs;
+$node->safe_psql($_, 'CREATE EXTENSION ductape') for @dbs;
+my $exhausted = qr/ductape could not start a worker for database \d+: no background worker slot is free/;
+my $log_at = $node->wait_for_log($exhausted);
+ok($log_at, 'worker slots exhausted: the launcher says so');
+sleep 4;
+my @said = (slurp_file($node->logfile) =~ /$exhausted/g);
+is(scalar @said, 1, 'once, not at every try of the launcher');
+$node->safe_psql('postgres', "DROP DATABASE $_ WITH (FORCE)") for @dbs[0 .. 5];
+# (the database left waiting may be one of those: one more wants a worker)
+$node->safe_psql('postgres', "CREATE DATABASE slots10");
+$node->safe_psql('slots10', 'CREATE EXTENSION ductape');
+push @dbs, 'slots10';
+ok($node->wait_for_log(qr/ductape started a worker for database \d+: a background worker slot is free again/, $log_at),
+	'and once more when a worker starts again');
+$node->safe_psql('postgres', "DROP DATABASE $_ WITH (FORCE)") for @dbs[6 .. 9];
 
 $node->stop;
 done_testing();
