@@ -1,6 +1,6 @@
 -- ductape.calls partitioned by day, and what the retention task may drop
 -- (docs/reference.md "Retention").  The worker's behaviour over time is in
--- test/t/015_retention.pl.
+-- test/t/018_retention.pl.
 
 -- A table partitioned by range on at, with the primary key (id, at), the
 -- readers' indexes, row level security and no default partition.

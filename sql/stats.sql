@@ -1,5 +1,5 @@
 -- ductape.stats: counters in shared memory (docs/reference.md, "Call
--- records and stats"); TAP 015 covers restarts, concurrency and capacity.
+-- records and stats"); TAP 016 covers restarts, concurrency and capacity.
 
 SELECT ductape.app_define(jsonb_build_object(
   'tag', 'st',
