@@ -1089,6 +1089,7 @@ BEGIN
            jsonb_build_object('trigger', t.tgname, 'table', t.tgrelid::oid)
       FROM pg_trigger t, LATERAL (SELECT ductape._trigger_args(t.tgargs, t.tgnargs) AS args) a
      WHERE t.tgfoid = 'ductape.on_row()'::regprocedure
+       AND t.tgparentid = 0   -- a partition's copy goes with its parent's trigger
        AND (d_app IS NULL OR a.args[1] = d_app) AND (d_action IS NULL OR a.args[2] = d_action)
        AND (d_product IS NULL OR a.args[5] = d_product)
      ORDER BY t.tgrelid::regclass::text, t.tgname;
@@ -1190,6 +1191,9 @@ BEGIN
         WHEN 'trigger' THEN
             SELECT c.oid::regclass AS name, c.relowner INTO rel
               FROM pg_class c WHERE c.oid = (d->'ref'->>'table')::oid;
+            IF NOT FOUND THEN
+                CONTINUE;       -- its table was dropped since
+            END IF;
             IF NOT pg_has_role(caller, rel.relowner, 'USAGE') THEN
                 RAISE EXCEPTION USING ERRCODE = '42501',
                     MESSAGE = format('must be owner of table %s to drop its trigger "%s"', rel.name, d->'ref'->>'trigger'),
@@ -1407,6 +1411,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e ductape.webhook_events;
 BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'webhook event id cannot be NULL';
+    END IF;
     SELECT * INTO e FROM ductape.webhook_events x WHERE x.id = id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('webhook event %s does not exist', id),
@@ -1645,25 +1652,44 @@ $$;
 COMMENT ON FUNCTION ductape.revoke_admin(name) IS
     'Takes the admin privileges away from a role, keeping what grant_usage gives (when it had it). For the extension''s owner and superusers.';
 
--- Roles granted usage or admin before: what the new grant_usage and
--- grant_admin give (app_drop's new signature, the new functions).
+-- Roles granted before: the functions 0.3.0 adds, each to the roles that
+-- hold directly (not through a role they belong to) the privilege it goes
+-- with: whoever may make a thing may now remove it; whoever reads
+-- ductape.stats, the function behind it; whoever may read secrets (an
+-- administrator), the counters' reset and health().  Nothing else: a role
+-- granted a single function by hand gets no more than that function's
+-- companion, and a member of an admin role gets nothing of its own.
 DO $$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT DISTINCT a.rolname,
-                    has_function_privilege(a.oid, 'ductape.app_define(jsonb)', 'EXECUTE') AS admin
-               FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) x
-               JOIN pg_catalog.pg_roles a ON a.oid = x.grantee
-              WHERE p.oid IN ('ductape.run(text,text,jsonb,text,text,jsonb)'::regprocedure,
-                              'ductape.app_define(jsonb)'::regprocedure)
-                AND x.privilege_type = 'EXECUTE' AND x.grantee <> p.proowner
+    FOR r IN
+        WITH pairs(held, kind, adds) AS (VALUES
+            ('ductape.app_drop(text)', 'f', 'ductape.app_drop(text, boolean)'),
+            ('ductape.action_define(text, jsonb)', 'f', 'ductape.action_drop(text, text, boolean)'),
+            ('ductape.product_create(text, text, text[])', 'f', 'ductape.product_drop(text, boolean)'),
+            ('ductape.product_connect(text, text, jsonb)', 'f', 'ductape.product_disconnect(text, text, boolean)'),
+            ('ductape.config(text, jsonb, text, text)', 'f', 'ductape.config_unset(text, text, text)'),
+            ('ductape.config(text, jsonb, text, text)', 'f', 'ductape._tag_arg(text, text)'),
+            ('ductape.variable_set(text, text, jsonb, text, text)', 'f', 'ductape.variable_unset(text, text, text, text)'),
+            ('ductape.variable_set(text, text, jsonb, text, text)', 'f', 'ductape._tag_arg(text, text)'),
+            ('ductape.webhook_subscribe(text, text, text, regprocedure)', 'f', 'ductape.webhook_event_retry(bigint)'),
+            ('ductape.secret_get(text)', 'f', 'ductape.stats_reset()'),
+            ('ductape.secret_get(text)', 'f', 'ductape._stats_info()'),
+            ('ductape.secret_get(text)', 'f', 'ductape.health()'),
+            ('ductape.stats', 'r', 'ductape._stats()'))
+        SELECT DISTINCT x.grantee::regrole AS role, p.adds
+          FROM pairs p,
+               LATERAL (SELECT f.proacl AS acl, f.proowner AS owner FROM pg_catalog.pg_proc f
+                         WHERE p.kind = 'f' AND f.oid = p.held::regprocedure
+                        UNION ALL
+                        SELECT c.relacl, c.relowner FROM pg_catalog.pg_class c
+                         WHERE p.kind = 'r' AND c.oid = p.held::regclass) o,
+               pg_catalog.aclexplode(o.acl) x
+         WHERE x.privilege_type IN ('EXECUTE', 'SELECT') AND x.grantee <> 0 AND x.grantee <> o.owner
+         ORDER BY 1, 2
     LOOP
-        IF r.admin THEN
-            PERFORM ductape.grant_admin(r.rolname);
-        ELSE
-            PERFORM ductape.grant_usage(r.rolname);
-        END IF;
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', r.adds, r.role);
     END LOOP;
 END
 $$;
@@ -2215,6 +2241,31 @@ COMMENT ON FUNCTION ductape.grant_admin(name) IS
 
 
 
+-- ==== every function written in SQL or PL/pgSQL runs with search_path pinned ====
+-- A function that runs with its caller's search_path can be made to call an
+-- object of the caller's schemas instead of the built-in it means (a
+-- format(text, name) in public is a better match than pg_catalog's
+-- format(text, VARIADIC "any")): a superuser calling grant_usage with the
+-- default search_path ran a database owner's code.  The two left out are
+-- inlined into the fan-out queries (a SET would keep them from being
+-- inlined) and call only built-ins that match their arguments exactly.
+DO $$
+DECLARE
+    f pg_catalog.regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'ductape'::pg_catalog.regnamespace
+                AND p.prolang OPERATOR(pg_catalog.<>) (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname OPERATOR(pg_catalog.=) 'c')
+                AND NOT EXISTS (SELECT FROM pg_catalog.unnest(p.proconfig) c WHERE c OPERATOR(pg_catalog.~~) 'search_path=%')
+                AND p.oid OPERATOR(pg_catalog.<>) ALL (ARRAY['ductape._type_matches(text, text)'::pg_catalog.regprocedure,
+                                                             'ductape._endpoint_wants(text[], text)'::pg_catalog.regprocedure])
+              ORDER BY p.oid
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$$;
+
 -- An upgrade script's GRANTs and REVOKEs are recorded as the objects'
 -- initial privileges (pg_init_privs), and with them every role the
 -- database had granted ductape to by then; pg_dump leaves initial
@@ -2223,7 +2274,7 @@ COMMENT ON FUNCTION ductape.grant_admin(name) IS
 -- calling this: of what the scripts recorded, keep what a fresh install
 -- records (the owner's privileges and PUBLIC's), forget the roles'.
 CREATE FUNCTION ductape._forget_granted_initial_privileges() RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     WITH member AS (
         SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
          WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'

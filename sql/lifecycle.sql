@@ -343,3 +343,25 @@ DROP FUNCTION public.lc_on_event(jsonb), public.lc_post(text, jsonb), public.lc_
               public.expect_error_hint(text);
 SELECT ductape.revoke_usage('dt_lc_app'), ductape.revoke_usage('dt_lc_admin');
 DROP ROLE dt_lc_admin, dt_lc_app, dt_lc_super;
+
+-- A trigger on a partitioned table has a copy on each partition, which
+-- goes with it: a cascading drop drops the parent's trigger only (it failed
+-- on the copies).  Then the app is gone.
+SELECT ductape.app_define(jsonb_build_object('tag', 'rv',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api())),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'ping', 'method', 'GET', 'resource', '/echo'))));
+CREATE TABLE public.rv_pt (x int) PARTITION BY RANGE (x);
+CREATE TABLE public.rv_pt_1 PARTITION OF public.rv_pt FOR VALUES FROM (0) TO (10);
+CREATE TABLE public.rv_pt_2 PARTITION OF public.rv_pt FOR VALUES FROM (10) TO (20);
+CREATE TRIGGER rv_trg AFTER INSERT ON public.rv_pt FOR EACH ROW EXECUTE FUNCTION ductape.on_row('rv', 'ping');
+SET client_min_messages = warning;
+SELECT ductape.action_drop('rv', 'ping', cascade => true);
+SELECT ductape.app_drop('rv', cascade => true);
+RESET client_min_messages;
+SELECT count(*) AS on_row_triggers_left FROM pg_trigger WHERE tgfoid = 'ductape.on_row()'::regprocedure
+   AND tgrelid IN ('public.rv_pt'::regclass, 'public.rv_pt_1'::regclass, 'public.rv_pt_2'::regclass);
+DROP TABLE public.rv_pt;
+SELECT count(*) AS rv_apps_left FROM ductape.apps WHERE tag = 'rv';
+
+-- A NULL event id is invalid input, not an unknown event.
+SELECT expect_error($$SELECT ductape.webhook_event_retry(NULL)$$);

@@ -128,3 +128,36 @@ SELECT c.oid::regclass AS relation, a.attname AS column_name,
    AND (a.attname IN ('role', 'handler', 'on_success', 'on_failure') OR a.atttypid IN ('regrole'::regtype, 'regprocedure'::regtype))
  GROUP BY c.oid, a.attname
  ORDER BY c.oid::regclass::text COLLATE "C", 2;
+
+-- Every function of ductape written in SQL or PL/pgSQL runs with its
+-- search_path pinned, not its caller's: superusers call grant_usage and
+-- its kin with a search_path that, by default, names public, where a
+-- database owner may put a format(text, name), a better match than the
+-- built-in format(text, VARIADIC "any").  The two left out are inlined into
+-- the fan-out queries and call only built-ins matching their arguments
+-- exactly.
+SELECT p.oid::regprocedure AS unpinned
+  FROM pg_proc p
+ WHERE p.pronamespace = 'ductape'::regnamespace
+   AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+   AND NOT EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c = 'search_path=pg_catalog, pg_temp')
+ ORDER BY 1::text;
+CREATE ROLE dt_rv_target;
+CREATE SCHEMA rv_evil;
+CREATE TABLE public.rv_hijacked (who name, super boolean);
+CREATE FUNCTION rv_evil.format(fmt text, r name) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.rv_hijacked SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user;
+    RETURN pg_catalog.format(fmt, r);
+END
+$$;
+SET search_path = rv_evil, public;
+SELECT ductape.grant_usage('dt_rv_target');
+SELECT ductape.grant_admin('dt_rv_target');
+SELECT ductape.revoke_admin('dt_rv_target');
+SELECT ductape.revoke_usage('dt_rv_target');
+RESET search_path;
+SELECT count(*) AS calls_hijacked FROM public.rv_hijacked;
+DROP SCHEMA rv_evil CASCADE;
+DROP TABLE public.rv_hijacked;
+DROP ROLE dt_rv_target;

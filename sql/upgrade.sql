@@ -547,3 +547,34 @@ SELECT coalesce(f.kind, u.kind) AS kind, coalesce(f.object, u.object) AS object,
 \c :suite_db
 DROP DATABASE ductape_upgrade WITH (FORCE);
 DROP ROLE dt_up_user, dt_up_admin, dt_up_other;
+
+-- The update gives the functions 0.3.0 adds only to the roles that hold
+-- directly what each goes with: a role that is an administrator only
+-- through a role it belongs to gets nothing of its own (once out of that
+-- role, it keeps usage only); a role granted run() by hand gets no more.
+CREATE DATABASE ductape_upgrade_grants;
+\c ductape_upgrade_grants
+SET client_min_messages = error;
+CREATE EXTENSION ductape VERSION '0.2.0';
+CREATE ROLE dt_rv_group;
+CREATE ROLE dt_rv_member;
+CREATE ROLE dt_rv_narrow;
+SELECT ductape.grant_admin('dt_rv_group'), ductape.grant_usage('dt_rv_member');
+GRANT dt_rv_group TO dt_rv_member;
+GRANT USAGE ON SCHEMA ductape TO dt_rv_narrow;
+GRANT EXECUTE ON FUNCTION ductape.run(text, text, jsonb, text, text, jsonb) TO dt_rv_narrow;
+ALTER EXTENSION ductape UPDATE TO '0.3.0';
+RESET client_min_messages;
+REVOKE dt_rv_group FROM dt_rv_member;
+-- dt_rv_member: usage (and the new usage function _stats), no admin rights
+-- once out of the group; dt_rv_narrow: run() and nothing more.
+SELECT r,
+       has_function_privilege(r, 'ductape.secret_get(text)', 'EXECUTE') AS secret_get,
+       has_function_privilege(r, 'ductape.app_define(jsonb)', 'EXECUTE') AS app_define,
+       has_function_privilege(r, 'ductape.action_drop(text, text, boolean)', 'EXECUTE') AS action_drop,
+       has_function_privilege(r, 'ductape.publish(text, jsonb, text)', 'EXECUTE') AS publish,
+       has_table_privilege(r, 'ductape.calls', 'SELECT') AS calls
+  FROM unnest(ARRAY['dt_rv_member', 'dt_rv_narrow']) r ORDER BY r;
+\c :suite_db
+DROP DATABASE ductape_upgrade_grants;
+DROP ROLE dt_rv_group, dt_rv_member, dt_rv_narrow;

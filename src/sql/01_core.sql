@@ -28,7 +28,7 @@ COMMENT ON SCHEMA ductape IS
 -- calling this: of what the scripts recorded, keep what a fresh install
 -- records (the owner's privileges and PUBLIC's), forget the roles'.
 CREATE FUNCTION ductape._forget_granted_initial_privileges() RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     WITH member AS (
         SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
          WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
@@ -122,7 +122,7 @@ RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_int' LANGUAGE c IMMUTABLE;
 
 -- Refuse a definition with every problem found (22023), or do nothing.
 CREATE FUNCTION ductape._raise_invalid(what text, errs text[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF cardinality(errs) > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',

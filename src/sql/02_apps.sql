@@ -83,7 +83,7 @@ RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_retries' LANGUAGE c IMMUTABLE;
 
 -- An auth block.
 CREATE FUNCTION ductape._check_auth(a jsonb)
-RETURNS text[] LANGUAGE plpgsql IMMUTABLE AS $$
+RETURNS text[] LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     errs text[] := '{}';
     t text := a->>'type';
@@ -126,7 +126,7 @@ $$;
 
 -- A whole app spec (without running the action checks' template checks twice).
 CREATE FUNCTION ductape._check_app(spec jsonb)
-RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+RETURNS text[] LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     errs text[] := '{}';
     e jsonb;
@@ -232,14 +232,14 @@ $$;
 
 -- The stored part of an action spec: everything but the tag; method upper-cased.
 CREATE FUNCTION ductape._action_body(a jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (a - 'tag') || jsonb_build_object('method', upper(a->>'method'))
 $$;
 
 -- (ductape's own checks never pay for JIT: a recursive CTE in the workflow
 -- checker cost 0.3-0.5 s of LLVM compilation per call)
 CREATE FUNCTION ductape.app_define(spec jsonb) RETURNS text
-LANGUAGE plpgsql SET jit = off AS $$
+LANGUAGE plpgsql SET jit = off SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     t text := spec->>'tag';
@@ -268,7 +268,7 @@ COMMENT ON FUNCTION ductape.app_define(jsonb) IS
     'Admins.';
 
 CREATE FUNCTION ductape.app_create(tag text, name text DEFAULT NULL, description text DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql AS $$
+RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ductape._raise_invalid('app tag', ductape._check_tag(to_jsonb(app_create.tag), '/tag'));
     IF EXISTS (SELECT 1 FROM ductape.apps a WHERE a.tag = app_create.tag) THEN
@@ -286,7 +286,7 @@ COMMENT ON FUNCTION ductape.app_create(text,text,text) IS
     'with action_define or app_define; 42710 if it exists. Returns the tag. Admins.';
 
 CREATE FUNCTION ductape._app_row(tag text) RETURNS ductape.apps
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r ductape.apps;
 BEGIN
@@ -301,7 +301,7 @@ END
 $$;
 
 CREATE FUNCTION ductape.action_define(app text, spec jsonb) RETURNS text
-LANGUAGE plpgsql SET jit = off AS $$
+LANGUAGE plpgsql SET jit = off SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     r ductape.apps := ductape._app_row(app);
@@ -322,7 +322,7 @@ COMMENT ON FUNCTION ductape.action_define(text,jsonb) IS
     'action tag. Admins.';
 
 CREATE FUNCTION ductape.app_export(tag text) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object('tag', r.tag, 'name', r.name, 'description', r.description))
            || r.spec
            || jsonb_build_object('actions', coalesce(
@@ -402,6 +402,7 @@ BEGIN
            jsonb_build_object('trigger', t.tgname, 'table', t.tgrelid::oid)
       FROM pg_trigger t, LATERAL (SELECT ductape._trigger_args(t.tgargs, t.tgnargs) AS args) a
      WHERE t.tgfoid = 'ductape.on_row()'::regprocedure
+       AND t.tgparentid = 0   -- a partition's copy goes with its parent's trigger
        AND (d_app IS NULL OR a.args[1] = d_app) AND (d_action IS NULL OR a.args[2] = d_action)
        AND (d_product IS NULL OR a.args[5] = d_product)
      ORDER BY t.tgrelid::regclass::text, t.tgname;
@@ -503,6 +504,9 @@ BEGIN
         WHEN 'trigger' THEN
             SELECT c.oid::regclass AS name, c.relowner INTO rel
               FROM pg_class c WHERE c.oid = (d->'ref'->>'table')::oid;
+            IF NOT FOUND THEN
+                CONTINUE;       -- its table was dropped since
+            END IF;
             IF NOT pg_has_role(caller, rel.relowner, 'USAGE') THEN
                 RAISE EXCEPTION USING ERRCODE = '42501',
                     MESSAGE = format('must be owner of table %s to drop its trigger "%s"', rel.name, d->'ref'->>'trigger'),
@@ -567,7 +571,7 @@ COMMENT ON FUNCTION ductape.app_drop(text, boolean) IS
 -- The signature of the releases before (grants and dumps name it); no
 -- default on cascade above, so that app_drop('x') is this one.
 CREATE FUNCTION ductape.app_drop(tag text) RETURNS void
-LANGUAGE sql AS $$ SELECT ductape.app_drop(tag, false) $$;
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT ductape.app_drop(tag, false) $$;
 COMMENT ON FUNCTION ductape.app_drop(text) IS
     'app_drop(tag, cascade => false): refused (2BP01) while something uses the app.';
 

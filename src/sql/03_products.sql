@@ -98,7 +98,7 @@ CREATE TRIGGER configs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON d
 ---------------------------------------------------------------------------
 
 CREATE FUNCTION ductape._product_row(tag text) RETURNS ductape.products
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r ductape.products;
 BEGIN
@@ -113,7 +113,7 @@ END
 $$;
 
 CREATE FUNCTION ductape.product_create(tag text, name text DEFAULT NULL, envs text[] DEFAULT '{dev,prd}')
-RETURNS text LANGUAGE plpgsql AS $$
+RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     errs text[] := ductape._check_tag(to_jsonb(product_create.tag), '/tag');
     e text;
@@ -139,7 +139,7 @@ COMMENT ON FUNCTION ductape.product_create(text,text,text[]) IS
     'exists. Returns the tag. Admins.';
 
 CREATE FUNCTION ductape.product_connect(product text, app text, env_map jsonb DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     p ductape.products := ductape._product_row(product);
@@ -235,7 +235,7 @@ COMMENT ON FUNCTION ductape.product_disconnect(text, text, boolean) IS
 
 -- The env a caller names under a product (checked), for config and variables.
 CREATE FUNCTION ductape._product_env(p ductape.products, env text) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p.tag <> 'default' AND NOT env = ANY (p.envs) THEN
         RAISE EXCEPTION USING ERRCODE = '42704',
@@ -251,7 +251,7 @@ $$;
 ---------------------------------------------------------------------------
 
 CREATE FUNCTION ductape.config(app text, credentials jsonb, env text DEFAULT NULL, product text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     a ductape.apps := ductape._app_row(app);
@@ -288,7 +288,7 @@ COMMENT ON FUNCTION ductape.config(text,jsonb,text,text) IS
 
 CREATE FUNCTION ductape.variable_set(app text, key text, value jsonb,
                                      env text DEFAULT NULL, product text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     r ductape.apps := ductape._app_row(app);
@@ -318,7 +318,7 @@ COMMENT ON FUNCTION ductape.variable_set(text,text,jsonb,text,text) IS
 -- the session's (ductape.env, ductape.product).  A job or call that runs
 -- afterwards goes without them.
 CREATE FUNCTION ductape.config_unset(app text, env text DEFAULT NULL, product text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     a ductape.apps := ductape._app_row(ductape._tag_arg(app, 'app'));
@@ -339,7 +339,7 @@ COMMENT ON FUNCTION ductape.config_unset(text, text, text) IS
 -- Remove a variable's value for (product, app, env): the app's default, if
 -- it declares one, applies again.
 CREATE FUNCTION ductape.variable_unset(app text, key text, env text DEFAULT NULL, product text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     r ductape.apps := ductape._app_row(ductape._tag_arg(app, 'app'));

@@ -86,7 +86,7 @@ COMMENT ON FUNCTION ductape.secret_get(text) IS
     'a role an administrator for row-level security.';
 
 CREATE FUNCTION ductape.secret_drop(name text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM ductape._secrets s WHERE s.name = secret_drop.name;
     IF NOT FOUND THEN

@@ -7,7 +7,7 @@
 -- One inbound webhook of an app spec: verification and the id/type
 -- selectors (part of the app check, ductape._check_app).
 CREATE FUNCTION ductape._check_webhook(w jsonb, path text, constants jsonb, variables jsonb)
-RETURNS text[] LANGUAGE plpgsql STABLE AS $$
+RETURNS text[] LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     errs text[] := '{}';
     v jsonb := w->'verify';
@@ -198,7 +198,7 @@ LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'dt_webhook_listen_address';
 
 -- The webhook's spec in its app, or 42704.
 CREATE FUNCTION ductape._webhook_spec(a ductape.apps, webhook text) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w jsonb;
 BEGIN
@@ -332,6 +332,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e ductape.webhook_events;
 BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'webhook event id cannot be NULL';
+    END IF;
     SELECT * INTO e FROM ductape.webhook_events x WHERE x.id = id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('webhook event %s does not exist', id),

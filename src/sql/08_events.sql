@@ -193,7 +193,7 @@ CREATE FUNCTION ductape._signature_standard(secret text, msg_id text, ts bigint,
 LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'dt_signature_standard';
 
 CREATE FUNCTION ductape._endpoint_check(url text, event_types text[], headers jsonb) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k text;
     v jsonb;
@@ -254,7 +254,7 @@ COMMENT ON FUNCTION ductape.endpoint_create(text,text[],text,text,jsonb) IS
     'extra headers. Returns its id. Admins.';
 
 CREATE FUNCTION ductape._endpoint_row(id bigint) RETURNS ductape.endpoints
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     e ductape.endpoints;

@@ -52,7 +52,7 @@ LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'dt_workflow_apply';
 
 -- An action a step or a compensation calls: app and action must exist.
 CREATE FUNCTION ductape._check_step_call(s jsonb, path text) RETURNS text[]
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     errs text[] := '{}';
 BEGIN
@@ -75,7 +75,7 @@ $$;
 
 -- A whole workflow spec: every problem as "/json/pointer: reason".
 CREATE FUNCTION ductape._check_workflow(spec jsonb) RETURNS text[]
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     errs text[] := '{}';
     s jsonb;
@@ -376,7 +376,7 @@ CREATE POLICY workflow_steps_by_run ON ductape.workflow_steps FOR SELECT
     USING (EXISTS (SELECT 1 FROM ductape.workflow_runs r WHERE r.id = run_id));
 
 CREATE FUNCTION ductape._workflow_row(tag text) RETURNS ductape.workflows
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w ductape.workflows;
 BEGIN
@@ -448,7 +448,7 @@ COMMENT ON FUNCTION ductape.workflow_start(text,jsonb,text,text,text) IS
     'a key the role used before returns that run. Usage roles.';
 
 CREATE FUNCTION ductape.workflow_status(id bigint) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('id', r.id, 'tag', r.tag, 'state', r.state, 'output', r.output, 'error', r.error,
                'created_at', r.created_at, 'finished_at', r.finished_at,
                'steps', (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(

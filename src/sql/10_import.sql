@@ -20,7 +20,7 @@ LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'dt_ref_path';
 
 -- "listPets", "GET /pets/{id}" -> "list-pets", "get-pets-id" (at most 63 characters).
 CREATE FUNCTION ductape._kebab(s text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT nullif(rtrim(left(trim(BOTH '-' FROM lower(regexp_replace(
                regexp_replace(regexp_replace(s, '([A-Z]+)([A-Z][a-z])', '\1-\2', 'g'),
                               '([a-z0-9])([A-Z])', '\1-\2', 'g'),
@@ -29,11 +29,11 @@ $$;
 
 -- A JSON pointer segment.
 CREATE FUNCTION ductape._pointer_escape(s text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$ SELECT replace(replace(s, '~', '~0'), '/', '~1') $$;
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$ SELECT replace(replace(s, '~', '~0'), '/', '~1') $$;
 
 -- A tag not in taken: base, else base-2, base-3, ...
 CREATE FUNCTION ductape._unique_tag(base text, taken text[]) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t text := coalesce(base, 'action');
     n integer := 1;
@@ -49,7 +49,7 @@ $$;
 -- The actions' tags made unique: the n-th action with the same tag gets
 -- "-n" (in one pass; the slow way only if a suffixed tag meets a real one).
 CREATE FUNCTION ductape._unique_tags(actions jsonb[]) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result jsonb;
     taken text[] := '{}';
@@ -77,7 +77,7 @@ $$;
 -- Follow a chain of $refs (a parameter, a request body, a path item) to
 -- the object it names; 22023 with the pointer when it dangles or loops.
 CREATE FUNCTION ductape._deref(doc jsonb, val jsonb, at text) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     seen text[] := '{}';
 BEGIN
@@ -98,7 +98,7 @@ $$;
 -- Copy into schema everything its local $refs reach in doc, at the same
 -- pointers, so the action's input schema resolves on its own.
 CREATE FUNCTION ductape._with_refs(schema jsonb, doc jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     todo text[];
     done text[] := '{}';
@@ -133,7 +133,7 @@ $$;
 -- the document does not describe: constants, variables, webhooks, retries,
 -- and envs/auth it has none of).
 CREATE FUNCTION ductape._import_refuse(what text, errs text[], hint text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF cardinality(errs) > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'invalid ' || what,
@@ -143,7 +143,7 @@ END
 $$;
 
 CREATE FUNCTION ductape._import_check_exists(tag text, update_if_exists boolean) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM ductape.apps x WHERE x.tag = _import_check_exists.tag) AND NOT update_if_exists THEN
         RAISE EXCEPTION USING ERRCODE = '42710',
@@ -154,7 +154,7 @@ END
 $$;
 
 CREATE FUNCTION ductape._import_define(spec jsonb) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
     IF EXISTS (SELECT 1 FROM ductape.apps x WHERE x.tag = spec->>'tag') THEN
@@ -166,7 +166,7 @@ $$;
 
 -- An auth template whose credentials are $Secret{APP_...}.
 CREATE FUNCTION ductape._import_auth(kind text, tag text, key_in text DEFAULT NULL, key_name text DEFAULT NULL)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+RETURNS jsonb LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE kind
         WHEN 'bearer' THEN jsonb_build_object('type', 'bearer', 'token', format('$Secret{%s_TOKEN}', p))
         WHEN 'basic' THEN jsonb_build_object('type', 'basic', 'username', format('$Secret{%s_USERNAME}', p),
@@ -184,7 +184,7 @@ $$;
 -- The auth template for the document's security scheme, with
 -- $Secret{APP_...} placeholders for the credentials.
 CREATE FUNCTION ductape._openapi_auth(doc jsonb, tag text) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     name text;
     s jsonb;
@@ -224,7 +224,7 @@ $$;
 
 -- "/pets/{pet-id}" -> "/pets/:pet_id"
 CREATE FUNCTION ductape._openapi_resource(path text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m text[];
     r text := path;
@@ -244,7 +244,7 @@ $$;
 CREATE FUNCTION ductape._schema_bad_patterns(schema jsonb) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'dt_schema_bad_patterns' LANGUAGE c IMMUTABLE STRICT;
 CREATE FUNCTION ductape._drop_bad_patterns(schema jsonb, INOUT dropped text[], OUT result jsonb)
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad jsonb;
 BEGIN
@@ -258,7 +258,7 @@ $$;
 
 -- One OpenAPI operation -> one action spec (without its tag).
 CREATE FUNCTION ductape._openapi_action(doc jsonb, path text, item jsonb, method text, at text)
-RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     op jsonb := item->method;
     props jsonb := '{}';
@@ -358,7 +358,7 @@ $$;
 
 CREATE FUNCTION ductape.import_openapi(spec text, app text DEFAULT NULL, update_if_exists boolean DEFAULT false,
                                        base_url text DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql SET jit = off AS $$
+RETURNS text LANGUAGE plpgsql SET jit = off SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     doc jsonb := ductape._document_parse(spec, 'the OpenAPI document');
@@ -487,13 +487,13 @@ COMMENT ON FUNCTION ductape.import_openapi(text,text,boolean,text) IS
 
 -- "{{name}}" in a Postman string -> "$Variable{name}" ("$" doubled first).
 CREATE FUNCTION ductape._postman_template(s text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $f$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $f$
     SELECT regexp_replace(replace(s, '$', '$$'), '\{\{\s*([^{}]+?)\s*\}\}', '$Variable{\1}', 'g')
 $f$;
 
 -- The JSON Schema type of an example value.
 CREATE FUNCTION ductape._example_schema(v jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE jsonb_typeof(v)
         WHEN 'number' THEN jsonb_build_object('type', CASE WHEN v::text ~ '^-?\d+$' THEN 'integer' ELSE 'number' END)
         WHEN 'null' THEN '{}'::jsonb
@@ -503,7 +503,7 @@ $$;
 -- The requests of a Postman item list, folders flattened: (folder path, item, pointer).
 CREATE FUNCTION ductape._postman_requests(items jsonb, folders text, at text,
                                           OUT folder text, OUT item jsonb, OUT ptr text)
-RETURNS SETOF record LANGUAGE plpgsql IMMUTABLE AS $$
+RETURNS SETOF record LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record;
 BEGIN
@@ -522,7 +522,7 @@ END
 $$;
 
 CREATE FUNCTION ductape.import_postman(collection jsonb, app text DEFAULT NULL, update_if_exists boolean DEFAULT false)
-RETURNS text LANGUAGE plpgsql SET jit = off AS $$
+RETURNS text LANGUAGE plpgsql SET jit = off SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     errs text[] := '{}';

@@ -28,7 +28,7 @@ COMMENT ON FUNCTION ductape._role_arg(name) IS
     'Checks a role named to grant_* or revoke_*: it exists (42704; "public" is not PUBLIC); returns its oid.';
 
 CREATE FUNCTION ductape.grant_usage(role name) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ductape._role_arg(role);
     EXECUTE format('GRANT USAGE ON SCHEMA ductape TO %I', role);
@@ -57,7 +57,7 @@ COMMENT ON FUNCTION ductape.grant_usage(name) IS
 -- endpoints and workflows.  (rotate_master_key writes the key file and
 -- stays with superusers.)
 CREATE FUNCTION ductape.grant_admin(role name) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ductape.grant_usage(role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION
@@ -164,7 +164,7 @@ COMMENT ON FUNCTION ductape._revocable_role(name) IS
 -- them by their owner).  Its rows (jobs, calls, messages, events, runs)
 -- stay; jobs it queued still run.  What it inherits from other roles stays.
 CREATE FUNCTION ductape.revoke_usage(role name) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ductape._revocable_role(role);
     EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM %I', role);
@@ -178,7 +178,7 @@ COMMENT ON FUNCTION ductape.revoke_usage(name) IS
 
 -- Take the admin privileges away, keeping usage (when the role had it).
 CREATE FUNCTION ductape.revoke_admin(role name) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r oid := ductape._revocable_role(role);
     had_usage boolean;
