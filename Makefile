@@ -59,8 +59,8 @@ SQL_SOURCES = \
 	src/sql/08_events.sql \
 	src/sql/09_workflows.sql \
 	src/sql/10_import.sql \
-	src/sql/10a_alerts.sql \
-	src/sql/11_privileges.sql
+	src/sql/11_alerts.sql \
+	src/sql/12_privileges.sql
 DATA_built = ductape--$(EXTVERSION).sql
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
 

@@ -883,7 +883,7 @@ CREATE INDEX jobs_running_idx ON ductape.jobs (id) WHERE state = 'running';
 -- (publish refuses event types beginning with "ductape.", in the library).
 -- Does an endpoint subscribed to these types and patterns want a message of
 -- this type?  ductape's operational types ("ductape.job.failed", see
--- 10a_alerts.sql) match only patterns that name them ("ductape.*",
+-- 11_alerts.sql) match only patterns that name them ("ductape.*",
 -- "ductape.job.failed"): "*" means the team's own events.
 CREATE FUNCTION ductape._endpoint_wants(event_types text[], event_type text) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
@@ -926,7 +926,7 @@ BEGIN
 END
 $$;
 
--- The alerts (src/sql/10a_alerts.sql).
+-- The alerts (src/sql/11_alerts.sql).
 -- The alert of one row whose state just became final-and-bad.
 CREATE FUNCTION ductape._alert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

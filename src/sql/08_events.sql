@@ -349,7 +349,7 @@ COMMENT ON FUNCTION ductape.publish(text,jsonb,text) IS
 
 -- Does an endpoint subscribed to these types and patterns want a message of
 -- this type?  ductape's operational types ("ductape.job.failed", see
--- 10a_alerts.sql) match only patterns that name them ("ductape.*",
+-- 11_alerts.sql) match only patterns that name them ("ductape.*",
 -- "ductape.job.failed"): "*" means the team's own events.
 CREATE FUNCTION ductape._endpoint_wants(event_types text[], event_type text) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
