@@ -98,6 +98,21 @@ SELECT entries > 0 AS has_entries, max_entries, overflow_entries, overflowed_cal
        call_records_dropped
   FROM ductape._stats_info();
 RESET ROLE;
+-- The administrator test (EXECUTE on ductape.secret_get(text)) finds the
+-- function by schema and argument type, not through the search_path: a
+-- type of the caller's named text neither breaks nor changes the answer.
+SET ROLE st_app1;
+CREATE DOMAIN pg_temp.text AS integer;
+SET search_path = pg_temp, pg_catalog, public;
+SELECT app, action, env, calls FROM ductape.stats ORDER BY app, action, env;
+RESET ROLE;
+SET ROLE st_admin;
+SELECT calls FROM ductape.stats WHERE app = 'st' AND action = 'ok' AND env = 'dev';
+RESET ROLE;
+RESET search_path;
+SET ROLE st_app1;
+DROP DOMAIN pg_temp.text;
+RESET ROLE;
 SET ROLE dt_nobody;
 SELECT expect_error($$SELECT * FROM ductape.stats$$);
 SELECT expect_error($$SELECT * FROM ductape._stats()$$);

@@ -111,7 +111,9 @@ CopyField(char *dst, const char *src, size_t size)
 /*
  * A record was dropped (dropped: the count after it): a WARNING, unless one
  * was raised in the last minute by any process.  After the ring's lock is
- * released.
+ * released.  Whichever session drops the record sees it, a usage role's
+ * too: it says only cluster-wide counts and the ring's size, never a
+ * database, role, app or URL (docs/security.md).
  */
 static void
 WarnDropped(uint64 dropped)

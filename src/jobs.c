@@ -700,7 +700,7 @@ dt_on_row(PG_FUNCTION_ARGS)
 
 /* A role sees its own jobs; administrators see all. */
 #define JOB_VISIBLE \
-	"(role OPERATOR(pg_catalog.=) $2 OR pg_catalog.has_function_privilege($3, 'ductape.secret_get(text)', 'EXECUTE'))"
+	"(role OPERATOR(pg_catalog.=) $2 OR pg_catalog.has_function_privilege($3, 'ductape.secret_get(pg_catalog.text)', 'EXECUTE'))"
 
 static Jsonb *
 FetchJob(int64 id, bool *finished, bool *mine)

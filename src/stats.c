@@ -60,6 +60,9 @@
 #include <unistd.h>
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -71,11 +74,13 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "calls.h"
+#include "ductape.h"
 #include "shmem.h"
 #include "stats.h"
 
@@ -89,6 +94,14 @@ PG_FUNCTION_INFO_V1(dt_stats_info);
 #define DT_STATS_FILE PGSTAT_STAT_PERMANENT_DIRECTORY "/ductape_stats.stat"
 #define DT_STATS_TMPFILE DT_STATS_FILE ".tmp"
 #define DT_STATS_FILE_MAGIC 0x44545331	/* "DTS1" */
+#define DT_STATS_FILE_VERSION 2
+
+/*
+ * The most calls an entry read from the file may have: summed over every
+ * entry they still fit in an int64 (about 2 * 10^15 calls, 70 years at a
+ * million a second).
+ */
+#define DT_STATS_FILE_MAX_CALLS (PG_INT64_MAX / DT_STATS_CAPACITY)
 
 /* Upper bounds of the histogram's buckets, ms; the last bucket is +Inf. */
 const double DtStatsBucketUpperMs[DT_STATS_NBUCKETS - 1] = {
@@ -132,6 +145,7 @@ typedef struct StatsShared
 typedef struct StatsFileHeader
 {
 	uint32		magic;
+	uint32		version;		/* DT_STATS_FILE_VERSION */
 	uint32		nbuckets;
 	uint32		key_size;
 	uint32		counters_size;
@@ -647,6 +661,7 @@ StatsSave(int code, Datum arg)
 		goto error;
 	memset(&hdr, 0, sizeof(hdr));
 	hdr.magic = DT_STATS_FILE_MAGIC;
+	hdr.version = DT_STATS_FILE_VERSION;
 	hdr.nbuckets = DT_STATS_NBUCKETS;
 	hdr.key_size = sizeof(StatsKey);
 	hdr.counters_size = sizeof(DtStatsCounters);
@@ -682,9 +697,82 @@ error:
 }
 
 /*
+ * Is name, a name field read from the file, one an entry can have: ended
+ * within its field and either empty (none: ductape.http) or a tag (an
+ * app, an action, "oauth2-token", an env)?  The special names of
+ * ductape.stats are not stored: "(other)" is the overflow flag.
+ */
+static bool
+ValidFileName(const char *name)
+{
+	if (memchr(name, '\0', DT_STATS_NAMELEN) == NULL)
+		return false;
+	return name[0] == '\0' || DtIsValidTag(name);
+}
+
+/*
+ * May this entry, read from the file, be loaded?  Everything ductape.stats
+ * and /metrics compute from an entry must stay valid: names that are tags
+ * (so valid UTF-8), counts that are not negative and never exceed the
+ * calls (so no sum overflows, even summed over every entry), finite
+ * durations, times that timestamptz can show.  A counter updated when an
+ * immediate shutdown stopped a process half-way still passes: the calls
+ * are counted first.
+ */
+static bool
+ValidFileEntry(const StatsKey *key, const DtStatsCounters *c)
+{
+	int64		total;
+	int			i;
+
+	if (!OidIsValid(key->dbid) || (key->overflow != 0 && key->overflow != 1))
+		return false;
+	if (!ValidFileName(key->app) || !ValidFileName(key->action) || !ValidFileName(key->env))
+		return false;
+	if (key->overflow)
+	{
+		/* the database's overflow entry: no role, no names */
+		if (OidIsValid(key->roleid) || key->app[0] || key->action[0] || key->env[0])
+			return false;
+	}
+	else if (!OidIsValid(key->roleid))
+		return false;
+
+	if (c->calls <= 0 || c->calls > DT_STATS_FILE_MAX_CALLS)
+		return false;
+	total = 0;
+	for (i = 0; i < DT_STATS_NCLASSES; i++)
+	{
+		if (c->errors[i] < 0 || c->errors[i] > c->calls - total)
+			return false;
+		total += c->errors[i];
+	}
+	total = 0;
+	for (i = 0; i < DT_STATS_NBUCKETS; i++)
+	{
+		if (c->buckets[i] < 0 || c->buckets[i] > c->calls - total)
+			return false;
+		total += c->buckets[i];
+	}
+	if (!isfinite(c->sum_ms) || !isfinite(c->min_ms) || !isfinite(c->max_ms) ||
+		c->sum_ms < 0 || c->min_ms < 0 || c->max_ms < c->min_ms)
+		return false;
+	if (!IS_VALID_TIMESTAMP(c->last_at) || !IS_VALID_TIMESTAMP(c->since))
+		return false;
+	return true;
+}
+
+/*
  * Postmaster, when the segment is created: the entries the last clean
  * shutdown saved.  The file is removed once read, so that after a crash
  * the counters start from zero rather than from an old file.
+ *
+ * The file is only ever written by the postmaster, but it lies in the data
+ * directory: a damaged or altered file must not make ductape.stats fail or
+ * show names that are not tags.  A header that is not this version's
+ * (magic, version, sizes, an entry count within capacity) makes the whole
+ * file ignored; an entry that is not valid (ValidFileEntry), repeats a key
+ * or finds no room is skipped; either is logged once.
  */
 static void
 StatsLoad(void)
@@ -692,6 +780,7 @@ StatsLoad(void)
 	FILE	   *file;
 	StatsFileHeader hdr;
 	int			i;
+	int			skipped = 0;
 
 	file = AllocateFile(DT_STATS_FILE, PG_BINARY_R);
 	if (file == NULL)
@@ -703,41 +792,57 @@ StatsLoad(void)
 		return;
 	}
 	if (fread(&hdr, sizeof(hdr), 1, file) != 1 ||
-		hdr.magic != DT_STATS_FILE_MAGIC || hdr.nbuckets != DT_STATS_NBUCKETS ||
+		hdr.magic != DT_STATS_FILE_MAGIC || hdr.version != DT_STATS_FILE_VERSION ||
+		hdr.nbuckets != DT_STATS_NBUCKETS ||
 		hdr.key_size != sizeof(StatsKey) || hdr.counters_size != sizeof(DtStatsCounters) ||
-		hdr.nentries < 0)
+		hdr.nentries < 0 || hdr.nentries > DT_STATS_CAPACITY)
 	{
 		ereport(LOG,
-				(errmsg("ignoring ductape stats file \"%s\": not written by this version",
-						DT_STATS_FILE)));
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("ignoring ductape stats file \"%s\": its header is not one this version writes",
+						DT_STATS_FILE),
+				 errdetail("The request counters start from zero.")));
 		goto done;
 	}
 	for (i = 0; i < hdr.nentries; i++)
 	{
+		StatsKey	raw;
 		StatsKey	key;
 		DtStatsCounters c;
 		StatsEntry *e;
 		uint32		h;
 
-		if (fread(&key, sizeof(key), 1, file) != 1 ||
+		if (fread(&raw, sizeof(raw), 1, file) != 1 ||
 			fread(&c, sizeof(c), 1, file) != 1)
 		{
 			ereport(LOG,
-					(errmsg("ductape stats file \"%s\" is cut short: %d of %d entries read",
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("ductape stats file \"%s\" is cut short: %d of %d entries read",
 							DT_STATS_FILE, i, hdr.nentries)));
 			break;
 		}
-		key.app[DT_STATS_NAMELEN - 1] = '\0';
-		key.action[DT_STATS_NAMELEN - 1] = '\0';
-		key.env[DT_STATS_NAMELEN - 1] = '\0';
-		key.overflow = key.overflow ? 1 : 0;
-		h = HashKey(&key);
-		if (Lookup(&key, h) != NULL || c.calls <= 0)
+		if (!ValidFileEntry(&raw, &c))
+		{
+			skipped++;
 			continue;
-		e = Insert(&key, h, c.since);
-		if (e != NULL)
-			e->c = c;
+		}
+		/* rebuilt, so that equal keys are equal bytes */
+		MakeKey(&key, raw.dbid, raw.roleid, raw.overflow != 0,
+				raw.app, raw.action, raw.env);
+		h = HashKey(&key);
+		if (Lookup(&key, h) != NULL || (e = Insert(&key, h, c.since)) == NULL)
+		{
+			skipped++;
+			continue;
+		}
+		e->c = c;
 	}
+	if (skipped > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("ductape stats file \"%s\": %d of its %d entries skipped",
+						DT_STATS_FILE, skipped, hdr.nentries),
+				 errdetail("An entry is skipped when its names are not tags, a count is negative or larger than its calls, a duration is not finite, a time is outside the range of timestamp with time zone, or its key repeats another's.")));
 
 done:
 	FreeFile(file);
@@ -746,13 +851,33 @@ done:
 
 /* ---- SQL ---- */
 
-/* May the current user see every role's counters (an administrator)? */
+/*
+ * May the current user see every role's counters?  The administrator test
+ * of ductape: EXECUTE on ductape.secret_get(text), which grant_admin gives
+ * and grant_usage does not.  The function is found by its schema, name and
+ * argument type in the catalog, never through the caller's search_path, so
+ * that no object of the caller's (a type named text in pg_temp, say) can
+ * change the answer or make it fail.
+ */
 static bool
 SeesEveryRole(void)
 {
-	return DatumGetBool(DirectFunctionCall2(has_function_privilege_name,
-											CStringGetTextDatum("ductape.secret_get(text)"),
-											CStringGetTextDatum("EXECUTE")));
+	Oid			argtypes[1] = {TEXTOID};
+	HeapTuple	tup;
+	Oid			fn;
+
+	tup = SearchSysCache3(PROCNAMEARGSNSP,
+						  CStringGetDatum("secret_get"),
+						  PointerGetDatum(buildoidvector(argtypes, 1)),
+						  ObjectIdGetDatum(get_namespace_oid("ductape", false)));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function ductape.secret_get(text) does not exist"),
+				 errhint("The extension ductape is damaged: reinstall it.")));
+	fn = ((Form_pg_proc) GETSTRUCT(tup))->oid;
+	ReleaseSysCache(tup);
+	return pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK;
 }
 
 /*

@@ -9,7 +9,9 @@
 #  - the call-record buffer full (the worker stopped): one WARNING, not one
 #    per call, and the dropped records counted;
 #  - capacity: keys past DT_STATS_MAX_ENTRIES are counted in the
-#    database's "(other)" row.
+#    database's "(other)" row;
+#  - a damaged or altered file: a bad header makes it ignored, bad entries
+#    are skipped, each logged once, and ductape.stats keeps working.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -191,6 +193,134 @@ $node->safe_psql('postgres', "SELECT ductape.run('m42', 'a100')");
 is($node->safe_psql('postgres', "SELECT app || '/' || action || ':' || calls FROM ductape.stats"),
 	'm42/a100:1', 'and a new key gets one again');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET ductape.log_requests; SELECT pg_reload_conf()');
+
+# ---- the file damaged or altered ----
+# The file is written by the postmaster, but it lies in PGDATA: whatever
+# it holds, the server starts, ductape.stats works and shows only entries
+# an entry can have.  A real file is taken apart and written back with
+# one field of each entry changed.
+$node->safe_psql('postgres', qq{
+SELECT ductape.stats_reset();
+SELECT ductape.app_define(jsonb_build_object('tag', 'fx',
+    'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+    'actions', (SELECT jsonb_agg(jsonb_build_object('tag', 'a' || b, 'method', 'GET', 'resource', '/echo/fx'))
+                  FROM generate_series(1, 16) b)));
+SELECT count(ductape.run('fx', 'a' || b)) FROM generate_series(1, 16) b;
+SELECT ductape.http('GET', '$api/echo?fx=1');
+});
+my $good = "SELECT string_agg(coalesce(app, '-') || '/' || coalesce(action, '-') || '/' || coalesce(env, '-')
+                              || ':' || calls, ' ' ORDER BY coalesce(app, '') COLLATE \"C\", action COLLATE \"C\")
+              FROM ductape.stats";
+is($node->safe_psql('postgres', "SELECT count(*) FROM ductape.stats"), '17', '17 entries to save');
+
+sub read_file_bytes
+{
+	open(my $fh, '<:raw', $_[0]) or die "cannot read $_[0]: $!";
+	local $/;
+	return scalar <$fh>;
+}
+
+sub write_file_bytes
+{
+	open(my $fh, '>:raw', $_[0]) or die "cannot write $_[0]: $!";
+	print $fh $_[1];
+	close $fh or die;
+}
+
+$node->stop;
+my $bytes = read_file_bytes($file);
+my ($magic, $version, $nbuckets, $key_size, $counters_size, $nentries) = unpack('L5 l', $bytes);
+my $hdr_size = 24;
+my $kfmt = 'L L l a64 a64 a64';
+my $cfmt = "q q5 q$nbuckets d3 q2";
+is("$key_size $counters_size $nentries", '204 ' . (8 * (1 + 5 + $nbuckets) + 24 + 16) . ' 17',
+	'the file is laid out as this test reads it');
+my %entry;    # action => [key fields, counter fields]
+my @order;
+for my $i (0 .. $nentries - 1)
+{
+	my $off = $hdr_size + $i * ($key_size + $counters_size);
+	my @k = unpack($kfmt, substr($bytes, $off, $key_size));
+	s/\0+$// for @k[3 .. 5];
+	my @c = unpack($cfmt, substr($bytes, $off + $key_size, $counters_size));
+	my $name = $k[4] eq '' ? 'http' : $k[4];
+	$entry{$name} = [ \@k, \@c ];
+	push @order, $name;
+}
+my ($SUM, $MIN, $MAX, $LAST, $SINCE) = map { 6 + $nbuckets + $_ } 0 .. 4;
+my $nan = unpack('d', pack('Q', 0x7ff8000000000000));
+my $inf = 9**9**9;
+my %corrupt = (
+	a1 => sub { $_[0][3] = "fx\xff\xfe" },                 # app not valid UTF-8
+	a2 => sub { $_[0][4] = 'A2' },                          # action not a tag
+	a3 => sub { $_[0][5] = 'e' x 64 },                      # env with no end
+	a4 => sub { $_[1][0] = -5 },                            # calls negative
+	a5 => sub { $_[1][1] = $_[1][0] + 1 },                  # more 4xx errors than calls
+	a6 => sub { $_[1][6] = -1 },                            # a bucket negative
+	a7 => sub { $_[1][$SUM] = $nan },                       # sum not a number
+	a8 => sub { $_[1][$MAX] = $inf },                       # max infinite
+	a9 => sub { $_[1][$LAST] = 9223372036854775806 },       # last_at past year 294276
+	a10 => sub { $_[1][$SINCE] = -9223372036854775807 },    # since before 4714 BC
+	a11 => sub { $_[0][2] = 2 },                            # overflow flag neither 0 nor 1
+	a12 => sub { $_[0][1] = 0 },                            # a regular entry with no role
+);
+my $out_bytes = '';
+my $pack = sub { pack($kfmt, @{ $_[0] }) . pack($cfmt, @{ $_[1] }) };
+for my $name (@order)
+{
+	my ($k, $c) = @{ $entry{$name} };
+	$corrupt{$name}->($k, $c) if $corrupt{$name};
+	$out_bytes .= $pack->($k, $c);
+}
+# a13 twice; a14's counters as the database's overflow entry ("(other)")
+$out_bytes .= $pack->(@{ $entry{a13} });
+my @okey = @{ $entry{a14}[0] };
+@okey[1 .. 5] = (0, 1, '', '', '');
+$out_bytes .= $pack->(\@okey, $entry{a14}[1]);
+my $header = pack('L5 l', $magic, $version, $nbuckets, $key_size, $counters_size, $nentries + 2);
+write_file_bytes($file, $header . $out_bytes);
+
+my $log_offset = -s $node->logfile;
+$node->start;
+is($node->safe_psql('postgres', $good),
+	'-/-/-:1 (other)/-/-:1 fx/a13/dev:1 fx/a14/dev:1 fx/a15/dev:1 fx/a16/dev:1',
+	'the server starts and keeps only the valid entries (http, overflow, a13 once)');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM (SELECT *, last_at::text, since::text FROM ductape.stats) s'), '6',
+	'every column of ductape.stats can be read');
+ok($node->log_contains(qr/LOG:  ductape stats file "pg_stat\/ductape_stats\.stat": 13 of its 19 entries skipped/, $log_offset),
+	'a LOG line says how many entries were skipped');
+is(scalar(() = slurp_file($node->logfile, $log_offset) =~ /entries skipped/g), 1, 'once');
+ok(!-e $file, 'the file is removed once read');
+
+# a bad header: the whole file ignored
+my @bad_headers = (
+	[ 'magic', pack('L5 l', 0x12345678, $version, $nbuckets, $key_size, $counters_size, $nentries) ],
+	[ 'version', pack('L5 l', $magic, $version + 1, $nbuckets, $key_size, $counters_size, $nentries) ],
+	[ 'entry count past capacity', pack('L5 l', $magic, $version, $nbuckets, $key_size, $counters_size, 4096 + 64 + 1) ],
+	[ 'negative entry count', pack('L5 l', $magic, $version, $nbuckets, $key_size, $counters_size, -1) ],
+	[ 'cut inside the header', substr($header, 0, 10) ]);
+for my $case (@bad_headers)
+{
+	my ($what, $h) = @$case;
+	$node->stop;
+	write_file_bytes($file, $h . ($what =~ /cut/ ? '' : $out_bytes));
+	$log_offset = -s $node->logfile;
+	$node->start;
+	is($node->safe_psql('postgres', 'SELECT count(*) FROM ductape.stats'), '0',
+		"a bad header ($what): nothing loaded");
+	ok($node->log_contains(qr/LOG:  ignoring ductape stats file "pg_stat\/ductape_stats\.stat": its header is not one this version writes/, $log_offset),
+		"and a LOG line says it was ignored ($what)");
+}
+
+# a file cut short: the entries before the cut are loaded
+$node->stop;
+write_file_bytes($file, pack('L5 l', $magic, $version, $nbuckets, $key_size, $counters_size, 3)
+	. $pack->(@{ $entry{http} }) . $pack->(@{ $entry{a16} }) . substr($pack->(@{ $entry{a15} }), 0, 100));
+$log_offset = -s $node->logfile;
+$node->start;
+is($node->safe_psql('postgres', $good), '-/-/-:1 fx/a16/dev:1', 'a file cut short: the whole entries are loaded');
+ok($node->log_contains(qr/ductape stats file "pg_stat\/ductape_stats\.stat" is cut short: 2 of 3 entries read/, $log_offset),
+	'and a LOG line says so');
 
 $node->stop;
 done_testing();
