@@ -30,6 +30,16 @@
  * The database's name is known only inside a transaction (a catalog
  * lookup): a process notes it the first time it bumps or publishes inside
  * one, and the slot keeps it for readers, which never touch the catalog.
+ * Slots are keyed by the database's oid, and a name can change (ALTER
+ * DATABASE ... RENAME, refused while anyone is connected to it, so a
+ * process's noted name is current for its whole life): each process
+ * writes the name it noted into its slot when it first finds the slot,
+ * and the worker's every CountersPublish writes it again if it differs.
+ * Writing a name clears it from any other slot that holds it (a database
+ * renamed away, whose processes have not come back yet): no two slots
+ * ever hold the same name, so /metrics never exports one database label
+ * twice; a slot without a name is left out until its database's processes
+ * note the new one.
  *
  *-------------------------------------------------------------------------
  */
@@ -118,6 +128,7 @@ CountersShmemRegister(void)
 
 static int	MySlot = -1;		/* index into slots; -1: not looked up */
 static char MyDbName[NAMEDATALEN];	/* "" until looked up */
+static bool MyNameWritten = false;	/* MyDbName is in the slot */
 
 /* The current database's name, looked up once, inside a transaction. */
 static void
@@ -136,8 +147,29 @@ NoteDatabaseName(void)
 }
 
 /*
+ * Give slot s the name this process noted, and take it from any other slot
+ * holding it (a stale name of a database since renamed).  The lock is held
+ * exclusive.
+ */
+static void
+SetSlotName(CounterSlot *s)
+{
+	int			i;
+
+	for (i = 0; i < DT_COUNTER_DBS; i++)
+	{
+		CounterSlot *o = &Counters->slots[i];
+
+		if (o != s && OidIsValid(o->dbid) && strcmp(o->name, MyDbName) == 0)
+			o->name[0] = '\0';
+	}
+	memcpy(s->name, MyDbName, NAMEDATALEN);
+}
+
+/*
  * The current database's slot, taken if it has none; NULL when every slot
- * is taken (or outside a database).
+ * is taken (or outside a database).  The first time this process finds
+ * its slot after noting the name, the slot gets that name.
  */
 static CounterSlot *
 MyCounterSlot(void)
@@ -150,7 +182,7 @@ MyCounterSlot(void)
 		return NULL;
 	/* the slot keeps its database until the database is gone */
 	if (MySlot >= 0 && Counters->slots[MySlot].dbid == MyDatabaseId &&
-		(Counters->slots[MySlot].name[0] != '\0' || MyDbName[0] == '\0'))
+		(MyNameWritten || MyDbName[0] == '\0'))
 		return &Counters->slots[MySlot];
 
 	LWLockAcquire(Counters->lock, LW_EXCLUSIVE);
@@ -168,8 +200,12 @@ MyCounterSlot(void)
 		s->dbid = MyDatabaseId;
 		s->name[0] = '\0';
 	}
-	if (s != NULL && s->name[0] == '\0' && MyDbName[0] != '\0')
-		memcpy(s->name, MyDbName, NAMEDATALEN);
+	if (s != NULL && MyDbName[0] != '\0')
+	{
+		if (strcmp(s->name, MyDbName) != 0)
+			SetSlotName(s);
+		MyNameWritten = true;
+	}
 	LWLockRelease(Counters->lock);
 	MySlot = s != NULL ? (int) (s - Counters->slots) : -1;
 	return s;
@@ -267,6 +303,19 @@ CountersPublish(const int64 *gauges, TimestampTz at)
 	s = MyCounterSlot();
 	if (s == NULL)
 		return;
+
+	/*
+	 * The slot's name, again: cleared meanwhile if another slot took it
+	 * (which only a stale name can cause), or never written.  An unlocked
+	 * look first; the lock only when it differs.
+	 */
+	if (MyDbName[0] != '\0' && strncmp(s->name, MyDbName, NAMEDATALEN) != 0)
+	{
+		LWLockAcquire(Counters->lock, LW_EXCLUSIVE);
+		if (s->dbid == MyDatabaseId && strcmp(s->name, MyDbName) != 0)
+			SetSlotName(s);
+		LWLockRelease(Counters->lock);
+	}
 	for (i = 0; i < DT_G_COUNT; i++)
 		pg_atomic_write_u64(&s->gauges[i], (uint64) gauges[i]);
 	pg_atomic_write_u64(&s->published_at, (uint64) at);
@@ -295,7 +344,10 @@ CountersForget(Oid dbid)
 	}
 	LWLockRelease(Counters->lock);
 	if (dbid == MyDatabaseId)
+	{
 		MySlot = -1;
+		MyNameWritten = false;
+	}
 }
 
 /* ---- readers ---- */

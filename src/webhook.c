@@ -1353,13 +1353,41 @@ StartDaemon(int *limit)
  * address, each closed after METRICS_IDLE_TIMEOUT_S without traffic.  A
  * client that opens them all and says nothing keeps scrapes out for that
  * long, not webhooks: those have their own daemon and limits.
+ *
+ * The text is made at most once per METRICS_REFRESH_MS and kept: every
+ * scrape in that interval is answered with the same MHD response, which
+ * MHD counts references to (one per connection sending it, one ours); its
+ * buffer is freed (MetricsTextFree) when the last connection is done with
+ * it and a newer text has replaced it.  A new text is not made while an
+ * older one than the current is still being sent (LiveTexts == 2): the
+ * current one is served a little longer.  So however many clients scrape,
+ * the listener formats at most one text per second and holds at most two.
+ * An answer must be sent in full within METRICS_SEND_TIMEOUT_S (Prometheus
+ * gives up on a scrape after 10 s by default); a connection still sending
+ * past that is closed, so a slow reader holds an old text, and the next
+ * refresh, that long at most.
  */
 #define METRICS_MAX_CONNECTIONS 32
 #define METRICS_CONNECTIONS_PER_ADDRESS 8
 #define METRICS_IDLE_TIMEOUT_S 5
+#define METRICS_REFRESH_MS 1000
+#define METRICS_SEND_TIMEOUT_S 10
 
 static MemoryContext MetricsContext = NULL;
 static bool ServingWebhooks = false;
+
+static struct MHD_Response *MetricsResponse = NULL;	/* the current text */
+static int64 MetricsMadeAt = 0;	/* NowMs() it was made */
+static int	LiveTexts = 0;		/* texts not freed yet: the current, an older */
+
+/* a metrics connection: its socket and when its answer was queued (0: none) */
+typedef struct MetricsConn
+{
+	int			fd;				/* -1: slot free */
+	int64		answering_since;
+} MetricsConn;
+
+static MetricsConn MetricsConns[METRICS_MAX_CONNECTIONS];
 
 static enum MHD_Result
 AnswerText(struct MHD_Connection *conn, unsigned int status, const char *content_type,
@@ -1368,7 +1396,8 @@ AnswerText(struct MHD_Connection *conn, unsigned int status, const char *content
 	struct MHD_Response *resp;
 	enum MHD_Result r;
 
-	resp = MHD_create_response_from_buffer(len, (void *) body, MHD_RESPMEM_MUST_COPY);
+	/* bodies are static strings */
+	resp = MHD_create_response_from_buffer(len, (void *) body, MHD_RESPMEM_PERSISTENT);
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
@@ -1377,6 +1406,57 @@ AnswerText(struct MHD_Connection *conn, unsigned int status, const char *content
 	r = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return r;
+}
+
+/* MHD: the last reference to a text is gone (called from MHD_run or our destroy) */
+static void
+MetricsTextFree(void *buf)
+{
+	free(buf);
+	LiveTexts--;
+}
+
+/*
+ * The response to serve now: the kept one while it is younger than
+ * METRICS_REFRESH_MS (or while an older text is still being sent), else a
+ * new text; NULL when it cannot be made (out of memory).
+ */
+static struct MHD_Response *
+MetricsCurrent(void)
+{
+	int64		now = NowMs();
+	StringInfoData out;
+	char	   *buf;
+	struct MHD_Response *resp;
+
+	if (MetricsResponse != NULL &&
+		(now - MetricsMadeAt < METRICS_REFRESH_MS || LiveTexts >= 2))
+		return MetricsResponse;
+
+	MemoryContextSwitchTo(MetricsContext);
+	initStringInfo(&out);
+	MetricsRender(&out, ServingWebhooks);
+	/* kept outside PostgreSQL's contexts, exactly its size; MHD frees it */
+	buf = malloc(Max(out.len, 1));
+	if (buf == NULL)
+		return MetricsResponse;
+	memcpy(buf, out.data, out.len);
+	resp = MHD_create_response_from_buffer_with_free_callback_cls(out.len, buf,
+																  MetricsTextFree, buf);
+	if (resp == NULL)
+	{
+		free(buf);
+		return MetricsResponse;
+	}
+	LiveTexts++;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+							"text/plain; version=0.0.4; charset=utf-8");
+	/* ours goes; connections still sending the old text keep theirs */
+	if (MetricsResponse != NULL)
+		MHD_destroy_response(MetricsResponse);
+	MetricsResponse = resp;
+	MetricsMadeAt = now;
+	return resp;
 }
 
 /*
@@ -1388,7 +1468,8 @@ AnswerText(struct MHD_Connection *conn, unsigned int status, const char *content
 static enum MHD_Result
 HandleMetrics(struct MHD_Connection *conn, const char *url, const char *method)
 {
-	StringInfoData out;
+	struct MHD_Response *resp;
+	const union MHD_ConnectionInfo *ci;
 	enum MHD_Result r;
 
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
@@ -1405,11 +1486,13 @@ HandleMetrics(struct MHD_Connection *conn, const char *url, const char *method)
 		return AnswerText(conn, MHD_HTTP_NOT_FOUND, "text/plain; charset=utf-8",
 						  msg, sizeof(msg) - 1);
 	}
-	MemoryContextSwitchTo(MetricsContext);
-	initStringInfo(&out);
-	MetricsRender(&out, ServingWebhooks);
-	r = AnswerText(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-				   out.data, out.len);
+	resp = MetricsCurrent();
+	if (resp == NULL)
+		return MHD_NO;
+	r = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (r == MHD_YES && ci != NULL && ci->socket_context != NULL)
+		((MetricsConn *) ci->socket_context)->answering_since = NowMs();
 	return r;
 }
 
@@ -1440,6 +1523,73 @@ OnMetricsRequest(void *cls, struct MHD_Connection *conn, const char *url, const 
 	return r;
 }
 
+/* MHD: a metrics request is done (answer sent, or the connection failed) */
+static void
+OnMetricsCompleted(void *cls, struct MHD_Connection *conn, void **req_cls,
+				   enum MHD_RequestTerminationCode toe)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	if (ci != NULL && ci->socket_context != NULL)
+		((MetricsConn *) ci->socket_context)->answering_since = 0;
+}
+
+/* MHD: a metrics connection opens or closes; one slot each (fixed table) */
+static void
+OnMetricsConnection(void *cls, struct MHD_Connection *conn, void **socket_context,
+					enum MHD_ConnectionNotificationCode toe)
+{
+	int			i;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		if (ci == NULL)
+			return;
+		for (i = 0; i < METRICS_MAX_CONNECTIONS; i++)
+			if (MetricsConns[i].fd < 0)
+			{
+				MetricsConns[i].fd = ci->connect_fd;
+				MetricsConns[i].answering_since = 0;
+				*socket_context = &MetricsConns[i];
+				return;
+			}
+		/* more than MHD's own limit: cannot be tracked, so not served */
+		(void) shutdown(ci->connect_fd, SHUT_RDWR);
+	}
+	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL)
+	{
+		((MetricsConn *) *socket_context)->fd = -1;
+		*socket_context = NULL;
+	}
+}
+
+/*
+ * Close the metrics connections still sending an answer queued more than
+ * METRICS_SEND_TIMEOUT_S ago (MHD sees the shutdown at its next run and
+ * lets go of their text).
+ */
+static void
+SweepSlowScrapers(void)
+{
+	int64		now = NowMs();
+	int			i;
+
+	for (i = 0; i < METRICS_MAX_CONNECTIONS; i++)
+		if (MetricsConns[i].fd >= 0 && MetricsConns[i].answering_since != 0 &&
+			now - MetricsConns[i].answering_since > METRICS_SEND_TIMEOUT_S * 1000)
+		{
+			(void) shutdown(MetricsConns[i].fd, SHUT_RDWR);
+			MetricsConns[i].answering_since = 0;
+			ereport(DEBUG1,
+					(errmsg("ductape listener closed a metrics connection still reading its answer after %d s",
+							METRICS_SEND_TIMEOUT_S)));
+		}
+}
+
 static struct MHD_Daemon *
 StartMetricsDaemon(void)
 {
@@ -1451,8 +1601,12 @@ StartMetricsDaemon(void)
 		flags |= MHD_USE_IPv6;
 	MetricsContext = AllocSetContextCreate(TopMemoryContext, "ductape metrics scrape",
 										   ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < METRICS_MAX_CONNECTIONS; i++)
+		MetricsConns[i].fd = -1;
 	d = MHD_start_daemon(flags, 0, NULL, NULL, OnMetricsRequest, NULL,
 						 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+						 MHD_OPTION_NOTIFY_COMPLETED, OnMetricsCompleted, NULL,
+						 MHD_OPTION_NOTIFY_CONNECTION, OnMetricsConnection, NULL,
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) METRICS_IDLE_TIMEOUT_S,
 						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) METRICS_MAX_CONNECTIONS,
 						 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
@@ -1652,7 +1806,10 @@ ductape_listener_main(Datum arg)
 
 		/* scrapes first: they are answered at once, from shared memory */
 		if (md)
+		{
+			SweepSlowScrapers();
 			MHD_run(md);
+		}
 		if (d == NULL)
 			continue;
 

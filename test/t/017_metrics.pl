@@ -3,7 +3,9 @@
 # move when jobs, deliveries and webhook events are decided; the gauges
 # follow the queues; 404 and 405; a database name that needs escaping;
 # health()'s shape, its values, who may call it, and a worker stopped and
-# started again; the gauges' queries read no finished rows (EXPLAIN).
+# started again; the gauges' queries read no finished rows (EXPLAIN); the
+# text is made at most once a second and shared by concurrent scrapes; a
+# renamed database never shows twice.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -277,7 +279,7 @@ SELECT h->>'ok', h->'master_key'->>'readable', h->'master_key'->>'problem', h->'
   FROM ductape.health() h}),
 	'false|false|The file is accessible to other users; it must be mode 0600 or 0640.|the master key file cannot be read: The file is accessible to other users; it must be mode 0600 or 0640.',
 	'a master key file readable by others: not ok, and why');
-like(scrape(), qr/^ductape_master_key_readable 0$/m, '/metrics says it too');
+ok(poll_metric('ductape_master_key_readable', '0', 5), '/metrics says it too (within its second)');
 chmod 0600, $keyfile;
 is($node->safe_psql('postgres', q{SELECT ductape.health()->>'ok'}), 'true', 'ok again once fixed');
 
@@ -290,6 +292,88 @@ ok(poll_metric('ductape_worker_up{database="postgres"}', '0', 10), 'ductape_work
 $node->safe_psql('postgres', "SELECT ductape.dispatch('m', 'ok')");
 ok(poll(q{SELECT (ductape.health()->'worker'->>'up')}, 'true', 30), 'a dispatch starts it again: up');
 ok(poll_metric('ductape_worker_up{database="postgres"}', '1', 10), 'ductape_worker_up is 1 again');
+
+# ---- one text per second, shared by the scrapes in it ----
+
+# A cancel is counted at once (in the backend, at commit).  Within the
+# second after a scrape, another scrape is the same text, so it does not
+# see a cancel made meanwhile; after it, it does.  Tried until the three
+# steps fit well inside the second (a loaded machine may be slow).
+sub cancelled { return value(scrape(), 'ductape_jobs_finished_total{database="postgres",outcome="cancelled"}'); }
+my ($c0, $c1, $fit);
+for (1 .. 10)
+{
+	my $t0 = time;
+	$c0 = cancelled();
+	$node->safe_psql('postgres', "SELECT ductape.cancel(ductape.dispatch('m', 'ok', run_at => now() + interval '1 hour'))");
+	$c1 = cancelled();
+	if (time - $t0 < 0.8) { $fit = 1; last; }
+	usleep(1_100_000);
+}
+SKIP:
+{
+	skip('the machine is too slow to scrape twice within 0.8 s', 1) unless $fit;
+	is($c1, $c0, 'a scrape within the second of the previous one is the same text (the cancel is not in it yet)');
+}
+usleep(1_100_000);
+is(cancelled(), $c0 + 1, 'a second later the text is made again: the cancel shows');
+
+# 8 scrapes at once (the per-address limit), each 0.1 s apart, while
+# cancels commit one after another: the texts they get are the few made
+# each second, not one per scrape.
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my $connstr = $node->connstr('postgres');
+system(qq{(for i in \$(seq 600); do echo "SELECT ductape.cancel(ductape.dispatch('m', 'ok', run_at => now() + interval '1 hour'));"; done) | psql -X -q '$connstr' >/dev/null 2>&1 &});
+my $t0 = time;
+my $curls = join(' ', map { "(sleep 0.$_; curl -s -o $dir/s$_ http://127.0.0.1:$mport/metrics) &" } (0 .. 7));
+for my $round (0 .. 2)
+{
+	system("$curls wait");
+	rename("$dir/s$_", "$dir/r${round}_$_") for (0 .. 7);
+}
+my $elapsed = time - $t0;
+my %bodies;
+for my $f (glob("$dir/r*"))
+{
+	open(my $fh, '<', $f) or die "$f: $!";
+	local $/;
+	my $b = <$fh>;
+	$bodies{$b}++;
+}
+my $distinct = scalar(keys %bodies);
+my $most = int($elapsed) + 2;
+ok($distinct <= $most && $distinct >= 1,
+	"24 scrapes over ${\ sprintf('%.1f', $elapsed)} s while cancels commit got $distinct distinct texts (at most $most)");
+my @counts = sort { $a <=> $b } map { value($_, 'ductape_jobs_finished_total{database="postgres",outcome="cancelled"}') // 0 } keys %bodies;
+cmp_ok($counts[-1], '>', $counts[0], 'and the cancel counter moved from one text to the next');
+poll("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'psql' AND datname = 'postgres' AND pid <> pg_backend_pid()", '0', 60);
+
+# ---- a renamed database never shows twice ----
+
+# A database's slot keeps its oid; a worker that publishes writes the name
+# it has now, and takes that name from any other slot (a database renamed
+# while its processes were gone).
+$node->safe_psql('postgres', 'CREATE DATABASE r1');
+$node->safe_psql('r1', qq{CREATE EXTENSION ductape;
+SELECT ductape.app_define('{"tag": "m", "envs": [{"slug": "dev", "base_url": "$api"}],
+  "actions": [{"tag": "ok", "method": "POST", "resource": "/echo/metrics"}]}')});
+ok(poll_metric('ductape_worker_up{database="r1"}', '1', 30), 'database r1 has its worker');
+my $r1pid = $node->safe_psql('r1', q{SELECT ductape.health()->'worker'->>'pid'});
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($r1pid)");
+ok(poll("SELECT count(*) FROM pg_stat_activity WHERE datname = 'r1'", '0', 30), 'nothing is connected to r1');
+$node->safe_psql('postgres', 'ALTER DATABASE r1 RENAME TO r2; CREATE DATABASE r1');
+$node->safe_psql('r1', 'CREATE EXTENSION ductape');
+ok(poll_metric('ductape_worker_up{database="r1"}', '1', 30), 'the new r1 has its worker');
+my @r1 = scrape() =~ /^ductape_worker_up\{database="r1"\} .*$/mg;
+is(scalar(@r1), 1, 'and r1 is one series, not two (the renamed database lost its old name)');
+$node->safe_psql('r2', "SELECT ductape.dispatch('m', 'ok')");
+ok(poll_metric('ductape_worker_up{database="r2"}', '1', 30), 'once r2\'s worker publishes, it shows as r2');
+my $t = scrape();
+@r1 = $t =~ /^ductape_worker_up\{database="r1"\} .*$/mg;
+my @r2 = $t =~ /^ductape_worker_up\{database="r2"\} .*$/mg;
+is(scalar(@r1) . ' ' . scalar(@r2), '1 1', 'r1 and r2 once each');
+ok(poll_metric('ductape_jobs_finished_total{database="r2",outcome="succeeded"}', '1', 30),
+	'and counts its jobs under its new name');
 
 # ---- the gauges read no finished rows ----
 
