@@ -374,6 +374,7 @@ extern int	WorkerTasks(const WorkerTask *const **tasks);
 extern void WorkerLeaveUninstalled(void) pg_attribute_noreturn();
 extern void WorkerBeginWork(const char *activity);
 extern void WorkerBeginInstalledWork(const char *activity);
+extern void WorkerEnsureInstalled(void);
 extern void WorkerEndWork(void);
 extern bool WorkerTry(void (*work) (void *arg), void *arg, const char *activity, char **error);
 extern char *RunInSubtransaction(void (*fn) (void *), void *arg, int *sqlerrcode);

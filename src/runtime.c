@@ -65,18 +65,25 @@ WorkerEndWork(void)
 }
 
 /*
- * WorkerBeginWork in a database where the extension is installed: when it
- * is not (it was dropped meanwhile), the worker leaves instead.
+ * Inside a unit of work: when the extension is not installed in this
+ * database (it was dropped meanwhile), the worker leaves.
  */
 void
-WorkerBeginInstalledWork(const char *activity)
+WorkerEnsureInstalled(void)
 {
-	WorkerBeginWork(activity);
 	if (!OidIsValid(get_extension_oid("ductape", true)))
 	{
 		WorkerEndWork();
 		WorkerLeaveUninstalled();
 	}
+}
+
+/* WorkerBeginWork in a database where the extension is installed. */
+void
+WorkerBeginInstalledWork(const char *activity)
+{
+	WorkerBeginWork(activity);
+	WorkerEnsureInstalled();
 }
 
 /*

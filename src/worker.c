@@ -369,9 +369,9 @@ FixedArray(Datum *vals, bool *nulls, int n, Oid type, int len, bool byval, char 
  * into the parent (PostgreSQL routes each row to its day's partition),
  * after making sure the batch's days have their partitions (retention.c).
  * (When the extension is not installed here, the worker leaves, dropping
- * them.)  An error is raised to the caller, with the transaction open.
- * ON CONFLICT names no target: the key is (id, at), or id while the SQL
- * objects are still 0.2.0's.
+ * them.)  Called by WorkerTry, inside a unit of work.  ON CONFLICT names
+ * no target: the key is (id, at), or id while the SQL objects are still
+ * 0.2.0's.
  */
 static void
 FlushCalls(DtCallSlot *recs, int n)
@@ -385,7 +385,7 @@ FlushCalls(DtCallSlot *recs, int n)
 	bool	   *nulls[14];
 	Datum		args[14];
 
-	WorkerBeginInstalledWork("ductape: storing call records");
+	WorkerEnsureInstalled();
 	{
 		int32		days[8];
 		int			ndays = 0;
@@ -467,7 +467,6 @@ FlushCalls(DtCallSlot *recs, int n)
 			elog(ERROR, "could not store call records");
 		SPI_finish();
 	}
-	WorkerEndWork();
 }
 
 /*
@@ -517,32 +516,16 @@ CallRecordsReady(long *in_ms)
  * Store the batch in FlushBuffer; on an error, roll back and return false
  * with the error's message in *error.
  */
+static void
+FlushBufferWork(void *arg)
+{
+	FlushCalls(FlushBuffer, FlushCount);
+}
+
 static bool
 FlushPending(char **error)
 {
-	MemoryContext here = CurrentMemoryContext;
-	volatile bool ok = true;
-
-	PG_TRY();
-	{
-		FlushCalls(FlushBuffer, FlushCount);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *ed;
-
-		MemoryContextSwitchTo(here);
-		ed = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(here);
-		*error = pstrdup(ed->message);
-		FreeErrorData(ed);
-		pgstat_report_activity(STATE_IDLE, NULL);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	return WorkerTry(FlushBufferWork, NULL, "ductape: storing call records", error);
 }
 
 static long
