@@ -221,6 +221,11 @@ typedef struct Inbound
 } Inbound;
 
 static MemoryContext ListenerContext = NULL;
+
+/* the metrics daemon's closure, telling OnRequest which daemon it serves */
+static const char MetricsDaemon[] = "metrics";
+static enum MHD_Result HandleMetrics(struct MHD_Connection *conn, const char *url,
+									 const char *method);
 static MemoryContext BatchContext = NULL;
 static Inbound *Ready = NULL;	/* received in full, suspended, unbatched */
 static bool BatchStoredNew = false; /* the batch inserted events */
@@ -537,7 +542,10 @@ HandleRequest(struct MHD_Connection *conn, const char *url, const char *method,
 	return MHD_YES;
 }
 
-/* MHD's access handler: no PostgreSQL error may unwind through MHD. */
+/*
+ * MHD's access handler of both daemons (cls: MetricsDaemon for the
+ * metrics one): no PostgreSQL error may unwind through MHD.
+ */
 static enum MHD_Result
 OnRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 		  const char *version, const char *upload_data, size_t *upload_data_size,
@@ -548,7 +556,10 @@ OnRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 
 	PG_TRY();
 	{
-		r = HandleRequest(conn, url, method, upload_data, upload_data_size, req_cls);
+		if (cls == MetricsDaemon)
+			r = HandleMetrics(conn, url, method);
+		else
+			r = HandleRequest(conn, url, method, upload_data, upload_data_size, req_cls);
 	}
 	PG_CATCH();
 	{
@@ -1425,6 +1436,7 @@ static struct MHD_Response *
 MetricsCurrent(void)
 {
 	int64		now = NowMs();
+	MemoryContext old;
 	StringInfoData out;
 	char	   *buf;
 	struct MHD_Response *resp;
@@ -1433,14 +1445,19 @@ MetricsCurrent(void)
 		(now - MetricsMadeAt < METRICS_REFRESH_MS || LiveTexts >= 2))
 		return MetricsResponse;
 
-	MemoryContextSwitchTo(MetricsContext);
+	/* (a build cut short by an error left its pieces here) */
+	MemoryContextReset(MetricsContext);
+	old = MemoryContextSwitchTo(MetricsContext);
 	initStringInfo(&out);
 	MetricsRender(&out, ServingWebhooks);
+	MemoryContextSwitchTo(old);
 	/* kept outside PostgreSQL's contexts, exactly its size; MHD frees it */
 	buf = malloc(Max(out.len, 1));
+	if (buf != NULL)
+		memcpy(buf, out.data, out.len);
+	MemoryContextReset(MetricsContext);
 	if (buf == NULL)
 		return MetricsResponse;
-	memcpy(buf, out.data, out.len);
 	resp = MHD_create_response_from_buffer_with_free_callback_cls(out.len, buf,
 																  MetricsTextFree, buf);
 	if (resp == NULL)
@@ -1493,33 +1510,6 @@ HandleMetrics(struct MHD_Connection *conn, const char *url, const char *method)
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	if (r == MHD_YES && ci != NULL && ci->socket_context != NULL)
 		((MetricsConn *) ci->socket_context)->answering_since = NowMs();
-	return r;
-}
-
-/* MHD's access handler for the metrics daemon: no error may unwind through MHD. */
-static enum MHD_Result
-OnMetricsRequest(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-				 const char *version, const char *upload_data, size_t *upload_data_size,
-				 void **req_cls)
-{
-	MemoryContext here = CurrentMemoryContext;
-	volatile enum MHD_Result r = MHD_NO;
-
-	PG_TRY();
-	{
-		r = HandleMetrics(conn, url, method);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(here);
-		EmitErrorReport();
-		FlushErrorState();
-		LWLockReleaseAll();
-		r = MHD_NO;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(here);
-	MemoryContextReset(MetricsContext);
 	return r;
 }
 
@@ -1603,7 +1593,7 @@ StartMetricsDaemon(void)
 										   ALLOCSET_DEFAULT_SIZES);
 	for (int i = 0; i < METRICS_MAX_CONNECTIONS; i++)
 		MetricsConns[i].fd = -1;
-	d = MHD_start_daemon(flags, 0, NULL, NULL, OnMetricsRequest, NULL,
+	d = MHD_start_daemon(flags, 0, NULL, NULL, OnRequest, (void *) MetricsDaemon,
 						 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 						 MHD_OPTION_NOTIFY_COMPLETED, OnMetricsCompleted, NULL,
 						 MHD_OPTION_NOTIFY_CONNECTION, OnMetricsConnection, NULL,
