@@ -703,7 +703,10 @@ ALTER FUNCTION ductape._workflow_template_errors(jsonb, text) STRICT;
 -- the same policy and indexes and the same grants, its rows moved into day
 -- partitions (members of the extension, as the worker's are; today's and
 -- the next three days' are made here too, as a fresh install does), the stats
--- view pointed at the new table, the old one dropped.
+-- view pointed at the new table, the old one dropped.  Only the rows within
+-- ductape.call_retention move: 0.2.0 never deleted any, and a partition for
+-- each of years of days, made in this one transaction, ran out of the lock
+-- table (and the worker would have dropped them at its next pass).
 ALTER TABLE ductape.calls RENAME TO calls_0_2_0;
 ALTER TABLE ductape.calls_0_2_0 RENAME CONSTRAINT calls_pkey TO calls_0_2_0_pkey;
 ALTER INDEX ductape.calls_at_idx RENAME TO calls_0_2_0_at_idx;
@@ -736,6 +739,12 @@ DECLARE
     a record;
     d date;
     part text;
+    n bigint;
+    -- the first UTC day the worker keeps (see CallsDropExpired, retention.c)
+    keep_from date := ((pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => coalesce(
+                          (SELECT s.setting::pg_catalog.float8 FROM pg_catalog.pg_settings s
+                            WHERE s.name OPERATOR(pg_catalog.=) 'ductape.call_retention'), 604800)))
+                        AT TIME ZONE 'UTC')::date;
 BEGIN
     -- the roles' grants (grant_usage: SELECT), as they were
     FOR a IN SELECT x.grantee, x.privilege_type, x.is_grantable
@@ -749,6 +758,7 @@ BEGIN
     END LOOP;
     -- a partition for each day that has rows, today and the next three days
     FOR d IN SELECT (c.at AT TIME ZONE 'UTC')::date FROM ductape.calls_0_2_0 c
+              WHERE c.at OPERATOR(pg_catalog.>=) (keep_from::pg_catalog.timestamp AT TIME ZONE 'UTC')
              UNION
              SELECT (pg_catalog.now() AT TIME ZONE 'UTC')::date OPERATOR(pg_catalog.+) k FROM pg_catalog.generate_series(0, 3) k LOOP
         part := 'calls_' OPERATOR(pg_catalog.||) pg_catalog.to_char(d, 'YYYYMMDD');
@@ -757,9 +767,16 @@ BEGIN
                                   pg_catalog.to_char(d OPERATOR(pg_catalog.+) 1, 'YYYY-MM-DD') OPERATOR(pg_catalog.||) ' 00:00:00+00');
         EXECUTE pg_catalog.format('ALTER TABLE ductape.%I ENABLE ROW LEVEL SECURITY', part);
     END LOOP;
+    INSERT INTO ductape.calls SELECT * FROM ductape.calls_0_2_0 c
+     WHERE c.at OPERATOR(pg_catalog.>=) (keep_from::pg_catalog.timestamp AT TIME ZONE 'UTC');
+    SELECT pg_catalog.count(*) INTO n FROM ductape.calls_0_2_0 c
+     WHERE c.at OPERATOR(pg_catalog.<) (keep_from::pg_catalog.timestamp AT TIME ZONE 'UTC');
+    IF n OPERATOR(pg_catalog.>) 0 THEN
+        RAISE NOTICE 'ductape left out % call records older than ductape.call_retention', n
+            USING DETAIL = pg_catalog.format('Records of days before %s (UTC) are not kept by 0.3.0, which stores calls by day and drops the days past ductape.call_retention.', keep_from);
+    END IF;
 END
 $$;
-INSERT INTO ductape.calls SELECT * FROM ductape.calls_0_2_0;
 -- (the same definition, bound to the new table; the stats section below
 -- may replace it)
 CREATE OR REPLACE VIEW ductape.stats WITH (security_invoker = true) AS

@@ -578,3 +578,21 @@ SELECT r,
 \c :suite_db
 DROP DATABASE ductape_upgrade_grants;
 DROP ROLE dt_rv_group, dt_rv_member, dt_rv_narrow;
+
+-- A 0.2.0 database never deleted a call record: years of days.  The update
+-- keeps those within ductape.call_retention (one partition per day) and
+-- leaves out the rest; making a partition for each of 400 days in the
+-- update's transaction ran out of the lock table.
+CREATE DATABASE ductape_upgrade_days;
+\c ductape_upgrade_days
+SET client_min_messages = warning;
+CREATE EXTENSION ductape VERSION '0.2.0';
+INSERT INTO ductape.calls (id, at, method, url, attempts, duration_ms, role)
+SELECT g, now() - make_interval(days => g), 'GET', 'http://example.com/' || g, 1, 1, 'postgres'
+  FROM generate_series(1, 400) g;
+ALTER EXTENSION ductape UPDATE TO '0.3.0';
+RESET client_min_messages;
+SELECT count(*) AS kept, min(id) AS newest_day, max(id) AS oldest_day_kept FROM ductape.calls;
+SELECT count(*) AS partitions FROM pg_inherits WHERE inhparent = 'ductape.calls'::regclass;
+\c :suite_db
+DROP DATABASE ductape_upgrade_days;

@@ -234,9 +234,13 @@ CallsDaysEnsure(const int32 *days, int n)
 
 /*
  * Drop the partitions of ductape.calls whose whole day ended before
- * now - ductape.call_retention (in the caller's transaction).  Only
+ * now - ductape.call_retention (in the caller's transaction), at most
+ * CALLS_DROPS_PER_PASS of them (each holds its locks to the commit; a
+ * retention lowered by months is worked off over a few minutes).  Only
  * partitions named by a date are looked at.
  */
+#define CALLS_DROPS_PER_PASS 30
+
 static int
 CallsDropExpired(void)
 {
@@ -273,7 +277,9 @@ CallsDropExpired(void)
 							 "DROP TABLE ductape.%s", name, name), false, 0);
 		SPI_finish();
 		ereport(DEBUG1, (errmsg("ductape dropped partition ductape.%s", name)));
-		dropped++;
+		/* a bounded number of locks per transaction: the rest next pass */
+		if (++dropped >= CALLS_DROPS_PER_PASS)
+			break;
 	}
 	return dropped;
 }
