@@ -2320,6 +2320,14 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
        AND k.acl IS NOT NULL
 $$;
 
+-- ==== tenants: endpoints and messages of one customer; endpoint_update ====
+-- (section: tenants)
+
+
+-- ==== limits: flow control in shared memory ====
+-- (section: limits)
+
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;
 
 -- (last: after every GRANT and REVOKE above)
