@@ -148,4 +148,5 @@ RESET ROLE;
 DROP OWNED BY lim_app;
 DROP ROLE lim_app;
 DROP FUNCTION lim_wait_deferred(bigint);
+SELECT count(ductape.app_drop(tag, cascade => true)) AS dropped FROM ductape.apps WHERE tag LIKE 'lim-%';
 DROP FUNCTION limit_error(text);

@@ -25,7 +25,10 @@
  *	- counters for ductape.limits.
  * Every request of an app (whether or not it declares limits) goes through
  * its entry, so that a pause holds for all, and in_flight shows what is
- * under way.
+ * under way.  When the table has no room for a new key, a request whose
+ * limit declares a rate or a cap does not go (DT_LIMIT_FULL: fail closed,
+ * so that an API key is never hammered because the table was full); one
+ * without declared limits goes.
  *
  * Locking: the table is split into DT_LIMIT_PARTITIONS partitions of hash
  * chains, each under an LWLock of its own (no lock is shared by every
@@ -70,6 +73,7 @@
 #define DT_LIMIT_SLACK_US 2000	/* a token due this soon counts as there */
 #define DT_LIMIT_MAX_PAUSE_S 3600	/* the longest Retry-After obeyed */
 #define DT_LIMIT_SLOT_NAP_MS 100	/* a slot waiter looks again this often */
+#define DT_LIMIT_FULL_RETRY_MS 1000	/* no room for a declared limit: again */
 
 typedef struct LimitEntry
 {
@@ -305,8 +309,10 @@ TakeEntry(uint32 h)
 
 /*
  * The entry of key, added if need be; NULL when the table is full of busy
- * entries (then nothing is limited: said once per process).  Returns with
- * the partition's lock held in shared mode; the caller releases *lock.
+ * entries (said once per process).  Returns with the partition's lock held
+ * (shared, or exclusive when it had to add the entry: a new entry is idle,
+ * and must not be reclaimed before the caller uses it); the caller does
+ * only spinlock work under it and releases *lock.
  */
 static LimitEntry *
 Find(const DtLimitKey *key, LWLock **lock)
@@ -340,19 +346,18 @@ Find(const DtLimitKey *key, LWLock **lock)
 		e->next = Limits->heads[h % DT_LIMIT_BUCKETS];
 		Limits->heads[h % DT_LIMIT_BUCKETS] = (int32) (e - Limits->entries);
 	}
+	if (e != NULL || WarnedFull)
+		return e;
+
+	/* (no message is raised under the lock) */
 	LWLockRelease(*lock);
-	if (e == NULL && !WarnedFull)
-	{
-		WarnedFull = true;
-		ereport(WARNING,
-				(errmsg("ductape limits table is full"),
-				 errdetail("All %d entries hold requests in flight, waiters or pending pauses; requests to other apps and endpoints are not limited until some are idle.",
-						   DT_LIMIT_CAPACITY)));
-	}
-	/* shared again: the caller's protocol */
+	WarnedFull = true;
+	ereport(WARNING,
+			(errmsg("ductape limits table is full"),
+			 errdetail("All %d entries hold requests in flight, waiters or pauses. Until some are idle, requests of apps and endpoints without an entry wait if they declare a rate or a concurrency cap, and go unlimited if they do not.",
+					   DT_LIMIT_CAPACITY)));
 	LWLockAcquire(*lock, LW_SHARED);
-	e = Lookup(key, h);
-	return e;
+	return NULL;
 }
 
 /* ---- the slots this process holds ---- */
@@ -437,6 +442,12 @@ LimitTryAcquire(DtLimit *l, TimestampTz *until)
 	if (e == NULL)
 	{
 		LWLockRelease(lock);
+		/* a declared limit cannot be kept: nothing goes (not unlimited) */
+		if (l->spec.rate > 0 || l->spec.concurrency > 0)
+		{
+			*until = GetCurrentTimestamp() + DT_LIMIT_FULL_RETRY_MS * 1000;
+			return DT_LIMIT_FULL;
+		}
 		return DT_LIMIT_GO;
 	}
 	now = GetCurrentTimestamp();
@@ -497,8 +508,13 @@ LimitWait(DtLimit *l, DtLimitReason why, TimestampTz until, TimestampTz deadline
 	e = Find(&l->key, &lock);
 	if (e == NULL)
 	{
+		/* the table filled meanwhile: wait without an entry */
 		LWLockRelease(lock);
-		return true;			/* the table filled meanwhile: go */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) Max(1, (end - now + 999) / 1000), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		return GetCurrentTimestamp() < deadline;
 	}
 	SpinLockAcquire(&e->mutex);
 	e->waiting++;
@@ -577,7 +593,7 @@ LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz until)
 	if (e == NULL)
 	{
 		LWLockRelease(lock);
-		return now;
+		return Max(until, now + DT_LIMIT_FULL_RETRY_MS * 1000);
 	}
 	SpinLockAcquire(&e->mutex);
 	if (e->spec.rate > 0)

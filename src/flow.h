@@ -68,7 +68,10 @@ typedef enum DtLimitReason
 	DT_LIMIT_GO,				/* it may: the token and the slot are taken */
 	DT_LIMIT_RATE,				/* no token until *until */
 	DT_LIMIT_PAUSED,			/* the API asked for a pause until *until */
-	DT_LIMIT_SLOTS				/* every slot is taken; no telling when */
+	DT_LIMIT_SLOTS,				/* every slot is taken; no telling when */
+	DT_LIMIT_FULL				/* the limit declares a rate or a cap but
+								 * the table has no room to keep it: not
+								 * sent until it has (fails closed) */
 } DtLimitReason;
 
 extern void LimitsShmemRegister(void);
@@ -99,7 +102,8 @@ extern TimestampTz LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz un
 /*
  * The request ended (status 0: no response): the slot is given back, and
  * a 429 or 503 with Retry-After pauses the app for everyone, a 429 without
- * one slows it.  Safe to call when nothing is held.
+ * one slows it.  retry_after_ms -1: none (or the request's retry policy
+ * says not to respect it).  Safe to call when nothing is held.
  */
 extern void LimitRelease(DtLimit *l, int status, double retry_after_ms);
 

@@ -1096,7 +1096,10 @@ RaiseLimited(DtRequest *req, DtLimitReason why, TimestampTz until, int64 waited_
 	int64		in_ms = Max(0, (until - GetCurrentTimestamp()) / 1000);
 	char	   *detail;
 
-	if (why == DT_LIMIT_PAUSED)
+	if (why == DT_LIMIT_FULL)
+		detail = psprintf("The limit is %s, and ductape's table of limits has no room to keep it (every entry is busy); the call waited %lld ms.",
+						  LimitDescribe(spec), (long long) waited_ms);
+	else if (why == DT_LIMIT_PAUSED)
 		detail = psprintf("The API asked for a pause (HTTP 429 or 503 with Retry-After) until %s, %lld ms from now, later than max_wait_ms (%d ms) allows; the call waited %lld ms.",
 						  timestamptz_to_str(until), (long long) in_ms, spec->max_wait_ms,
 						  (long long) waited_ms);
@@ -1151,7 +1154,7 @@ Execute(DtRequest *req, CallResult *cr)
 			cr->attempts++;
 			Attempt(req, &cr->o, NowMs() + req->timeout_ms);
 			LimitRelease(&req->limit, cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0,
-						 cr->o.retry_after_ms);
+						 req->policy.respect_retry_after ? cr->o.retry_after_ms : -1);
 			if (cr->attempts > req->policy.max || !ShouldRetry(req, &cr->o))
 				break;
 			SleepInterruptible(RetryDelayMs(&req->policy, cr->attempts, cr->o.retry_after_ms));
