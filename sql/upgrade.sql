@@ -209,6 +209,7 @@ RESET ROLE;
 
 -- The update to the current version.
 SELECT count(*) AS calls_before FROM ductape.calls \gset
+SELECT has_column_privilege('dt_up_admin', 'ductape.endpoints', 'url', 'UPDATE') AS admin_updates_url_before;
 ALTER EXTENSION ductape UPDATE;
 SELECT extversion = :'fresh_version' AS current_version FROM pg_extension WHERE extname = 'ductape';
 -- ductape.calls is partitioned by day now: the records made before the
