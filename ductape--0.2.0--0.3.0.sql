@@ -1520,7 +1520,7 @@ BEGIN
         ductape.describe(text, text),
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
-        ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text, text),
         ductape._stats(), ductape._limits(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
@@ -1553,7 +1553,8 @@ BEGIN
         ductape.oauth_set_tokens(text, text, text, integer, text, text),
         ductape.webhook_url(text, text, text, text),
         ductape.webhook_subscribe(text, text, text, regprocedure), ductape.webhook_unsubscribe(bigint),
-        ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
+        ductape.endpoint_create(text, text[], text, text, jsonb, text, integer),
+        ductape.endpoint_update(bigint, text, text[], text, jsonb, integer), ductape.endpoint_secret(bigint),
         ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
         ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
         ductape.message_retry(text, bigint), ductape.health() TO %I', role);
@@ -1572,8 +1573,7 @@ BEGIN
         ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
         ductape._condition_check(text, text), ductape._condition_eval(text, jsonb),
         ductape._deref(jsonb, jsonb, text), ductape._document_parse(text, text),
-        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check(text, text[], jsonb),
-        ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
+        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
         ductape._endpoint_seal(bigint, text), ductape._example_schema(jsonb),
         ductape._import_auth(text, text, text, text), ductape._import_check_exists(text, boolean),
         ductape._import_define(jsonb), ductape._import_refuse(text, text[], text),
@@ -1599,9 +1599,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
         ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
         ductape._secrets TO %I', role);
+    -- (an endpoint is changed with endpoint_update, which checks the change)
     EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
         ductape.endpoints, ductape.workflows, ductape.secrets TO %I', role);
-    EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
 END
 $$;
 
@@ -2323,6 +2323,308 @@ $$;
 
 -- ==== tenants: endpoints and messages of one customer; endpoint_update ====
 -- (section: tenants)
+
+-- Endpoints and messages gain a tenant (a customer of the team: fan-out
+-- stays within one tenant) and endpoints a rate limit and who changed them
+-- last (endpoint_update).  Columns appended, as in 08_events.sql.
+ALTER TABLE ductape.endpoints ADD COLUMN tenant text,
+    ADD COLUMN rate_limit integer CONSTRAINT endpoints_rate_limit_check CHECK (rate_limit > 0),
+    ADD COLUMN updated_by name, ADD COLUMN updated_at timestamptz;
+ALTER TABLE ductape.messages ADD COLUMN tenant text;
+COMMENT ON TABLE ductape.endpoints IS
+    'One row per outbound webhook endpoint (a receiver of published messages); written by the '
+    'endpoint_* functions and the worker, which disables an endpoint answering 410 or failing '
+    'for 5 days. Admins read it; endpoint_update changes it.';
+COMMENT ON COLUMN ductape.endpoints.tenant IS
+    'The customer it belongs to: it receives only the messages published for this tenant; NULL: '
+    'none (it receives the messages published without a tenant). Fixed at creation.';
+COMMENT ON COLUMN ductape.endpoints.rate_limit IS
+    'At most this many deliveries per second to it (the rest wait their turn); NULL: no limit.';
+COMMENT ON COLUMN ductape.endpoints.updated_by IS
+    'The role that last changed it with endpoint_update; NULL: never changed.';
+COMMENT ON COLUMN ductape.endpoints.updated_at IS
+    'When endpoint_update last changed it; NULL: never changed.';
+COMMENT ON COLUMN ductape.messages.tenant IS
+    'The tenant it was published for: only that tenant''s endpoints receive it; NULL: none '
+    '(only endpoints without a tenant receive it).';
+CREATE INDEX endpoints_tenant_idx ON ductape.endpoints (tenant) WHERE enabled;
+
+-- Admins change endpoints with endpoint_update only: the column UPDATE
+-- 0.2.0 gave them (grant_admin) let them set headers and URLs past the
+-- checks.  Taken from every role that holds it; row security refuses it
+-- where a restored dump grants it again.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT x.grantee::regrole AS role, a.attname
+               FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) x
+              WHERE a.attrelid = 'ductape.endpoints'::regclass AND x.privilege_type = 'UPDATE'
+                AND x.grantee <> 0 AND x.grantee <> (SELECT c.relowner FROM pg_catalog.pg_class c
+                                                      WHERE c.oid = 'ductape.endpoints'::regclass)
+              ORDER BY 1, 2
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE UPDATE (%I) ON ductape.endpoints FROM %s', r.attname, r.role);
+    END LOOP;
+END
+$$;
+ALTER TABLE ductape.endpoints ENABLE ROW LEVEL SECURITY;
+CREATE POLICY endpoints_read ON ductape.endpoints FOR SELECT USING (true);
+
+-- Tenant names, and the endpoint checks shared by endpoint_create and
+-- endpoint_update (with the tenant and the rate limit now).
+CREATE FUNCTION ductape._tenant_check(tenant text) RETURNS text
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_tenant_check';
+DROP FUNCTION ductape._endpoint_check(text, text[], jsonb);
+CREATE FUNCTION ductape._endpoint_check(url text, event_types text[], headers jsonb,
+                                        tenant text, rate_limit integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    v jsonb;
+BEGIN
+    IF url IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'endpoint url cannot be NULL';
+    END IF;
+    PERFORM ductape._endpoint_check_url(url);
+    IF event_types IS NULL OR cardinality(event_types) = 0
+       OR EXISTS (SELECT FROM unnest(event_types) t WHERE coalesce(t, '') = '') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'event_types must list at least one non-empty type',
+            HINT = 'Use exact types such as ''invoice.paid'', patterns such as ''invoice.*'', or ''{*}'' for all.';
+    END IF;
+    IF headers IS NULL OR jsonb_typeof(headers) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'endpoint headers must be a JSON object';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(headers) LOOP
+        IF jsonb_typeof(v) <> 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('endpoint header %s must be a string', k);
+        END IF;
+        IF k !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$' OR (v #>> '{}') ~ '[\r\n]' THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('invalid endpoint header %s', k),
+                DETAIL = 'Header names are HTTP tokens, and values cannot contain CR or LF.';
+        END IF;
+        IF lower(k) IN ('webhook-id', 'webhook-timestamp', 'webhook-signature', 'content-type', 'content-length', 'host') THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('endpoint header %s is set by ductape', k);
+        END IF;
+    END LOOP;
+    PERFORM ductape._tenant_check(tenant);
+    IF rate_limit NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('endpoint rate_limit %s is out of range', rate_limit),
+            DETAIL = 'A rate limit is 1 to 100000 deliveries per second.',
+            HINT = 'NULL sets no limit; endpoint_update removes one with rate_limit => 0.';
+    END IF;
+END
+$$;
+
+-- endpoint_create and publish take a tenant (endpoint_create a rate limit
+-- too): the new forms are made next to the old ones, given to every role
+-- that holds an old one directly (endpoint_update goes with
+-- endpoint_create), and the old ones dropped.
+DROP FUNCTION ductape._endpoint_create(text, text[], text, text, jsonb);
+CREATE FUNCTION ductape._endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                        tenant text DEFAULT NULL, rate_limit integer DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    eid bigint;
+    sealed record;
+BEGIN
+    PERFORM ductape._endpoint_check(url, event_types, headers, tenant, rate_limit);
+    eid := nextval(pg_get_serial_sequence('ductape.endpoints', 'id'));
+    sealed := ductape._endpoint_seal(eid, secret);
+    INSERT INTO ductape.endpoints (id, url, event_types, description, headers, secret, key_version, role,
+                                   tenant, rate_limit)
+    VALUES (eid, url, event_types, description, headers, sealed.value, sealed.key_version, ductape._caller(),
+            tenant, rate_limit);
+    RETURN eid;
+END
+$$;
+
+CREATE FUNCTION ductape.endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                        tenant text DEFAULT NULL, rate_limit integer DEFAULT NULL)
+RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller_hidden';
+COMMENT ON FUNCTION ductape.endpoint_create(text,text[],text,text,jsonb,text,integer) IS
+    'Registers an outbound webhook endpoint: url, the event types it receives (exact or * '
+    'patterns), its signing secret (whsec_ and base64; NULL: generated), a description, extra '
+    'headers, the tenant whose messages it receives (NULL: none, fixed) and a rate limit in '
+    'deliveries per second (NULL: none). Returns its id. Admins.';
+
+CREATE FUNCTION ductape._endpoint_update(id bigint, url text DEFAULT NULL, event_types text[] DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                        rate_limit integer DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    e ductape.endpoints := ductape._endpoint_row(id);
+BEGIN
+    e.url := coalesce(url, e.url);
+    e.event_types := coalesce(event_types, e.event_types);
+    e.description := CASE WHEN description IS NULL THEN e.description ELSE nullif(description, '') END;
+    e.headers := coalesce(headers, e.headers);
+    e.rate_limit := CASE WHEN rate_limit IS NULL THEN e.rate_limit ELSE nullif(rate_limit, 0) END;
+    PERFORM ductape._endpoint_check(e.url, e.event_types, e.headers, e.tenant, e.rate_limit);
+    UPDATE ductape.endpoints SET url = e.url, event_types = e.event_types, description = e.description,
+           headers = e.headers, rate_limit = e.rate_limit, updated_by = ductape._caller(), updated_at = now()
+     WHERE endpoints.id = id;
+END
+$$;
+
+CREATE FUNCTION ductape.endpoint_update(id bigint, url text DEFAULT NULL, event_types text[] DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                        rate_limit integer DEFAULT NULL)
+RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller_hidden';
+COMMENT ON FUNCTION ductape.endpoint_update(bigint,text,text[],text,jsonb,integer) IS
+    'Changes an endpoint''s url, event types, description, headers (the whole set) or rate limit; '
+    'NULL leaves a field as it is, description '''' clears it and rate_limit 0 removes the limit. '
+    'Checked as endpoint_create checks; the tenant cannot change. Records who changed it. Admins.';
+
+CREATE FUNCTION ductape.publish(event_type text, payload jsonb, idempotency_key text DEFAULT NULL,
+                                tenant text DEFAULT NULL)
+RETURNS text LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_publish';
+COMMENT ON FUNCTION ductape.publish(text,jsonb,text,text) IS
+    'Publishes a message in the caller''s transaction to every enabled endpoint of the same '
+    'tenant (NULL: the endpoints without one) whose types match; the worker delivers it after '
+    'commit, signed the Standard Webhooks way. Returns the message id; a key the role used '
+    'before returns that message (refused for another tenant). Usage roles.';
+
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        WITH pairs(held, adds) AS (VALUES
+            ('ductape.endpoint_create(text, text[], text, text, jsonb)',
+             'ductape.endpoint_create(text, text[], text, text, jsonb, text, integer)'),
+            ('ductape.endpoint_create(text, text[], text, text, jsonb)',
+             'ductape.endpoint_update(bigint, text, text[], text, jsonb, integer)'),
+            ('ductape.publish(text, jsonb, text)', 'ductape.publish(text, jsonb, text, text)'))
+        SELECT DISTINCT x.grantee::regrole AS role, p.adds
+          FROM pairs p, pg_catalog.pg_proc f, pg_catalog.aclexplode(f.proacl) x
+         WHERE f.oid = p.held::regprocedure AND x.privilege_type = 'EXECUTE'
+           AND x.grantee <> 0 AND x.grantee <> f.proowner
+         ORDER BY 1, 2
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', r.adds, r.role);
+    END LOOP;
+END
+$$;
+DROP FUNCTION ductape.endpoint_create(text, text[], text, text, jsonb);
+DROP FUNCTION ductape.publish(text, jsonb, text);
+
+-- Retries and ductape's operational messages stay within a tenant too.
+CREATE OR REPLACE FUNCTION ductape.message_retry(message_id text, endpoint_id bigint DEFAULT NULL)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    m ductape.messages;
+    ep ductape.endpoints;
+    n integer;
+BEGIN
+    SELECT * INTO m FROM ductape.messages WHERE id = message_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('message %s does not exist', message_id);
+    END IF;
+    IF endpoint_id IS NOT NULL THEN
+        ep := ductape._endpoint_row(endpoint_id);
+        IF ep.tenant IS DISTINCT FROM m.tenant THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('endpoint %s is not an endpoint of the tenant of message %s', endpoint_id, message_id),
+                DETAIL = format('The message was published for %s; the endpoint belongs to %s.',
+                                CASE WHEN m.tenant IS NULL THEN 'no tenant' ELSE format('tenant "%s"', m.tenant) END,
+                                CASE WHEN ep.tenant IS NULL THEN 'no tenant' ELSE format('tenant "%s"', ep.tenant) END),
+                HINT = 'A message goes only to endpoints of the tenant it was published for.';
+        END IF;
+    END IF;
+    INSERT INTO ductape.outbox AS o (message_id, endpoint_id, role)
+    SELECT m.id, e.id, m.role FROM ductape.endpoints e
+     WHERE e.tenant IS NOT DISTINCT FROM m.tenant
+       AND CASE WHEN endpoint_id IS NULL
+                THEN e.enabled AND ductape._endpoint_wants(e.event_types, m.event_type)
+                ELSE e.id = endpoint_id END
+    ON CONFLICT ON CONSTRAINT outbox_message_endpoint DO UPDATE
+       SET state = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL
+     WHERE o.state IN ('succeeded', 'failed');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM ductape._wake_worker();
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ductape.message_retry(text,bigint) IS
+    'Sends a message again with a fresh schedule, to one endpoint or (NULL) to every enabled '
+    'endpoint that matches, of the message''s tenant only; returns how many deliveries it '
+    'queued. Admins.';
+
+CREATE OR REPLACE FUNCTION ductape._alert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    kind text;
+    object text;
+    reason text;
+    payload jsonb;
+    event_type text;
+    msg_id text;
+BEGIN
+    IF TG_TABLE_SCHEMA <> 'ductape' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' OR TG_WHEN <> 'AFTER'
+       OR TG_TABLE_NAME NOT IN ('endpoints', 'jobs', 'webhook_events', 'workflow_runs') THEN
+        RAISE EXCEPTION USING ERRCODE = '39P01',
+            MESSAGE = format('ductape._alert() cannot be used by trigger %s on %I.%I', TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+            DETAIL = 'It fires AFTER UPDATE FOR EACH ROW on ductape.endpoints, jobs, webhook_events and workflow_runs only.';
+    END IF;
+    CASE TG_TABLE_NAME
+    WHEN 'endpoints' THEN
+        kind := 'endpoint.disabled';
+        object := 'endpoint';
+        reason := CASE WHEN NEW.disabled_reason = 'the endpoint answered 410 Gone' THEN 'answered 410 Gone'
+                       WHEN starts_with(NEW.disabled_reason, 'failing continuously since ') THEN 'failing for 5 days'
+                       WHEN starts_with(NEW.disabled_reason, 'disabled by ') THEN 'disabled by an administrator'
+                       ELSE 'disabled' END;
+    WHEN 'jobs' THEN
+        kind := 'job.failed';
+        object := 'job';
+        reason := format('%s after %s attempt%s',
+                         CASE WHEN NEW.error ~ '^HTTP [0-9]{3}$' THEN NEW.error ELSE 'no HTTP status' END,
+                         NEW.attempts, CASE WHEN NEW.attempts = 1 THEN '' ELSE 's' END);
+    WHEN 'webhook_events' THEN
+        kind := 'webhook_event.failed';
+        object := 'webhook_event';
+        reason := format('handlers failed %s time%s', NEW.attempts, CASE WHEN NEW.attempts = 1 THEN '' ELSE 's' END);
+    WHEN 'workflow_runs' THEN
+        kind := 'workflow.failed';
+        object := 'workflow_run';
+        reason := CASE WHEN NEW.state = 'rolled_back' THEN 'a step failed; rolled back'
+                       WHEN starts_with(NEW.error, 'compensation of step ') THEN 'a compensation failed'
+                       WHEN starts_with(NEW.error, 'output: ') THEN 'the output template failed'
+                       WHEN starts_with(NEW.error, 'the workflow engine failed') THEN 'the workflow engine failed'
+                       ELSE 'failed' END;
+    END CASE;
+    payload := jsonb_build_object('kind', kind, 'object', jsonb_build_object('type', object, 'id', NEW.id),
+                                  'reason', reason, 'at', clock_timestamp(), 'database', current_database());
+    PERFORM pg_notify('ductape_alerts', payload::text);
+
+    -- the operational message, when an endpoint wants it (one scan of the
+    -- endpoints, usually a handful of rows, when nobody does): the team's
+    -- own endpoints only, those without a tenant (a customer's endpoint
+    -- never hears of the team's failures), and the message has no tenant
+    event_type := 'ductape.' || kind;
+    IF EXISTS (SELECT FROM ductape.endpoints e
+                WHERE e.enabled AND e.tenant IS NULL AND ductape._endpoint_wants(e.event_types, event_type)) THEN
+        msg_id := 'msg_' || replace(gen_random_uuid()::text, '-', '');
+        INSERT INTO ductape.messages (id, event_type, payload, role, tenant)
+        VALUES (msg_id, event_type, payload, current_user, NULL);
+        INSERT INTO ductape.outbox (message_id, endpoint_id, role)
+        SELECT msg_id, e.id, current_user FROM ductape.endpoints e
+         WHERE e.enabled AND e.tenant IS NULL AND ductape._endpoint_wants(e.event_types, event_type);
+        PERFORM ductape._wake_worker();
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 
 
 -- ==== limits: flow control in shared memory ====

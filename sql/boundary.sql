@@ -91,10 +91,11 @@ SELECT expect_error($$INSERT INTO ductape.outbox (message_id, endpoint_id, role)
 SELECT expect_error($$UPDATE ductape.webhook_events SET role = 'postgres'$$);
 SELECT expect_error($$UPDATE ductape.deliveries SET role = 'postgres'$$);
 SELECT expect_error($$UPDATE ductape.calls SET role = 'postgres'$$);
--- what an admin may still change of an endpoint, and the functions for the rest
+-- an admin changes an endpoint through the functions only
 SELECT ductape.endpoint_create(api() || '/echo/bnd-hook', description => 'first') AS ep \gset
-UPDATE ductape.endpoints SET description = 'second', url = api() || '/echo/bnd-hook2' WHERE id = :ep;
-SELECT description, role FROM ductape.endpoints WHERE id = :ep;
+SELECT expect_error(format($$UPDATE ductape.endpoints SET description = 'second' WHERE id = %s$$, :ep));
+SELECT ductape.endpoint_update(:ep, description => 'second', url => api() || '/echo/bnd-hook2');
+SELECT description, role, updated_by FROM ductape.endpoints WHERE id = :ep;
 SELECT ductape.endpoint_disable(:ep);
 SELECT enabled, disabled_reason FROM ductape.endpoints WHERE id = :ep;
 SELECT ductape.endpoint_delete(:ep);

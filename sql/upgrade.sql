@@ -209,6 +209,7 @@ RESET ROLE;
 
 -- The update to the current version.
 SELECT count(*) AS calls_before FROM ductape.calls \gset
+SELECT has_column_privilege('dt_up_admin', 'ductape.endpoints', 'url', 'UPDATE') AS admin_updates_url_before;
 ALTER EXTENSION ductape UPDATE;
 SELECT extversion = :'fresh_version' AS current_version FROM pg_extension WHERE extname = 'ductape';
 -- ductape.calls is partitioned by day now: the records made before the
@@ -289,6 +290,15 @@ SELECT ductape.run('up', 'echo', '{"n": 3}')->>'path' AS path_as_usage_role,
 RESET ROLE;
 SELECT state, input FROM ductape.jobs WHERE id = :job_id;
 SELECT url LIKE '%/echo/hook' AS endpoint_kept, description FROM ductape.endpoints WHERE id = :endpoint_id;
+-- it has no tenant (it keeps receiving what is published without one); the
+-- admin granted under 0.1.0 changes it with endpoint_update, no longer by
+-- UPDATE, and the usage role publishes with the new signature
+SELECT tenant, rate_limit FROM ductape.endpoints WHERE id = :endpoint_id;
+SELECT has_column_privilege('dt_up_admin', 'ductape.endpoints', 'url', 'UPDATE') AS admin_updates_url,
+       has_function_privilege('dt_up_admin', 'ductape.endpoint_update(bigint, text, text[], text, jsonb, integer)', 'EXECUTE') AS admin_endpoint_update,
+       has_function_privilege('dt_up_admin', 'ductape.endpoint_create(text, text[], text, text, jsonb, text, integer)', 'EXECUTE') AS admin_endpoint_create,
+       has_function_privilege('dt_up_user', 'ductape.publish(text, jsonb, text, text)', 'EXECUTE') AS user_publish,
+       has_function_privilege('dt_up_user', 'ductape.endpoint_update(bigint, text, text[], text, jsonb, integer)', 'EXECUTE') AS user_endpoint_update;
 -- a workflow defined before 0.3.0 does not say who defined it: the update
 -- warned, its sql step fails until it is defined again, then runs as the definer
 SELECT ductape.workflow_start('up-flow') AS old_run \gset
@@ -572,7 +582,7 @@ SELECT r,
        has_function_privilege(r, 'ductape.secret_get(text)', 'EXECUTE') AS secret_get,
        has_function_privilege(r, 'ductape.app_define(jsonb)', 'EXECUTE') AS app_define,
        has_function_privilege(r, 'ductape.action_drop(text, text, boolean)', 'EXECUTE') AS action_drop,
-       has_function_privilege(r, 'ductape.publish(text, jsonb, text)', 'EXECUTE') AS publish,
+       has_function_privilege(r, 'ductape.publish(text, jsonb, text, text)', 'EXECUTE') AS publish,
        has_table_privilege(r, 'ductape.calls', 'SELECT') AS calls
   FROM unnest(ARRAY['dt_rv_member', 'dt_rv_narrow']) r ORDER BY r;
 \c :suite_db

@@ -60,6 +60,7 @@ PG_FUNCTION_INFO_V1(dt_endpoint_secret);
 PG_FUNCTION_INFO_V1(dt_endpoint_check_url);
 PG_FUNCTION_INFO_V1(dt_wake_worker);
 PG_FUNCTION_INFO_V1(dt_publish);
+PG_FUNCTION_INFO_V1(dt_tenant_check);
 
 #define DELIVERY_TIMEOUT_MS 15000
 #define RESPONSE_EXCERPT 1024
@@ -233,10 +234,60 @@ dt_wake_worker(PG_FUNCTION_ARGS)
 
 /* ---- publish ---- */
 
-static SPIPlanPtr InsertMessagePlan = NULL;
-static SPIPlanPtr InsertKeyedMessagePlan = NULL;
-static SPIPlanPtr ExistingMessagePlan = NULL;
-static SPIPlanPtr FanOutPlan = NULL;
+#define TENANT_MAX_CHARS 200
+
+/*
+ * A tenant name: 1 to 200 characters, none of them a control character
+ * (C0 and DEL; C1 too in a UTF-8 database).  endpoint_create and
+ * endpoint_update check theirs through _tenant_check, publish here.
+ */
+static void
+TenantCheck(const char *tenant)
+{
+	const unsigned char *p = (const unsigned char *) tenant;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	int			chars = 0;
+
+	if (*p == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tenant cannot be empty"),
+				 errhint("Pass NULL for no tenant.")));
+	while (*p != '\0')
+	{
+		int			len = pg_mblen((const char *) p);
+		pg_wchar	c = utf8 ? utf8_to_unicode(p) : (len == 1 ? *p : 0xA0);
+
+		if (c < 0x20 || (c >= 0x7F && c <= 0x9F))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("tenant cannot contain control characters"),
+					 errdetail("Character %d of the tenant is U+%04X.", chars + 1, (unsigned int) c),
+					 errhint("Name a tenant with printable characters, such as your customer's id.")));
+		chars++;
+		p += len;
+	}
+	if (chars > TENANT_MAX_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tenant is too long"),
+				 errdetail("A tenant is at most %d characters; this one has %d.", TENANT_MAX_CHARS, chars)));
+}
+
+/* _tenant_check(tenant): the tenant, checked (NULL: none, returned as is). */
+Datum
+dt_tenant_check(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	TenantCheck(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/* [keyed][with a tenant column]; the plans publish keeps */
+static SPIPlanPtr InsertMessagePlan[2][2];
+static SPIPlanPtr ExistingMessagePlan[2];
+static SPIPlanPtr FanOutPlan[3];	/* no tenant column, tenant NULL, a tenant */
 
 static SPIPlanPtr
 KeptPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
@@ -253,18 +304,38 @@ KeptPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 	return *plan;
 }
 
+#define EXISTING_MESSAGE \
+	" FROM ductape.messages " \
+	"WHERE idempotency_key OPERATOR(pg_catalog.=) $1 AND role OPERATOR(pg_catalog.=) $2"
+#define FAN_OUT_INSERT \
+	"INSERT INTO ductape.outbox (message_id, endpoint_id, role) " \
+	"SELECT $1, e.id, $3 FROM ductape.endpoints e WHERE e.enabled "
+#define FAN_OUT_TYPES \
+	" AND EXISTS (SELECT FROM pg_catalog.unnest(e.event_types) t WHERE ductape._type_matches($2, t))"
+
 /*
- * publish(event_type, payload, idempotency_key): store the message and its
- * deliveries in the caller's transaction; returns the message id.  A key
- * already used returns that message's id and publishes nothing.  Runs as
- * the extension's owner (the caller cannot read endpoints), recording the
+ * publish(event_type, payload, idempotency_key, tenant): store the message
+ * and its deliveries in the caller's transaction; returns the message id.
+ * The deliveries go to the enabled endpoints of the same tenant (without
+ * one: to the endpoints without one) whose types match; two plans, not one
+ * with IS NOT DISTINCT FROM, so that both can use endpoints_tenant_idx.  A
+ * key already used returns that message's id and publishes nothing; for
+ * another tenant it is refused (22023), since the caller would be told
+ * that a message reached customers it never reached.  Runs as the
+ * extension's owner (the caller cannot read endpoints), recording the
  * caller's role.
+ *
+ * Called through the 3-argument declaration of SQL objects older than
+ * 0.3.0 (the library is replaced before ALTER EXTENSION UPDATE), there is
+ * no tenant column yet: the plans of that version are used.
  */
 Datum
 dt_publish(PG_FUNCTION_ARGS)
 {
 	char	   *type;
 	char	   *key = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	bool		tenants = PG_NARGS() > 3;
+	char	   *tenant = tenants && !PG_ARGISNULL(3) ? text_to_cstring(PG_GETARG_TEXT_PP(3)) : NULL;
 	NameData	role;
 	unsigned char raw[16];
 	char	   *msg_id;
@@ -295,6 +366,8 @@ dt_publish(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("idempotency_key cannot be empty"),
 				 errhint("Pass NULL for none.")));
+	if (tenant != NULL)
+		TenantCheck(tenant);
 	if (!pg_strong_random(raw, sizeof(raw)))
 		ereport(ERROR, (errmsg("could not generate a message id")));
 	msg_id = palloc(4 + 2 * sizeof(raw) + 1);
@@ -306,9 +379,27 @@ dt_publish(PG_FUNCTION_ARGS)
 	ElevateBegin(&elevated);
 	SPI_connect();
 	{
-		Oid			types[5] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, NAMEOID};
-		Datum		args[5];
-		char		nulls[5] = "     ";
+		/*
+		 * [keyed][with a tenant column] (without a key there is nothing to
+		 * conflict on: a plain insert)
+		 */
+		static const char *const insert_sql[2][2] = {
+			{
+				"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
+				"VALUES ($1, $2, $3, $4, $5)",
+				"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role, tenant) "
+				"VALUES ($1, $2, $3, $4, $5, $6)"
+			},
+			{
+				"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
+				"VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+				"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role, tenant) "
+				"VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+			}
+		};
+		Oid			types[6] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, NAMEOID, TEXTOID};
+		Datum		args[6];
+		char		nulls[6] = "      ";
 
 		args[0] = CStringGetTextDatum(msg_id);
 		args[1] = CStringGetTextDatum(type);
@@ -316,48 +407,59 @@ dt_publish(PG_FUNCTION_ARGS)
 		args[3] = key ? CStringGetTextDatum(key) : (Datum) 0;
 		nulls[3] = key ? ' ' : 'n';
 		args[4] = NameGetDatum(&role);
-		/* (without a key there is nothing to conflict on: a plain insert) */
-		if (SPI_execute_plan(key ? KeptPlan(&InsertKeyedMessagePlan,
-											"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
-											"VALUES ($1, $2, $3, $4, $5) "
-											"ON CONFLICT DO NOTHING",
-											5, types)
-							 : KeptPlan(&InsertMessagePlan,
-										"INSERT INTO ductape.messages (id, event_type, payload, idempotency_key, role) "
-										"VALUES ($1, $2, $3, $4, $5)",
-										5, types),
+		args[5] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+		nulls[5] = tenant ? ' ' : 'n';
+		if (SPI_execute_plan(KeptPlan(&InsertMessagePlan[key != NULL][tenants],
+									  insert_sql[key != NULL][tenants], tenants ? 6 : 5, types),
 							 args, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not store the message");
 		if (SPI_processed == 0)
 		{
 			/*
 			 * this role used the key: that message's id, nothing more (keys
-			 * are scoped per role: another role's never matches)
+			 * are scoped per role: another role's never matches), if it was
+			 * published for the same tenant
 			 */
 			Oid			key_types[2] = {TEXTOID, NAMEOID};
 			Datum		key_args[2] = {args[3], args[4]};
+			char	   *existing;
+			char	   *existing_tenant;
 
-			if (SPI_execute_plan(KeptPlan(&ExistingMessagePlan,
-										  "SELECT id FROM ductape.messages "
-										  "WHERE idempotency_key OPERATOR(pg_catalog.=) $1 AND role OPERATOR(pg_catalog.=) $2",
+			if (SPI_execute_plan(KeptPlan(&ExistingMessagePlan[tenants],
+										  tenants ? "SELECT id, tenant" EXISTING_MESSAGE
+										  : "SELECT id, NULL::pg_catalog.text" EXISTING_MESSAGE,
 										  2, key_types),
 								 key_args, NULL, true, 1) != SPI_OK_SELECT)
 				elog(ERROR, "could not read the message of idempotency key \"%s\"", key);
 			if (SPI_processed != 1)
 				IdempotencyKeyTaken("message");
-			result = MemoryContextStrdup(here, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+			existing = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			existing_tenant = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+			if ((existing_tenant == NULL) != (tenant == NULL) ||
+				(tenant != NULL && strcmp(existing_tenant, tenant) != 0))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("idempotency key \"%s\" was used for a message of another tenant", key),
+						 errdetail("This role published message %s with this key for %s; this call names %s.",
+								   existing,
+								   existing_tenant ? psprintf("tenant \"%s\"", existing_tenant) : "no tenant",
+								   tenant ? psprintf("tenant \"%s\"", tenant) : "no tenant"),
+						 errhint("Idempotency keys are per role, not per tenant: make each key unique across tenants, for example by including the tenant in it.")));
+			result = MemoryContextStrdup(here, existing);
 		}
 		else
 		{
-			Oid			fan_types[3] = {TEXTOID, TEXTOID, NAMEOID};
-			Datum		fan_args[3] = {args[0], args[1], args[4]};
+			/* [no tenant column, tenant NULL, a tenant] */
+			static const char *const fan_sql[3] = {
+				FAN_OUT_INSERT FAN_OUT_TYPES,
+				FAN_OUT_INSERT "AND e.tenant IS NULL" FAN_OUT_TYPES,
+				FAN_OUT_INSERT "AND e.tenant OPERATOR(pg_catalog.=) $4" FAN_OUT_TYPES
+			};
+			int			which = !tenants ? 0 : tenant == NULL ? 1 : 2;
+			Oid			fan_types[4] = {TEXTOID, TEXTOID, NAMEOID, TEXTOID};
+			Datum		fan_args[4] = {args[0], args[1], args[4], args[5]};
 
-			if (SPI_execute_plan(KeptPlan(&FanOutPlan,
-										  "INSERT INTO ductape.outbox (message_id, endpoint_id, role) "
-										  "SELECT $1, e.id, $3 FROM ductape.endpoints e "
-										  " WHERE e.enabled AND EXISTS (SELECT FROM pg_catalog.unnest(e.event_types) t "
-										  "                              WHERE ductape._type_matches($2, t))",
-										  3, fan_types),
+			if (SPI_execute_plan(KeptPlan(&FanOutPlan[which], fan_sql[which], which == 2 ? 4 : 3, fan_types),
 								 fan_args, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not store the deliveries");
 			if (SPI_processed > 0)

@@ -3,9 +3,15 @@
 -- Endpoints, published messages, their deliveries (Standard Webhooks,
 -- signed) and every attempt.  publish and the delivery worker are in C
 -- (src/events.c).  Tables that say whom something runs as are written only
--- through ductape's functions: admins keep SELECT on them (and UPDATE of an
--- endpoint's url, event types, description and headers), the functions that
--- write them run as the extension's owner.
+-- through ductape's functions: admins keep SELECT on them (an endpoint is
+-- changed with endpoint_update, which checks what it is given), the
+-- functions that write them run as the extension's owner.
+--
+-- Tenants: an endpoint created for a tenant (a customer of the team) gets
+-- only the messages published for that tenant, and one without a tenant
+-- only those published without one (the team's own, and ductape's
+-- operational messages).  The tenant of an endpoint is fixed at creation:
+-- moving it would hand one customer's retries and history to another.
 
 ---------------------------------------------------------------------------
 -- Tables
@@ -30,12 +36,16 @@ CREATE TABLE ductape.endpoints (
     disabled_at     timestamptz,
     failing_since   timestamptz,         -- first failure since the last success
     role            name NOT NULL DEFAULT current_user,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    tenant          text,                -- NULL: none (the team's own)
+    rate_limit      integer CONSTRAINT endpoints_rate_limit_check CHECK (rate_limit > 0),
+    updated_by      name,
+    updated_at      timestamptz
 );
 COMMENT ON TABLE ductape.endpoints IS
     'One row per outbound webhook endpoint (a receiver of published messages); written by the '
     'endpoint_* functions and the worker, which disables an endpoint answering 410 or failing '
-    'for 5 days. Admins read it and may update url, event_types, description and headers.';
+    'for 5 days. Admins read it; endpoint_update changes it.';
 COMMENT ON COLUMN ductape.endpoints.id IS 'The endpoint id endpoint_create returns.';
 COMMENT ON COLUMN ductape.endpoints.url IS
     'Where messages are POSTed (http or https, under the egress policy).';
@@ -61,6 +71,23 @@ COMMENT ON COLUMN ductape.endpoints.failing_since IS
     'The first failure since the last success; NULL: not failing.';
 COMMENT ON COLUMN ductape.endpoints.role IS 'The role that created it.';
 COMMENT ON COLUMN ductape.endpoints.created_at IS 'When it was created.';
+COMMENT ON COLUMN ductape.endpoints.tenant IS
+    'The customer it belongs to: it receives only the messages published for this tenant; NULL: '
+    'none (it receives the messages published without a tenant). Fixed at creation.';
+COMMENT ON COLUMN ductape.endpoints.rate_limit IS
+    'At most this many deliveries per second to it (the rest wait their turn); NULL: no limit.';
+COMMENT ON COLUMN ductape.endpoints.updated_by IS
+    'The role that last changed it with endpoint_update; NULL: never changed.';
+COMMENT ON COLUMN ductape.endpoints.updated_at IS
+    'When endpoint_update last changed it; NULL: never changed.';
+-- fan-out reads the enabled endpoints of one tenant (or of none)
+CREATE INDEX endpoints_tenant_idx ON ductape.endpoints (tenant) WHERE enabled;
+-- Written by ductape's functions (the owner) only, whatever was granted: a
+-- dump of a 0.2.0 database restored into this version carries 0.2.0's
+-- grant of UPDATE on some columns to its admins, which would let them set
+-- headers and URLs past the checks of endpoint_update.
+ALTER TABLE ductape.endpoints ENABLE ROW LEVEL SECURITY;
+CREATE POLICY endpoints_read ON ductape.endpoints FOR SELECT USING (true);
 
 -- What was published: one row per message.
 CREATE TABLE ductape.messages (
@@ -69,7 +96,8 @@ CREATE TABLE ductape.messages (
     payload         jsonb NOT NULL,
     idempotency_key text,
     role            name NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    tenant          text                 -- NULL: none
 );
 COMMENT ON TABLE ductape.messages IS
     'One row per published message (outbound event); written by publish, deleted once older '
@@ -85,6 +113,9 @@ COMMENT ON COLUMN ductape.messages.idempotency_key IS
 COMMENT ON COLUMN ductape.messages.role IS
     'The role that published it; usage roles see the rows of their own role.';
 COMMENT ON COLUMN ductape.messages.created_at IS 'When it was published.';
+COMMENT ON COLUMN ductape.messages.tenant IS
+    'The tenant it was published for: only that tenant''s endpoints receive it; NULL: none '
+    '(only endpoints without a tenant receive it).';
 -- Idempotency keys are per role.
 CREATE UNIQUE INDEX messages_idempotency_key_idx ON ductape.messages (role, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -192,7 +223,16 @@ LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_endpoint_check_url';
 CREATE FUNCTION ductape._signature_standard(secret text, msg_id text, ts bigint, body text) RETURNS text
 LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'dt_signature_standard';
 
-CREATE FUNCTION ductape._endpoint_check(url text, event_types text[], headers jsonb) RETURNS void
+-- A tenant name (NULL: none): 22023 unless it is 1 to 200 characters
+-- without control characters; returns it.  publish applies the same rule
+-- (in C, the same code).
+CREATE FUNCTION ductape._tenant_check(tenant text) RETURNS text
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_tenant_check';
+
+-- What an endpoint may be, for endpoint_create and endpoint_update alike
+-- (update passes the endpoint as it would be after the change).
+CREATE FUNCTION ductape._endpoint_check(url text, event_types text[], headers jsonb,
+                                        tenant text, rate_limit integer) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k text;
@@ -222,36 +262,49 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('endpoint header %s is set by ductape', k);
         END IF;
     END LOOP;
+    PERFORM ductape._tenant_check(tenant);
+    IF rate_limit NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('endpoint rate_limit %s is out of range', rate_limit),
+            DETAIL = 'A rate limit is 1 to 100000 deliveries per second.',
+            HINT = 'NULL sets no limit; endpoint_update removes one with rate_limit => 0.';
+    END IF;
 END
 $$;
 
--- endpoint_create and endpoint_disable record their caller through the C
--- proxy (see 07_webhooks.sql); endpoint_create's proxy never logs the
--- statement of an error (the arguments may hold the secret).
+-- endpoint_create, endpoint_update and endpoint_disable record their caller
+-- through the C proxy (see 07_webhooks.sql); the proxies of endpoint_create
+-- and endpoint_update never log the statement of an error (the arguments
+-- may hold the secret, or a credential in a header).
 CREATE FUNCTION ductape._endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
-                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}')
+                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                        tenant text DEFAULT NULL, rate_limit integer DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     eid bigint;
     sealed record;
 BEGIN
-    PERFORM ductape._endpoint_check(url, event_types, headers);
+    PERFORM ductape._endpoint_check(url, event_types, headers, tenant, rate_limit);
     eid := nextval(pg_get_serial_sequence('ductape.endpoints', 'id'));
     sealed := ductape._endpoint_seal(eid, secret);
-    INSERT INTO ductape.endpoints (id, url, event_types, description, headers, secret, key_version, role)
-    VALUES (eid, url, event_types, description, headers, sealed.value, sealed.key_version, ductape._caller());
+    INSERT INTO ductape.endpoints (id, url, event_types, description, headers, secret, key_version, role,
+                                   tenant, rate_limit)
+    VALUES (eid, url, event_types, description, headers, sealed.value, sealed.key_version, ductape._caller(),
+            tenant, rate_limit);
     RETURN eid;
 END
 $$;
 
 CREATE FUNCTION ductape.endpoint_create(url text, event_types text[] DEFAULT '{*}', secret text DEFAULT NULL,
-                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}')
+                                        description text DEFAULT NULL, headers jsonb DEFAULT '{}',
+                                        tenant text DEFAULT NULL, rate_limit integer DEFAULT NULL)
 RETURNS bigint LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller_hidden';
-COMMENT ON FUNCTION ductape.endpoint_create(text,text[],text,text,jsonb) IS
+COMMENT ON FUNCTION ductape.endpoint_create(text,text[],text,text,jsonb,text,integer) IS
     'Registers an outbound webhook endpoint: url, the event types it receives (exact or * '
-    'patterns), its signing secret (whsec_ and base64; NULL: generated), a description and '
-    'extra headers. Returns its id. Admins.';
+    'patterns), its signing secret (whsec_ and base64; NULL: generated), a description, extra '
+    'headers, the tenant whose messages it receives (NULL: none, fixed) and a rate limit in '
+    'deliveries per second (NULL: none). Returns its id. Admins.';
 
 CREATE FUNCTION ductape._endpoint_row(id bigint) RETURNS ductape.endpoints
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -266,6 +319,38 @@ BEGIN
     RETURN e;
 END
 $$;
+
+-- Change an endpoint: NULL leaves a field as it is; description '' clears
+-- it, rate_limit 0 removes the limit.  The endpoint as it would be is
+-- checked as endpoint_create checks a new one; the tenant cannot change.
+CREATE FUNCTION ductape._endpoint_update(id bigint, url text DEFAULT NULL, event_types text[] DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                        rate_limit integer DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    e ductape.endpoints := ductape._endpoint_row(id);
+BEGIN
+    e.url := coalesce(url, e.url);
+    e.event_types := coalesce(event_types, e.event_types);
+    e.description := CASE WHEN description IS NULL THEN e.description ELSE nullif(description, '') END;
+    e.headers := coalesce(headers, e.headers);
+    e.rate_limit := CASE WHEN rate_limit IS NULL THEN e.rate_limit ELSE nullif(rate_limit, 0) END;
+    PERFORM ductape._endpoint_check(e.url, e.event_types, e.headers, e.tenant, e.rate_limit);
+    UPDATE ductape.endpoints SET url = e.url, event_types = e.event_types, description = e.description,
+           headers = e.headers, rate_limit = e.rate_limit, updated_by = ductape._caller(), updated_at = now()
+     WHERE endpoints.id = id;
+END
+$$;
+
+CREATE FUNCTION ductape.endpoint_update(id bigint, url text DEFAULT NULL, event_types text[] DEFAULT NULL,
+                                        description text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                        rate_limit integer DEFAULT NULL)
+RETURNS void LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_as_caller_hidden';
+COMMENT ON FUNCTION ductape.endpoint_update(bigint,text,text[],text,jsonb,integer) IS
+    'Changes an endpoint''s url, event types, description, headers (the whole set) or rate limit; '
+    'NULL leaves a field as it is, description '''' clears it and rate_limit 0 removes the limit. '
+    'Checked as endpoint_create checks; the tenant cannot change. Records who changed it. Admins.';
 
 CREATE FUNCTION ductape.endpoint_secret(id bigint) RETURNS text
 LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'dt_endpoint_secret';
@@ -340,12 +425,14 @@ COMMENT ON FUNCTION ductape.endpoint_delete(bigint) IS
 -- Messages
 ---------------------------------------------------------------------------
 
-CREATE FUNCTION ductape.publish(event_type text, payload jsonb, idempotency_key text DEFAULT NULL)
+CREATE FUNCTION ductape.publish(event_type text, payload jsonb, idempotency_key text DEFAULT NULL,
+                                tenant text DEFAULT NULL)
 RETURNS text LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_publish';
-COMMENT ON FUNCTION ductape.publish(text,jsonb,text) IS
-    'Publishes a message in the caller''s transaction to every enabled endpoint whose types '
-    'match; the worker delivers it after commit, signed the Standard Webhooks way. Returns the '
-    'message id; a key the role used before returns that message. Usage roles.';
+COMMENT ON FUNCTION ductape.publish(text,jsonb,text,text) IS
+    'Publishes a message in the caller''s transaction to every enabled endpoint of the same '
+    'tenant (NULL: the endpoints without one) whose types match; the worker delivers it after '
+    'commit, signed the Standard Webhooks way. Returns the message id; a key the role used '
+    'before returns that message (refused for another tenant). Usage roles.';
 
 -- Does an endpoint subscribed to these types and patterns want a message of
 -- this type?  ductape's operational types ("ductape.job.failed", see
@@ -363,11 +450,14 @@ COMMENT ON FUNCTION ductape._endpoint_wants(text[], text) IS
 
 -- Deliver a message again, to one endpoint or to every enabled endpoint
 -- that wants its type, with a fresh retry schedule.  Returns how many.
+-- Only endpoints of the message's tenant (or, without one, endpoints
+-- without one): a named endpoint of another tenant is refused.
 CREATE FUNCTION ductape.message_retry(message_id text, endpoint_id bigint DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     m ductape.messages;
+    ep ductape.endpoints;
     n integer;
 BEGIN
     SELECT * INTO m FROM ductape.messages WHERE id = message_id;
@@ -375,11 +465,20 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('message %s does not exist', message_id);
     END IF;
     IF endpoint_id IS NOT NULL THEN
-        PERFORM ductape._endpoint_row(endpoint_id);
+        ep := ductape._endpoint_row(endpoint_id);
+        IF ep.tenant IS DISTINCT FROM m.tenant THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('endpoint %s is not an endpoint of the tenant of message %s', endpoint_id, message_id),
+                DETAIL = format('The message was published for %s; the endpoint belongs to %s.',
+                                CASE WHEN m.tenant IS NULL THEN 'no tenant' ELSE format('tenant "%s"', m.tenant) END,
+                                CASE WHEN ep.tenant IS NULL THEN 'no tenant' ELSE format('tenant "%s"', ep.tenant) END),
+                HINT = 'A message goes only to endpoints of the tenant it was published for.';
+        END IF;
     END IF;
     INSERT INTO ductape.outbox AS o (message_id, endpoint_id, role)
     SELECT m.id, e.id, m.role FROM ductape.endpoints e
-     WHERE CASE WHEN endpoint_id IS NULL
+     WHERE e.tenant IS NOT DISTINCT FROM m.tenant
+       AND CASE WHEN endpoint_id IS NULL
                 THEN e.enabled AND ductape._endpoint_wants(e.event_types, m.event_type)
                 ELSE e.id = endpoint_id END
     ON CONFLICT ON CONSTRAINT outbox_message_endpoint DO UPDATE
@@ -394,7 +493,8 @@ END
 $$;
 COMMENT ON FUNCTION ductape.message_retry(text,bigint) IS
     'Sends a message again with a fresh schedule, to one endpoint or (NULL) to every enabled '
-    'endpoint that matches; returns how many deliveries it queued. Admins.';
+    'endpoint that matches, of the message''s tenant only; returns how many deliveries it '
+    'queued. Admins.';
 
 -- pg_dump keeps the endpoints (and the counter behind their ids).
 SELECT pg_catalog.pg_extension_config_dump('ductape.endpoints', '');

@@ -4,9 +4,10 @@
 -- twice, in the transaction that records it (rolled back: nobody hears):
 --   - NOTIFY on channel ductape_alerts with a short JSON payload;
 --   - an operational message of type ductape.<kind>, published to the
---     outbound endpoints whose event_types name it (ductape.* or the exact
---     type; "*" does not match them, see _endpoint_wants in 08_events.sql),
---     delivered and signed like any message.
+--     outbound endpoints without a tenant whose event_types name it
+--     (ductape.* or the exact type; "*" does not match them, see
+--     _endpoint_wants in 08_events.sql), delivered and signed like any
+--     message.
 -- Kinds: endpoint.disabled (410 Gone, five days failing, endpoint_disable),
 -- job.failed (retries exhausted), webhook_event.failed (handlers failed
 -- every round), workflow.failed (a run ends failed or rolled_back).
@@ -75,15 +76,18 @@ BEGIN
     PERFORM pg_notify('ductape_alerts', payload::text);
 
     -- the operational message, when an endpoint wants it (one scan of the
-    -- endpoints, usually a handful of rows, when nobody does)
+    -- endpoints, usually a handful of rows, when nobody does): the team's
+    -- own endpoints only, those without a tenant (a customer's endpoint
+    -- never hears of the team's failures), and the message has no tenant
     event_type := 'ductape.' || kind;
-    IF EXISTS (SELECT FROM ductape.endpoints e WHERE e.enabled AND ductape._endpoint_wants(e.event_types, event_type)) THEN
+    IF EXISTS (SELECT FROM ductape.endpoints e
+                WHERE e.enabled AND e.tenant IS NULL AND ductape._endpoint_wants(e.event_types, event_type)) THEN
         msg_id := 'msg_' || replace(gen_random_uuid()::text, '-', '');
-        INSERT INTO ductape.messages (id, event_type, payload, role)
-        VALUES (msg_id, event_type, payload, current_user);
+        INSERT INTO ductape.messages (id, event_type, payload, role, tenant)
+        VALUES (msg_id, event_type, payload, current_user, NULL);
         INSERT INTO ductape.outbox (message_id, endpoint_id, role)
         SELECT msg_id, e.id, current_user FROM ductape.endpoints e
-         WHERE e.enabled AND ductape._endpoint_wants(e.event_types, event_type);
+         WHERE e.enabled AND e.tenant IS NULL AND ductape._endpoint_wants(e.event_types, event_type);
         PERFORM ductape._wake_worker();
     END IF;
     RETURN NULL;

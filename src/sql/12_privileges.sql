@@ -39,7 +39,7 @@ BEGIN
         ductape.describe(text, text),
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
-        ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
+        ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text, text),
         ductape._stats(), ductape._limits(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
@@ -78,7 +78,8 @@ BEGIN
         ductape.oauth_set_tokens(text, text, text, integer, text, text),
         ductape.webhook_url(text, text, text, text),
         ductape.webhook_subscribe(text, text, text, regprocedure), ductape.webhook_unsubscribe(bigint),
-        ductape.endpoint_create(text, text[], text, text, jsonb), ductape.endpoint_secret(bigint),
+        ductape.endpoint_create(text, text[], text, text, jsonb, text, integer),
+        ductape.endpoint_update(bigint, text, text[], text, jsonb, integer), ductape.endpoint_secret(bigint),
         ductape.endpoint_rotate_secret(bigint), ductape.endpoint_disable(bigint),
         ductape.endpoint_enable(bigint), ductape.endpoint_delete(bigint),
         ductape.message_retry(text, bigint), ductape.health() TO %I', role);
@@ -97,8 +98,7 @@ BEGIN
         ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
         ductape._condition_check(text, text), ductape._condition_eval(text, jsonb),
         ductape._deref(jsonb, jsonb, text), ductape._document_parse(text, text),
-        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check(text, text[], jsonb),
-        ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
+        ductape._drop_bad_patterns(jsonb, text[]), ductape._endpoint_check_url(text), ductape._endpoint_row(bigint),
         ductape._endpoint_seal(bigint, text), ductape._example_schema(jsonb),
         ductape._import_auth(text, text, text, text), ductape._import_check_exists(text, boolean),
         ductape._import_define(jsonb), ductape._import_refuse(text, text[], text),
@@ -124,9 +124,9 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ductape.apps, ductape.actions,
         ductape.variables, ductape.products, ductape.product_apps, ductape.configs,
         ductape._secrets TO %I', role);
+    -- (an endpoint is changed with endpoint_update, which checks the change)
     EXECUTE format('GRANT SELECT ON ductape._webhook_tokens, ductape.webhook_subscriptions,
         ductape.endpoints, ductape.workflows, ductape.secrets TO %I', role);
-    EXECUTE format('GRANT UPDATE (url, event_types, description, headers) ON ductape.endpoints TO %I', role);
 END
 $$;
 COMMENT ON FUNCTION ductape.grant_admin(name) IS

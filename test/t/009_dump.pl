@@ -121,9 +121,33 @@ SELECT ductape.grant_admin('dump_adm');
 my $old_dump = $node->basedir . '/old020.dump';
 command_ok(['pg_dump', '-Fc', '-f', $old_dump, '-d', $node->connstr('old020')], 'pg_dump of a 0.2.0 database');
 $node->safe_psql('postgres', 'CREATE DATABASE from020');
-command_ok(['pg_restore', '-d', $node->connstr('from020'), $old_dump], 'pg_restore where the library is newer');
+# The dump also grants functions whose signatures 0.3.0 changed (a tenant
+# argument for endpoint_create and publish, and their check): those GRANTs
+# fail, nothing else does, and grant_admin run again gives the new ones
+# (CHANGELOG, "Upgrading from 0.2.0").
+my (undef, $restore_err) = run_command(['pg_restore', '-d', $node->connstr('from020'), $old_dump]);
+is(join("\n", $restore_err =~ /ERROR:\s+(.*)/g), join("\n",
+		'function ductape._endpoint_check(text, text[], jsonb) does not exist',
+		'function ductape.endpoint_create(text, text[], text, text, jsonb) does not exist',
+		'function ductape.publish(text, jsonb, text) does not exist'),
+	'pg_restore where the library is newer: only the grants of the signatures 0.3.0 replaced fail');
 is($node->safe_psql('from020', "SELECT extversion FROM pg_extension WHERE extname = 'ductape'"), '0.3.0',
 	'the restore made the current version');
+$node->safe_psql('from020', "SELECT ductape.grant_admin('dump_adm')");
+is($node->safe_psql('from020', q{SELECT
+	has_function_privilege('dump_adm', 'ductape.endpoint_create(text, text[], text, text, jsonb, text, integer)', 'EXECUTE'),
+	has_function_privilege('dump_adm', 'ductape.endpoint_update(bigint, text, text[], text, jsonb, integer)', 'EXECUTE'),
+	has_function_privilege('dump_adm', 'ductape.publish(text, jsonb, text, text)', 'EXECUTE')}),
+	't|t|t', 'grant_admin run again gives the new signatures');
+# 0.2.0's grant of UPDATE on some columns of ductape.endpoints comes back
+# with the dump, and changes nothing: row security
+my $ep020 = $node->safe_psql('from020', "SELECT ductape.endpoint_create('$api/echo/from020')");
+is($node->safe_psql('from020', "SELECT has_column_privilege('dump_adm', 'ductape.endpoints', 'headers', 'UPDATE')"),
+	't', 'the dump gave back the column UPDATE on endpoints');
+$node->safe_psql('from020', qq{SET ROLE dump_adm;
+UPDATE ductape.endpoints SET headers = '{"webhook-signature": "v1,forged"}', url = 'http://10.1.2.3/' WHERE id = $ep020});
+is($node->safe_psql('from020', "SELECT headers::text || ' ' || (url LIKE '%/echo/from020') FROM ductape.endpoints WHERE id = $ep020"),
+	'{} true', 'and an UPDATE through it changes nothing');
 my $superuser = $node->safe_psql('from020', 'SELECT current_user');
 $node->safe_psql('from020', q{
 SET ROLE dump_adm;
