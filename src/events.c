@@ -6,7 +6,8 @@
  *	  way.
  *
  * publish() stores the message and one ductape.outbox row per enabled
- * endpoint whose event_types match, in the caller's transaction, and wakes
+ * endpoint of the same tenant (or, without one, of none) whose event_types
+ * match, in the caller's transaction, and wakes
  * the database's worker at commit (rolled back: nothing to send).  The
  * deliveries are a queue of the worker's queue engine (queue.c), sharing
  * ductape.max_concurrency and the libcurl driver with jobs:
@@ -14,7 +15,10 @@
  *	   ductape.max_concurrency in flight per endpoint, so that a slow or dead
  *	   endpoint cannot take the slots healthy ones need; signs each with the
  *	   endpoint's secret (and the previous one for 24 hours after a
- *	   rotation), decrypted once per endpoint per claim;
+ *	   rotation), decrypted once per endpoint per claim; a delivery its
+ *	   endpoint's rate_limit (or a pause the endpoint asked for with
+ *	   Retry-After) keeps from going is put back until it may (flow.c, by
+ *	   the queue engine), never failed for it;
  *	2. POSTs the payload with webhook-id (the message id, the same on every
  *	   attempt), webhook-timestamp (per attempt) and webhook-signature, with
  *	   a 15 s limit and no redirects followed: only a 2xx is success;
@@ -37,6 +41,7 @@
 #include <openssl/rand.h>
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "executor/spi.h"
@@ -574,8 +579,22 @@ EventsRecover(void)
 }
 
 /*
+ * Has ductape.endpoints a rate_limit column?  Not while the SQL objects are
+ * still 0.2.0's (the library is updated before ALTER EXTENSION ductape
+ * UPDATE runs): deliveries go on meanwhile, unpaced.
+ */
+static bool
+EndpointsHaveRateLimit(void)
+{
+	Oid			relid = get_relname_relid("endpoints", get_namespace_oid("ductape", false));
+
+	return OidIsValid(relid) && get_attnum(relid, "rate_limit") != InvalidAttrNumber;
+}
+
+/*
  * Claim up to n due deliveries, fairly across endpoints: at most a quarter
- * of ductape.max_concurrency in flight to one endpoint.
+ * of ductape.max_concurrency in flight to one endpoint.  Each comes with
+ * its endpoint's rate_limit (flow.c paces them).
  */
 static void
 EventsClaim(int n)
@@ -589,7 +608,7 @@ EventsClaim(int n)
 	args[0] = Int32GetDatum(n);
 	LoadArrays(&args[1], &args[2]);
 	args[3] = Int32GetDatum(PerEndpointCap());
-	if (SPI_execute_with_args("WITH busy AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), "
+	if (SPI_execute_with_args(psprintf("WITH busy AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int8[]), "
 							  "  pg_catalog.unnest($3::pg_catalog.int4[])) AS b(eid, n)), "
 							  "picked AS ("
 							  "  SELECT x.id FROM ductape.endpoints e CROSS JOIN LATERAL ("
@@ -610,10 +629,11 @@ EventsClaim(int n)
 							  "       e.secret, e.key_version,"
 							  "       CASE WHEN e.rotated_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) "
 							  "         pg_catalog.make_interval(hours => 24)) THEN e.previous_secret END,"
-							  "       e.previous_key_version"
+							  "       e.previous_key_version, %s"
 							  "  FROM claimed c JOIN ductape.messages m ON m.id OPERATOR(pg_catalog.=) c.message_id"
 							  "  JOIN ductape.endpoints e ON e.id OPERATOR(pg_catalog.=) c.endpoint_id"
 							  " ORDER BY c.endpoint_id, c.id",
+							  EndpointsHaveRateLimit() ? "e.rate_limit" : "NULL::pg_catalog.int4"),
 							  4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim deliveries");
 }
@@ -695,7 +715,12 @@ EventsPrepare(QueueItem *item, HeapTuple tup, TupleDesc desc)
 	item->req = BuildDelivery(run, SPI_getvalue(tup, desc, 6),
 							  DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull)),
 							  SPI_getvalue(tup, desc, 5), Secret, Previous);
-	LimitSetEndpoint(&item->req->limit, run->endpoint_id, 0);
+	{
+		Datum		rate = SPI_getbinval(tup, desc, 12, &isnull);
+
+		/* its rate_limit, and the pauses it asks for (flow.c) */
+		LimitSetEndpoint(&item->req->limit, run->endpoint_id, isnull ? 0 : DatumGetInt32(rate));
+	}
 	LoadAdd(run->endpoint_id, 1);	/* last: from here on it is sent */
 }
 
