@@ -19,6 +19,8 @@ SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad",
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad",
     "envs": [{"slug": "dev", "base_url": "http://127.0.0.1", "limits": {"rate": "fast", "per": 1}}]}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"per": "0s"}}')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"rate": 0.5, "per": "24h"}}')$$);
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"rate": 0.00001}}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"per": "s"}}')$$);
 SELECT count(*) AS nothing_stored FROM ductape.apps WHERE tag = 'lim-bad';
 
@@ -42,7 +44,8 @@ SELECT app, env, endpoint_id, rate, per, burst, concurrency, max_wait_ms, effect
 -- the refused calls sent nothing, and left no call record
 SELECT count(*) AS records FROM ductape.calls WHERE app = 'lim-rate';
 
--- Redefining the app changes its limit at once: a new, full bucket.
+-- Redefining the app changes its limit at once: the new rate applies
+-- (the bucket owes at most one interval of it; it is not refilled).
 SELECT ductape.app_define(jsonb_build_object(
   'tag', 'lim-rate',
   'limits', jsonb_build_object('rate', 1000, 'max_wait_ms', 200),

@@ -570,6 +570,17 @@ CheckLimits(JsonbValue *p, const char *path, List **problems, DtLimitSpec *out)
 	if (v != NULL && LimitsDuration(v) < 0)
 		Problem(problems, "%s/per: must be a duration such as \"1s\", \"500ms\", \"1m\" or \"1h\", at most a day",
 				path);
+	{
+		JsonbValue *r = Field(p, "rate");
+		JsonbValue *d = Field(p, "per");
+
+		/* at least one a day: the bucket's arithmetic stays within bounds */
+		if (r != NULL && r->type == jbvNumeric && NumberCompare(r->val.numeric, 0) > 0 &&
+			(d == NULL || LimitsDuration(d) > 0) &&
+			(double) (d ? LimitsDuration(d) : 1000) /
+			DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(r->val.numeric))) > 86400000.0)
+			Problem(problems, "%s/rate: must allow at least one request a day", path);
+	}
 	CheckInt(Field(p, "burst"), psprintf("%s/burst", path), 1, 1000000, problems);
 	CheckInt(Field(p, "concurrency"), psprintf("%s/concurrency", path), 1, 100000, problems);
 	CheckInt(Field(p, "max_wait_ms"), psprintf("%s/max_wait_ms", path), 0, 600000, problems);

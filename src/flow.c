@@ -21,7 +21,12 @@
  *	  without one);
  *	- horizon: how far ahead queue items were already put back, so that
  *	  the next one put back goes after them (the worker never wakes for a
- *	  crowd of items of which one may go);
+ *	  crowd of items of which one may go); forgotten when a request finds
+ *	  the bucket full (nobody is queued ahead any more);
+ *	- slots_full_since: while every slot is taken, items put back for a
+ *	  slot are spaced by the mean request time / concurrency, or by a
+ *	  quarter of how long the slots have stayed taken (at most a second),
+ *	  so that a request that hangs does not make the worker spin;
  *	- counters for ductape.limits.
  * Every request of an app (whether or not it declares limits) goes through
  * its entry, so that a pause holds for all, and in_flight shows what is
@@ -29,6 +34,10 @@
  * limit declares a rate or a cap does not go (DT_LIMIT_FULL: fail closed,
  * so that an API key is never hammered because the table was full); one
  * without declared limits goes.
+ *
+ * A database holds at most DT_LIMIT_DB_SHARE entries (a quarter), counted
+ * in the shares under the free list's spinlock, so that an admin of one
+ * database cannot take the entries every other database needs.
  *
  * Locking: the table is split into DT_LIMIT_PARTITIONS partitions of hash
  * chains, each under an LWLock of its own (no lock is shared by every
@@ -70,10 +79,12 @@
 #define DT_LIMIT_CAPACITY 8192
 #define DT_LIMIT_BUCKETS 8192
 #define DT_LIMIT_PARTITIONS 16
+#define DT_LIMIT_DB_SHARE (DT_LIMIT_CAPACITY / 4)	/* entries of one database */
+#define DT_LIMIT_MAX_DATABASES 256	/* databases holding entries at once */
 #define DT_LIMIT_SLACK_US 2000	/* a token due this soon counts as there */
 #define DT_LIMIT_MAX_PAUSE_S 3600	/* the longest Retry-After obeyed */
 #define DT_LIMIT_SLOT_NAP_MS 100	/* a slot waiter looks again this often */
-#define DT_LIMIT_FULL_RETRY_MS 1000	/* no room for a declared limit: again */
+#define DT_LIMIT_FULL_RETRY_MS 10000	/* no room for a declared limit: again */
 
 typedef struct LimitEntry
 {
@@ -89,6 +100,7 @@ typedef struct LimitEntry
 	int			slow_shift;
 	int			in_flight;
 	int			waiting;
+	TimestampTz slots_full_since;	/* every slot taken since (0: not) */
 	double		mean_ms;		/* recent requests' duration, smoothed */
 	int64		granted;
 	int64		waited;
@@ -97,11 +109,19 @@ typedef struct LimitEntry
 	ConditionVariable cv;		/* a slot was given back */
 } LimitEntry;
 
+/* How many entries a database holds (a database may hold a share only). */
+typedef struct LimitShare
+{
+	Oid			dbid;
+	int32		count;			/* 0: the slot is free */
+} LimitShare;
+
 typedef struct LimitsShared
 {
 	LWLock	   *locks[DT_LIMIT_PARTITIONS];
-	slock_t		free_mutex;
+	slock_t		free_mutex;		/* the free list and the shares */
 	int32		free_list;
+	LimitShare	shares[DT_LIMIT_MAX_DATABASES];
 	int32		heads[DT_LIMIT_BUCKETS];
 	LimitEntry	entries[DT_LIMIT_CAPACITY];
 } LimitsShared;
@@ -113,6 +133,7 @@ static LimitEntry **Held = NULL;
 static int	NumHeld = 0;
 static int	MaxHeld = 0;
 static bool ExitCallback = false;
+static LimitEntry *WaitingOn = NULL;	/* the entry LimitWait counts us in */
 static bool WarnedFull = false;
 
 PG_FUNCTION_INFO_V1(dt_limits);
@@ -194,6 +215,9 @@ IntervalUs(LimitEntry *e)
 	if (e->spec.rate <= 0)
 		return 0;
 	t = (double) e->spec.per_ms * 1000.0 / e->spec.rate;
+	/* (at most a day: definitions are checked so; an env's rate under its
+	 * app's per might say more.  burst * T << shift stays within int64) */
+	t = Min(t, (double) USECS_PER_DAY);
 	return (int64) Max(1.0, ceil(t)) << e->slow_shift;
 }
 
@@ -267,23 +291,73 @@ Idle(LimitEntry *e, TimestampTz now)
 }
 
 /*
- * A free entry for a new key, or an idle one of the same partition, taken
- * out of its chain; -1 when there is none.  The caller holds the
- * partition's lock exclusively.
+ * Count an entry for dbid in its database's share; false when the
+ * database holds its share already (or DT_LIMIT_MAX_DATABASES others hold
+ * entries).  The caller holds free_mutex.
+ */
+static bool
+ShareTake(Oid dbid)
+{
+	LimitShare *unused = NULL;
+
+	for (int i = 0; i < DT_LIMIT_MAX_DATABASES; i++)
+	{
+		LimitShare *sh = &Limits->shares[i];
+
+		if (sh->count > 0 && sh->dbid == dbid)
+		{
+			if (sh->count >= DT_LIMIT_DB_SHARE)
+				return false;
+			sh->count++;
+			return true;
+		}
+		if (sh->count == 0 && unused == NULL)
+			unused = sh;
+	}
+	if (unused == NULL)
+		return false;
+	unused->dbid = dbid;
+	unused->count = 1;
+	return true;
+}
+
+/* The caller holds free_mutex. */
+static void
+ShareGive(Oid dbid)
+{
+	for (int i = 0; i < DT_LIMIT_MAX_DATABASES; i++)
+		if (Limits->shares[i].count > 0 && Limits->shares[i].dbid == dbid)
+		{
+			Limits->shares[i].count--;
+			return;
+		}
+}
+
+/*
+ * An entry for a new key of database dbid: a free one, or an idle one of
+ * the same partition taken out of its chain; -1 when there is none, or
+ * when the database holds its share of the table already (*over_share),
+ * so that no database can take the entries the others need.  The caller
+ * holds the partition's lock exclusively.
  */
 static int32
-TakeEntry(uint32 h)
+TakeEntry(uint32 h, Oid dbid, bool *over_share)
 {
 	int32		i;
 	int			part = (h % DT_LIMIT_BUCKETS) % DT_LIMIT_PARTITIONS;
 	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&Limits->free_mutex);
-	i = Limits->free_list;
-	if (i >= 0)
-		Limits->free_list = Limits->entries[i].next;
+	*over_share = !ShareTake(dbid);
+	i = -1;
+	if (!*over_share)
+	{
+		i = Limits->free_list;
+		if (i >= 0)
+			Limits->free_list = Limits->entries[i].next;
+	}
 	SpinLockRelease(&Limits->free_mutex);
-	if (i >= 0)
+	if (*over_share || i >= 0)
 		return i;
 
 	for (int b = part; b < DT_LIMIT_BUCKETS; b += DT_LIMIT_PARTITIONS)
@@ -299,11 +373,17 @@ TakeEntry(uint32 h)
 				i = *link;
 				*link = e->next;
 				e->in_use = false;
+				SpinLockAcquire(&Limits->free_mutex);
+				ShareGive(e->key.dbid);
+				SpinLockRelease(&Limits->free_mutex);
 				return i;
 			}
 			link = &e->next;
 		}
 	}
+	SpinLockAcquire(&Limits->free_mutex);
+	ShareGive(dbid);
+	SpinLockRelease(&Limits->free_mutex);
 	return -1;
 }
 
@@ -320,6 +400,7 @@ Find(const DtLimitKey *key, LWLock **lock)
 	uint32		h = HashKey(key);
 	LimitEntry *e;
 	int32		i;
+	bool		over_share = false;
 
 	*lock = PartitionLock(h);
 	LWLockAcquire(*lock, LW_SHARED);
@@ -330,7 +411,7 @@ Find(const DtLimitKey *key, LWLock **lock)
 
 	LWLockAcquire(*lock, LW_EXCLUSIVE);
 	e = Lookup(key, h);
-	if (e == NULL && (i = TakeEntry(h)) >= 0)
+	if (e == NULL && (i = TakeEntry(h, key->dbid, &over_share)) >= 0)
 	{
 		e = &Limits->entries[i];
 		SpinLockAcquire(&e->mutex);
@@ -338,6 +419,7 @@ Find(const DtLimitKey *key, LWLock **lock)
 		memset(&e->spec, 0, sizeof(e->spec));
 		e->tat = e->horizon = e->paused_until = e->slowed_until = 0;
 		e->slow_shift = e->in_flight = e->waiting = 0;
+		e->slots_full_since = 0;
 		e->mean_ms = 0;
 		e->granted = e->waited = e->rejected = 0;
 		e->since = GetCurrentTimestamp();
@@ -352,10 +434,16 @@ Find(const DtLimitKey *key, LWLock **lock)
 	/* (no message is raised under the lock) */
 	LWLockRelease(*lock);
 	WarnedFull = true;
-	ereport(WARNING,
-			(errmsg("ductape limits table is full"),
-			 errdetail("All %d entries hold requests in flight, waiters or pauses. Until some are idle, requests of apps and endpoints without an entry wait if they declare a rate or a concurrency cap, and go unlimited if they do not.",
-					   DT_LIMIT_CAPACITY)));
+	if (over_share)
+		ereport(WARNING,
+				(errmsg("ductape limits table is full for this database"),
+				 errdetail("This database holds %d entries, its share of the %d, with requests in flight, waiters or pauses. Until some are idle, requests of its apps and endpoints without an entry wait if they declare a rate or a concurrency cap, and go unlimited if they do not.",
+						   DT_LIMIT_DB_SHARE, DT_LIMIT_CAPACITY)));
+	else
+		ereport(WARNING,
+				(errmsg("ductape limits table is full"),
+				 errdetail("All %d entries hold requests in flight, waiters or pauses. Until some are idle, requests of apps and endpoints without an entry wait if they declare a rate or a concurrency cap, and go unlimited if they do not.",
+						   DT_LIMIT_CAPACITY)));
 	LWLockAcquire(*lock, LW_SHARED);
 	return NULL;
 }
@@ -379,18 +467,32 @@ GiveBack(LimitEntry *e)
 static void
 LimitsAtExit(int code, Datum arg)
 {
+	/* (a FATAL error in LimitWait skips its PG_FINALLY) */
+	if (WaitingOn != NULL)
+	{
+		SpinLockAcquire(&WaitingOn->mutex);
+		WaitingOn->waiting--;
+		SpinLockRelease(&WaitingOn->mutex);
+		WaitingOn = NULL;
+	}
 	while (NumHeld > 0)
 		GiveBack(Held[--NumHeld]);
 }
 
 static void
-RememberHeld(LimitEntry *e)
+EnsureExitCallback(void)
 {
 	if (!ExitCallback)
 	{
 		before_shmem_exit(LimitsAtExit, (Datum) 0);
 		ExitCallback = true;
 	}
+}
+
+static void
+RememberHeld(LimitEntry *e)
+{
+	EnsureExitCallback();
 	if (NumHeld == MaxHeld)
 	{
 		MaxHeld = Max(16, MaxHeld * 2);
@@ -454,9 +556,16 @@ LimitTryAcquire(DtLimit *l, TimestampTz *until)
 	SpinLockAcquire(&e->mutex);
 	if (memcmp(&e->spec, &l->spec, sizeof(DtLimitSpec)) != 0)
 	{
-		/* the app was redefined: a new bucket, full, at the new rate */
+		/*
+		 * The app was redefined (or a session still sees the definition
+		 * before): the bucket keeps its state, at the new rate, but owes
+		 * at most one interval of it: a faster rate applies at once, and
+		 * sessions alternating two definitions never get more than the
+		 * faster of them allows (a new definition is no new, full bucket).
+		 */
 		e->spec = l->spec;
-		e->tat = e->horizon = 0;
+		if (e->spec.rate > 0)
+			e->tat = Min(e->tat, now + IntervalUs(e));
 	}
 	RecoverSlowed(e, now);
 	if (e->paused_until > now)
@@ -469,16 +578,28 @@ LimitTryAcquire(DtLimit *l, TimestampTz *until)
 		int64		t = IntervalUs(e);
 		TimestampTz allowed = e->tat - (TimestampTz) (Max(e->spec.burst, 1) - 1) * t;
 
-		if (allowed > now + DT_LIMIT_SLACK_US)
+		if (allowed > now + Min(DT_LIMIT_SLACK_US, t))
 		{
 			why = DT_LIMIT_RATE;
 			*until = allowed;
 		}
 	}
 	if (why == DT_LIMIT_GO && e->spec.concurrency > 0 && e->in_flight >= e->spec.concurrency)
+	{
 		why = DT_LIMIT_SLOTS;
+		if (e->slots_full_since == 0)
+			e->slots_full_since = now;
+	}
 	if (why == DT_LIMIT_GO)
 	{
+		/*
+		 * Nobody is queued ahead when the bucket was full (or there is no
+		 * bucket): items put back before, since gone (cancelled jobs), no
+		 * longer push the next ones back.
+		 */
+		if (e->tat <= now && e->horizon > now)
+			e->horizon = 0;
+		e->slots_full_since = 0;
 		if (e->spec.rate > 0)
 			e->tat = Max(e->tat, now) + IntervalUs(e);
 		e->in_flight++;
@@ -516,11 +637,13 @@ LimitWait(DtLimit *l, DtLimitReason why, TimestampTz until, TimestampTz deadline
 		CHECK_FOR_INTERRUPTS();
 		return GetCurrentTimestamp() < deadline;
 	}
+	EnsureExitCallback();
 	SpinLockAcquire(&e->mutex);
 	e->waiting++;
 	if (!l->counted)
 		e->waited++;			/* once per call */
 	SpinLockRelease(&e->mutex);
+	WaitingOn = e;
 	LWLockRelease(lock);
 	l->counted = true;
 
@@ -557,6 +680,7 @@ LimitWait(DtLimit *l, DtLimitReason why, TimestampTz until, TimestampTz deadline
 		SpinLockAcquire(&e->mutex);
 		e->waiting--;
 		SpinLockRelease(&e->mutex);
+		WaitingOn = NULL;
 	}
 	PG_END_TRY();
 	return GetCurrentTimestamp() < deadline || (why != DT_LIMIT_SLOTS && until <= deadline);
@@ -598,12 +722,19 @@ LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz until)
 	SpinLockAcquire(&e->mutex);
 	if (e->spec.rate > 0)
 		step = IntervalUs(e);
-	if (e->spec.concurrency > 0)
+	if (e->spec.concurrency > 0 && why == DT_LIMIT_SLOTS)
 	{
-		/* a slot frees about every mean duration / concurrency */
+		/*
+		 * A slot frees about every mean duration / concurrency; but the
+		 * longer every slot has stayed taken (a request that hangs), the
+		 * less that mean says: then a quarter of that time, up to a second,
+		 * so that the worker does not spin on items that cannot go.
+		 */
 		double		mean_us = (e->mean_ms > 0 ? e->mean_ms : 100.0) * 1000.0;
+		int64		stuck = e->slots_full_since > 0 ? (now - e->slots_full_since) / 4 : 0;
 
 		step = Max(step, Max((int64) 1000, (int64) (mean_us / e->spec.concurrency)));
+		step = Max(step, Min(stuck, (int64) USECS_PER_SEC));
 	}
 	due = why == DT_LIMIT_SLOTS ? now + step : until;
 	due = Max(due, Max(e->horizon, now));

@@ -102,8 +102,9 @@ extern TimestampTz LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz un
 /*
  * The request ended (status 0: no response): the slot is given back, and
  * a 429 or 503 with Retry-After pauses the app for everyone, a 429 without
- * one slows it.  retry_after_ms -1: none (or the request's retry policy
- * says not to respect it).  Safe to call when nothing is held.
+ * one slows it (whatever the request's retry policy says of Retry-After:
+ * that is about its own retries).  retry_after_ms -1: none.  Safe to call
+ * when nothing is held.
  */
 extern void LimitRelease(DtLimit *l, int status, double retry_after_ms);
 

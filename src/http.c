@@ -76,6 +76,7 @@ static int64 dt_deadline_ms = -1;	/* curl's timer, CLOCK_MONOTONIC ms */
 static int	dt_generation = -1;
 static List *EasyPool = NIL;	/* idle easy handles for workers */
 static int	EasyPoolGeneration = -1;
+static int	XfersOnMulti = 0;	/* transfers submitted and not yet freed */
 
 static int64
 NowMs(void)
@@ -132,7 +133,14 @@ DriverEnsure(void)
 		AddWaitEventToSet(dt_wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		dt_wes_epfd_pos = AddWaitEventToSet(dt_wes, WL_SOCKET_READABLE, dt_epfd, NULL, NULL);
 	}
-	if (dt_multi != NULL && dt_generation != ductape_egress_generation)
+	/*
+	 * A setting of the egress policy changed (a reload): drop the pooled
+	 * connections (and handles) made under the old one.  Not while
+	 * transfers are on the multi handle -- they would never finish, and
+	 * their limits' slots would stay taken -- until they are done;
+	 * meanwhile no connection is reused (PolicyPending, XferStartHop).
+	 */
+	if (dt_multi != NULL && dt_generation != ductape_egress_generation && XfersOnMulti == 0)
 	{
 		ListCell   *lc;
 
@@ -621,6 +629,12 @@ XferStartHop(Xfer *x)
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "ductape/" DUCTAPE_VERSION);
 	curl_easy_setopt(easy, CURLOPT_PROXY, ductape_proxy ? ductape_proxy : "");
+	if (dt_generation != ductape_egress_generation)
+	{
+		/* the policy changed under transfers in flight: nothing reused */
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+	}
 	if (ductape_ca_file && ductape_ca_file[0])
 		curl_easy_setopt(easy, CURLOPT_CAINFO, ductape_ca_file);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) left);
@@ -848,6 +862,7 @@ XferSubmit(DtRequest *req, void *owner)
 		ereport(ERROR, (errmsg("could not create a libcurl handle")));
 	XferInit(x, req, easy, NowMs() + req->timeout_ms);
 	x->owner = owner;
+	XfersOnMulti++;				/* until XferFree */
 	if (XferStartHop(x))
 	{
 		curl_multi_add_handle(dt_multi, easy);
@@ -898,6 +913,7 @@ XferFree(Xfer *x)
 {
 	if (x->easy)
 	{
+		XfersOnMulti--;
 		curl_multi_remove_handle(dt_multi, x->easy);
 		XferCleanupHop(x);
 		if (list_length(EasyPool) < 1024 && EasyPoolGeneration == dt_generation)
@@ -1154,7 +1170,7 @@ Execute(DtRequest *req, CallResult *cr)
 			cr->attempts++;
 			Attempt(req, &cr->o, NowMs() + req->timeout_ms);
 			LimitRelease(&req->limit, cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0,
-						 req->policy.respect_retry_after ? cr->o.retry_after_ms : -1);
+						 cr->o.retry_after_ms);
 			if (cr->attempts > req->policy.max || !ShouldRetry(req, &cr->o))
 				break;
 			SleepInterruptible(RetryDelayMs(&req->policy, cr->attempts, cr->o.retry_after_ms));

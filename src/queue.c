@@ -324,8 +324,7 @@ QueueTransferDone(Xfer *x)
 
 		/* first: the slot goes back whatever happens next */
 		XferResult(x, &status, &error, &body, &len, &retry_after_ms);
-		LimitRelease(&item->req->limit, status,
-					 item->req->policy.respect_retry_after ? retry_after_ms : -1);
+		LimitRelease(&item->req->limit, status, retry_after_ms);
 	}
 	PG_TRY();
 	{
