@@ -185,6 +185,8 @@ is(join('', map { $$_ } @bout), "5\n" x 8, 'b: the 8 sessions made their 5 calls
 my ($open, $max) = split / /, open_count('lim-b');
 is($max, 2, 'b: concurrency 2: at most 2 requests were open at the server at once (and 2 were)');
 is(server_count('lim-b'), 40, 'b: all 40 requests reached the server');
+is(limits_row("concurrency || '|' || (waited > 0) || '|' || in_flight || '|' || waiting || '|' || rejected", "app = 'limb' AND env = 'dev'"),
+	'2|true|0|0|0', 'b: ductape.limits: concurrency 2, some calls waited, none in flight, waiting or rejected now');
 
 # e. statement_timeout and a cancel during a wait
 {
