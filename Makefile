@@ -31,6 +31,7 @@ OBJS = \
 	src/calls.o \
 	src/stats.o \
 	src/counters.o \
+	src/flow.o \
 	src/metrics.o \
 	src/health.o \
 	src/signature.o \
@@ -64,7 +65,7 @@ SQL_SOURCES = \
 DATA_built = ductape--$(EXTVERSION).sql
 DATA = ductape--0.1.0.sql ductape--0.1.0--0.2.0.sql ductape--0.2.0--0.3.0.sql
 
-REGRESS = setup apps template run retry egress calls retention stats secrets products privileges oauth jobs webhooks events alerts schema import workflows boundary plpgsql_check fuzz lifecycle descriptions upgrade
+REGRESS = setup apps template run retry egress calls retention stats limits secrets products privileges oauth jobs webhooks events alerts schema import workflows boundary plpgsql_check fuzz lifecycle descriptions upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 	--temp-instance=$(CURDIR)/tmp_check_regress --load-extension=ductape
 

@@ -1521,10 +1521,10 @@ BEGIN
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
         ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
-        ductape._stats(),
+        ductape._stats(), ductape._limits(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
-    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.limits, ductape.jobs, ductape.queue,
         ductape.webhook_events, ductape.messages, ductape.outbox, ductape.deliveries,
         ductape.workflow_runs, ductape.workflow_steps TO %I', role);
 END
@@ -1565,7 +1565,8 @@ BEGIN
         ductape._action_body(jsonb), ductape._app_row(text), ductape._catalog_changed(),
         ductape._check_action(jsonb, text, jsonb, jsonb), ductape._check_app(jsonb),
         ductape._check_auth(jsonb), ductape._check_int(jsonb, text, bigint, bigint),
-        ductape._check_keys(jsonb, text, text[]), ductape._check_request_type(jsonb, text),
+        ductape._check_keys(jsonb, text, text[]), ductape._check_limits(jsonb, text),
+        ductape._check_request_type(jsonb, text),
         ductape._check_retries(jsonb, text), ductape._check_step_call(jsonb, text),
         ductape._check_tag(jsonb, text, boolean), ductape._check_type(jsonb, text, text[]),
         ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),
@@ -2326,6 +2327,180 @@ $$;
 
 -- ==== limits: flow control in shared memory ====
 -- (section: limits)
+
+-- The "limits" of an app or env (flow control), by the library's rules,
+-- which the request builder reads them with.
+CREATE FUNCTION ductape._check_limits(l jsonb, path text)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_limits' LANGUAGE c IMMUTABLE;
+COMMENT ON FUNCTION ductape._check_limits(jsonb, text) IS
+    'The problems of the "limits" of an app or env (rate, per, burst, concurrency, max_wait_ms), as /json/pointer: reason strings.';
+
+-- apps and envs may declare "limits"
+CREATE OR REPLACE FUNCTION ductape._check_app(spec jsonb)
+RETURNS text[] LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    errs text[] := '{}';
+    e jsonb;
+    i integer := 0;
+    k text;
+    tags text[] := '{}';
+    constants jsonb := spec->'constants';
+    variables jsonb := spec->'variables';
+BEGIN
+    IF jsonb_typeof(spec) IS DISTINCT FROM 'object' THEN
+        RETURN ARRAY['/: an app spec must be a JSON object'];
+    END IF;
+    errs := errs || ductape._check_keys(spec, '', '{tag,name,description,envs,constants,variables,auth,retries,timeout_ms,idempotency_header,limits,actions,webhooks}');
+    errs := errs || ductape._check_tag(spec->'tag', '/tag');
+    errs := errs || ductape._check_type(spec->'name', '/name', '{string}');
+    errs := errs || ductape._check_type(spec->'description', '/description', '{string}');
+    errs := errs || ductape._check_type(spec->'constants', '/constants', '{object}');
+    errs := errs || ductape._check_type(spec->'variables', '/variables', '{object}');
+    errs := errs || ductape._check_type(spec->'auth', '/auth', '{object}');
+    errs := errs || ductape._check_type(spec->'webhooks', '/webhooks', '{array}');
+    errs := errs || ductape._check_int(spec->'timeout_ms', '/timeout_ms', 1, 86400000);
+    errs := errs || ductape._check_retries(spec->'retries', '/retries');
+    errs := errs || ductape._check_limits(spec->'limits', '/limits');
+    IF spec ? 'idempotency_header' AND (jsonb_typeof(spec->'idempotency_header') <> 'string'
+            OR spec->>'idempotency_header' !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$') THEN
+        errs := errs || '/idempotency_header: must be a header name'::text;
+    END IF;
+    IF jsonb_typeof(constants) <> 'object' THEN constants := NULL; END IF;
+    IF jsonb_typeof(variables) = 'object' THEN
+        FOR k, e IN SELECT key, value FROM jsonb_each(variables) LOOP
+            IF jsonb_typeof(e) <> 'object' THEN
+                errs := errs || format('/variables/%s: must be an object such as {"required": false, "description": "..."}', k);
+            ELSE
+                errs := errs || ductape._check_keys(e, '/variables/' || k, '{required,description,default}');
+                errs := errs || ductape._check_type(e->'required', format('/variables/%s/required', k), '{boolean}');
+            END IF;
+        END LOOP;
+    ELSE
+        variables := NULL;
+    END IF;
+    IF spec ? 'auth' AND jsonb_typeof(spec->'auth') = 'object' THEN
+        errs := errs || ductape._check_auth(spec->'auth');
+        errs := errs || ductape._template_errors(spec->'auth', '/auth', constants, variables);
+    END IF;
+    IF spec ? 'envs' THEN
+        IF jsonb_typeof(spec->'envs') <> 'array' THEN
+            errs := errs || '/envs: must be an array'::text;
+        ELSE
+            FOR e IN SELECT * FROM jsonb_array_elements(spec->'envs') LOOP
+                IF jsonb_typeof(e) <> 'object' THEN
+                    errs := errs || format('/envs/%s: must be an object', i);
+                ELSE
+                    errs := errs || ductape._check_keys(e, '/envs/' || i, '{slug,base_url,request_type,description,limits}');
+                    errs := errs || ductape._check_tag(e->'slug', format('/envs/%s/slug', i));
+                    IF e->>'slug' = ANY (tags) THEN
+                        errs := errs || format('/envs/%s/slug: "%s" appears twice', i, e->>'slug');
+                    END IF;
+                    tags := tags || (e->>'slug');
+                    IF jsonb_typeof(e->'base_url') IS DISTINCT FROM 'string' OR e->>'base_url' !~* '^https?://[^/\s?#]+(/[^\s?#]*)?$' THEN
+                        errs := errs || format('/envs/%s/base_url: must be an http:// or https:// URL without query or fragment', i);
+                    END IF;
+                    errs := errs || ductape._check_request_type(e->'request_type', format('/envs/%s/request_type', i));
+                    errs := errs || ductape._check_limits(e->'limits', format('/envs/%s/limits', i));
+                END IF;
+                i := i + 1;
+            END LOOP;
+        END IF;
+    END IF;
+    IF jsonb_typeof(spec->'webhooks') = 'array' THEN
+        tags := '{}';
+        i := 0;
+        FOR e IN SELECT * FROM jsonb_array_elements(spec->'webhooks') LOOP
+            errs := errs || ductape._check_webhook(e, '/webhooks/' || i, constants, variables);
+            IF e->>'tag' = ANY (tags) THEN
+                errs := errs || format('/webhooks/%s/tag: "%s" appears twice', i, e->>'tag');
+            END IF;
+            tags := tags || (e->>'tag');
+            i := i + 1;
+        END LOOP;
+    END IF;
+    IF spec ? 'actions' THEN
+        IF jsonb_typeof(spec->'actions') <> 'array' THEN
+            errs := errs || '/actions: must be an array'::text;
+        ELSE
+            i := 0;
+            FOR e IN SELECT * FROM jsonb_array_elements(spec->'actions') LOOP
+                errs := errs || ductape._check_action(e, '/actions/' || i, constants, variables);
+                i := i + 1;
+            END LOOP;
+            -- (one pass: an app may have thousands of actions)
+            SELECT errs || coalesce(array_agg(format('/actions/%s/tag: "%s" appears twice', x.ord - 1, x.tag) ORDER BY x.ord), '{}')
+              INTO errs
+              FROM (SELECT ord, a->>'tag' AS tag, row_number() OVER (PARTITION BY a->>'tag' ORDER BY ord) AS n
+                      FROM jsonb_array_elements(spec->'actions') WITH ORDINALITY y(a, ord)) x
+             WHERE x.n > 1 AND x.tag IS NOT NULL;
+        END IF;
+    END IF;
+    RETURN errs;
+END
+$$;
+
+-- Flow control: the state of each limit (an app and env, or an outbound
+-- endpoint), kept in shared memory by src/flow.c for the whole cluster.
+-- Every app and env that made a request since the server started has a row
+-- (a pause asked for by the API holds for apps without declared limits
+-- too); endpoint rows are shown to administrators only.
+CREATE FUNCTION ductape._limits(OUT app text, OUT env text, OUT endpoint_id bigint,
+                                OUT rate double precision, OUT per interval, OUT burst integer,
+                                OUT concurrency integer, OUT max_wait_ms integer,
+                                OUT effective_rate double precision, OUT tokens double precision,
+                                OUT in_flight integer, OUT waiting integer,
+                                OUT paused_until timestamptz, OUT slowed_until timestamptz,
+                                OUT granted bigint, OUT waited bigint, OUT rejected bigint,
+                                OUT since timestamptz)
+RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_limits';
+COMMENT ON FUNCTION ductape._limits() IS
+    'The flow-control state of the current database''s apps and envs (and, for administrators, endpoints), from shared memory. Backs the ductape.limits view.';
+
+CREATE VIEW ductape.limits WITH (security_invoker = true) AS
+SELECT * FROM ductape._limits();
+COMMENT ON VIEW ductape.limits IS
+    'Flow control per app and env (and per endpoint, for administrators): the declared limits, tokens left, requests in flight, callers waiting, a pause the API asked for, a rate slowed after 429s, and counts of requests granted, made to wait and refused (DT004). Shared by every session and worker of the cluster; starts empty after a restart.';
+COMMENT ON COLUMN ductape.limits.app IS 'The app; NULL on an endpoint''s row.';
+COMMENT ON COLUMN ductape.limits.env IS 'The app''s environment (its slug); NULL on an endpoint''s row.';
+COMMENT ON COLUMN ductape.limits.endpoint_id IS 'The outbound endpoint (ductape.endpoints.id); NULL on an app''s row.';
+COMMENT ON COLUMN ductape.limits.rate IS 'Declared requests per "per"; NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.per IS 'The period of the rate; NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.burst IS 'Requests that may start at once after a quiet period; NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.concurrency IS 'Declared requests in flight at most; NULL: no cap.';
+COMMENT ON COLUMN ductape.limits.max_wait_ms IS 'How long a synchronous call waits before DT004; NULL on an endpoint''s row.';
+COMMENT ON COLUMN ductape.limits.effective_rate IS 'Requests per second allowed now (the declared rate, halved for each recent 429 without Retry-After); NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.tokens IS 'Requests that may start now without waiting (the token bucket); NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.in_flight IS 'Requests under way now, from every session and worker.';
+COMMENT ON COLUMN ductape.limits.waiting IS 'Synchronous calls waiting for a token or a slot now.';
+COMMENT ON COLUMN ductape.limits.paused_until IS 'Until when every caller waits because the API answered 429 or 503 with Retry-After; NULL: not paused.';
+COMMENT ON COLUMN ductape.limits.slowed_until IS 'Until when the rate stays lowered after a 429 without Retry-After; NULL: not slowed.';
+COMMENT ON COLUMN ductape.limits.granted IS 'Requests let go since the row appeared.';
+COMMENT ON COLUMN ductape.limits.waited IS 'Synchronous calls that had to wait, and queue items put back until their limit allowed them, since the row appeared.';
+COMMENT ON COLUMN ductape.limits.rejected IS 'Synchronous calls refused with DT004 since the row appeared.';
+COMMENT ON COLUMN ductape.limits.since IS 'When the row appeared (first request since the server started, or since it was last idle and reclaimed).';
+
+-- roles given usage before read the limits too (grant_usage gives them now)
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT x.grantee::regrole::text AS role
+               FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) x
+              WHERE c.oid = 'ductape.stats'::regclass AND x.privilege_type = 'SELECT'
+                AND x.grantee <> 0 AND x.grantee <> c.relowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON ductape.limits TO %s', r.role);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION ductape._limits() TO %s', r.role);
+    END LOOP;
+    FOR r IN SELECT DISTINCT x.grantee::regrole::text AS role
+               FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) x
+              WHERE p.oid = 'ductape._check_app(jsonb)'::regprocedure AND x.privilege_type = 'EXECUTE'
+                AND x.grantee <> 0 AND x.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION ductape._check_limits(jsonb, text) TO %s', r.role);
+    END LOOP;
+END
+$$;
 
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ductape FROM PUBLIC;

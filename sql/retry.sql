@@ -3,7 +3,9 @@
 SELECT ductape.app_define(jsonb_build_object(
   'tag', 'flaky',
   'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', api()),
-                            jsonb_build_object('slug', 'down', 'base_url', 'http://127.0.0.1:9')),
+                            jsonb_build_object('slug', 'down', 'base_url', 'http://127.0.0.1:9'),
+                            jsonb_build_object('slug', 'cap', 'base_url', api()),
+                            jsonb_build_object('slug', 'st', 'base_url', api())),
   'retries', jsonb_build_object('initial_delay_ms', 10, 'max_delay_ms', 100),
   'actions', jsonb_build_array(
     jsonb_build_object('tag', 'get', 'method', 'GET', 'resource', '/flaky/:key/:n'),
@@ -52,7 +54,10 @@ SELECT ductape.run_response('flaky', 'slow', '{"ms": 400}', options => '{"timeou
 SELECT ductape.run_response('flaky', 'slow', '{"ms": 400}', options => '{"timeout_ms": 100, "retries": {"on": ["network"]}}')->'attempts' AS timeout_not_in_on;
 
 -- Retry-After (seconds) sets the delay, capped by max_delay_ms (100 ms in
--- this app); respect_retry_after: false ignores it.
+-- this app); respect_retry_after: false ignores it.  A Retry-After also
+-- pauses the app and env for every caller (docs/reference.md, "Limits"): a
+-- retry the pause holds past the call's max_wait_ms (1 s by default) is not
+-- made, and the call ends with the answer it had.
 CREATE TEMP TABLE timing (what text, ms numeric, attempts int);
 DO $$
 DECLARE t0 timestamptz := clock_timestamp(); r jsonb;
@@ -72,10 +77,10 @@ BEGIN
     r := ductape.run_response('flaky', 'get', '{"key": "bo", "n": 3}',
           options => '{"retries": {"max": 3, "initial_delay_ms": 100, "multiplier": 2, "jitter": 0, "max_delay_ms": 1000}}');
     INSERT INTO timing VALUES ('backoff_700ms', extract(epoch FROM clock_timestamp() - t0) * 1000, (r->>'attempts')::int);
-    -- capped by max_delay_ms
+    -- capped by max_delay_ms, but paused for 30 s: not retried into the pause
     t0 := clock_timestamp();
     r := ductape.run_response('flaky', 'get', '{"key": "cap", "n": 2, "retry_after": "30"}',
-          options => '{"retries": {"max_delay_ms": 50}}');
+          env => 'cap', options => '{"retries": {"max_delay_ms": 50}}');
     INSERT INTO timing VALUES ('capped_retry_after', extract(epoch FROM clock_timestamp() - t0) * 1000, (r->>'attempts')::int);
 END $$;
 SELECT what, attempts,
@@ -85,11 +90,13 @@ SELECT what, attempts,
                  WHEN 'backoff_700ms' THEN ms BETWEEN 690 AND 1000
                  WHEN 'capped_retry_after' THEN ms < 500 END AS timing_ok
   FROM timing ORDER BY what;
+SELECT env, paused_until > now() + interval '20 s' AS paused FROM ductape.limits
+ WHERE app = 'flaky' AND env = 'cap';
 
 -- A retry delay is interrupted by statement_timeout.
 SELECT set_config('dt.t0', clock_timestamp()::text, false) IS NOT NULL AS started;
 SET statement_timeout = '300ms';
-SELECT ductape.run('flaky', 'get', '{"key": "st", "n": 1, "retry_after": "10"}',
+SELECT ductape.run('flaky', 'get', '{"key": "st", "n": 1, "retry_after": "10"}', env => 'st',
                    options => '{"retries": {"max_delay_ms": 60000}}');
 \echo :LAST_ERROR_SQLSTATE
 RESET statement_timeout;

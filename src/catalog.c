@@ -27,6 +27,9 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+#include <math.h>
+
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "commands/trigger.h"
@@ -207,6 +210,8 @@ static const char *const action_keys[] = {"tag", "name", "description", "method"
 "timeout_ms", "retries"};
 static const char *const retries_keys[] = {"max", "on", "initial_delay_ms",
 "max_delay_ms", "multiplier", "jitter", "respect_retry_after", "unsafe"};
+static const char *const limits_keys[] = {"rate", "per", "burst", "concurrency",
+"max_wait_ms"};
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
 static const char *const request_types[] = {"application/json",
 "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"};
@@ -499,6 +504,101 @@ IsRetryStatus(JsonbValue *v)
 		return false;
 	n = atoi(s);
 	return n >= 100 && n <= 599;
+}
+
+/*
+ * A duration of limits: a positive integer and a unit, "500ms", "1s", "2m",
+ * "1h", as milliseconds, at most a day; -1 when v is no such string.
+ */
+static int64
+LimitsDuration(JsonbValue *v)
+{
+	char	   *s,
+			   *end;
+	long		n;
+	int64		unit;
+
+	if (v->type != jbvString || v->val.string.len == 0 || v->val.string.len > 16)
+		return -1;
+	s = pnstrdup(v->val.string.val, v->val.string.len);
+	if (!isdigit((unsigned char) s[0]))
+		return -1;
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno != 0 || n <= 0)
+		return -1;
+	if (strcmp(end, "ms") == 0)
+		unit = 1;
+	else if (strcmp(end, "s") == 0)
+		unit = 1000;
+	else if (strcmp(end, "m") == 0)
+		unit = 60000;
+	else if (strcmp(end, "h") == 0)
+		unit = 3600000;
+	else
+		return -1;
+	if (n > 86400000 / unit)
+		return -1;
+	return n * unit;
+}
+
+/*
+ * The "limits" of an app or of one of its envs, when present; when it has
+ * no problem and out is given, its keys are laid over *out (an env's over
+ * its app's, key by key).  LimitsFinish gives what is still unset its
+ * default.
+ */
+static void
+CheckLimits(JsonbValue *p, const char *path, List **problems, DtLimitSpec *out)
+{
+	JsonbValue *v;
+	int			before = list_length(*problems);
+
+	if (p == NULL)
+		return;
+	if (!IsType(p, "object"))
+	{
+		Problem(problems, "%s: must be an object", path);
+		return;
+	}
+	CheckKeys(p, path, limits_keys, lengthof(limits_keys), problems);
+	v = Field(p, "rate");
+	if (v != NULL && (v->type != jbvNumeric || NumberCompare(v->val.numeric, 0) <= 0 ||
+					  NumberCompare(v->val.numeric, 1000000) > 0))
+		Problem(problems, "%s/rate: must be a number greater than 0 and at most 1000000", path);
+	v = Field(p, "per");
+	if (v != NULL && LimitsDuration(v) < 0)
+		Problem(problems, "%s/per: must be a duration such as \"1s\", \"500ms\", \"1m\" or \"1h\", at most a day",
+				path);
+	CheckInt(Field(p, "burst"), psprintf("%s/burst", path), 1, 1000000, problems);
+	CheckInt(Field(p, "concurrency"), psprintf("%s/concurrency", path), 1, 100000, problems);
+	CheckInt(Field(p, "max_wait_ms"), psprintf("%s/max_wait_ms", path), 0, 600000, problems);
+	if (out == NULL || list_length(*problems) > before)
+		return;
+	if ((v = Field(p, "rate")) != NULL)
+		out->rate = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
+	if ((v = Field(p, "per")) != NULL)
+		out->per_ms = LimitsDuration(v);
+	if ((v = Field(p, "burst")) != NULL)
+		out->burst = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+	if ((v = Field(p, "concurrency")) != NULL)
+		out->concurrency = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+	if ((v = Field(p, "max_wait_ms")) != NULL)
+		out->max_wait_ms = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+}
+
+/* Defaults of what limits left unset: per 1s, burst the rate, wait 1 s. */
+static void
+LimitsFinish(DtLimitSpec *s)
+{
+	if (s->per_ms <= 0)
+		s->per_ms = 1000;
+	if (s->rate > 0 && s->burst <= 0)
+		s->burst = Max(1, (int) Min(ceil(s->rate), 1000000.0));
+	if (s->rate <= 0)
+		s->burst = 0;
+	if (s->max_wait_ms < 0)
+		s->max_wait_ms = DT_LIMIT_DEFAULT_MAX_WAIT_MS;
 }
 
 /* A retry policy (an action's, an app's, a workflow step's), when present. */
@@ -896,6 +996,26 @@ StoredInt(Jsonb *spec, const char *key, int dflt, int lo, int hi, const char *ap
 	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
 }
 
+/* The "limits" of a stored app or env, laid over *out. */
+static void
+StoredLimits(Jsonb *spec, const char *app, const char *at, DtLimitSpec *out)
+{
+	JsonbValue *v = JsonbGetField(spec, "limits");
+	List	   *problems = NIL;
+	char	   *path = psprintf("%s/limits", at);
+
+	if (v == NULL || v->type == jbvNull)
+		return;
+	CheckLimits(v, path, &problems, out);
+	if (problems != NIL)
+	{
+		char	   *first = linitial(problems);
+		size_t		skip = strlen(path) + 2;
+
+		StoredInvalid(app, path, strlen(first) > skip ? first + skip : first);
+	}
+}
+
 /* spec || {"tag": tag}: a stored action with the tag its row keeps apart. */
 static Jsonb *
 WithTag(Jsonb *spec, const char *tag)
@@ -1038,6 +1158,25 @@ dt_check_retries(PG_FUNCTION_ARGS)
 	{
 		JsonbRootValue(PG_GETARG_JSONB_P(0), &root);
 		CheckRetries(&root, PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)), &problems);
+	}
+	PG_RETURN_DATUM(CStringListToTextArray(problems));
+}
+
+/*
+ * _check_limits(l jsonb, path text) -> text[] of problems of the "limits"
+ * of an app or env (app_define asks it).  NULL l: none.
+ */
+PG_FUNCTION_INFO_V1(dt_check_limits);
+Datum
+dt_check_limits(PG_FUNCTION_ARGS)
+{
+	JsonbValue	root;
+	List	   *problems = NIL;
+
+	if (!PG_ARGISNULL(0))
+	{
+		JsonbRootValue(PG_GETARG_JSONB_P(0), &root);
+		CheckLimits(&root, PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)), &problems, NULL);
 	}
 	PG_RETURN_DATUM(CStringListToTextArray(problems));
 }
@@ -1233,6 +1372,8 @@ LoadApp(const char *tag)
 	app->idempotency_header = StoredString(spec, "idempotency_header", tag, "", false);
 	if (app->idempotency_header == NULL)
 		app->idempotency_header = pstrdup("Idempotency-Key");
+	app->limits.max_wait_ms = -1;
+	StoredLimits(spec, tag, "", &app->limits);
 	app->declared_variables = StoredContainer(spec, "variables", false, tag, "");
 	app->webhooks = StoredContainer(spec, "webhooks", true, tag, "");
 
@@ -1253,6 +1394,9 @@ LoadApp(const char *tag)
 			env->slug = StoredString(e, "slug", tag, at, true);
 			env->base_url = StoredString(e, "base_url", tag, at, true);
 			env->request_type = StoredString(e, "request_type", tag, at, false);
+			env->limits = app->limits;
+			StoredLimits(e, tag, at, &env->limits);
+			LimitsFinish(&env->limits);
 			app->envs = lappend(app->envs, env);
 		}
 	}

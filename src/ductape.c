@@ -326,6 +326,7 @@ RegisterShmem(void)
 	WebhookShmemRegister();
 	StatsShmemRegister();
 	CountersShmemRegister();
+	LimitsShmemRegister();
 }
 
 /*

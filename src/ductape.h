@@ -10,6 +10,9 @@
  *	  shmem.c     shared-memory set-up; the locking protocol (shmem.h)
  *	  registry.c  the registry of database workers (registry.h)
  *	  calls.c     the shared-memory ring of call records (calls.h)
+ *	  stats.c     request counters in shared memory (stats.h)
+ *	  counters.c  per-database outcome counters and gauges (counters.h)
+ *	  flow.c      flow control: rate, concurrency, pauses (flow.h)
  *	2 core logic
  *	  template.c  $Placeholder{...} parsing, checking and resolution
  *	  catalog.c   the per-backend cache of apps and actions; the action rules
@@ -20,6 +23,7 @@
  *	  secrets.c   the encrypted secret store and the master key
  *	  request.c   turning (app, action, env, input) into an HTTP request
  *	  retry.c     retry policies and schedules
+ *	  metrics.c   the /metrics text (Prometheus)
  *	3 transport
  *	  http.c      libcurl driver, redirects, call records (+ http.h)
  *	4 worker runtime
@@ -35,6 +39,7 @@
  *	  oauth.c     OAuth2 tokens
  *	  workflow.c  workflow conditions and step templates; the tick
  *	  retention.c deleting finished work past ductape.job_retention
+ *	  health.c    ductape.health() and the gauges the worker publishes
  *	  webhook.c   the inbound webhook listener (a process of its own)
  *	  worker.c    background workers (launcher, per-database worker)
  *	  ductape.c   module load, settings
@@ -54,6 +59,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "flow.h"
 #include "registry.h"
 
 #define DUCTAPE_VERSION "0.3.0"
@@ -63,6 +69,7 @@
 #define ERRCODE_DT_NETWORK		MAKE_SQLSTATE('D','T','0','0','1')
 #define ERRCODE_DT_EGRESS		MAKE_SQLSTATE('D','T','0','0','2')
 #define ERRCODE_DT_SECRET		MAKE_SQLSTATE('D','T','0','0','3')
+#define ERRCODE_DT_RATE_LIMITED	MAKE_SQLSTATE('D','T','0','0','4')
 /* internal: the worker's own OAuth2 refresh is pending; the job waits (never shown) */
 #define ERRCODE_DT_TOKEN_PENDING MAKE_SQLSTATE('D','T','P','0','0')
 
@@ -99,6 +106,7 @@ extern int	ductape_job_retention_s;
 extern int	ductape_call_retention_s;
 
 extern bool DtIsValidTag(const char *tag);
+extern bool DtCallerIsAdmin(void);
 
 /* ---- template.c ---- */
 typedef enum
@@ -149,6 +157,7 @@ typedef struct DtEnv
 	char	   *slug;
 	char	   *base_url;
 	char	   *request_type;	/* may be NULL */
+	DtLimitSpec limits;			/* the app's, overridden by the env's */
 } DtEnv;
 
 typedef struct DtAction
@@ -182,6 +191,7 @@ typedef struct DtApp
 	Jsonb	   *declared_variables;	/* the spec's "variables", may be NULL */
 	Jsonb	   *webhooks;		/* the spec's "webhooks" array, may be NULL */
 	List	   *bindings;		/* DtBinding *, loaded on demand */
+	DtLimitSpec limits;			/* the app's own "limits" (envs': DtEnv) */
 } DtApp;
 
 /* How an app is used under one (product, env): docs/reference.md */
@@ -255,6 +265,8 @@ typedef struct DtRequest
 	const char *product;
 	int64		job_id;
 	Oid			roleid;			/* whose call: InvalidOid = the current user */
+	/* flow control (flow.h): whose limit the request counts against */
+	DtLimit		limit;
 } DtRequest;
 
 /* ---- retry.c: retry policies and schedules ---- */
@@ -400,6 +412,8 @@ typedef struct QueueItem
 	int			sqlerrcode;		/* and its SQLSTATE */
 	TimestampTz started;		/* when sent (or run) */
 	double		duration_ms;	/* of the transfer */
+	TimestampTz defer_until;	/* not sent: due again then, the attempt
+								 * not counted (0: it was sent or run) */
 } QueueItem;
 
 /*

@@ -593,6 +593,7 @@ EventsPrepare(QueueItem *item, HeapTuple tup, TupleDesc desc)
 	item->req = BuildDelivery(run, SPI_getvalue(tup, desc, 6),
 							  DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull)),
 							  SPI_getvalue(tup, desc, 5), Secret, Previous);
+	LimitSetEndpoint(&item->req->limit, run->endpoint_id, 0);
 	LoadAdd(run->endpoint_id, 1);	/* last: from here on it is sent */
 }
 
@@ -635,13 +636,59 @@ Int64Array(List *ids)
 }
 
 /*
+ * Deliveries the engine did not send (their endpoint's limit said not yet)
+ * are pending again from their due time, the attempt not counted and no
+ * attempt recorded.  Returns the others.
+ */
+static List *
+StoreDeferred(List *all)
+{
+	List	   *rest = NIL;
+	List	   *ids = NIL;
+	Datum	   *dues = palloc(sizeof(Datum) * Max(list_length(all), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, all)
+	{
+		DeliveryRun *run = lfirst(lc);
+
+		if (run->item.defer_until == 0)
+		{
+			rest = lappend(rest, run);
+			continue;
+		}
+		LoadAdd(run->endpoint_id, -1);	/* counted in flight by prepare */
+		ids = lappend(ids, &run->outbox_id);
+		dues[n++] = TimestampTzGetDatum(run->item.defer_until);
+	}
+	if (n > 0)
+	{
+		Oid			argtypes[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[2] = {Int64Array(ids),
+			PointerGetDatum(construct_array(dues, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))};
+
+		if (SPI_execute_with_args("UPDATE ductape.outbox o SET state = 'pending',"
+								  "  attempts = o.attempts OPERATOR(pg_catalog.-) 1, next_attempt_at = r.due"
+								  "  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+								  "                 pg_catalog.unnest($2::pg_catalog.timestamptz[])) AS r(id, due)"
+								  " WHERE o.id OPERATOR(pg_catalog.=) r.id"
+								  "   AND o.state OPERATOR(pg_catalog.=) 'delivering'::ductape.outbox_state",
+								  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not put deliveries back in the outbox");
+	}
+	return rest;
+}
+
+/*
  * Store finished attempts: a deliveries row each, the outbox rows' new
  * state, and the endpoints' health, in the engine's transaction.
  */
 static List *
-EventsWriteBack(List *batch, MemoryContext after_cxt)
+EventsWriteBack(List *all, MemoryContext after_cxt)
 {
-	int			n = list_length(batch);
+	List	   *batch = NIL;
+	int			n;
 	ListCell   *lc;
 	List	   *ok_ids = NIL,
 			   *failed_ids = NIL,
@@ -655,6 +702,10 @@ EventsWriteBack(List *batch, MemoryContext after_cxt)
 	Oid			argtypes[11];
 	Datum		args[11];
 
+	batch = StoreDeferred(all);
+	n = list_length(batch);
+	if (n == 0)
+		return NIL;
 	for (c = 0; c < 11; c++)
 	{
 		cols[c] = palloc0(sizeof(Datum) * n);

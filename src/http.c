@@ -1062,9 +1062,68 @@ CallError(DtRequest *req, Outcome *o)
 }
 
 /*
+ * Wait until the request's limit lets it go (flow.c), up to the limit's
+ * max_wait_ms, interruptibly (a cancel or statement_timeout raises out of
+ * the wait).  Returns false when it may not go within that, having counted
+ * the rejection: *why, *until and *waited_ms say why and how long it
+ * waited.  A wait known to end too late is not waited at all.
+ */
+static bool
+LimitEnter(DtRequest *req, DtLimitReason *why, TimestampTz *until, int64 *waited_ms)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz deadline = start + (TimestampTz) req->limit.spec.max_wait_ms * 1000;
+
+	for (;;)
+	{
+		*why = LimitTryAcquire(&req->limit, until);
+		if (*why == DT_LIMIT_GO)
+			return true;
+		if ((*why != DT_LIMIT_SLOTS && *until > deadline) ||
+			!LimitWait(&req->limit, *why, *until, deadline))
+			break;
+	}
+	*waited_ms = (GetCurrentTimestamp() - start) / 1000;
+	LimitRejected(&req->limit);
+	return false;
+}
+
+/* DT004: a synchronous call its limit kept from going within max_wait_ms. */
+static void
+RaiseLimited(DtRequest *req, DtLimitReason why, TimestampTz until, int64 waited_ms)
+{
+	const DtLimitSpec *spec = &req->limit.spec;
+	int64		in_ms = Max(0, (until - GetCurrentTimestamp()) / 1000);
+	char	   *detail;
+
+	if (why == DT_LIMIT_FULL)
+		detail = psprintf("The limit is %s, and ductape's table of limits has no room to keep it (every entry is busy); the call waited %lld ms.",
+						  LimitDescribe(spec), (long long) waited_ms);
+	else if (why == DT_LIMIT_PAUSED)
+		detail = psprintf("The API asked for a pause (HTTP 429 or 503 with Retry-After) until %s, %lld ms from now, later than max_wait_ms (%d ms) allows; the call waited %lld ms.",
+						  timestamptz_to_str(until), (long long) in_ms, spec->max_wait_ms,
+						  (long long) waited_ms);
+	else if (why == DT_LIMIT_RATE)
+		detail = psprintf("The limit is %s; the next request may go in %lld ms, later than max_wait_ms (%d ms) allows; the call waited %lld ms.",
+						  LimitDescribe(spec), (long long) in_ms, spec->max_wait_ms,
+						  (long long) waited_ms);
+	else
+		detail = psprintf("The limit is %s; none finished within max_wait_ms (%d ms): the call waited %lld ms.",
+						  LimitDescribe(spec), spec->max_wait_ms, (long long) waited_ms);
+	ereport(ERROR,
+			(errcode(ERRCODE_DT_RATE_LIMITED),
+			 errmsg("rate limit of app \"%s\" env \"%s\" reached", req->app, req->limit.key.env),
+			 errdetail("%s", detail),
+			 errhint("Background jobs (ductape.dispatch) wait in the queue instead of failing; \"max_wait_ms\" in the app's \"limits\" sets how long a call may wait.")));
+}
+
+/*
  * Send req with its retry policy.  Egress refusals and oversized responses
  * raise here (they are configuration, not API outcomes); everything else is
- * returned in *cr for the caller to raise or wrap.
+ * returned in *cr for the caller to raise or wrap.  Each attempt waits for
+ * the request's limit first: the first, past max_wait_ms, raises DT004
+ * without a call record (nothing was sent); a retry that cannot go in time
+ * is not made, and the last attempt's outcome stands.
  */
 void
 Execute(DtRequest *req, CallResult *cr)
@@ -1074,6 +1133,10 @@ Execute(DtRequest *req, CallResult *cr)
 				t1;
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *volatile edata = NULL;
+	volatile bool limited = false;
+	DtLimitReason why = DT_LIMIT_GO;
+	TimestampTz until = 0;
+	int64		waited_ms = 0;
 
 	DriverEnsure();
 	memset(cr, 0, sizeof(*cr));
@@ -1083,8 +1146,15 @@ Execute(DtRequest *req, CallResult *cr)
 	{
 		for (;;)
 		{
+			if (!LimitEnter(req, &why, &until, &waited_ms))
+			{
+				limited = cr->attempts == 0;
+				break;
+			}
 			cr->attempts++;
 			Attempt(req, &cr->o, NowMs() + req->timeout_ms);
+			LimitRelease(&req->limit, cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0,
+						 req->policy.respect_retry_after ? cr->o.retry_after_ms : -1);
 			if (cr->attempts > req->policy.max || !ShouldRetry(req, &cr->o))
 				break;
 			SleepInterruptible(RetryDelayMs(&req->policy, cr->attempts, cr->o.retry_after_ms));
@@ -1096,8 +1166,11 @@ Execute(DtRequest *req, CallResult *cr)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		LimitRelease(&req->limit, 0, -1);
 	}
 	PG_END_TRY();
+	if (limited)
+		RaiseLimited(req, why, until, waited_ms);
 	if (edata != NULL)
 	{
 		/* cancelled or timed out by the statement: still leave a record */

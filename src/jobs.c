@@ -943,9 +943,10 @@ typedef struct Callback
 /*
  * Store finished attempts, one statement for the batch; returns the
  * callbacks to run once that has committed (the job JSON is built only for
- * them).  A job whose request could not be built failed, alone; one that
- * waits for its OAuth2 token (DT_TOKEN_PENDING) goes back to the queue
- * without counting the attempt.
+ * them).  A job whose request could not be built failed, alone; one the
+ * engine did not send (its limit, or its OAuth2 token being refreshed:
+ * item.defer_until) goes back to the queue until then, without counting
+ * the attempt and keeping its last error.
  */
 static List *
 JobsWriteBack(List *batch, MemoryContext after_cxt)
@@ -961,10 +962,13 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 	Datum	   *errors = palloc(sizeof(Datum) * n);
 	bool	   *err_nulls = palloc(sizeof(bool) * n);
 	Datum	   *delays = palloc(sizeof(Datum) * n);
+	Datum	   *dues = palloc(sizeof(Datum) * n);
+	bool	   *due_nulls = palloc(sizeof(bool) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	Oid			argtypes[5] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
-	Datum		args[5];
+	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+	TIMESTAMPTZARRAYOID};
+	Datum		args[6];
 
 	foreach(lc, batch)
 	{
@@ -977,7 +981,13 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 			run->verdict = XFER_FAILED;
 			run->error = run->item.error;
 		}
-		switch (run->verdict)
+		if (run->item.defer_until != 0)
+		{
+			/* not sent (its limit, its token): queued again, uncounted */
+			state = "queued";
+		}
+		else
+			switch (run->verdict)
 		{
 			case XFER_SUCCEEDED:
 				state = "succeeded";
@@ -989,16 +999,8 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 				CountersAddAtCommit(DT_C_JOBS_RETRIED, 1);
 				break;
 			default:
-				if (run->item.error != NULL && run->item.sqlerrcode == ERRCODE_DT_TOKEN_PENDING)
-				{
-					state = "queued";
-					delay = -2;
-				}
-				else
-				{
-					state = "failed";
-					CountersAddAtCommit(DT_C_JOBS_FAILED, 1);
-				}
+				state = "failed";
+				CountersAddAtCommit(DT_C_JOBS_FAILED, 1);
 				break;
 		}
 		ids[i] = Int64GetDatum(run->id);
@@ -1008,6 +1010,8 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 		errors[i] = run->error ? CStringGetTextDatum(run->error) : (Datum) 0;
 		err_nulls[i] = run->error == NULL;
 		delays[i] = Int64GetDatum(delay);
+		dues[i] = TimestampTzGetDatum(run->item.defer_until);
+		due_nulls[i] = run->item.defer_until == 0;
 		i++;
 	}
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -1015,20 +1019,23 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 	args[2] = PointerGetDatum(construct_md_array(responses, resp_nulls, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
 	args[3] = PointerGetDatum(construct_md_array(errors, err_nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 	args[4] = PointerGetDatum(construct_array(delays, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[5] = PointerGetDatum(construct_md_array(dues, due_nulls, 1, dims, lbs, TIMESTAMPTZOID, 8,
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
 	if (SPI_execute_with_args("UPDATE ductape.jobs j SET state = r.state::ductape.job_state, "
-							  "  response = coalesce(r.response, j.response), error = r.error, "
-							  "  attempts = CASE WHEN r.delay OPERATOR(pg_catalog.=) -2 "
+							  "  response = coalesce(r.response, j.response), "
+							  "  error = CASE WHEN r.due IS NOT NULL THEN j.error ELSE r.error END, "
+							  "  attempts = CASE WHEN r.due IS NOT NULL "
 							  "    THEN j.attempts OPERATOR(pg_catalog.-) 1 ELSE j.attempts END, "
-							  "  next_attempt_at = CASE WHEN r.delay OPERATOR(pg_catalog.>=) 0 "
+							  "  next_attempt_at = CASE WHEN r.due IS NOT NULL THEN r.due "
+							  "    WHEN r.delay OPERATOR(pg_catalog.>=) 0 "
 							  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => r.delay OPERATOR(pg_catalog./) 1000.0) "
-							  "    WHEN r.delay OPERATOR(pg_catalog.=) -2 "
-							  "    THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => 0.05) "
 							  "    ELSE j.next_attempt_at END, "
 							  "  finished_at = CASE WHEN r.state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed}'::pg_catalog.text[]) "
 							  "    THEN pg_catalog.clock_timestamp() END "
 							  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-							  "  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS r(id, state, response, error, delay) "
+							  "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) "
+							  "  AS r(id, state, response, error, delay, due) "
 							  "WHERE j.id OPERATOR(pg_catalog.=) r.id "
 							  "  AND j.state OPERATOR(pg_catalog.=) 'running'::ductape.job_state "
 							  "RETURNING CASE WHEN r.state OPERATOR(pg_catalog.=) 'succeeded' THEN j.on_success "
@@ -1040,7 +1047,7 @@ JobsWriteBack(List *batch, MemoryContext after_cxt)
 							  "    'product', j.product, 'state', r.state, 'attempts', j.attempts, "
 							  "    'next_attempt_at', j.next_attempt_at, 'response', coalesce(r.response, j.response), "
 							  "    'error', r.error, 'created_at', j.created_at, 'finished_at', pg_catalog.clock_timestamp()) END",
-							  5, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+							  6, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not store job results");
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{

@@ -25,6 +25,12 @@
  *	4. write back: finished items are stored in one transaction per batch;
  *	   what must follow the commit (job callbacks) runs after it, each in a
  *	   transaction of its own.
+ *	   An item its limit (flow.c: rate, concurrency, a pause the API asked
+ *	   for) keeps from going now is not sent: it is written back as due
+ *	   again when the limit says, without counting an attempt
+ *	   (item->defer_until), and so waits in its queue, never failed by a
+ *	   limit; an item whose OAuth2 token is being refreshed waits the same
+ *	   way.
  *	5. recover: when a worker starts, rows a dead worker left in progress
  *	   are due again (delivery is at-least-once; the kinds send the same
  *	   idempotency key or webhook-id on every attempt).
@@ -54,6 +60,7 @@
 #include "ductape.h"
 
 #define QUEUE_MAX_KINDS 8
+#define QUEUE_TOKEN_WAIT_MS 50	/* an item waiting for an OAuth2 token */
 
 /* the engine's state of one registered kind */
 typedef struct QueueState
@@ -242,13 +249,33 @@ Claim(QueueState *q, int n)
 		MemoryContext old = MemoryContextSwitchTo(item->cxt);
 
 		item->started = GetCurrentTimestamp();
-		if (item->error == NULL && item->req != NULL)
+		if (item->error != NULL && item->sqlerrcode == ERRCODE_DT_TOKEN_PENDING)
 		{
-			Xfer	   *x = XferSubmit(item->req, item);
+			/* its OAuth2 token is being refreshed: back to the queue */
+			item->error = NULL;
+			item->req = NULL;
+			item->defer_until = item->started + QUEUE_TOKEN_WAIT_MS * 1000;
+			AddFinished(q, item);
+		}
+		else if (item->error == NULL && item->req != NULL)
+		{
+			TimestampTz until;
+			DtLimitReason why = LimitTryAcquire(&item->req->limit, &until);
 
-			q->inflight++;
-			if (XferDone(x))
-				QueueTransferDone(x);
+			if (why != DT_LIMIT_GO)
+			{
+				/* its limit says not yet: back to the queue until it may */
+				item->defer_until = LimitDeferUntil(&item->req->limit, why, until);
+				AddFinished(q, item);
+			}
+			else
+			{
+				Xfer	   *x = XferSubmit(item->req, item);
+
+				q->inflight++;
+				if (XferDone(x))
+					QueueTransferDone(x);
+			}
 		}
 		else
 		{
@@ -288,6 +315,18 @@ QueueTransferDone(Xfer *x)
 	MemoryContext old = MemoryContextSwitchTo(item->cxt);
 
 	item->duration_ms = (GetCurrentTimestamp() - item->started) / 1000.0;
+	{
+		int			status;
+		const char *error;
+		const char *body;
+		size_t		len;
+		double		retry_after_ms;
+
+		/* first: the slot goes back whatever happens next */
+		XferResult(x, &status, &error, &body, &len, &retry_after_ms);
+		LimitRelease(&item->req->limit, status,
+					 item->req->policy.respect_retry_after ? retry_after_ms : -1);
+	}
 	PG_TRY();
 	{
 		item->kind->judge(item, x);
@@ -390,7 +429,8 @@ DueIn(TimestampTz now, int room)
 			continue;
 		if (q->more)
 			return 0;
-		ms = (long) Max(0, (q->next_at - now) / 1000);
+		/* (rounded up: woken a little early, the claim would find nothing) */
+		ms = (long) Max(0, (q->next_at - now + 999) / 1000);
 		if (wait < 0 || ms < wait)
 			wait = ms;
 	}

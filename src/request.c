@@ -1003,6 +1003,7 @@ RequestBuild(DtRequest *req, DtApp *app, DtAction *action, DtBinding *binding,
 	req->action = action->tag;
 	req->env = binding->env;
 	req->product = binding->product;
+	LimitSetApp(&req->limit, app->tag, env->slug, &env->limits);
 	req->success = action->success;
 	req->nsuccess = action->nsuccess;
 	req->timeout_ms = action->timeout_ms > 0 ? action->timeout_ms :

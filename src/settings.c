@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * settings.c
- *	  Where the values of ductape's settings live, and the tag rule they and
- *	  every definition share.  The settings are defined (names, ranges,
+ *	  Where the values of ductape's settings live, the tag rule they and
+ *	  every definition share, and who counts as an administrator.  The settings are defined (names, ranges,
  *	  check hooks, descriptions) by _PG_init in ductape.c; the subsystems
  *	  read these variables.
  *
@@ -11,6 +11,15 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
 
 #include "ductape.h"
 
@@ -56,3 +65,32 @@ DtIsValidTag(const char *tag)
 	return len <= DT_TAG_MAXLEN;
 }
 
+/*
+ * Is the current user one of ductape's administrators (who see every
+ * role's counters, and the endpoints' limits)?  The test: EXECUTE on
+ * ductape.secret_get(text), which grant_admin gives and grant_usage does
+ * not.  The function is found by its schema, name and
+ * argument type in the catalog, never through the caller's search_path, so
+ * that no object of the caller's (a type named text in pg_temp, say) can
+ * change the answer or make it fail.
+ */
+bool
+DtCallerIsAdmin(void)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	HeapTuple	tup;
+	Oid			fn;
+
+	tup = SearchSysCache3(PROCNAMEARGSNSP,
+						  CStringGetDatum("secret_get"),
+						  PointerGetDatum(buildoidvector(argtypes, 1)),
+						  ObjectIdGetDatum(get_namespace_oid("ductape", false)));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function ductape.secret_get(text) does not exist"),
+				 errhint("The extension ductape is damaged: reinstall it.")));
+	fn = ((Form_pg_proc) GETSTRUCT(tup))->oid;
+	ReleaseSysCache(tup);
+	return pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK;
+}

@@ -98,6 +98,27 @@
  *	  shared: readers copy every slot (CountersSnapshot: /metrics in the
  *	  listener, ductape.health() in a backend).
  *
+ *	"ductape limits" (flow.c): the flow-control state of each app and
+ *	env, and of each endpoint -- a fixed array of entries found through
+ *	hash chains of entry indexes -- split into 16 partitions of chains,
+ *	each under an LWLock of its own, a spinlock in each entry, and a
+ *	spinlock for the free list.
+ *	  shared (the key's partition): every process that sends a request of
+ *	  an app or a delivery finds its entry and, under the entry's
+ *	  spinlock, takes a token and a slot or learns why not
+ *	  (LimitTryAcquire), gives the slot back and records a pause or a
+ *	  slowing (LimitRelease), or puts a queue item back (LimitDeferUntil);
+ *	  ductape.limits copies each entry under its spinlock, one partition
+ *	  at a time.
+ *	  exclusive (the key's partition): adding the entry of a new key, which
+ *	  takes one from the free list (its spinlock, a leaf) or reclaims an
+ *	  idle entry of the same partition.
+ *	  A process that holds a slot or waits has in_flight or waiting above
+ *	  zero, which keeps its entry from being reclaimed: it uses the entry
+ *	  (its spinlock, its condition variable) without the partition lock.
+ *	  The condition variable is signalled after the entry's spinlock is
+ *	  released; its own spinlock is PostgreSQL's.
+ *
  * No two of these locks are ever held together.  Every function that
  * takes one releases it before returning and, while holding it, calls
  * nothing that takes another.  An operation that concerns two subsystems

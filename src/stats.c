@@ -852,35 +852,6 @@ done:
 /* ---- SQL ---- */
 
 /*
- * May the current user see every role's counters?  The administrator test
- * of ductape: EXECUTE on ductape.secret_get(text), which grant_admin gives
- * and grant_usage does not.  The function is found by its schema, name and
- * argument type in the catalog, never through the caller's search_path, so
- * that no object of the caller's (a type named text in pg_temp, say) can
- * change the answer or make it fail.
- */
-static bool
-SeesEveryRole(void)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	HeapTuple	tup;
-	Oid			fn;
-
-	tup = SearchSysCache3(PROCNAMEARGSNSP,
-						  CStringGetDatum("secret_get"),
-						  PointerGetDatum(buildoidvector(argtypes, 1)),
-						  ObjectIdGetDatum(get_namespace_oid("ductape", false)));
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("function ductape.secret_get(text) does not exist"),
-				 errhint("The extension ductape is damaged: reinstall it.")));
-	fn = ((Form_pg_proc) GETSTRUCT(tup))->oid;
-	ReleaseSysCache(tup);
-	return pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK;
-}
-
-/*
  * ductape._stats(): the current database's counters, one row per (app,
  * action, env) summed over the roles the caller may see: its own, or every
  * role for an administrator.  Backs the ductape.stats view.
@@ -897,7 +868,7 @@ dt_stats(PG_FUNCTION_ARGS)
 	if (Stats == NULL)
 		PG_RETURN_VOID();
 	ForgetDroppedDatabases();
-	n = StatsCollect(MyDatabaseId, SeesEveryRole() ? InvalidOid : GetUserId(), true, &rows);
+	n = StatsCollect(MyDatabaseId, DtCallerIsAdmin() ? InvalidOid : GetUserId(), true, &rows);
 	for (i = 0; i < n; i++)
 	{
 		DtStatsRow *r = &rows[i];

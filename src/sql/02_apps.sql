@@ -81,6 +81,13 @@ RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_action' LANGUAGE c STABLE;
 CREATE FUNCTION ductape._check_retries(p jsonb, path text)
 RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_retries' LANGUAGE c IMMUTABLE;
 
+-- The "limits" of an app or env (flow control), by the library's rules,
+-- which the request builder reads them with.
+CREATE FUNCTION ductape._check_limits(l jsonb, path text)
+RETURNS text[] AS 'MODULE_PATHNAME', 'dt_check_limits' LANGUAGE c IMMUTABLE;
+COMMENT ON FUNCTION ductape._check_limits(jsonb, text) IS
+    'The problems of the "limits" of an app or env (rate, per, burst, concurrency, max_wait_ms), as /json/pointer: reason strings.';
+
 -- An auth block.
 CREATE FUNCTION ductape._check_auth(a jsonb)
 RETURNS text[] LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -139,7 +146,7 @@ BEGIN
     IF jsonb_typeof(spec) IS DISTINCT FROM 'object' THEN
         RETURN ARRAY['/: an app spec must be a JSON object'];
     END IF;
-    errs := errs || ductape._check_keys(spec, '', '{tag,name,description,envs,constants,variables,auth,retries,timeout_ms,idempotency_header,actions,webhooks}');
+    errs := errs || ductape._check_keys(spec, '', '{tag,name,description,envs,constants,variables,auth,retries,timeout_ms,idempotency_header,limits,actions,webhooks}');
     errs := errs || ductape._check_tag(spec->'tag', '/tag');
     errs := errs || ductape._check_type(spec->'name', '/name', '{string}');
     errs := errs || ductape._check_type(spec->'description', '/description', '{string}');
@@ -149,6 +156,7 @@ BEGIN
     errs := errs || ductape._check_type(spec->'webhooks', '/webhooks', '{array}');
     errs := errs || ductape._check_int(spec->'timeout_ms', '/timeout_ms', 1, 86400000);
     errs := errs || ductape._check_retries(spec->'retries', '/retries');
+    errs := errs || ductape._check_limits(spec->'limits', '/limits');
     IF spec ? 'idempotency_header' AND (jsonb_typeof(spec->'idempotency_header') <> 'string'
             OR spec->>'idempotency_header' !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$') THEN
         errs := errs || '/idempotency_header: must be a header name'::text;
@@ -178,7 +186,7 @@ BEGIN
                 IF jsonb_typeof(e) <> 'object' THEN
                     errs := errs || format('/envs/%s: must be an object', i);
                 ELSE
-                    errs := errs || ductape._check_keys(e, '/envs/' || i, '{slug,base_url,request_type,description}');
+                    errs := errs || ductape._check_keys(e, '/envs/' || i, '{slug,base_url,request_type,description,limits}');
                     errs := errs || ductape._check_tag(e->'slug', format('/envs/%s/slug', i));
                     IF e->>'slug' = ANY (tags) THEN
                         errs := errs || format('/envs/%s/slug: "%s" appears twice', i, e->>'slug');
@@ -188,6 +196,7 @@ BEGIN
                         errs := errs || format('/envs/%s/base_url: must be an http:// or https:// URL without query or fragment', i);
                     END IF;
                     errs := errs || ductape._check_request_type(e->'request_type', format('/envs/%s/request_type', i));
+                    errs := errs || ductape._check_limits(e->'limits', format('/envs/%s/limits', i));
                 END IF;
                 i := i + 1;
             END LOOP;

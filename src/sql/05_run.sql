@@ -179,3 +179,43 @@ COMMENT ON COLUMN ductape.stats.mean_ms IS 'Mean duration in milliseconds (exact
 COMMENT ON COLUMN ductape.stats.min_ms IS 'Shortest duration in milliseconds (exact).';
 COMMENT ON COLUMN ductape.stats.max_ms IS 'Longest duration in milliseconds (exact).';
 COMMENT ON COLUMN ductape.stats.since IS 'When counting began: the start of the first request counted since the counters were created or reset.';
+
+-- Flow control: the state of each limit (an app and env, or an outbound
+-- endpoint), kept in shared memory by src/flow.c for the whole cluster.
+-- Every app and env that made a request since the server started has a row
+-- (a pause asked for by the API holds for apps without declared limits
+-- too); endpoint rows are shown to administrators only.
+CREATE FUNCTION ductape._limits(OUT app text, OUT env text, OUT endpoint_id bigint,
+                                OUT rate double precision, OUT per interval, OUT burst integer,
+                                OUT concurrency integer, OUT max_wait_ms integer,
+                                OUT effective_rate double precision, OUT tokens double precision,
+                                OUT in_flight integer, OUT waiting integer,
+                                OUT paused_until timestamptz, OUT slowed_until timestamptz,
+                                OUT granted bigint, OUT waited bigint, OUT rejected bigint,
+                                OUT since timestamptz)
+RETURNS SETOF record LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'dt_limits';
+COMMENT ON FUNCTION ductape._limits() IS
+    'The flow-control state of the current database''s apps and envs (and, for administrators, endpoints), from shared memory. Backs the ductape.limits view.';
+
+CREATE VIEW ductape.limits WITH (security_invoker = true) AS
+SELECT * FROM ductape._limits();
+COMMENT ON VIEW ductape.limits IS
+    'Flow control per app and env (and per endpoint, for administrators): the declared limits, tokens left, requests in flight, callers waiting, a pause the API asked for, a rate slowed after 429s, and counts of requests granted, made to wait and refused (DT004). Shared by every session and worker of the cluster; starts empty after a restart.';
+COMMENT ON COLUMN ductape.limits.app IS 'The app; NULL on an endpoint''s row.';
+COMMENT ON COLUMN ductape.limits.env IS 'The app''s environment (its slug); NULL on an endpoint''s row.';
+COMMENT ON COLUMN ductape.limits.endpoint_id IS 'The outbound endpoint (ductape.endpoints.id); NULL on an app''s row.';
+COMMENT ON COLUMN ductape.limits.rate IS 'Declared requests per "per"; NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.per IS 'The period of the rate; NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.burst IS 'Requests that may start at once after a quiet period; NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.concurrency IS 'Declared requests in flight at most; NULL: no cap.';
+COMMENT ON COLUMN ductape.limits.max_wait_ms IS 'How long a synchronous call waits before DT004; NULL on an endpoint''s row.';
+COMMENT ON COLUMN ductape.limits.effective_rate IS 'Requests per second allowed now (the declared rate, halved for each recent 429 without Retry-After); NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.tokens IS 'Requests that may start now without waiting (the token bucket); NULL: no rate limit.';
+COMMENT ON COLUMN ductape.limits.in_flight IS 'Requests under way now, from every session and worker.';
+COMMENT ON COLUMN ductape.limits.waiting IS 'Synchronous calls waiting for a token or a slot now.';
+COMMENT ON COLUMN ductape.limits.paused_until IS 'Until when every caller waits because the API answered 429 or 503 with Retry-After; NULL: not paused.';
+COMMENT ON COLUMN ductape.limits.slowed_until IS 'Until when the rate stays lowered after a 429 without Retry-After; NULL: not slowed.';
+COMMENT ON COLUMN ductape.limits.granted IS 'Requests let go since the row appeared.';
+COMMENT ON COLUMN ductape.limits.waited IS 'Synchronous calls that had to wait, and queue items put back until their limit allowed them, since the row appeared.';
+COMMENT ON COLUMN ductape.limits.rejected IS 'Synchronous calls refused with DT004 since the row appeared.';
+COMMENT ON COLUMN ductape.limits.since IS 'When the row appeared (first request since the server started, or since it was last idle and reclaimed).';

@@ -40,10 +40,10 @@ BEGIN
         ductape.dispatch(text, text, jsonb, text, text, timestamptz, text, regprocedure, regprocedure, jsonb),
         ductape.job(bigint), ductape.wait(bigint, interval), ductape.cancel(bigint),
         ductape.retry(bigint), ductape.on_row(), ductape.publish(text, jsonb, text),
-        ductape._stats(),
+        ductape._stats(), ductape._limits(),
         ductape.workflow_start(text, jsonb, text, text, text), ductape.workflow_status(bigint),
         ductape.workflow_cancel(bigint), ductape.version() TO %I', role);
-    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.jobs, ductape.queue,
+    EXECUTE format('GRANT SELECT ON ductape.calls, ductape.stats, ductape.limits, ductape.jobs, ductape.queue,
         ductape.webhook_events, ductape.messages, ductape.outbox, ductape.deliveries,
         ductape.workflow_runs, ductape.workflow_steps TO %I', role);
 END
@@ -90,7 +90,8 @@ BEGIN
         ductape._action_body(jsonb), ductape._app_row(text), ductape._catalog_changed(),
         ductape._check_action(jsonb, text, jsonb, jsonb), ductape._check_app(jsonb),
         ductape._check_auth(jsonb), ductape._check_int(jsonb, text, bigint, bigint),
-        ductape._check_keys(jsonb, text, text[]), ductape._check_request_type(jsonb, text),
+        ductape._check_keys(jsonb, text, text[]), ductape._check_limits(jsonb, text),
+        ductape._check_request_type(jsonb, text),
         ductape._check_retries(jsonb, text), ductape._check_step_call(jsonb, text),
         ductape._check_tag(jsonb, text, boolean), ductape._check_type(jsonb, text, text[]),
         ductape._check_webhook(jsonb, text, jsonb, jsonb), ductape._check_workflow(jsonb),

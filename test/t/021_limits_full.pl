@@ -1,0 +1,85 @@
+# The table of limits full (src/flow.c): 8,192 entries for the cluster,
+# each kept busy here by a pause an API asked for (429, Retry-After 600).
+# Then a request whose limit declares a rate is not sent -- a call fails at
+# once with DT004 saying why, a job stays queued with its attempt not
+# counted -- while a request without declared limits goes, with one
+# WARNING.  Failing closed is the point: a full table must never let a
+# limited app hammer its API.  After a restart the table is empty and the
+# job is sent.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::Bin;
+use DuctapeTest;
+use Time::HiRes qw(usleep);
+
+my $api = api_url();
+my $capacity = 8192;
+my $node = ductape_node('limits_full');
+
+# Apps written straight into the catalog (the test is about shared memory,
+# not app_define): one per entry, each with its own env.
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION ductape;
+INSERT INTO ductape.apps (tag, spec)
+SELECT 'busy-' || i, jsonb_build_object('envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')))
+  FROM generate_series(1, $capacity) i;
+INSERT INTO ductape.actions (app, tag, position, spec)
+SELECT 'busy-' || i, 'busy', 0, '{"method": "GET", "resource": "/status/429", "retries": {"max": 0}}'
+  FROM generate_series(1, $capacity) i;
+SELECT ductape.app_define(jsonb_build_object('tag', 'limited', 'limits', jsonb_build_object('rate', 100),
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'ok', 'method', 'GET', 'resource', '/echo/limited',
+                                                  'headers', jsonb_build_object('X-Test-Key', 'limits-full-limited')))));
+SELECT ductape.app_define(jsonb_build_object('tag', 'free',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'ok', 'method', 'GET', 'resource', '/echo/free'))));
+});
+
+# Every entry paused for 10 minutes.
+is($node->safe_psql('postgres', qq{
+SELECT count(*) FILTER (WHERE (ductape.run_response('busy-' || i, 'busy', '{"retry_after": 600}')->>'status') = '429')
+  FROM generate_series(1, $capacity) i}), $capacity, 'every app answered 429 with Retry-After');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ductape.limits WHERE paused_until > now() + interval '5 min'"),
+	$capacity, 'the table of limits is full of paused entries');
+
+# A limited app new to the table: refused at once, nothing sent.
+my ($ret, $out, $err) = $node->psql('postgres', qq{
+\\set VERBOSITY verbose
+SELECT ductape.run('limited', 'ok')});
+like($err, qr/DT004: rate limit of app "limited" env "dev" reached/, 'a call with a declared rate fails with DT004');
+like($err, qr/DETAIL:  The limit is 100 requests per 1s \(burst 100\), and ductape's table of limits has no room to keep it/,
+	'the detail says the table has no room');
+is($node->safe_psql('postgres', "SELECT (ductape.http('GET', '$api/count/limits-full-limited')->'body'->>'count')::int"),
+	'0', 'nothing was sent');
+
+# An app without declared limits goes, with one WARNING per process.
+($ret, $out, $err) = $node->psql('postgres', qq{
+SELECT ductape.run('free', 'ok')->>'path';
+SELECT ductape.run('free', 'ok')->>'path';});
+is($out, "/echo/free\n/echo/free", 'a call without declared limits goes');
+my @warnings = ($err =~ /WARNING:  ductape limits table is full/g);
+is(scalar(@warnings), 1, 'one WARNING, not one per call');
+like($err, qr/All 8192 entries hold requests in flight, waiters or pauses/, 'the WARNING says why');
+
+# A job of the limited app waits in the queue.
+my $job = $node->safe_psql('postgres', "SELECT ductape.dispatch('limited', 'ok')");
+ok(poll_until($node, 'postgres',
+	"SELECT state = 'queued' AND attempts = 0 AND next_attempt_at > now() FROM ductape.jobs WHERE id = $job", 't', 20),
+	'the job waits in the queue, its attempt not counted');
+usleep(2_500_000);
+is($node->safe_psql('postgres', "SELECT state || ' ' || attempts FROM ductape.jobs WHERE id = $job"),
+	'queued 0', 'and still waits: never failed by the limit');
+is($node->safe_psql('postgres', "SELECT (ductape.http('GET', '$api/count/limits-full-limited')->'body'->>'count')::int"),
+	'0', 'nothing was sent for it');
+
+# After a restart the table is empty: the job goes.
+$node->restart;
+ok(poll_until($node, 'postgres', "SELECT state FROM ductape.jobs WHERE id = $job", 'succeeded', 30),
+	'after a restart the job is sent');
+
+$node->stop;
+done_testing();
