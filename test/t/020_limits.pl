@@ -67,17 +67,19 @@ sub arrivals
 	return sort { $a <=> $b } grep { length } split /,/, $at;
 }
 
-# The most arrivals in any closed window of $w seconds.
+# The most arrivals in any closed window of $w seconds; in list context
+# also where the first such window starts, in seconds after the first
+# arrival, and its arrivals' indexes.
 sub max_window
 {
 	my ($w, @t) = @_;
-	my ($max, $j) = (0, 0);
+	my ($max, $j, $at) = (0, 0, 0);
 	for my $i (0 .. $#t)
 	{
 		$j++ while $j <= $#t && $t[$j] <= $t[$i] + $w;
-		$max = $j - $i if $j - $i > $max;
+		($max, $at) = ($j - $i, $i) if $j - $i > $max;
 	}
-	return $max;
+	return wantarray ? ($max, @t ? sprintf('%.6f s after the first, arrivals %d to %d', $t[$at] - $t[0], $at, $at + $max - 1) : '') : $max;
 }
 
 # "open max" of the server's /open/<key>
@@ -106,11 +108,25 @@ sub session
 	return ($h, \$out);
 }
 
-# One view row's columns, '|'-separated.
-sub limits_row
+# The query of a view row's columns, and its result.
+sub limits_sql
 {
 	my ($cols, $where) = @_;
-	return sql("SELECT $cols FROM ductape.limits WHERE $where");
+	return "SELECT $cols FROM ductape.limits WHERE $where";
+}
+sub limits_row { return sql(limits_sql(@_)); }
+
+# What the jobs of $app that did not succeed are doing (for diag).
+sub unfinished
+{
+	my ($app) = @_;
+	return sql("SELECT string_agg(id || ' ' || state || ' attempts ' || attempts || ' due ' || next_attempt_at
+	                               || ' error ' || coalesce(error, '-'), E'\n')
+	              FROM ductape.jobs WHERE app = '$app' AND state <> 'succeeded'")
+	  . "\ntheir calls: " . sql("SELECT string_agg(c.at || ' status ' || coalesce(c.status::text, '-') || ' error ' || coalesce(c.error, '-'), E'\\n')
+	              FROM ductape.calls c JOIN ductape.jobs j ON j.id = c.job_id WHERE j.app = '$app' AND j.state <> 'succeeded'")
+	  . "\nworker: " . sql("SELECT string_agg(state || ' ' || coalesce(wait_event, '-') || ' ' || left(query, 60), E'\\n')
+	              FROM pg_stat_activity WHERE backend_type = 'ductape worker'");
 }
 
 sql(q{
@@ -150,9 +166,18 @@ sql(qq{SELECT count(ductape.dispatch('lima', 'echo', jsonb_build_object('headers
        FROM generate_series(1, 300) i});
 
 # f. 200 messages to an endpoint limited to 20 deliveries a second
-my $ep = sql(qq{SELECT ductape.endpoint_create('$api/echo/limf', '{limf.*}',
+# (endpoint_create's rate_limit comes with the tenants work: until then this
+# fails once and the rest of f is skipped)
+my $has_rate_limit = sql("SELECT count(*) > 0 FROM pg_proc WHERE pronamespace = 'ductape'::regnamespace
+  AND proname = 'endpoint_create' AND 'rate_limit' = ANY (proargnames)") eq 't';
+ok($has_rate_limit, 'f: endpoint_create takes rate_limit');
+my $ep;
+if ($has_rate_limit)
+{
+	$ep = sql(qq{SELECT ductape.endpoint_create('$api/echo/limf', '{limf.*}',
   headers => '{"X-Test-Key": "lim-f"}', rate_limit => 20)});
-sql(qq{SELECT count(ductape.publish('limf.event', jsonb_build_object('n', i))) FROM generate_series(1, 200) i});
+	sql(qq{SELECT count(ductape.publish('limf.event', jsonb_build_object('n', i))) FROM generate_series(1, 200) i});
+}
 
 # g. 100 jobs at 20/s, burst 1; the configuration is reloaded (below)
 sql(qq{SELECT count(ductape.dispatch('limg', 'echo', jsonb_build_object('headers:X-Test-Key', 'lim-g', 'n', i)))
@@ -203,7 +228,7 @@ is(limits_row("concurrency || '|' || (waited > 0) || '|' || in_flight || '|' || 
 	cmp_ok($took, '<', 2, sprintf('e: promptly (%.2f s)', $took));
 	is(limits_row('waiting', "app = 'lime' AND env = 'dev'"), '0', 'e: nobody is counted as waiting after it');
 	$holder->finish;
-	ok(poll(limits_row('in_flight', "app = 'lime' AND env = 'dev'"), '0', 10),
+	ok(poll(limits_sql('in_flight', "app = 'lime' AND env = 'dev'"), '0', 10),
 		'e: nothing in flight once the holder finished');
 	is(sql("SELECT lim_try('lime', 'echo', " . input('lim-e') . ")") =~ s/\|.*//r, 'ok',
 		'e: a new call gets the slot');
@@ -213,7 +238,7 @@ is(limits_row("concurrency || '|' || (waited > 0) || '|' || in_flight || '|' || 
 	ok(poll("SELECT ductape.http('GET', '$api/open/lim-e')->'body'->>'open'", '1', 10),
 		'e: a session holds the slot again');
 	my ($waiter, $wout) = session("SELECT ductape.run('lime', 'echo', " . input('lim-e-w', '"w": "cancelme"') . ")");
-	ok(poll(limits_row('waiting', "app = 'lime' AND env = 'dev'"), '1', 10),
+	ok(poll(limits_sql('waiting', "app = 'lime' AND env = 'dev'"), '1', 10),
 		'e: ductape.limits counts one session waiting');
 	is(sql("SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
            WHERE query LIKE '%cancelme%' AND pid <> pg_backend_pid()"), '1', 'e: it is cancelled');
@@ -222,7 +247,7 @@ is(limits_row("concurrency || '|' || (waited > 0) || '|' || in_flight || '|' || 
 		'e: pg_cancel_backend ends a wait with 57014');
 	is(limits_row('waiting', "app = 'lime' AND env = 'dev'"), '0', 'e: nobody waiting after the cancel');
 	$holder->finish;
-	ok(poll(limits_row('in_flight', "app = 'lime' AND env = 'dev'"), '0', 10),
+	ok(poll(limits_sql('in_flight', "app = 'lime' AND env = 'dev'"), '0', 10),
 		'e: nothing in flight after the cancel either');
 	is(sql("SELECT lim_try('lime', 'echo', " . input('lim-e') . ")") =~ s/\|.*//r, 'ok',
 		'e: and a new call gets the slot');
@@ -238,8 +263,9 @@ is(limits_row("rate || '|' || coalesce(concurrency::text, 'null')", "app = 'limi
 	'1000|null', 'i: env dev has the app\'s rate and no concurrency limit');
 
 # a: the results
-ok(poll("SELECT count(*) FROM ductape.jobs WHERE app = 'lima' AND state = 'succeeded'", '300', 60),
-	'a: all 300 jobs succeeded');
+ok(poll("SELECT count(*) FROM ductape.jobs WHERE app = 'lima' AND state = 'succeeded'", '300', 30),
+	'a: all 300 jobs succeeded')
+  or diag(unfinished('lima'));
 is(sql("SELECT count(*) FROM ductape.jobs WHERE app = 'lima' AND attempts <> 1"), '0',
 	'a: each at its first attempt (waiting is not an attempt)');
 my @t = arrivals('lim-a');
@@ -248,13 +274,18 @@ my $span = @t ? $t[-1] - $t[0] : 0;
 my $win = max_window(1, @t);
 # (50 at once, then 250 at 50/s: 5 s)
 cmp_ok($span, '>=', 4.9, sprintf('a: the arrivals span %.2f s (>= 4.9)', $span));
-cmp_ok($win, '<=', 100, "a: at most burst + rate = 100 in any 1-second window ($win)");
+my ($wmax, $wat) = max_window(1, @t);
+cmp_ok($win, '<=', 100, "a: at most burst + rate = 100 in any 1-second window ($win)")
+  or diag("the window starts $wat; the first 60 and last 5 gaps in ms: "
+	  . join(' ', map { sprintf('%.1f', ($t[$_] - $t[$_ - 1]) * 1000) } 1 .. 60) . ' ... '
+	  . join(' ', map { sprintf('%.1f', ($t[$_] - $t[$_ - 1]) * 1000) } $#t - 4 .. $#t));
 is(limits_row("rate || '|' || per || '|' || burst || '|' || granted || '|' || (waited > 0)", "app = 'lima' AND env = 'dev'"),
 	'50|00:00:01|50|300|true', 'a: ductape.limits: the declared limit, 300 granted, some waited');
 
 # g: the results
-ok(poll("SELECT count(*) FROM ductape.jobs WHERE app = 'limg' AND state = 'succeeded'", '100', 60),
-	'g: all 100 jobs succeeded through the reloads');
+ok(poll("SELECT count(*) FROM ductape.jobs WHERE app = 'limg' AND state = 'succeeded'", '100', 30),
+	'g: all 100 jobs succeeded through the reloads')
+  or diag(unfinished('limg'));
 @t = arrivals('lim-g');
 $span = @t ? $t[-1] - $t[0] : 0;
 $win = max_window(1, @t);
@@ -262,6 +293,9 @@ cmp_ok($span, '>=', 4.9, sprintf('g: the arrivals span %.2f s (>= 4.9)', $span))
 cmp_ok($win, '<=', 22, "g: at most 22 in any 1-second window ($win)");
 
 # f: the results
+SKIP:
+{
+skip 'endpoint_create has no rate_limit', 6 unless $has_rate_limit;
 ok(poll("SELECT count(*) FROM ductape.outbox WHERE endpoint_id = $ep AND state = 'succeeded'", '200', 60),
 	'f: all 200 messages delivered');
 is(sql("SELECT count(*) || '/' || count(*) FILTER (WHERE succeeded AND attempt = 1) FROM ductape.deliveries WHERE endpoint_id = $ep"),
@@ -273,6 +307,7 @@ $win = max_window(1, @t);
 cmp_ok($span, '>=', 9, sprintf('f: the deliveries span %.2f s (>= 9)', $span));
 cmp_ok($win, '<=', 22, "f: at most 22 in any 1-second window ($win)");
 is(limits_row('rate', "endpoint_id = $ep"), '20', 'f: ductape.limits has the endpoint\'s row');
+}
 
 # ==== phase 2: the timing parts, one at a time ====
 
@@ -286,8 +321,9 @@ is(limits_row('rate', "endpoint_id = $ep"), '20', 'f: ductape.limits has the end
 	cmp_ok($ms, '<=', 350, "c: after at most max_wait_ms + 50 ms ($ms ms)");
 	cmp_ok($ms, '>=', 280, "c: not before max_wait_ms ($ms ms)");
 	like($msg, qr/^rate limit of app "limc"/, 'c: the message names the app');
-	like($detail // '', qr/concurrency/, 'c: the detail names the limit');
-	like($detail // '', qr/\d/, 'c: and how long it waited');
+	like($detail // '', qr/^The limit is 1 in flight at once;/, 'c: the detail names the limit');
+	my ($waited) = ($detail // '') =~ /the call waited (\d+) ms/;
+	ok(defined $waited && $waited >= 280 && $waited <= 350, 'c: and how long it waited (' . ($waited // '?') . ' ms)');
 	is(server_count('lim-c-2'), '0', 'c: the refused call was not sent');
 	is(limits_row("rejected || '|' || in_flight", "app = 'limc' AND env = 'dev'"), '1|1',
 		'c: ductape.limits counts it rejected; the holder is in flight');
@@ -300,7 +336,8 @@ is(limits_row('rate', "endpoint_id = $ep"), '20', 'f: ductape.limits has the end
 	is($st, 'DT004', 'c: the second raises DT004');
 	cmp_ok($ms, '<', 100, "c: at once, its token being due past max_wait_ms ($ms ms)");
 	like($msg, qr/^rate limit of app "limcr"/, 'c: the message names the app');
-	like($detail // '', qr/rate/, 'c: the detail names the limit');
+	like($detail // '', qr/^The limit is 1 request per 10s \(burst 1\);.* the call waited \d+ ms/,
+		'c: the detail names the limit and the wait');
 	is(server_count('lim-cr'), '1', 'c: only the first reached the server');
 }
 
@@ -313,6 +350,9 @@ DECLARE r jsonb;
 BEGIN
     PERFORM pg_advisory_xact_lock(4290);
     WHILE (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4290 AND NOT granted) < 4 LOOP
+        IF clock_timestamp() > statement_timestamp() + interval '30 s' THEN
+            RAISE 'the 4 sessions of d did not come';
+        END IF;
         PERFORM pg_sleep(0.01);
     END LOOP;
     r := ductape.run_response('limd', 'status', '{"code": 429, "query:retry_after": "2", "headers:X-Test-Key": "lim-d-429"}',
@@ -321,6 +361,9 @@ BEGIN
     SELECT (r->>'status')::int, (SELECT paused_until > clock_timestamp() FROM ductape.limits WHERE app = 'limd' AND env = 'dev'),
            clock_timestamp();
 END \$\$});
+	# the others start once it holds the lock
+	ok(poll("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4290 AND granted", '1', 10),
+		'd: the session that makes the 429 call holds the lock the others wait on');
 	my (@dh, @dout);
 	for (1 .. 3)
 	{
