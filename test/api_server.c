@@ -18,8 +18,13 @@
  * exits 0.
  *
  * Every request is counted under the key "*" and, when it carries the
- * header "X-Test-Key: K", under K as well (/count, /reset, /oauth/last,
- * /oauth/revoke-access and /oauth/reset are never counted).  /oauth/token
+ * header "X-Test-Key: K", under K as well (/count, /arrivals, /open, /reset,
+ * /oauth/last, /oauth/revoke-access and /oauth/reset are never counted).
+ * A request with "X-Test-Key: K" that is counted also has its arrival time
+ * logged and is counted as open under K (see /arrivals and /open); that is
+ * how the tests measure request rates and concurrency as the server saw
+ * them.  Each connection has its own thread, so slow answers (/delay, /hang)
+ * run concurrently.  /oauth/token
  * is also counted under "oauth-token" and /oauth/resource under
  * "oauth-resource".  A request is counted at most once per key.
  *
@@ -58,7 +63,20 @@
  *	  /chaos/<pct>		answers 503 to a random pct% of requests (0-100),
  *						200 to the rest; the echo JSON either way (bench/soak)
  *	  /count/<key>		200, {"key": "<key>", "count": N}
- *	  /reset			clears all counters; 200, {"reset": true}
+ *	  /arrivals/<key>	200, {"key": "<key>", "at": [T, ...]}: the arrival
+ *						time of every request counted under that X-Test-Key
+ *						since the last /reset, in arrival order, as epoch
+ *						seconds with microseconds (CLOCK_REALTIME when the
+ *						request's headers were complete); at most 200,000 a
+ *						key, later ones are dropped ("at" then stops growing)
+ *	  /open/<key>		200, {"key": "<key>", "open": N, "max": M}: how many
+ *						requests with that X-Test-Key are being handled now
+ *						(from their arrival until their answer is queued, so
+ *						a /delay holds one open while it sleeps) and the
+ *						most at once since the last /reset
+ *	  /reset			clears all counters, arrival logs and open counts
+ *						(requests still open then are not counted again when
+ *						they end); 200, {"reset": true}
  *	  /redirect			?to=URL (required) [&status=S, default 302]: that
  *						status, "Location: URL", no body
  *	  /headers			200 echo JSON; each query argument k=v is added as a
@@ -363,6 +381,159 @@ counter_get(const char *key)
 	return result;
 }
 
+/*
+ * The arrival logs and open counts, per X-Test-Key, under counter_lock too.
+ * reset_generation tells a request that was open at a /reset not to
+ * decrement the (new) open count when it ends.
+ */
+#define MAX_ARRIVALS		200000
+
+typedef struct KeyLog
+{
+	char	   *key;
+	int64_t    *at;				/* arrival times, microseconds since epoch */
+	size_t		nat;
+	size_t		capat;
+	long		open;
+	long		max_open;
+} KeyLog;
+
+static KeyLog *keylogs;
+static size_t nkeylogs;
+static size_t maxkeylogs;
+static uint64_t reset_generation;
+
+/* The log of key, created if create; NULL if absent or out of memory. */
+static KeyLog *
+keylog_find(const char *key, bool create)
+{
+	size_t		i;
+	KeyLog	   *kl;
+
+	for (i = 0; i < nkeylogs; i++)
+		if (strcmp(keylogs[i].key, key) == 0)
+			return &keylogs[i];
+	if (!create)
+		return NULL;
+	if (nkeylogs == maxkeylogs)
+	{
+		size_t		newmax = maxkeylogs ? maxkeylogs * 2 : 16;
+		KeyLog	   *p = realloc(keylogs, newmax * sizeof(KeyLog));
+
+		if (p == NULL)
+			return NULL;
+		keylogs = p;
+		maxkeylogs = newmax;
+	}
+	kl = &keylogs[nkeylogs];
+	memset(kl, 0, sizeof(KeyLog));
+	kl->key = strdup(key);
+	if (kl->key == NULL)
+		return NULL;
+	nkeylogs++;
+	return kl;
+}
+
+/*
+ * A request with X-Test-Key key arrived: log its time and count it open.
+ * Returns the reset generation to hand to keylog_close().
+ */
+static uint64_t
+keylog_arrive(const char *key)
+{
+	struct timespec ts;
+	KeyLog	   *kl;
+	uint64_t	gen;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pthread_mutex_lock(&counter_lock);
+	gen = reset_generation;
+	kl = keylog_find(key, true);
+	if (kl != NULL)
+	{
+		if (kl->nat < MAX_ARRIVALS)
+		{
+			if (kl->nat == kl->capat)
+			{
+				size_t		newcap = kl->capat ? kl->capat * 2 : 256;
+				int64_t    *p = realloc(kl->at, newcap * sizeof(int64_t));
+
+				if (p != NULL)
+				{
+					kl->at = p;
+					kl->capat = newcap;
+				}
+			}
+			if (kl->nat < kl->capat)
+				kl->at[kl->nat++] = (int64_t) ts.tv_sec * 1000000 +
+					ts.tv_nsec / 1000;
+		}
+		kl->open++;
+		if (kl->open > kl->max_open)
+			kl->max_open = kl->open;
+	}
+	pthread_mutex_unlock(&counter_lock);
+	return gen;
+}
+
+/* That request's answer is queued (or it was dropped): no longer open. */
+static void
+keylog_close(const char *key, uint64_t gen)
+{
+	KeyLog	   *kl;
+
+	pthread_mutex_lock(&counter_lock);
+	if (gen == reset_generation)
+	{
+		kl = keylog_find(key, false);
+		if (kl != NULL && kl->open > 0)
+			kl->open--;
+	}
+	pthread_mutex_unlock(&counter_lock);
+}
+
+/* {"key": K, "at": [...]} for /arrivals/<key> */
+static void
+keylog_arrivals_json(Buf *b, const char *key)
+{
+	KeyLog	   *kl;
+	size_t		i;
+
+	buf_puts(b, "{\"key\": ");
+	json_cstring(b, key);
+	buf_puts(b, ", \"at\": [");
+	pthread_mutex_lock(&counter_lock);
+	kl = keylog_find(key, false);
+	for (i = 0; kl != NULL && i < kl->nat; i++)
+		buf_printf(b, "%s%lld.%06lld", i ? ", " : "",
+				   (long long) (kl->at[i] / 1000000),
+				   (long long) (kl->at[i] % 1000000));
+	pthread_mutex_unlock(&counter_lock);
+	buf_puts(b, "]}");
+}
+
+/* {"key": K, "open": N, "max": M} for /open/<key> */
+static void
+keylog_open_json(Buf *b, const char *key)
+{
+	KeyLog	   *kl;
+	long		open = 0;
+	long		max_open = 0;
+
+	pthread_mutex_lock(&counter_lock);
+	kl = keylog_find(key, false);
+	if (kl != NULL)
+	{
+		open = kl->open;
+		max_open = kl->max_open;
+	}
+	pthread_mutex_unlock(&counter_lock);
+	buf_puts(b, "{\"key\": ");
+	json_cstring(b, key);
+	buf_printf(b, ", \"open\": %ld, \"max\": %ld}", open, max_open);
+}
+
+/* Clears the counters, the arrival logs and the open counts. */
 static void
 counter_reset(void)
 {
@@ -374,6 +545,15 @@ counter_reset(void)
 	free(counters);
 	counters = NULL;
 	ncounters = maxcounters = 0;
+	for (i = 0; i < nkeylogs; i++)
+	{
+		free(keylogs[i].key);
+		free(keylogs[i].at);
+	}
+	free(keylogs);
+	keylogs = NULL;
+	nkeylogs = maxkeylogs = 0;
+	reset_generation++;
 	pthread_mutex_unlock(&counter_lock);
 }
 
@@ -393,6 +573,8 @@ typedef enum Route
 	R_NESTED,
 	R_FLAKY,
 	R_COUNT,
+	R_ARRIVALS,
+	R_OPEN,
 	R_RESET,
 	R_CHAOS,
 	R_REDIRECT,
@@ -424,6 +606,8 @@ static const struct
 	{"/nested", R_NESTED},
 	{"/flaky", R_FLAKY},
 	{"/count", R_COUNT},
+	{"/arrivals", R_ARRIVALS},
+	{"/open", R_OPEN},
 	{"/reset", R_RESET},
 	{"/chaos", R_CHAOS},
 	{"/redirect", R_REDIRECT},
@@ -502,7 +686,20 @@ typedef struct Request
 	char	   *flaky_key;		/* /flaky/<key>/<n>: key, or NULL if bad */
 	uint64_t	flaky_n;
 	long long	flaky_count;	/* count of flaky_key after this request */
+	bool		open;			/* counted open under test_key */
+	uint64_t	open_gen;		/* the reset generation it was counted in */
 } Request;
+
+/* The request is no longer open (once). */
+static void
+request_close(Request *req)
+{
+	if (req->open)
+	{
+		req->open = false;
+		keylog_close(req->test_key, req->open_gen);
+	}
+}
 
 static void
 request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -515,6 +712,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	(void) toe;
 	if (req == NULL)
 		return;
+	request_close(req);
 	free(req->body);
 	free(req->test_key);
 	free(req->flaky_key);
@@ -565,10 +763,17 @@ request_start(struct MHD_Connection *conn, const char *url)
 		}
 	}
 
-	if (req->route == R_COUNT || req->route == R_RESET ||
+	if (req->route == R_COUNT || req->route == R_ARRIVALS ||
+		req->route == R_OPEN || req->route == R_RESET ||
 		req->route == R_OAUTH_LAST || req->route == R_OAUTH_REVOKE_ACCESS ||
 		req->route == R_OAUTH_RESET)
 		return req;
+
+	if (req->test_key)
+	{
+		req->open_gen = keylog_arrive(req->test_key);
+		req->open = true;
+	}
 
 	/* Count once under each distinct key. */
 	keys[nkeys++] = "*";
@@ -1902,6 +2107,19 @@ dispatch(struct MHD_Connection *conn, Request *req, const char *url,
 									 buf_response(&b, "application/json"));
 			}
 
+		case R_ARRIVALS:
+		case R_OPEN:
+			{
+				Buf			b = {0};
+
+				if (req->route == R_ARRIVALS)
+					keylog_arrivals_json(&b, req->arg);
+				else
+					keylog_open_json(&b, req->arg);
+				return send_response(conn, MHD_HTTP_OK,
+									 buf_response(&b, "application/json"));
+			}
+
 		case R_RESET:
 			counter_reset();
 			return send_response(conn, MHD_HTTP_OK,
@@ -2047,7 +2265,13 @@ handle_request(void *cls, struct MHD_Connection *conn, const char *url,
 		return MHD_YES;
 	}
 
-	return dispatch(conn, req, url, method);
+	{
+		enum MHD_Result result = dispatch(conn, req, url, method);
+
+		/* the answer is queued (or the connection is to be dropped) */
+		request_close(req);
+		return result;
+	}
 }
 
 
