@@ -21,8 +21,8 @@
  *	  without one);
  *	- horizon: how far ahead queue items were already put back, so that
  *	  the next one put back goes after them (the worker never wakes for a
- *	  crowd of items of which one may go); forgotten when a request finds
- *	  the bucket full (nobody is queued ahead any more);
+ *	  crowd of items of which one may go); forgotten when a request goes
+ *	  after none went for a while (the items put back are gone);
  *	- slots_full_since: while every slot is taken, items put back for a
  *	  slot are spaced by the mean request time / concurrency, or by a
  *	  quarter of how long the slots have stayed taken (at most a second),
@@ -593,11 +593,13 @@ LimitTryAcquire(DtLimit *l, TimestampTz *until)
 	if (why == DT_LIMIT_GO)
 	{
 		/*
-		 * Nobody is queued ahead when the bucket was full (or there is no
-		 * bucket): items put back before, since gone (cancelled jobs), no
-		 * longer push the next ones back.
+		 * No request went for a while (two intervals, and a second): the
+		 * items put back before are gone (cancelled jobs) -- they would
+		 * have been coming due and going -- so they no longer push the
+		 * next ones back.
 		 */
-		if (e->tat <= now && e->horizon > now)
+		if (e->horizon > now &&
+			e->tat + Max(2 * IntervalUs(e), (int64) USECS_PER_SEC) <= now)
 			e->horizon = 0;
 		e->slots_full_since = 0;
 		if (e->spec.rate > 0)

@@ -1,11 +1,13 @@
-# The table of limits full (src/flow.c): 8,192 entries for the cluster,
-# each kept busy here by a pause an API asked for (429, Retry-After 600).
-# Then a request whose limit declares a rate is not sent -- a call fails at
-# once with DT004 saying why, a job stays queued with its attempt not
-# counted -- while a request without declared limits goes, with one
-# WARNING.  Failing closed is the point: a full table must never let a
-# limited app hammer its API.  After a restart the table is empty and the
-# job is sent.
+# The table of limits full (src/flow.c): 8,192 entries for the cluster, at
+# most 2,048 of them for one database, each kept busy here by a pause an
+# API asked for (429, Retry-After 600).  Then, in that database, a request
+# whose limit declares a rate is not sent -- a call fails at once with
+# DT004 saying why, a job stays queued with its attempt not counted --
+# while a request without declared limits goes, with one WARNING.  Failing
+# closed is the point: a full table must never let a limited app hammer
+# its API.  Another database is not touched: an admin of one database
+# cannot take the entries the others need.  After a restart the table is
+# empty and the job is sent.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -17,7 +19,7 @@ use DuctapeTest;
 use Time::HiRes qw(usleep);
 
 my $api = api_url();
-my $capacity = 8192;
+my $capacity = 2048;		# one database's share
 my $node = ductape_node('limits_full');
 
 # Apps written straight into the catalog (the test is about shared memory,
@@ -63,7 +65,22 @@ SELECT ductape.run('free', 'ok')->>'path';});
 is($out, "/echo/free\n/echo/free", 'a call without declared limits goes');
 my @warnings = ($err =~ /WARNING:  ductape limits table is full/g);
 is(scalar(@warnings), 1, 'one WARNING, not one per call');
-like($err, qr/All 8192 entries hold requests in flight, waiters or pauses/, 'the WARNING says why');
+like($err, qr/WARNING:  ductape limits table is full for this database/, 'the WARNING names the database\'s share');
+like($err, qr/This database holds 2048 entries, its share of the 8192/, 'and says why');
+
+# Another database keeps its own limits.
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', qq{
+CREATE EXTENSION ductape;
+SELECT ductape.app_define(jsonb_build_object('tag', 'limited', 'limits', jsonb_build_object('rate', 100),
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'ok', 'method', 'GET', 'resource', '/echo/other'))));
+});
+($ret, $out, $err) = $node->psql('other', "SELECT ductape.run('limited', 'ok')->>'path'");
+is($out, '/echo/other', 'a limited app of another database goes');
+is($err, '', 'with no warning');
+is($node->safe_psql('other', "SELECT granted FROM ductape.limits WHERE app = 'limited'"), '1',
+	'and its limit is kept');
 
 # A job of the limited app waits in the queue.
 my $job = $node->safe_psql('postgres', "SELECT ductape.dispatch('limited', 'ok')");
