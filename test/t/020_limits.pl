@@ -1,8 +1,9 @@
 # Flow control ("limits" of an app and env, an endpoint's rate_limit), as
 # the test API server sees it: it logs the arrival time of every request by
 # X-Test-Key (/arrivals) and counts the requests open at once (/open).
-#  a. jobs to an app limited to 50 per second (burst 50) all succeed at
-#     their first attempt, no 1-second window holds more than 100;
+#  a. 300 jobs to an app limited to 50 per second (burst 10) all succeed
+#     at their first attempt, arrive over at least 5.5 s, and no 1-second
+#     window holds more than burst + 50 = 60;
 #  b. concurrency 2: 8 sessions calling at once never have more than 2
 #     requests open at the server;
 #  c. a call that cannot get a slot or a token within max_wait_ms raises
@@ -148,7 +149,7 @@ END $$;
 CREATE TABLE d_result (status int, paused boolean, at timestamptz);
 });
 
-app('lima', '{"rate": 50, "per": "1s", "burst": 50}');
+app('lima', '{"rate": 50, "per": "1s", "burst": 10}');
 app('limb', '{"concurrency": 2, "max_wait_ms": 20000}');
 app('limc', '{"concurrency": 1, "max_wait_ms": 300}');
 app('limcr', '{"rate": 1, "per": "10s", "burst": 1, "max_wait_ms": 300}');
@@ -161,7 +162,7 @@ app('limi', '{"rate": 1000}', qq{{"slug": "slow", "base_url": "$api", "limits": 
 
 # ==== phase 1: the queue parts (a, f, g) drain while b, e and i run ====
 
-# a. 300 jobs at 50/s, burst 50
+# a. 300 jobs at 50/s, burst 10
 sql(qq{SELECT count(ductape.dispatch('lima', 'echo', jsonb_build_object('headers:X-Test-Key', 'lim-a', 'n', i)))
        FROM generate_series(1, 300) i});
 
@@ -272,15 +273,15 @@ my @t = arrivals('lim-a');
 is(scalar @t, 300, 'a: the server saw 300 requests');
 my $span = @t ? $t[-1] - $t[0] : 0;
 my $win = max_window(1, @t);
-# (50 at once, then 250 at 50/s: 5 s)
-cmp_ok($span, '>=', 4.9, sprintf('a: the arrivals span %.2f s (>= 4.9)', $span));
+# (10 at once, then 290 at 50/s: 5.8 s)
+cmp_ok($span, '>=', 5.5, sprintf('a: the arrivals span %.2f s (>= 5.5)', $span));
 my ($wmax, $wat) = max_window(1, @t);
-cmp_ok($win, '<=', 100, "a: at most burst + rate = 100 in any 1-second window ($win)")
+cmp_ok($win, '<=', 60, "a: at most burst + rate = 60 in any 1-second window ($win)")
   or diag("the window starts $wat; the first 60 and last 5 gaps in ms: "
 	  . join(' ', map { sprintf('%.1f', ($t[$_] - $t[$_ - 1]) * 1000) } 1 .. 60) . ' ... '
 	  . join(' ', map { sprintf('%.1f', ($t[$_] - $t[$_ - 1]) * 1000) } $#t - 4 .. $#t));
 is(limits_row("rate || '|' || per || '|' || burst || '|' || granted || '|' || (waited > 0)", "app = 'lima' AND env = 'dev'"),
-	'50|00:00:01|50|300|true', 'a: ductape.limits: the declared limit, 300 granted, some waited');
+	'50|00:00:01|10|300|true', 'a: ductape.limits: the declared limit, 300 granted, some waited');
 
 # g: the results
 ok(poll("SELECT count(*) FROM ductape.jobs WHERE app = 'limg' AND state = 'succeeded'", '100', 30),
