@@ -338,6 +338,7 @@ typedef struct XferClient
 
 extern Xfer *XferSubmit(DtRequest *req, void *owner);
 extern bool XferDone(Xfer *x);
+extern bool XferSent(Xfer *x);
 extern void *XferOwner(Xfer *x);
 extern void XferFree(Xfer *x);
 extern bool DriverPump(long timeout_ms, List **done);

@@ -335,10 +335,11 @@ ShareGive(Oid dbid)
 
 /*
  * An entry for a new key of database dbid: a free one, or an idle one of
- * the same partition taken out of its chain; -1 when there is none, or
- * when the database holds its share of the table already (*over_share),
- * so that no database can take the entries the others need.  The caller
- * holds the partition's lock exclusively.
+ * the same partition taken out of its chain; -1 when there is none.  A
+ * database that holds its share of the table already (*over_share) may
+ * only take over an idle entry of its own, so that no database can take
+ * the entries the others need.  The caller holds the partition's lock
+ * exclusively.
  */
 static int32
 TakeEntry(uint32 h, Oid dbid, bool *over_share)
@@ -357,7 +358,7 @@ TakeEntry(uint32 h, Oid dbid, bool *over_share)
 			Limits->free_list = Limits->entries[i].next;
 	}
 	SpinLockRelease(&Limits->free_mutex);
-	if (*over_share || i >= 0)
+	if (i >= 0)
 		return i;
 
 	for (int b = part; b < DT_LIMIT_BUCKETS; b += DT_LIMIT_PARTITIONS)
@@ -368,22 +369,28 @@ TakeEntry(uint32 h, Oid dbid, bool *over_share)
 		{
 			LimitEntry *e = &Limits->entries[*link];
 
-			if (Idle(e, now))
+			if ((!*over_share || e->key.dbid == dbid) && Idle(e, now))
 			{
 				i = *link;
 				*link = e->next;
 				e->in_use = false;
-				SpinLockAcquire(&Limits->free_mutex);
-				ShareGive(e->key.dbid);
-				SpinLockRelease(&Limits->free_mutex);
+				if (!*over_share)
+				{
+					SpinLockAcquire(&Limits->free_mutex);
+					ShareGive(e->key.dbid);
+					SpinLockRelease(&Limits->free_mutex);
+				}
 				return i;
 			}
 			link = &e->next;
 		}
 	}
-	SpinLockAcquire(&Limits->free_mutex);
-	ShareGive(dbid);
-	SpinLockRelease(&Limits->free_mutex);
+	if (!*over_share)
+	{
+		SpinLockAcquire(&Limits->free_mutex);
+		ShareGive(dbid);
+		SpinLockRelease(&Limits->free_mutex);
+	}
 	return -1;
 }
 
@@ -748,7 +755,7 @@ LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz until)
 }
 
 void
-LimitRelease(DtLimit *l, int status, double retry_after_ms)
+LimitRelease(DtLimit *l, int status, double retry_after_ms, bool sent)
 {
 	LWLock	   *lock = NULL;
 	LimitEntry *e = l->held;
@@ -778,7 +785,10 @@ LimitRelease(DtLimit *l, int status, double retry_after_ms)
 
 		if (e->in_flight > 0)
 			e->in_flight--;
-		e->mean_ms = e->mean_ms > 0 ? 0.8 * e->mean_ms + 0.2 * ms : ms;
+		if (!sent && e->spec.rate > 0)
+			e->tat -= IntervalUs(e);	/* the API saw nothing: no token spent */
+		else
+			e->mean_ms = e->mean_ms > 0 ? 0.8 * e->mean_ms + 0.2 * ms : ms;
 	}
 	if (throttled && retry_after_ms >= 0)
 	{
@@ -807,19 +817,18 @@ LimitRelease(DtLimit *l, int status, double retry_after_ms)
 	l->counted = false;
 }
 
-/* ---- ductape.limits ---- */
+/* ---- snapshots: ductape.limits, /metrics ---- */
 
-Datum
-dt_limits(PG_FUNCTION_ARGS)
+int
+LimitsCollect(Oid dbid, bool endpoints, DtLimitRow **rows)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	bool		admin;
 	TimestampTz now = GetCurrentTimestamp();
+	int			n = 0;
+	int			max = 64;
 
-	InitMaterializedSRF(fcinfo, 0);
+	*rows = palloc(sizeof(DtLimitRow) * max);
 	if (Limits == NULL)
-		PG_RETURN_VOID();
-	admin = DtCallerIsAdmin();
+		return 0;
 	for (int p = 0; p < DT_LIMIT_PARTITIONS; p++)
 	{
 		LWLockAcquire(Limits->locks[p], LW_SHARED);
@@ -829,81 +838,111 @@ dt_limits(PG_FUNCTION_ARGS)
 			{
 				LimitEntry *e = &Limits->entries[i];
 				LimitEntry	c;
-				Datum		values[18];
-				bool		nulls[18];
-				int			col = 0;
-				double		eff;
+				DtLimitRow *r;
 
-				if (!e->in_use || e->key.dbid != MyDatabaseId)
-					continue;
-				if (e->key.endpoint != 0 && !admin)
+				if (!e->in_use || (OidIsValid(dbid) && e->key.dbid != dbid) ||
+					(e->key.endpoint != 0 && !endpoints))
 					continue;
 				SpinLockAcquire(&e->mutex);
 				memcpy(&c, e, offsetof(LimitEntry, cv));
 				SpinLockRelease(&e->mutex);
 				RecoverSlowed(&c, now);
-
-				memset(nulls, 0, sizeof(nulls));
-				if (c.key.endpoint == 0)
+				if (n == max)
 				{
-					values[col++] = CStringGetTextDatum(c.key.app);
-					values[col++] = CStringGetTextDatum(c.key.env);
-					nulls[col++] = true;
+					max *= 2;
+					*rows = repalloc(*rows, sizeof(DtLimitRow) * max);
 				}
-				else
-				{
-					nulls[col++] = true;
-					nulls[col++] = true;
-					values[col++] = Int64GetDatum(c.key.endpoint);
-				}
+				r = &(*rows)[n++];
+				r->key = c.key;
+				r->spec = c.spec;
+				r->effective_rate = 0;
+				r->tokens = -1;
 				if (c.spec.rate > 0)
 				{
 					int64		t = IntervalUs(&c);
-					TimestampTz full = c.tat;
-					double		tokens;
 
-					values[col++] = Float8GetDatum(c.spec.rate);
-					values[col++] = PointerGetDatum(DatumGetIntervalP(DirectFunctionCall7(make_interval,
-																						 0, 0, 0, 0, 0, 0,
-																						 Float8GetDatum(c.spec.per_ms / 1000.0))));
-					values[col++] = Int32GetDatum(c.spec.burst);
-					nulls[col] = c.spec.concurrency == 0;
-					values[col++] = Int32GetDatum(c.spec.concurrency);
-					nulls[col] = c.key.endpoint != 0;
-					values[col++] = Int32GetDatum(c.spec.max_wait_ms);
-					eff = c.spec.rate * 1000.0 / c.spec.per_ms / (double) (1 << c.slow_shift);
-					values[col++] = Float8GetDatum(eff);
-					tokens = full <= now ? c.spec.burst :
-						Max(0.0, c.spec.burst - (double) (full - now) / t);
-					values[col++] = Float8GetDatum(tokens);
+					r->effective_rate = c.spec.rate * 1000.0 / c.spec.per_ms /
+						(double) (1 << c.slow_shift);
+					r->tokens = c.tat <= now ? c.spec.burst :
+						Max(0.0, c.spec.burst - (double) (c.tat - now) / t);
 				}
-				else
-				{
-					nulls[col++] = true;
-					nulls[col++] = true;
-					nulls[col++] = true;
-					nulls[col] = c.spec.concurrency == 0;
-					values[col++] = Int32GetDatum(c.spec.concurrency);
-					nulls[col] = c.key.endpoint != 0;
-					values[col++] = Int32GetDatum(c.spec.max_wait_ms);
-					nulls[col++] = true;
-					nulls[col++] = true;
-				}
-				values[col++] = Int32GetDatum(c.in_flight);
-				values[col++] = Int32GetDatum(c.waiting);
-				nulls[col] = c.paused_until <= now;
-				values[col++] = TimestampTzGetDatum(c.paused_until);
-				nulls[col] = c.slow_shift == 0;
-				values[col++] = TimestampTzGetDatum(c.slowed_until);
-				values[col++] = Int64GetDatum(c.granted);
-				values[col++] = Int64GetDatum(c.waited);
-				values[col++] = Int64GetDatum(c.rejected);
-				values[col++] = TimestampTzGetDatum(c.since);
-				Assert(col == lengthof(values));
-				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+				r->in_flight = c.in_flight;
+				r->waiting = c.waiting;
+				r->paused_until = c.paused_until > now ? c.paused_until : 0;
+				r->slowed_until = c.slow_shift > 0 ? c.slowed_until : 0;
+				r->granted = c.granted;
+				r->waited = c.waited;
+				r->rejected = c.rejected;
+				r->since = c.since;
 			}
 		}
 		LWLockRelease(Limits->locks[p]);
+	}
+	return n;
+}
+
+/*
+ * ductape._limits(): the current database's limits (and its endpoints',
+ * for an administrator).  Backs the ductape.limits view.
+ */
+Datum
+dt_limits(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DtLimitRow *rows;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = LimitsCollect(MyDatabaseId, DtCallerIsAdmin(), &rows);
+	for (int i = 0; i < n; i++)
+	{
+		DtLimitRow *r = &rows[i];
+		Datum		values[18];
+		bool		nulls[18];
+		int			col = 0;
+		bool		rated = r->spec.rate > 0;
+
+		memset(nulls, 0, sizeof(nulls));
+		if (r->key.endpoint == 0)
+		{
+			values[col++] = CStringGetTextDatum(r->key.app);
+			values[col++] = CStringGetTextDatum(r->key.env);
+			nulls[col++] = true;
+		}
+		else
+		{
+			nulls[col++] = true;
+			nulls[col++] = true;
+			values[col++] = Int64GetDatum(r->key.endpoint);
+		}
+		nulls[col] = !rated;
+		values[col++] = Float8GetDatum(r->spec.rate);
+		nulls[col] = !rated;
+		values[col++] = rated ?
+			DirectFunctionCall7(make_interval, 0, 0, 0, 0, 0, 0,
+								Float8GetDatum(r->spec.per_ms / 1000.0)) : (Datum) 0;
+		nulls[col] = !rated;
+		values[col++] = Int32GetDatum(r->spec.burst);
+		nulls[col] = r->spec.concurrency == 0;
+		values[col++] = Int32GetDatum(r->spec.concurrency);
+		nulls[col] = r->key.endpoint != 0;
+		values[col++] = Int32GetDatum(r->spec.max_wait_ms);
+		nulls[col] = !rated;
+		values[col++] = Float8GetDatum(r->effective_rate);
+		nulls[col] = !rated;
+		values[col++] = Float8GetDatum(r->tokens);
+		values[col++] = Int32GetDatum(r->in_flight);
+		values[col++] = Int32GetDatum(r->waiting);
+		nulls[col] = r->paused_until == 0;
+		values[col++] = TimestampTzGetDatum(r->paused_until);
+		nulls[col] = r->slowed_until == 0;
+		values[col++] = TimestampTzGetDatum(r->slowed_until);
+		values[col++] = Int64GetDatum(r->granted);
+		values[col++] = Int64GetDatum(r->waited);
+		values[col++] = Int64GetDatum(r->rejected);
+		values[col++] = TimestampTzGetDatum(r->since);
+		Assert(col == lengthof(values));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();
 }

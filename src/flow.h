@@ -103,10 +103,34 @@ extern TimestampTz LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz un
  * The request ended (status 0: no response): the slot is given back, and
  * a 429 or 503 with Retry-After pauses the app for everyone, a 429 without
  * one slows it (whatever the request's retry policy says of Retry-After:
- * that is about its own retries).  retry_after_ms -1: none.  Safe to call
- * when nothing is held.
+ * that is about its own retries).  retry_after_ms -1: none.  sent false:
+ * nothing reached the API (refused by the egress policy, no connection):
+ * its token is given back too.  Safe to call when nothing is held.
  */
-extern void LimitRelease(DtLimit *l, int status, double retry_after_ms);
+extern void LimitRelease(DtLimit *l, int status, double retry_after_ms, bool sent);
+
+/* One limit as a snapshot shows it (LimitsCollect). */
+typedef struct DtLimitRow
+{
+	DtLimitKey	key;
+	DtLimitSpec spec;
+	double		effective_rate;	/* per second now; 0: no rate */
+	double		tokens;			/* that may start now; -1: no rate */
+	int			in_flight;
+	int			waiting;
+	TimestampTz paused_until;	/* 0: not paused */
+	TimestampTz slowed_until;	/* 0: not slowed */
+	int64		granted;
+	int64		waited;
+	int64		rejected;
+	TimestampTz since;
+} DtLimitRow;
+
+/*
+ * A snapshot of the limits of dbid (InvalidOid: every database), with or
+ * without the endpoints', palloc'd into *rows; returns how many.
+ */
+extern int	LimitsCollect(Oid dbid, bool endpoints, DtLimitRow **rows);
 
 /* What a DT004 says about the limit ("50 requests per 1s (burst 50)"). */
 extern char *LimitDescribe(const DtLimitSpec *spec);

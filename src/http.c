@@ -879,6 +879,13 @@ XferDone(Xfer *x)
 	return x->done;
 }
 
+/* Did any byte of a finished transfer's request leave (or an answer come)? */
+bool
+XferSent(Xfer *x)
+{
+	return x->o.sent || x->o.kind == OUT_RESPONSE;
+}
+
 void *
 XferOwner(Xfer *x)
 {
@@ -1170,7 +1177,7 @@ Execute(DtRequest *req, CallResult *cr)
 			cr->attempts++;
 			Attempt(req, &cr->o, NowMs() + req->timeout_ms);
 			LimitRelease(&req->limit, cr->o.kind == OUT_RESPONSE ? (int) cr->o.status : 0,
-						 cr->o.retry_after_ms);
+						 cr->o.retry_after_ms, cr->o.sent || cr->o.kind == OUT_RESPONSE);
 			if (cr->attempts > req->policy.max || !ShouldRetry(req, &cr->o))
 				break;
 			SleepInterruptible(RetryDelayMs(&req->policy, cr->attempts, cr->o.retry_after_ms));
@@ -1182,7 +1189,7 @@ Execute(DtRequest *req, CallResult *cr)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		LimitRelease(&req->limit, 0, -1);
+		LimitRelease(&req->limit, 0, -1, true);
 	}
 	PG_END_TRY();
 	if (limited)

@@ -5,14 +5,16 @@
  *	  text exposition format, version 0.0.4 (docs/reference.md, "Metrics").
  *	  The listener (webhook.c) serves it on ductape.metrics_listen.
  *
- * Layer 2 (core logic): calls layer 1 (counters.c, stats.c, registry.c, calls.c) and
- * secrets.c (whether the master key file is readable), and PostgreSQL.
+ * Layer 2 (core logic): calls layer 1 (counters.c, stats.c, registry.c,
+ * calls.c, flow.c) and secrets.c (whether the master key file is
+ * readable), and PostgreSQL.
  *
  * Everything comes from shared memory: the per-database counters and the
  * gauges each database's worker published (counters.c), the calls and
  * their latency histogram per app, action and env (stats.c, summed over
  * roles: roles are not labels), whether each
- * database has a worker (registry.c), the call records dropped (calls.c).
+ * database has a worker (registry.c), the call records dropped (calls.c),
+ * and the flow-control state per app and env (flow.c).
  * No SQL, no catalog access, no transaction: a scrape costs a copy of a
  * few fixed tables and the formatting, however large the tables behind
  * the gauges are.  The listener is connected to one database and must not
@@ -318,6 +320,73 @@ RenderCalls(StringInfo out, const DtCountersDb *dbs, int ndbs)
 }
 
 /*
+ * The flow-control state per database, app and env (flow.c; endpoints are
+ * left out: there may be thousands): requests in flight, whether the API
+ * asked for a pause, calls and items that waited, calls refused (DT004).
+ * The counters start again when an idle entry is reused for another key.
+ * false when the text reached its bound.
+ */
+static bool
+RenderLimits(StringInfo out, const DtCountersDb *dbs, int ndbs)
+{
+	static const struct
+	{
+		const char *family;
+		const char *type;
+		const char *help;
+	}			fams[] = {
+		{"ductape_limit_in_flight", "gauge",
+		"Requests of the app and env under way now, from every session and worker."},
+		{"ductape_limit_paused", "gauge",
+		"1 while the API's 429 or 503 with Retry-After pauses the app and env for every caller."},
+		{"ductape_limit_waited_total", "counter",
+		"Calls that waited for their limit, and queue items put back until it allowed them."},
+		{"ductape_limit_rejected_total", "counter",
+		"Calls refused with DT004: their limit would not let them go within max_wait_ms."},
+	};
+	DtLimitRow *rows;
+	int			n = LimitsCollect(InvalidOid, false, &rows);
+	const char **names = palloc0(sizeof(char *) * Max(n, 1));
+	StringInfoData labels;
+	bool		complete = true;
+
+	initStringInfo(&labels);
+	for (int i = 0; i < n; i++)
+		names[i] = DatabaseName(dbs, ndbs, rows[i].key.dbid);
+	for (int f = 0; f < lengthof(fams) && complete; f++)
+	{
+		Family(out, fams[f].family, fams[f].type, fams[f].help);
+		for (int i = 0; i < n; i++)
+		{
+			DtLimitRow *r = &rows[i];
+			int64		v;
+
+			if (names[i] == NULL)
+				continue;		/* its database's name is not known yet */
+			if (out->len > METRICS_MAX_BYTES)
+			{
+				complete = false;
+				break;
+			}
+			resetStringInfo(&labels);
+			appendStringInfoString(&labels, "{database=\"");
+			AppendLabelValue(&labels, names[i]);
+			appendStringInfoString(&labels, "\",app=\"");
+			AppendLabelValue(&labels, r->key.app);
+			appendStringInfoString(&labels, "\",env=\"");
+			AppendLabelValue(&labels, r->key.env);
+			appendStringInfoChar(&labels, '"');
+			v = f == 0 ? r->in_flight : f == 1 ? (r->paused_until != 0) :
+				f == 2 ? r->waited : r->rejected;
+			CallSeries(out, fams[f].family, strlen(fams[f].family), &labels, "}", v);
+		}
+	}
+	pfree(names);
+	pfree(rows);
+	return complete;
+}
+
+/*
  * The whole text into out.  webhooks_served: the listener is serving
  * webhooks (ductape.webhook_listen is set and it listens).
  */
@@ -401,6 +470,8 @@ MetricsRender(StringInfo out, bool webhooks_served)
 	}
 
 	if (!RenderCalls(out, dbs, ndbs))
+		truncated = true;
+	else if (!RenderLimits(out, dbs, ndbs))
 		truncated = true;
 
 	Family(out, "ductape_metrics_truncated", "gauge",

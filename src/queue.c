@@ -324,7 +324,7 @@ QueueTransferDone(Xfer *x)
 
 		/* first: the slot goes back whatever happens next */
 		XferResult(x, &status, &error, &body, &len, &retry_after_ms);
-		LimitRelease(&item->req->limit, status, retry_after_ms);
+		LimitRelease(&item->req->limit, status, retry_after_ms, XferSent(x));
 	}
 	PG_TRY();
 	{

@@ -171,6 +171,27 @@ is(value($calls, 'ductape_call_duration_seconds_bucket{database="postgres",app="
 	'its +Inf bucket holds them all');
 like($calls, qr/^ductape_call_duration_seconds_bucket\{database="postgres",app="m",action="ok",env="dev",le="0.0005"\} \d+$/m,
 	'with buckets in seconds');
+# flow control per app and env (flow.c)
+is(value($calls, 'ductape_limit_in_flight{database="postgres",app="m",env="dev"}'), '0',
+	'ductape_limit_in_flight: nothing under way');
+is(value($calls, 'ductape_limit_paused{database="postgres",app="m",env="dev"}'), '0', 'ductape_limit_paused: 0');
+$node->safe_psql('postgres', qq{
+SELECT ductape.app_define(jsonb_build_object('tag', 'mlim',
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'busy', 'method', 'GET', 'resource', '/status/429',
+                                                  'retries', jsonb_build_object('max', 0)))));
+SELECT ductape.run_response('mlim', 'busy', '{"retry_after": 60}');
+});
+my ($lret, $lout, $lerr) = $node->psql('postgres', "SELECT ductape.run('mlim', 'busy')");
+like($lerr, qr/rate limit of app "mlim" env "dev" reached/, 'a call during the pause is refused (DT004)');
+my $lim = scrape();
+is(value($lim, 'ductape_limit_paused{database="postgres",app="mlim",env="dev"}'), '1',
+	'ductape_limit_paused: 1 while the API asked for a pause');
+is(value($lim, 'ductape_limit_rejected_total{database="postgres",app="mlim",env="dev"}'), '1',
+	'ductape_limit_rejected_total counts the refused call');
+is(value($lim, 'ductape_limit_waited_total{database="postgres",app="mlim",env="dev"}'), '0',
+	'ductape_limit_waited_total: it did not wait (the pause was too long)');
+promtool_ok($lim, 'with limits');
 $node->safe_psql('postgres', q{
 BEGIN;
 SELECT ductape.cancel(ductape.dispatch('m', 'ok', run_at => now() + interval '1 hour'));

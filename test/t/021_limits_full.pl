@@ -98,5 +98,21 @@ $node->restart;
 ok(poll_until($node, 'postgres', "SELECT state FROM ductape.jobs WHERE id = $job", 'succeeded', 30),
 	'after a restart the job is sent');
 
+# A database that has used its share of keys once (all idle now) still
+# gets entries for new ones: it takes over its own idle entries.
+is($node->safe_psql('postgres', qq{
+SELECT count(*) FILTER (WHERE (ductape.run_response('busy-' || i, 'busy')->>'status') = '429')
+  FROM generate_series(1, $capacity) i}), $capacity, 'the share is used again (a 429 without Retry-After: 1 s)');
+usleep(2_000_000);
+$node->safe_psql('postgres', qq{
+SELECT ductape.app_define(jsonb_build_object('tag', 'limited2', 'limits', jsonb_build_object('rate', 100),
+  'envs', jsonb_build_array(jsonb_build_object('slug', 'dev', 'base_url', '$api')),
+  'actions', jsonb_build_array(jsonb_build_object('tag', 'ok', 'method', 'GET', 'resource', '/echo/limited2'))))});
+($ret, $out, $err) = $node->psql('postgres', "SELECT ductape.run('limited2', 'ok')->>'path'");
+is($out, '/echo/limited2', 'once those entries are idle, a new limited app of the database goes');
+is($err, '', 'with no warning');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ductape.limits"), $capacity,
+	'its entries stay within its share');
+
 $node->stop;
 done_testing();
