@@ -21,6 +21,9 @@ SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad",
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"per": "0s"}}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"rate": 0.5, "per": "24h"}}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"rate": 0.00001}}')$$);
+-- an env's rate under its app's "per", merged as calls see them
+SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"per": "24h"},
+    "envs": [{"slug": "dev", "base_url": "http://127.0.0.1", "limits": {"rate": 0.5}}]}')$$);
 SELECT expect_error($$SELECT ductape.app_define('{"tag": "lim-bad", "limits": {"per": "s"}}')$$);
 SELECT count(*) AS nothing_stored FROM ductape.apps WHERE tag = 'lim-bad';
 

@@ -23,10 +23,12 @@
  *	  the next one put back goes after them (the worker never wakes for a
  *	  crowd of items of which one may go); forgotten when a request goes
  *	  after none went for a while (the items put back are gone);
- *	- slots_full_since: while every slot is taken, items put back for a
- *	  slot are spaced by the mean request time / concurrency, or by a
- *	  quarter of how long the slots have stayed taken (at most a second),
- *	  so that a request that hangs does not make the worker spin;
+ *	- slots_full_since: items put back for a slot are spaced by the mean
+ *	  request time / concurrency (one request that hangs moves the mean
+ *	  little), and none comes due sooner than how long every slot has
+ *	  stayed taken (at most DT_LIMIT_SLOT_BACKOFF_MS): a request that hangs
+ *	  does not make the worker spin, and once it ends the backlog follows
+ *	  closely;
  *	- counters for ductape.limits.
  * Every request of an app (whether or not it declares limits) goes through
  * its entry, so that a pause holds for all, and in_flight shows what is
@@ -84,6 +86,8 @@
 #define DT_LIMIT_SLACK_US 2000	/* a token due this soon counts as there */
 #define DT_LIMIT_MAX_PAUSE_S 3600	/* the longest Retry-After obeyed */
 #define DT_LIMIT_SLOT_NAP_MS 100	/* a slot waiter looks again this often */
+#define DT_LIMIT_SLOT_BACKOFF_MS 2000	/* items put back for a slot, at most
+										 * this far while every slot stays taken */
 #define DT_LIMIT_FULL_RETRY_MS 10000	/* no room for a declared limit: again */
 
 typedef struct LimitEntry
@@ -101,6 +105,7 @@ typedef struct LimitEntry
 	int			in_flight;
 	int			waiting;
 	TimestampTz slots_full_since;	/* every slot taken since (0: not) */
+	TimestampTz last_grant;		/* when a request last went */
 	double		mean_ms;		/* recent requests' duration, smoothed */
 	int64		granted;
 	int64		waited;
@@ -292,8 +297,9 @@ Idle(LimitEntry *e, TimestampTz now)
 
 /*
  * Count an entry for dbid in its database's share; false when the
- * database holds its share already (or DT_LIMIT_MAX_DATABASES others hold
- * entries).  The caller holds free_mutex.
+ * database holds its share already.  (When DT_LIMIT_MAX_DATABASES other
+ * databases hold entries, its entries go uncounted, and unbounded, rather
+ * than none.)  The caller holds free_mutex.
  */
 static bool
 ShareTake(Oid dbid)
@@ -314,10 +320,11 @@ ShareTake(Oid dbid)
 		if (sh->count == 0 && unused == NULL)
 			unused = sh;
 	}
-	if (unused == NULL)
-		return false;
-	unused->dbid = dbid;
-	unused->count = 1;
+	if (unused != NULL)
+	{
+		unused->dbid = dbid;
+		unused->count = 1;
+	}
 	return true;
 }
 
@@ -426,7 +433,7 @@ Find(const DtLimitKey *key, LWLock **lock)
 		memset(&e->spec, 0, sizeof(e->spec));
 		e->tat = e->horizon = e->paused_until = e->slowed_until = 0;
 		e->slow_shift = e->in_flight = e->waiting = 0;
-		e->slots_full_since = 0;
+		e->slots_full_since = e->last_grant = 0;
 		e->mean_ms = 0;
 		e->granted = e->waited = e->rejected = 0;
 		e->since = GetCurrentTimestamp();
@@ -455,6 +462,54 @@ Find(const DtLimitKey *key, LWLock **lock)
 	return NULL;
 }
 
+/*
+ * A dropped database's entries go back to the free list, and its share
+ * with them.  Returns how many.  (No process of that database is left:
+ * nothing of them is in flight or waiting.)
+ */
+int
+LimitsForgetDatabase(Oid dbid)
+{
+	int			n = 0;
+
+	if (Limits == NULL)
+		return 0;
+	for (int p = 0; p < DT_LIMIT_PARTITIONS; p++)
+	{
+		LWLockAcquire(Limits->locks[p], LW_EXCLUSIVE);
+		for (int b = p; b < DT_LIMIT_BUCKETS; b += DT_LIMIT_PARTITIONS)
+		{
+			int32	   *link = &Limits->heads[b];
+
+			while (*link >= 0)
+			{
+				int32		i = *link;
+				LimitEntry *e = &Limits->entries[i];
+				bool		busy;
+
+				SpinLockAcquire(&e->mutex);
+				busy = e->in_flight > 0 || e->waiting > 0;
+				SpinLockRelease(&e->mutex);
+				if (e->key.dbid != dbid || busy)
+				{
+					link = &e->next;
+					continue;
+				}
+				*link = e->next;
+				e->in_use = false;
+				SpinLockAcquire(&Limits->free_mutex);
+				ShareGive(dbid);
+				e->next = Limits->free_list;
+				Limits->free_list = i;
+				SpinLockRelease(&Limits->free_mutex);
+				n++;
+			}
+		}
+		LWLockRelease(Limits->locks[p]);
+	}
+	return n;
+}
+
 /* ---- the slots this process holds ---- */
 
 static void
@@ -465,6 +520,8 @@ GiveBack(LimitEntry *e)
 	SpinLockAcquire(&e->mutex);
 	if (e->in_flight > 0)
 		e->in_flight--;
+	if (e->in_flight < e->spec.concurrency)
+		e->slots_full_since = 0;
 	waiting = e->waiting;
 	SpinLockRelease(&e->mutex);
 	if (waiting > 0)
@@ -561,19 +618,27 @@ LimitTryAcquire(DtLimit *l, TimestampTz *until)
 	}
 	now = GetCurrentTimestamp();
 	SpinLockAcquire(&e->mutex);
-	if (memcmp(&e->spec, &l->spec, sizeof(DtLimitSpec)) != 0)
+	if (e->spec.rate != l->spec.rate || e->spec.per_ms != l->spec.per_ms ||
+		e->spec.burst != l->spec.burst)
 	{
 		/*
-		 * The app was redefined (or a session still sees the definition
-		 * before): the bucket keeps its state, at the new rate, but owes
-		 * at most one interval of it: a faster rate applies at once, and
-		 * sessions alternating two definitions never get more than the
-		 * faster of them allows (a new definition is no new, full bucket).
+		 * The app's rate was redefined (or a session still sees the
+		 * definition before): the bucket keeps what it owes, counted in
+		 * requests, at the new rate -- so that a faster rate applies at
+		 * once, and sessions alternating two definitions never refill it.
 		 */
+		int64		t_old = IntervalUs(e);
+		int64		t_new;
+
 		e->spec = l->spec;
-		if (e->spec.rate > 0)
-			e->tat = Min(e->tat, now + IntervalUs(e));
+		t_new = IntervalUs(e);
+		if (t_old == 0 || t_new == 0)
+			e->tat = 0;
+		else if (e->tat > now)
+			e->tat = now + (TimestampTz) ceil((double) (e->tat - now) * t_new / t_old);
 	}
+	else
+		e->spec = l->spec;		/* concurrency, max_wait_ms */
 	RecoverSlowed(e, now);
 	if (e->paused_until > now)
 	{
@@ -606,11 +671,13 @@ LimitTryAcquire(DtLimit *l, TimestampTz *until)
 		 * next ones back.
 		 */
 		if (e->horizon > now &&
-			e->tat + Max(2 * IntervalUs(e), (int64) USECS_PER_SEC) <= now)
+			e->last_grant + Max(2 * IntervalUs(e), (int64) USECS_PER_SEC) <= now)
 			e->horizon = 0;
 		e->slots_full_since = 0;
+		e->last_grant = now;
+		l->charged = IntervalUs(e);
 		if (e->spec.rate > 0)
-			e->tat = Max(e->tat, now) + IntervalUs(e);
+			e->tat = Max(e->tat, now) + l->charged;
 		e->in_flight++;
 		e->granted++;
 		l->held = e;
@@ -721,6 +788,7 @@ LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz until)
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz due;
 	int64		step = 0;
+	int64		backoff = 0;
 
 	e = Find(&l->key, &lock);
 	if (e == NULL)
@@ -740,14 +808,16 @@ LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz until)
 		 * so that the worker does not spin on items that cannot go.
 		 */
 		double		mean_us = (e->mean_ms > 0 ? e->mean_ms : 100.0) * 1000.0;
-		int64		stuck = e->slots_full_since > 0 ? (now - e->slots_full_since) / 4 : 0;
 
 		step = Max(step, Max((int64) 1000, (int64) (mean_us / e->spec.concurrency)));
-		step = Max(step, Min(stuck, (int64) USECS_PER_SEC));
+		if (e->slots_full_since > 0)
+			backoff = Min(now - e->slots_full_since, DT_LIMIT_SLOT_BACKOFF_MS * (int64) 1000);
 	}
 	due = why == DT_LIMIT_SLOTS ? now + step : until;
 	due = Max(due, Max(e->horizon, now));
 	e->horizon = due + step;
+	/* (not pushed on the horizon: once the slot frees, they follow closely) */
+	due = Max(due, now + backoff);
 	e->waited++;
 	SpinLockRelease(&e->mutex);
 	LWLockRelease(lock);
@@ -785,10 +855,17 @@ LimitRelease(DtLimit *l, int status, double retry_after_ms, bool sent)
 
 		if (e->in_flight > 0)
 			e->in_flight--;
+		if (e->in_flight < e->spec.concurrency)
+			e->slots_full_since = 0;
 		if (!sent && e->spec.rate > 0)
-			e->tat -= IntervalUs(e);	/* the API saw nothing: no token spent */
+			e->tat -= l->charged;	/* the API saw nothing: no token spent */
 		else
+		{
+			/* (one request that hangs must not make the mean say minutes) */
+			if (e->mean_ms > 0)
+				ms = Min(ms, 4 * e->mean_ms);
 			e->mean_ms = e->mean_ms > 0 ? 0.8 * e->mean_ms + 0.2 * ms : ms;
+		}
 	}
 	if (throttled && retry_after_ms >= 0)
 	{

@@ -59,6 +59,7 @@ typedef struct DtLimit
 	DtLimitSpec spec;
 	void	   *held;			/* flow.c's entry while a slot is held */
 	TimestampTz sent_at;		/* when the slot was taken */
+	int64		charged;		/* the interval its token cost, µs */
 	bool		counted;		/* this call's wait is counted */
 } DtLimit;
 
@@ -75,6 +76,7 @@ typedef enum DtLimitReason
 } DtLimitReason;
 
 extern void LimitsShmemRegister(void);
+extern int	LimitsForgetDatabase(Oid dbid);
 
 extern void LimitSetApp(DtLimit *l, const char *app, const char *env,
 						const DtLimitSpec *spec);

@@ -77,6 +77,11 @@ static int	dt_generation = -1;
 static List *EasyPool = NIL;	/* idle easy handles for workers */
 static int	EasyPoolGeneration = -1;
 static int	XfersOnMulti = 0;	/* transfers submitted and not yet freed */
+static int64 PolicyChangedAt = 0;	/* when the policy last changed with a
+										 * rebuild pending; 0: none pending */
+static int	PolicySeen = -1;	/* the generation PolicyChangedAt is of */
+
+static void HandleDone(CURL *easy, CURLcode result, List **done);
 
 static int64
 NowMs(void)
@@ -140,6 +145,12 @@ DriverEnsure(void)
 	 * their limits' slots would stay taken -- until they are done;
 	 * meanwhile no connection is reused (PolicyPending, XferStartHop).
 	 */
+	if (dt_multi != NULL && dt_generation != ductape_egress_generation &&
+		PolicySeen != ductape_egress_generation)
+	{
+		PolicyChangedAt = NowMs();	/* (again, if it changed again) */
+		PolicySeen = ductape_egress_generation;
+	}
 	if (dt_multi != NULL && dt_generation != ductape_egress_generation && XfersOnMulti == 0)
 	{
 		ListCell   *lc;
@@ -164,6 +175,7 @@ DriverEnsure(void)
 		curl_multi_setopt(dt_multi, CURLMOPT_TIMERFUNCTION, TimerCallback);
 		dt_generation = ductape_egress_generation;
 		EasyPoolGeneration = dt_generation;
+		PolicyChangedAt = 0;
 	}
 }
 
@@ -191,9 +203,38 @@ SocketActions(int *running)
 }
 
 /*
+ * Transfers of the worker (XferSubmit) that finished while a synchronous
+ * one ran on the same multi handle (DriverPerform: the worker's OAuth2
+ * token requests): libcurl hands out each "done" message once, so they are
+ * kept here for DriverPump, which takes them first.  Dropping them left
+ * those jobs running and their limits' slots taken for good.
+ */
+typedef struct StashedDone
+{
+	CURL	   *easy;
+	CURLcode	result;
+} StashedDone;
+
+static List *Stashed = NIL;
+
+static void
+StashDone(CURL *easy, CURLcode result)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	StashedDone *d = palloc(sizeof(StashedDone));
+
+	d->easy = easy;
+	d->result = result;
+	Stashed = lappend(Stashed, d);
+	MemoryContextSwitchTo(old);
+	SetLatch(MyLatch);			/* the worker's loop pumps them */
+}
+
+/*
  * Run one transfer on the multi handle until it finishes, waking on the
  * latch for interrupts.  An interrupt (cancel, statement_timeout,
  * termination) ereports out of here after the transfer is detached.
+ * Other transfers that finish meanwhile are stashed (StashDone).
  */
 static CURLcode
 DriverPerform(CURL *easy)
@@ -217,11 +258,15 @@ DriverPerform(CURL *easy)
 
 			while ((msg = curl_multi_info_read(dt_multi, &left)) != NULL)
 			{
-				if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				if (msg->easy_handle == easy)
 				{
 					result = msg->data.result;
 					done = true;
 				}
+				else
+					StashDone(msg->easy_handle, msg->data.result);
 			}
 			if (done)
 				break;
@@ -631,9 +676,17 @@ XferStartHop(Xfer *x)
 	curl_easy_setopt(easy, CURLOPT_PROXY, ductape_proxy ? ductape_proxy : "");
 	if (dt_generation != ductape_egress_generation)
 	{
-		/* the policy changed under transfers in flight: nothing reused */
-		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+		/*
+		 * The policy changed under transfers in flight (the handle is
+		 * rebuilt once they are done): no connection made before the
+		 * change is reused; those made since are.
+		 */
+		int64		age_s = (NowMs() - PolicyChangedAt) / 1000;
+
+		if (PolicyChangedAt == 0 || age_s < 1)
+			curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		else
+			curl_easy_setopt(easy, CURLOPT_MAXLIFETIME_CONN, (long) age_s);
 	}
 	if (ductape_ca_file && ductape_ca_file[0])
 		curl_easy_setopt(easy, CURLOPT_CAINFO, ductape_ca_file);
@@ -719,8 +772,9 @@ XferFinishHop(Xfer *x, CURLcode rc)
 			o->kind = rc == CURLE_OPERATION_TIMEDOUT ? OUT_TIMEOUT : OUT_NETWORK;
 			o->error = psprintf("%s", x->t.errbuf[0] ? x->t.errbuf : curl_easy_strerror(rc));
 		}
-		if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-			rc == CURLE_COULDNT_RESOLVE_PROXY)
+		/* (a later hop's failure does not unsend the first hop) */
+		if (x->hop == 0 && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+							rc == CURLE_COULDNT_RESOLVE_PROXY))
 			o->sent = false;
 		o->error = Redact(o->error, req->sensitive);
 		return true;
@@ -971,31 +1025,47 @@ DriverPump(long timeout_ms, List **done)
 		dt_deadline_ms = -1;
 		curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
+	while (Stashed != NIL)
+	{
+		StashedDone *d = linitial(Stashed);
+
+		Stashed = list_delete_first(Stashed);
+		HandleDone(d->easy, d->result, done);
+		pfree(d);
+	}
 	while ((msg = curl_multi_info_read(dt_multi, &left)) != NULL)
 	{
-		Xfer	   *x = NULL;
-
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &x);
-		curl_multi_remove_handle(dt_multi, msg->easy_handle);
-		if (XferFinishHop(x, msg->data.result))
-		{
-			x->done = true;
-			*done = lappend(*done, x);
-		}
-		else if (XferStartHop(x))
-		{
-			curl_multi_add_handle(dt_multi, x->easy);
-			curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
-		}
-		else
-		{
-			x->done = true;
-			*done = lappend(*done, x);
-		}
+		HandleDone(msg->easy_handle, msg->data.result, done);
 	}
 	return latch;
+}
+
+/* A transfer of a worker's hop ended: the attempt is done, or its next hop starts. */
+static void
+HandleDone(CURL *easy, CURLcode result, List **done)
+{
+	Xfer	   *x = NULL;
+	int			running;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &x);
+	curl_multi_remove_handle(dt_multi, easy);
+	if (XferFinishHop(x, result))
+	{
+		x->done = true;
+		*done = lappend(*done, x);
+	}
+	else if (XferStartHop(x))
+	{
+		curl_multi_add_handle(dt_multi, x->easy);
+		curl_multi_socket_action(dt_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	else
+	{
+		x->done = true;
+		*done = lappend(*done, x);
+	}
 }
 
 /* Kick transfers just added (libcurl starts them from its timer). */

@@ -776,11 +776,12 @@ dt_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
 
-	/* the database is gone (DROP DATABASE raises otherwise): its counters too */
+	/* the database is gone (DROP DATABASE raises otherwise): its counters and limits too */
 	if (OidIsValid(dropped_db))
 	{
 		(void) StatsForgetDatabase(dropped_db);
 		CountersForget(dropped_db);
+		(void) LimitsForgetDatabase(dropped_db);
 	}
 
 	/*

@@ -196,7 +196,15 @@ BEGIN
                         errs := errs || format('/envs/%s/base_url: must be an http:// or https:// URL without query or fragment', i);
                     END IF;
                     errs := errs || ductape._check_request_type(e->'request_type', format('/envs/%s/request_type', i));
-                    errs := errs || ductape._check_limits(e->'limits', format('/envs/%s/limits', i));
+                    -- (an env's limits over its app's, as the request builder merges them,
+                    -- once the app's own are valid: a rate of the env under a "per" of
+                    -- the app must allow one request a day too)
+                    IF jsonb_typeof(e->'limits') = 'object' AND jsonb_typeof(spec->'limits') = 'object'
+                       AND cardinality(ductape._check_limits(spec->'limits', '/limits')) = 0 THEN
+                        errs := errs || ductape._check_limits(spec->'limits' || (e->'limits'), format('/envs/%s/limits', i));
+                    ELSE
+                        errs := errs || ductape._check_limits(e->'limits', format('/envs/%s/limits', i));
+                    END IF;
                 END IF;
                 i := i + 1;
             END LOOP;
