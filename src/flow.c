@@ -804,8 +804,9 @@ LimitDeferUntil(DtLimit *l, DtLimitReason why, TimestampTz until)
 		/*
 		 * A slot frees about every mean duration / concurrency; but the
 		 * longer every slot has stayed taken (a request that hangs), the
-		 * less that mean says: then a quarter of that time, up to a second,
-		 * so that the worker does not spin on items that cannot go.
+		 * less that mean says: then no item comes due sooner than that
+		 * time (up to DT_LIMIT_SLOT_BACKOFF_MS), so that the worker does
+		 * not spin on items that cannot go.
 		 */
 		double		mean_us = (e->mean_ms > 0 ? e->mean_ms : 100.0) * 1000.0;
 
